@@ -1,0 +1,48 @@
+"""poolwise: partial pooling for grouped data, exact and explained.
+
+>>> import poolwise
+>>> sorted(poolwise.__all__)[:3]
+['Beta', 'Exponential', 'Flat']
+"""
+
+from .api import PoolwiseWarning, fit, fit_stats
+from .compare import Comparison, compare
+from .data import example_path, read_path
+from .priors import (
+    Beta,
+    Exponential,
+    Flat,
+    Gamma,
+    HalfCauchy,
+    HalfNormal,
+    Lomax,
+    Normal,
+    Pareto,
+    Power,
+    Uniform,
+)
+from .results import PoolFit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Beta",
+    "Comparison",
+    "Exponential",
+    "Flat",
+    "Gamma",
+    "HalfCauchy",
+    "HalfNormal",
+    "Lomax",
+    "Normal",
+    "Pareto",
+    "PoolFit",
+    "PoolwiseWarning",
+    "Power",
+    "Uniform",
+    "compare",
+    "example_path",
+    "fit",
+    "fit_stats",
+    "read_path",
+]

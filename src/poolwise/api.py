@@ -1,0 +1,333 @@
+"""fit(): columns → family; data → group statistics → model → engine → PoolFit."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .data import GroupStats, reduce
+from .engines.eb import PointPosterior, fit_eb
+from .engines.exact import GridPosterior, fit_exact
+from .families import FAMILIES, Family
+from .intervals import hdi_from_draws, hdi_moments
+from .model import PoolModel, build_model
+from .results import PoolFit
+
+METHODS = ("auto", "exact", "eb")
+# beyond this many groups, "auto" uses empirical Bayes: the hyperparameter posterior is then so
+# narrow that conditioning on its mode changes nothing visible, and the grid would cost seconds
+AUTO_EB_GROUPS = 20_000
+# groups tables take intervals from draws up to this many (draws x groups), else exact formulas
+DRAW_BUDGET = 20_000_000
+THETA_CHUNK = 4096
+THETA_KIND = {"normal": "normal", "normal_se": "normal", "binomial": "beta", "poisson": "gamma"}
+
+
+class PoolwiseWarning(UserWarning):
+    """A problem with a fit that the user should know about (also listed in ``fit.warnings``)."""
+
+
+def family_for(
+    y: str | None,
+    se: str | None,
+    successes: str | None,
+    trials: str | None,
+    counts: str | None,
+    exposure: str | None,
+) -> tuple[str, dict[str, str]]:
+    """The family implied by the columns named, and the role → column mapping."""
+    given = {
+        k: v
+        for k, v in dict(
+            y=y, se=se, successes=successes, trials=trials, counts=counts, exposure=exposure
+        ).items()
+        if v is not None
+    }
+    options = [
+        ("binomial", {"successes", "trials"}, set()),
+        ("poisson", {"counts"}, {"exposure"}),
+        ("normal_se", {"y", "se"}, set()),
+        ("normal", {"y"}, set()),
+    ]
+    for name, required, optional in options:
+        if required <= set(given) and set(given) <= required | optional:
+            return name, given
+    raise TypeError(
+        "name the outcome columns of one family: y (normal rows), y and se (known standard "
+        "errors), successes and trials (binomial), or counts with optional exposure (Poisson); "
+        f"got {', '.join(f'{k}={v!r}' for k, v in given.items()) or 'none'}"
+    )
+
+
+def fit(
+    spec: Any = None,
+    data: Any = None,
+    *,
+    group: str | None = None,
+    y: str | None = None,
+    se: str | None = None,
+    successes: str | None = None,
+    trials: str | None = None,
+    counts: str | None = None,
+    exposure: str | None = None,
+    pooling: str = "partial",
+    method: str = "auto",
+    priors: dict | None = None,
+    draws: int = 4000,
+    hdi_prob: float = 0.94,
+    seed: int | None = None,
+) -> PoolFit:
+    """Fit a no-, complete- or partial-pooling model of one grouping factor.
+
+    ``spec`` is the data (a dataframe or a path). The family follows from the columns named: ``y`` alone → normal rows with an unknown
+    within-group sd; ``y`` and ``se`` → estimates with known standard errors; ``successes`` and
+    ``trials`` → binomial with a beta population; ``counts`` (and ``exposure``) → Poisson with a
+    gamma population. Several rows of a group are combined.
+
+    ``priors`` maps hyperparameter names to priors (``poolwise.HalfCauchy(5)``) or numbers (which
+    fix them); missing ones get weakly informative defaults scaled to the data. ``method`` is
+    ``"exact"`` (quadrature over the hyperparameters), ``"eb"`` (marginal maximum likelihood, MAP
+    when priors are given) or ``"auto"``.
+
+    Example
+    -------
+    >>> import pandas as pd, poolwise
+    >>> df = pd.DataFrame({"school": list("ABCDEFGH"),
+    ...                    "y": [28, 8, -3, 7, -1, 1, 18, 12],
+    ...                    "se": [15, 10, 16, 11, 9, 11, 10, 18]})
+    >>> fit = poolwise.fit(df, group="school", y="y", se="se", seed=1,
+    ...                    priors={"mu": poolwise.Normal(0, 5), "tau": poolwise.HalfCauchy(5)})
+    >>> round(float(fit.population.loc["mu", "mean"]), 2)
+    4.4
+    """
+    if spec is None:
+        spec = data
+    elif data is not None:
+        raise TypeError("fit(data, group=...): pass the data once, positionally or as data=")
+    if group is None:
+        raise TypeError("fit: name the grouping column with group=")
+    family_name, columns = family_for(y, se, successes, trials, counts, exposure)
+    stats = reduce(spec, group, family_name, columns)
+    return fit_stats(
+        stats,
+        family_name,
+        pooling=pooling,
+        method=method,
+        priors=priors,
+        draws=draws,
+        hdi_prob=hdi_prob,
+        seed=seed,
+    )
+
+
+@dataclass
+class Run:
+    """What one engine run produced (kept apart so that ``compare`` can reuse it)."""
+
+    model: PoolModel
+    posterior: GridPosterior | PointPosterior
+    method: str
+    reason: str
+    warnings: list[str]
+
+
+def _check_options(method: str, draws: int, hdi_prob: float, seed: int | None) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if isinstance(draws, bool) or not isinstance(draws, int | np.integer) or draws < 1:
+        raise ValueError(f"draws must be a positive integer, got {draws!r}")
+    if not (isinstance(hdi_prob, float | int) and 0 < hdi_prob < 1):
+        raise ValueError(f"hdi_prob must lie strictly between 0 and 1, got {hdi_prob!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+        raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+
+
+def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: dict | None) -> Run:
+    """Build the model and run the chosen engine on it."""
+    model = build_model(family, stats, pooling, priors)
+    n_groups = model.n_groups
+    if method == "auto":
+        if model.dim == 0:
+            method, reason = "exact", "no free hyperparameters: the posterior is closed-form"
+        elif n_groups > AUTO_EB_GROUPS:
+            method = "eb"
+            reason = (
+                f"{n_groups} groups > {AUTO_EB_GROUPS}: the hyperparameters are pinned down "
+                "by the data, so their point estimate suffices"
+            )
+        else:
+            method = "exact"
+            reason = f"{n_groups} groups: quadrature over {model.dim} hyperparameter(s)"
+    else:
+        reason = "chosen by the user"
+    notes: list[str] = []
+    if method == "exact":
+        posterior = fit_exact(model.log_posterior, model.initial_point(), model.names)
+    else:
+        if model.user_priors:
+
+            def objective(z):
+                return model.log_likelihood(z) + model.log_prior(z, jacobian=False)
+        else:
+            objective = model.log_likelihood
+        posterior = fit_eb(objective, model.initial_point())
+        for i in posterior.boundary:
+            notes.append(
+                f"{model.names[i]} was estimated at the edge of its range (between-group variation "
+                "near zero or infinite concentration, like lme4's singular fit): the groups look "
+                "completely pooled; prefer method='exact' to see the uncertainty"
+            )
+    return Run(model, posterior, method, reason, posterior.warnings + notes)
+
+
+def fit_stats(
+    stats: GroupStats,
+    family: str,
+    *,
+    pooling: str = "partial",
+    method: str = "auto",
+    priors: dict | None = None,
+    draws: int = 4000,
+    hdi_prob: float = 0.94,
+    seed: int | None = None,
+) -> PoolFit:
+    """Fit from per-group statistics already reduced (see :func:`poolwise.data.reduce`)."""
+    _check_options(method, draws, hdi_prob, seed)
+    run = run_engine(FAMILIES[family](), stats.stats, pooling, method, priors)
+    return summarize(run, stats, draws=draws, hdi_prob=hdi_prob, seed=seed)
+
+
+def _theta_draws(model: PoolModel, z: np.ndarray, seed: int, start: int, stop: int) -> np.ndarray:
+    """theta draws for groups [start, stop): fixed chunks, each with its own random stream."""
+    out = []
+    for c0 in range(start - start % THETA_CHUNK, stop, THETA_CHUNK):
+        rng = np.random.default_rng([seed, 1, c0 // THETA_CHUNK])
+        chunk = model.sample_theta(z, rng, slice(c0, min(c0 + THETA_CHUNK, model.n_groups)))
+        lo, hi = max(start - c0, 0), min(stop - c0, chunk.shape[1])
+        out.append(chunk[:, lo:hi])
+    return np.concatenate(out, axis=1)
+
+
+def _group_moments(model: PoolModel, points: np.ndarray, weights: np.ndarray):
+    """Exact posterior mean, variance and mean shrinkage of each theta_j (mixture over points)."""
+    j = model.n_groups
+    s1, s2, sb = np.zeros(j), np.zeros(j), np.zeros(j)
+    step = max(1, (1 << 22) // max(j, 1))
+    for k0 in range(0, len(weights), step):
+        w = weights[k0 : k0 + step, None]
+        m, v, b = model.conditional(points[k0 : k0 + step])
+        s1 += (w * m).sum(axis=0)
+        s2 += (w * (v + m**2)).sum(axis=0)
+        sb += (w * b).sum(axis=0)
+    return s1, np.maximum(s2 - s1**2, 0.0), sb
+
+
+def _population(run: Run, z_draws: np.ndarray, prob: float, rng) -> pd.DataFrame:
+    model, post = run.model, run.posterior
+    names = [n for n in model.family.supports if n in model.params(post.points[:1])]
+    rows = {}
+    if isinstance(post, PointPosterior):
+        interval_z = post.sample_normal(rng, 4000) if model.dim else post.points
+        p_draw = model.params(interval_z)
+        p_hat = model.params(post.points)
+        for n in names:
+            est = float(p_hat[n][0, 0])
+            draws_n = p_draw[n][:, 0]
+            lo, hi = hdi_from_draws(draws_n[:, None], prob)
+            sd = _delta_se(model, post, n)
+            rows[n] = (est, sd, float(lo[0]), float(hi[0]))
+    else:
+        p_grid = model.params(post.points)
+        p_draw = model.params(z_draws)
+        for n in names:
+            g = p_grid[n][:, 0]
+            mean = float(post.weights @ g)
+            sd = float(np.sqrt(max(post.weights @ (g - mean) ** 2, 0.0)))
+            lo, hi = hdi_from_draws(p_draw[n][:, :1], prob)
+            rows[n] = (mean, sd, float(lo[0]), float(hi[0]))
+    table = pd.DataFrame.from_dict(
+        rows, orient="index", columns=["mean", "sd", "hdi_low", "hdi_high"]
+    )
+    table.index.name = "hyperparameter"
+    return table
+
+
+def _delta_se(model: PoolModel, post: PointPosterior, name: str) -> float:
+    """Standard error of a hyperparameter estimate by the delta method (0 when it is fixed)."""
+    if model.dim == 0:
+        return 0.0
+    step = 1e-6
+    base = model.params(post.points)[name][0, 0]
+    grad = np.array(
+        [
+            (model.params(post.points + step * np.eye(model.dim)[i])[name][0, 0] - base) / step
+            for i in range(model.dim)
+        ]
+    )
+    return float(np.sqrt(max(grad @ post.cov @ grad, 0.0)))
+
+
+def summarize(
+    run: Run, stats: GroupStats, *, draws: int, hdi_prob: float, seed: int | None
+) -> PoolFit:
+    """Tables, draws and warnings of a finished engine run, as a :class:`PoolFit`."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**63))
+    model, post = run.model, run.posterior
+    rng = np.random.default_rng([seed, 0])
+    z_draws = post.sample(rng, draws)
+    mean, var, shrinkage = _group_moments(model, post.points, post.weights)
+    j = model.n_groups
+    use_draws = isinstance(post, GridPosterior) and model.dim > 0 and draws * j <= DRAW_BUDGET
+    if use_draws:
+        lo, hi = hdi_from_draws(_theta_draws(model, z_draws, seed, 0, j), hdi_prob)
+    elif model.pooling == "complete" and isinstance(post, GridPosterior) and model.dim > 0:
+        loc = model.params(z_draws)[model.family.location][:, 0]
+        l1, h1 = hdi_from_draws(loc[:, None], hdi_prob)
+        lo, hi = np.full(j, l1[0]), np.full(j, h1[0])
+    else:
+        lo, hi = hdi_moments(THETA_KIND[model.family.name], mean, var, hdi_prob)
+    family = model.family
+    groups = pd.DataFrame(
+        {
+            "n": family.size(model.stats) if family.name != "normal_se" else np.ones(j, int),
+            "raw": family.raw(model.stats),
+            "mean": mean,
+            "sd": np.sqrt(var),
+            "hdi_low": lo,
+            "hdi_high": hi,
+            "shrinkage": shrinkage,
+        },
+        index=stats.labels,
+    )
+    if family.name == "normal_se":
+        groups.insert(1, "se", model.stats["se"])
+    if family.name in ("binomial", "normal"):
+        groups["n"] = groups["n"].astype(np.int64)
+    population = _population(run, z_draws, hdi_prob, np.random.default_rng([seed, 3]))
+    hyper = {k: v[:, 0] for k, v in model.params(z_draws).items()}
+    for message in run.warnings:
+        warnings.warn(message, PoolwiseWarning, stacklevel=3)
+    priors_used: dict = {**model.priors}
+    priors_used.update({k: v for k, v in model.constants.items()})
+    return PoolFit(
+        family=family,
+        pooling=model.pooling,
+        method=run.method,
+        method_reason=run.reason,
+        priors=priors_used,
+        groups=groups,
+        population=population,
+        hdi_prob=hdi_prob,
+        n_rows=stats.n_rows,
+        seed=seed,
+        observed=dict(model.stats),
+        hyper_draws=hyper,
+        theta_draws_fn=lambda: _theta_draws(model, z_draws, seed, 0, j),
+        warnings=list(run.warnings),
+        info=getattr(post, "info", {}),
+    )

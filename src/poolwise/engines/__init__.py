@@ -1,0 +1,1 @@
+"""Inference engines: they see a log density over unconstrained arrays, never dataframes."""

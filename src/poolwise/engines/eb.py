@@ -1,0 +1,65 @@
+"""The empirical-Bayes engine: type-II maximum likelihood (or MAP) of the hyperparameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .optimize import LogDensity, covariance, find_mode, hessian
+
+# an unconstrained coordinate this far from its start has run off to a boundary (tau = 0, kappa = inf)
+RUNAWAY = 12.0
+
+
+@dataclass
+class PointPosterior:
+    """A point estimate of the hyperparameters with its asymptotic covariance (unconstrained scale)."""
+
+    mode: np.ndarray  # (d,)
+    cov: np.ndarray  # (d, d)
+    boundary: tuple[int, ...] = ()
+    info: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.mode[None, :]
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.ones(1)
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """The estimate repeated: group posteriors are conditional on it."""
+        return np.repeat(self.points, size, axis=0)
+
+    def sample_normal(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Draws from the asymptotic normal approximation, for intervals of the hyperparameters."""
+        return rng.multivariate_normal(self.mode, self.cov, size=size, method="eigh")
+
+
+def fit_eb(objective: LogDensity, z0: np.ndarray) -> PointPosterior:
+    """Maximise ``objective`` (a log marginal likelihood, plus a log prior for MAP).
+
+    Coordinates that run off towards the edge of their support are reported in ``boundary``.
+
+    Example
+    -------
+    >>> post = fit_eb(lambda z: -0.5 * ((z - 3.0) ** 2).sum(axis=1), np.zeros(2))
+    >>> post.mode.round(4).tolist(), post.boundary
+    ([3.0, 3.0], ())
+    """
+    d = z0.size
+    if d == 0:
+        return PointPosterior(np.zeros(0), np.zeros((0, 0)))
+    mode, ok = find_mode(objective, z0)
+    if not ok:
+        raise ValueError("the marginal likelihood is zero or undefined everywhere tried")
+    h = hessian(objective, mode)
+    boundary = tuple(i for i in range(d) if abs(mode[i] - z0[i]) > RUNAWAY and abs(h[i, i]) < 1e-4)
+    cov, concave = covariance(h)
+    warnings = (
+        [] if concave or boundary else ["the marginal likelihood is not concave at its maximum"]
+    )
+    return PointPosterior(mode=mode, cov=cov, boundary=boundary, warnings=warnings)

@@ -1,0 +1,104 @@
+"""Binomial successes out of trials with a beta population of rates."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+from scipy.special import betaln, gammaln, xlog1py, xlogy
+
+from ..priors import Beta, Lomax
+from .base import Family
+
+INF = math.inf
+
+
+def _log_choose(n, k):
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
+
+
+class Binomial(Family):
+    """k_j ~ Binomial(n_j, theta_j), theta_j ~ Beta(a, b) with a = phi kappa, b = (1 - phi) kappa.
+
+    Example
+    -------
+    >>> fam = Binomial()
+    >>> s = {"successes": np.array([70, 0]), "trials": np.array([100, 1])}
+    >>> fam.conditional({"a": np.array([[6.0]]), "b": np.array([[4.0]])}, s)[0].round(3)
+    array([[0.691, 0.545]])
+    """
+
+    name = "binomial"
+    description = "binomial successes out of trials, beta population"
+    columns = ("successes", "trials")
+    supports: ClassVar[dict[str, tuple[float, float]]] = {
+        "phi": (0.0, 1.0),
+        "kappa": (0.0, INF),
+        "a": (0.0, INF),
+        "b": (0.0, INF),
+    }
+    parametrizations: ClassVar[tuple[tuple[str, ...], ...]] = (("phi", "kappa"), ("a", "b"))
+    location: ClassVar[str] = "phi"
+    theta_support: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def complete(self, params):
+        p = dict(params)
+        if "a" in p and "b" in p:
+            p["kappa"] = p["a"] + p["b"]
+            p["phi"] = p["a"] / p["kappa"]
+        elif "kappa" in p:
+            p["a"] = p["phi"] * p["kappa"]
+            p["b"] = (1.0 - p["phi"]) * p["kappa"]
+        return p
+
+    def log_marginal(self, params, stats, pooled):
+        k, n = stats["successes"], stats["trials"]
+        if pooled:
+            phi = params["phi"]
+            return _log_choose(n, k) + xlogy(k, phi) + xlog1py(n - k, -phi)
+        a, b = params["a"], params["b"]
+        return _log_choose(n, k) + betaln(k + a, n - k + b) - betaln(a, b)
+
+    def conditional(self, params, stats):
+        k, n = stats["successes"], stats["trials"]
+        a1, b1 = params["a"] + k, params["b"] + n - k
+        total = a1 + b1
+        mean = a1 / total
+        var = mean * (b1 / total) / (total + 1.0)
+        kappa = params["a"] + params["b"]
+        return mean, var, kappa / (kappa + n)
+
+    def sample_conditional(self, params, stats, rng):
+        k, n = stats["successes"], stats["trials"]
+        a1 = np.broadcast_to(params["a"] + k, (params["a"].shape[0], len(k)))
+        return rng.beta(a1, params["b"] + n - k)
+
+    def sample_population(self, params, rng):
+        return rng.beta(np.ravel(params["a"]), np.ravel(params["b"]))
+
+    def sample_data(self, theta, size, rng, params):
+        """Successes out of ``size`` trials."""
+        return rng.binomial(np.asarray(size, dtype=np.int64), theta)
+
+    def default_priors(self, stats):
+        return {"phi": Beta(1.0, 1.0), "kappa": Lomax(0.5, 1.0)}
+
+    def unpooled(self, fixed, priors, stats):
+        p = {k: np.array([[v]]) for k, v in fixed.items()}
+        if not (("a" in p and "b" in p) or ("phi" in p and "kappa" in p)):
+            p = {"a": np.array([[1.0]]), "b": np.array([[1.0]])}
+        return self.complete(p)
+
+    def initial(self, stats):
+        k, n = stats["successes"].sum(), stats["trials"].sum()
+        phi = min(max((k + 0.5) / (n + 1.0), 1e-3), 1 - 1e-3)
+        p = self.complete({"phi": np.array(phi), "kappa": np.array(10.0)})
+        return {name: float(v) for name, v in p.items()}
+
+    def raw(self, stats):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return stats["successes"] / stats["trials"]
+
+    def size(self, stats):
+        return stats["trials"].astype(float)

@@ -1,0 +1,187 @@
+"""Normal outcomes: rows with unknown within-group sd, or estimates with known standard errors."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from ..priors import HalfNormal, Normal, Prior
+from .base import Family, Params, Stats
+
+LOG_2PI = math.log(2.0 * math.pi)
+INF = math.inf
+
+
+def _shrink(mean: np.ndarray, noise_var: np.ndarray, mu: np.ndarray, tau: np.ndarray):
+    """Conditional N(m, v) of theta given an estimate with variance ``noise_var`` and N(mu, tau²)."""
+    tau2 = tau**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shrinkage = np.where(np.isinf(tau2), 0.0, noise_var / (noise_var + tau2))
+    shrinkage = np.where(noise_var + tau2 == 0, 1.0, shrinkage)
+    m = shrinkage * mu + (1.0 - shrinkage) * mean
+    v = (1.0 - shrinkage) * noise_var
+    return m, v, shrinkage
+
+
+def _log_normal_density(x, mu, var):
+    with np.errstate(divide="ignore"):
+        return -0.5 * (LOG_2PI + np.log(var) + (x - mu) ** 2 / var)
+
+
+def _default_location_priors(center: float, scale: float) -> dict[str, Prior]:
+    if not (math.isfinite(scale) and scale > 0):
+        scale = max(abs(center), 1.0)
+    return {"mu": Normal(float(center), 2.5 * scale), "tau": HalfNormal(2.5 * scale)}
+
+
+def _unpooled_location(fixed: dict[str, float], priors: dict[str, Prior]) -> Params:
+    mu_prior = priors.get("mu")
+    mu = fixed.get("mu", mu_prior.mu if isinstance(mu_prior, Normal) else 0.0)
+    tau = fixed.get("tau", mu_prior.sigma if isinstance(mu_prior, Normal) else INF)
+    return {"mu": np.array([[mu]]), "tau": np.array([[tau]])}
+
+
+class _NormalBase(Family):
+    location: ClassVar[str] = "mu"
+    theta_support: ClassVar[tuple[float, float]] = (-INF, INF)
+    parametrizations: ClassVar[tuple[tuple[str, ...], ...]] = (("mu", "tau"),)
+
+    def complete(self, params: Params) -> Params:
+        return dict(params)
+
+    def location_scale(self, stats: Stats) -> float:
+        return self.default_priors(stats)["tau"].sigma / 2.5
+
+    def sample_conditional(self, params, stats, rng):
+        m, v, _ = self.conditional(params, stats)
+        return m + np.sqrt(v) * rng.standard_normal(m.shape)
+
+    def sample_population(self, params, rng):
+        mu, tau = np.ravel(params["mu"]), np.ravel(params["tau"])
+        return mu + tau * rng.standard_normal(mu.shape)
+
+
+class NormalRows(_NormalBase):
+    """y_ji ~ N(theta_j, sigma²), theta_j ~ N(mu, tau²); statistics n, mean and M2 per group.
+
+    Example
+    -------
+    >>> fam = NormalRows()
+    >>> s = {"n": np.array([2, 3]), "mean": np.array([1.0, 2.0]), "m2": np.array([0.5, 2.0])}
+    >>> p = {"mu": np.array([[1.5]]), "tau": np.array([[1.0]]), "sigma": np.array([[1.0]])}
+    >>> fam.conditional(p, s)[2].round(3)
+    array([[0.333, 0.25 ]])
+    """
+
+    name = "normal"
+    description = "normal rows, unknown within-group sd"
+    columns = ("y",)
+    supports: ClassVar[dict[str, tuple[float, float]]] = {
+        "mu": (-INF, INF),
+        "tau": (0.0, INF),
+        "sigma": (0.0, INF),
+    }
+
+    @property
+    def nuisance(self) -> tuple[str, ...]:
+        return ("sigma",)
+
+    def log_marginal(self, params, stats, pooled):
+        n, ybar, m2 = stats["n"], stats["mean"], stats["m2"]
+        sigma2 = params["sigma"] ** 2
+        tau2 = 0.0 if pooled else params["tau"] ** 2
+        within = -0.5 * (n - 1) * (LOG_2PI + np.log(sigma2)) - m2 / (2 * sigma2) - 0.5 * np.log(n)
+        if np.all(np.isinf(tau2)):
+            return within
+        return within + _log_normal_density(ybar, params["mu"], tau2 + sigma2 / n)
+
+    def conditional(self, params, stats):
+        return _shrink(
+            stats["mean"], params["sigma"] ** 2 / stats["n"], params["mu"], params["tau"]
+        )
+
+    def sample_data(self, theta, size, rng, params):
+        """The mean of ``size`` new rows."""
+        return theta + params["sigma"] / np.sqrt(size) * rng.standard_normal(np.shape(theta))
+
+    def default_priors(self, stats):
+        n, ybar, m2 = stats["n"], stats["mean"], stats["m2"]
+        total = n.sum()
+        grand = float(np.sum(n * ybar) / total)
+        ss = float(m2.sum() + np.sum(n * (ybar - grand) ** 2))
+        scale = math.sqrt(ss / max(total - 1, 1))
+        priors = _default_location_priors(grand, scale)
+        priors["sigma"] = HalfNormal(priors["tau"].sigma)
+        return priors
+
+    def unpooled(self, fixed, priors, stats):
+        return _unpooled_location(fixed, priors)
+
+    def initial(self, stats):
+        n, ybar, m2 = stats["n"], stats["mean"], stats["m2"]
+        scale = self.location_scale(stats)
+        dof = float(np.sum(n - 1))
+        sigma = math.sqrt(float(m2.sum()) / dof) if dof > 0 and m2.sum() > 0 else scale
+        return {
+            "mu": float(np.average(ybar, weights=n)),
+            "tau": max(float(np.std(ybar)), 0.1 * scale),
+            "sigma": sigma,
+        }
+
+    def raw(self, stats):
+        return stats["mean"].astype(float)
+
+    def size(self, stats):
+        return stats["n"].astype(float)
+
+
+class NormalKnownSE(_NormalBase):
+    """y_j ~ N(theta_j, se_j²) with se_j known, theta_j ~ N(mu, tau²): meta-analysis, eight schools.
+
+    Example
+    -------
+    >>> fam = NormalKnownSE()
+    >>> s = {"y": np.array([28.0, 8.0]), "se": np.array([15.0, 10.0])}
+    >>> p = {"mu": np.array([[0.0]]), "tau": np.array([[10.0]])}
+    >>> fam.conditional(p, s)[0].round(2)
+    array([[8.62, 4.  ]])
+    """
+
+    name = "normal_se"
+    description = "normal estimates with known standard errors"
+    columns = ("y", "se")
+    supports: ClassVar[dict[str, tuple[float, float]]] = {"mu": (-INF, INF), "tau": (0.0, INF)}
+
+    def log_marginal(self, params, stats, pooled):
+        tau2 = 0.0 if pooled else params["tau"] ** 2
+        if np.all(np.isinf(tau2)):
+            return np.zeros((params["mu"].shape[0], self.n(stats)))
+        return _log_normal_density(stats["y"], params["mu"], tau2 + stats["se"] ** 2)
+
+    def conditional(self, params, stats):
+        return _shrink(stats["y"], stats["se"] ** 2, params["mu"], params["tau"])
+
+    def sample_data(self, theta, size, rng, params):
+        """An estimate with standard error ``size``."""
+        return theta + size * rng.standard_normal(np.shape(theta))
+
+    def default_priors(self, stats):
+        y, se = stats["y"], stats["se"]
+        scale = math.sqrt(float(np.var(y) + np.mean(se**2)))
+        return _default_location_priors(float(np.mean(y)), scale)
+
+    def unpooled(self, fixed, priors, stats):
+        return _unpooled_location(fixed, priors)
+
+    def initial(self, stats):
+        y = stats["y"]
+        scale = self.location_scale(stats)
+        return {"mu": float(np.mean(y)), "tau": max(float(np.std(y)), 0.1 * scale)}
+
+    def raw(self, stats):
+        return stats["y"].astype(float)
+
+    def size(self, stats):
+        return 1.0 / stats["se"] ** 2

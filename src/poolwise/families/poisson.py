@@ -1,0 +1,106 @@
+"""Poisson counts over an exposure with a gamma population of rates."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+from scipy.special import gammaln, xlogy
+
+from ..priors import HalfNormal, Lomax
+from .base import Family
+
+INF = math.inf
+
+
+class Poisson(Family):
+    """c_j ~ Poisson(theta_j E_j), theta_j ~ Gamma(shape alpha, rate beta); mu = alpha/beta, kappa = alpha.
+
+    Example
+    -------
+    >>> fam = Poisson()
+    >>> s = {"counts": np.array([5, 1]), "exposure": np.array([94.3, 15.7])}
+    >>> fam.conditional({"alpha": np.array([[1.0]]), "beta": np.array([[1.0]])}, s)[0].round(4)
+    array([[0.0625, 0.1198]])
+    """
+
+    name = "poisson"
+    description = "Poisson counts over exposure, gamma population"
+    columns = ("counts", "exposure")
+    supports: ClassVar[dict[str, tuple[float, float]]] = {
+        "mu": (0.0, INF),
+        "kappa": (0.0, INF),
+        "alpha": (0.0, INF),
+        "beta": (0.0, INF),
+    }
+    parametrizations: ClassVar[tuple[tuple[str, ...], ...]] = (("mu", "kappa"), ("alpha", "beta"))
+    location: ClassVar[str] = "mu"
+    theta_support: ClassVar[tuple[float, float]] = (0.0, INF)
+
+    def complete(self, params):
+        p = dict(params)
+        if "alpha" in p and "beta" in p:
+            p["kappa"] = p["alpha"]
+            p["mu"] = p["alpha"] / p["beta"]
+        elif "kappa" in p:
+            p["alpha"] = p["kappa"]
+            p["beta"] = p["kappa"] / p["mu"]
+        return p
+
+    def log_marginal(self, params, stats, pooled):
+        c, e = stats["counts"], stats["exposure"]
+        if pooled:
+            rate = params["mu"] * e
+            return xlogy(c, rate) - rate - gammaln(c + 1)
+        alpha, beta = params["alpha"], params["beta"]
+        return (
+            gammaln(c + alpha)
+            - gammaln(alpha)
+            - gammaln(c + 1)
+            + alpha * np.log(beta)
+            + xlogy(c, e)
+            - (c + alpha) * np.log(beta + e)
+        )
+
+    def conditional(self, params, stats):
+        c, e = stats["counts"], stats["exposure"]
+        shape, rate = params["alpha"] + c, params["beta"] + e
+        return shape / rate, shape / rate**2, params["beta"] / rate
+
+    def sample_conditional(self, params, stats, rng):
+        c, e = stats["counts"], stats["exposure"]
+        shape = np.broadcast_to(params["alpha"] + c, (params["alpha"].shape[0], len(c)))
+        return rng.gamma(shape) / (params["beta"] + e)
+
+    def sample_population(self, params, rng):
+        return rng.gamma(np.ravel(params["alpha"])) / np.ravel(params["beta"])
+
+    def sample_data(self, theta, size, rng, params):
+        """Counts over an exposure of ``size``."""
+        return rng.poisson(theta * size)
+
+    def default_priors(self, stats):
+        return {"mu": HalfNormal(2.5 * self._pooled_rate(stats)), "kappa": Lomax(0.5, 1.0)}
+
+    def unpooled(self, fixed, priors, stats):
+        p = {k: np.array([[v]]) for k, v in fixed.items()}
+        if not (("alpha" in p and "beta" in p) or ("mu" in p and "kappa" in p)):
+            p = {"mu": np.array([[self._pooled_rate(stats)]]), "kappa": np.array([[0.5]])}
+        return self.complete(p)
+
+    def initial(self, stats):
+        p = self.complete({"mu": np.array(self._pooled_rate(stats)), "kappa": np.array(1.0)})
+        return {name: float(v) for name, v in p.items()}
+
+    def raw(self, stats):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return stats["counts"] / stats["exposure"]
+
+    def size(self, stats):
+        return stats["exposure"].astype(float)
+
+    @staticmethod
+    def _pooled_rate(stats) -> float:
+        counts, exposure = float(stats["counts"].sum()), float(stats["exposure"].sum())
+        return max(counts, 0.5) / exposure

@@ -1,0 +1,240 @@
+"""The model specification: family + pooling + priors over one group's statistics.
+
+A :class:`PoolModel` turns points ``z`` of the unconstrained hyperparameter space (shape ``(K, d)``)
+into log densities and conditional group posteriors. Engines see only this interface.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from numbers import Real
+
+import numpy as np
+
+from .families import Family
+from .families.base import Params, Stats
+from .priors import Flat, Prior
+from .transforms import Transform, intersect
+
+POOLINGS = ("partial", "none", "complete")
+CHUNK_ELEMENTS = 1 << 22
+
+
+def _chunks(k: int, j: int):
+    step = max(1, CHUNK_ELEMENTS // max(j, 1))
+    for start in range(0, k, step):
+        yield slice(start, min(start + step, k))
+
+
+@dataclass
+class PoolModel:
+    """A one-factor pooling model ready for an engine.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from poolwise.families import Binomial
+    >>> stats = {"successes": np.array([70, 0]), "trials": np.array([100, 1])}
+    >>> model = build_model(Binomial(), stats, "partial", {"a": 6, "b": 4})
+    >>> model.names
+    ()
+    """
+
+    family: Family
+    stats: Stats
+    pooling: str
+    names: tuple[str, ...]
+    transforms: tuple[Transform, ...]
+    priors: dict[str, Prior]
+    constants: dict[str, float]
+    user_priors: set[str] = field(default_factory=set)
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    @property
+    def n_groups(self) -> int:
+        return self.family.n(self.stats)
+
+    def params(self, z: np.ndarray) -> Params:
+        """Hyperparameters at points ``z`` (K, d) as (K, 1) arrays, every name the family knows."""
+        z = np.atleast_2d(z)
+        p = {name: np.full((z.shape[0], 1), value) for name, value in self.constants.items()}
+        for i, (name, t) in enumerate(zip(self.names, self.transforms, strict=True)):
+            p[name] = t.forward(z[:, i : i + 1])
+        return self.family.complete(p)
+
+    def to_z(self, values: dict[str, float]) -> np.ndarray:
+        """Natural values of the free hyperparameters → a point z (1, d)."""
+        return np.array(
+            [
+                [
+                    float(t.inverse(values[n]))
+                    for n, t in zip(self.names, self.transforms, strict=True)
+                ]
+            ]
+        ).reshape(1, self.dim)
+
+    def group_log_likelihood(self, z: np.ndarray) -> np.ndarray:
+        """log p(data_j | hyperparameters) for each point and group, shape (K, J)."""
+        return self.family.log_marginal(self.params(z), self.stats, self.pooling == "complete")
+
+    def log_likelihood(self, z: np.ndarray) -> np.ndarray:
+        """Sum over groups of the collapsed log likelihood, shape (K,)."""
+        z = np.atleast_2d(z)
+        out = np.empty(z.shape[0])
+        for sl in _chunks(z.shape[0], self.n_groups):
+            with np.errstate(all="ignore"):
+                ll = self.group_log_likelihood(z[sl]).sum(axis=1)
+            out[sl] = np.where(np.isnan(ll), -np.inf, ll)
+        return out
+
+    def log_prior(self, z: np.ndarray, jacobian: bool = True) -> np.ndarray:
+        """Log prior density of the free hyperparameters at ``z`` (with the log-Jacobian)."""
+        z = np.atleast_2d(z)
+        out = np.zeros(z.shape[0])
+        for i, (name, t) in enumerate(zip(self.names, self.transforms, strict=True)):
+            with np.errstate(all="ignore"):
+                out += self.priors[name].logpdf(t.forward(z[:, i]))
+                if jacobian:
+                    out += t.log_jacobian(z[:, i])
+        return out
+
+    def log_posterior(self, z: np.ndarray) -> np.ndarray:
+        """Unnormalised log posterior density of z, shape (K,)."""
+        lp = self.log_prior(z)
+        ll = self.log_likelihood(z)
+        out = lp + ll
+        return np.where(np.isnan(out), -np.inf, out)
+
+    def conditional(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, variance and shrinkage of each theta_j at each point z, each (K, J)."""
+        p = self.params(z)
+        if self.pooling == "complete":
+            return self.family.pooled_conditional(p, self.stats)
+        return self.family.conditional(p, self.stats)
+
+    def sample_theta(self, z: np.ndarray, rng: np.random.Generator, groups: slice) -> np.ndarray:
+        """One theta_j draw per row of ``z`` for the groups in ``groups``, shape (D, len)."""
+        p = self.params(z)
+        stats = {k: v[groups] for k, v in self.stats.items()}
+        if self.pooling == "complete":
+            loc = p[self.family.location]
+            return np.broadcast_to(loc, (loc.shape[0], self.family.n(stats))).copy()
+        return self.family.sample_conditional(p, stats, rng)
+
+    def initial_point(self) -> np.ndarray:
+        """A starting point for mode search, inside every prior's support."""
+        guess = self.family.initial(self.stats)
+        z = []
+        for name, t in zip(self.names, self.transforms, strict=True):
+            value = guess[name]
+            lo, hi = t.lower, t.upper
+            if not lo < value < hi:
+                value = (
+                    (lo + hi) / 2
+                    if math.isfinite(hi - lo)
+                    else (lo + 1 if math.isfinite(lo) else hi - 1)
+                )
+            z.append(float(t.inverse(value)))
+        return np.array(z)
+
+
+def _split_priors(family: Family, priors: dict | None) -> tuple[dict[str, Prior], dict[str, float]]:
+    if priors is None:
+        priors = {}
+    if not isinstance(priors, dict):
+        raise TypeError(
+            f"priors must be a dict from hyperparameter name to prior, got {type(priors).__name__}"
+        )
+    valid = sorted(family.supports)
+    dists: dict[str, Prior] = {}
+    fixed: dict[str, float] = {}
+    for name, value in priors.items():
+        if name not in family.supports:
+            raise ValueError(
+                f"priors: unknown hyperparameter {name!r} for the {family.name} family; "
+                f"valid names are {', '.join(valid)}"
+            )
+        lo, hi = family.supports[name]
+        if isinstance(value, Prior):
+            plo, phi = value.support
+            if not isinstance(value, Flat) and (plo < lo or phi > hi):
+                raise ValueError(
+                    f"priors[{name!r}]: {value!r} has support ({plo:g}, {phi:g}) but {name} lies in "
+                    f"({lo:g}, {hi:g}); use a prior on that range (e.g. HalfNormal for a scale)"
+                )
+            dists[name] = value
+        elif isinstance(value, Real) and not isinstance(value, bool):
+            v = float(value)
+            if not (math.isfinite(v) and lo <= v <= hi) or (v == lo and name != "tau"):
+                raise ValueError(
+                    f"priors[{name!r}]: a fixed value must be finite and inside ({lo:g}, {hi:g}), got {value!r}"
+                )
+            fixed[name] = v
+        else:
+            raise TypeError(
+                f"priors[{name!r}] must be a poolwise prior (e.g. poolwise.HalfNormal(1)) or a number, "
+                f"got {type(value).__name__}"
+            )
+    used = set(dists) | set(fixed)
+    hits = [names for names in family.parametrizations if used & set(names)]
+    if len(hits) > 1:
+        raise ValueError(
+            f"priors mix two parametrizations of the {family.name} population: "
+            f"give priors on ({', '.join(hits[0])}) or on ({', '.join(hits[1])}), not both"
+        )
+    return dists, fixed
+
+
+def build_model(family: Family, stats: Stats, pooling: str, priors: dict | None) -> PoolModel:
+    """Combine a family, its group statistics, a pooling and priors into a :class:`PoolModel`."""
+    if pooling not in POOLINGS:
+        raise ValueError(
+            f"pooling must be one of {', '.join(map(repr, POOLINGS))}, got {pooling!r}"
+        )
+    dists, fixed = _split_priors(family, priors)
+    defaults = family.default_priors(stats)
+    free = family.free_names(pooling, set(dists) | set(fixed))
+    constants: dict[str, float] = {}
+    if pooling == "none":
+        unpooled = family.unpooled(fixed, {**defaults, **dists}, stats)
+        constants.update({k: float(np.ravel(v)[0]) for k, v in unpooled.items()})
+    elif pooling == "complete" and family.location == "mu" and "tau" in family.supports:
+        constants["tau"] = 0.0
+    guess = family.initial(stats)
+    loc_scale = family.location_scale(stats)
+    names, transforms, used = [], [], {}
+    for name in free:
+        if name in fixed:
+            constants[name] = fixed[name]
+            continue
+        prior = dists.get(name, defaults.get(name))
+        if prior is None:
+            raise ValueError(
+                f"priors: give a prior for {name!r} too (the population is parametrized by "
+                f"{', '.join(n for n in free if n in family.supports)})"
+            )
+        lo, hi = family.supports[name]
+        bounded = math.isfinite(lo) or math.isfinite(hi)
+        t = intersect(
+            (lo, hi),
+            prior.support,
+            loc=0.0 if bounded else guess[name],
+            scale=1.0 if bounded else loc_scale,
+        )
+        names.append(name)
+        transforms.append(t)
+        used[name] = prior
+    return PoolModel(
+        family=family,
+        stats=stats,
+        pooling=pooling,
+        names=tuple(names),
+        transforms=tuple(transforms),
+        priors=used,
+        constants=constants,
+        user_priors=set(dists),
+    )

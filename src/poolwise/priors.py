@@ -1,0 +1,310 @@
+"""Prior distributions for hyperparameters, with PyMC's names and parameter names.
+
+Each prior knows its log density (from :mod:`scipy.stats`), its support, how to draw from it and,
+lazily, its numpyro twin for the NUTS engine.
+
+Example
+-------
+>>> from poolwise.priors import HalfCauchy
+>>> HalfCauchy(beta=5).support
+(0.0, inf)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "Prior",
+    "Normal",
+    "HalfNormal",
+    "HalfCauchy",
+    "Exponential",
+    "Uniform",
+    "Beta",
+    "Gamma",
+    "Pareto",
+    "Lomax",
+    "Power",
+    "Flat",
+]
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Base class: a univariate prior density for one hyperparameter."""
+
+    def _check(self, **positive: float) -> None:
+        for name, value in positive.items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"{type(self).__name__}: {name} must be a positive finite number, got {value!r}"
+                )
+
+    @property
+    def support(self) -> tuple[float, float]:
+        """The (lower, upper) bounds of the prior's support."""
+        return self._frozen().support()
+
+    @property
+    def proper(self) -> bool:
+        """Whether the density integrates to one."""
+        return True
+
+    def _frozen(self) -> Any:
+        raise NotImplementedError
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        """Log density at ``x`` (``-inf`` outside the support)."""
+        return self._frozen().logpdf(x)
+
+    def sample(self, rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarray:
+        """Draw ``size`` values."""
+        return self._frozen().rvs(size=size, random_state=rng)
+
+    def to_numpyro(self) -> Any:
+        """The numpyro distribution with the same density."""
+        raise NotImplementedError(f"{self!r} has no numpyro counterpart")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{f.name}={getattr(self, f.name):g}" for f in fields(self))
+        return f"{type(self).__name__}({args})"
+
+
+@dataclass(frozen=True, repr=False)
+class Normal(Prior):
+    """Normal(mu, sigma)."""
+
+    mu: float = 0.0
+    sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._check(sigma=self.sigma)
+        if not math.isfinite(self.mu):
+            raise ValueError(f"Normal: mu must be finite, got {self.mu!r}")
+
+    def _frozen(self) -> Any:
+        return stats.norm(self.mu, self.sigma)
+
+    def to_numpyro(self) -> Any:
+        import numpyro.distributions as dist
+
+        return dist.Normal(self.mu, self.sigma)
+
+
+@dataclass(frozen=True, repr=False)
+class HalfNormal(Prior):
+    """HalfNormal(sigma) on (0, inf)."""
+
+    sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._check(sigma=self.sigma)
+
+    def _frozen(self) -> Any:
+        return stats.halfnorm(scale=self.sigma)
+
+    def to_numpyro(self) -> Any:
+        import numpyro.distributions as dist
+
+        return dist.HalfNormal(self.sigma)
+
+
+@dataclass(frozen=True, repr=False)
+class HalfCauchy(Prior):
+    """HalfCauchy(beta) on (0, inf); ``beta`` is the scale, as in PyMC."""
+
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._check(beta=self.beta)
+
+    def _frozen(self) -> Any:
+        return stats.halfcauchy(scale=self.beta)
+
+    def to_numpyro(self) -> Any:
+        import numpyro.distributions as dist
+
+        return dist.HalfCauchy(self.beta)
+
+
+@dataclass(frozen=True, repr=False)
+class Exponential(Prior):
+    """Exponential(lam) with rate ``lam``."""
+
+    lam: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._check(lam=self.lam)
+
+    def _frozen(self) -> Any:
+        return stats.expon(scale=1.0 / self.lam)
+
+    def to_numpyro(self) -> Any:
+        import numpyro.distributions as dist
+
+        return dist.Exponential(self.lam)
+
+
+@dataclass(frozen=True, repr=False)
+class Uniform(Prior):
+    """Uniform(lower, upper)."""
+
+    lower: float = 0.0
+    upper: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (
+            math.isfinite(self.lower) and math.isfinite(self.upper) and self.lower < self.upper
+        ):
+            raise ValueError(
+                f"Uniform: need finite lower < upper, got lower={self.lower!r}, upper={self.upper!r}"
+            )
+
+    def _frozen(self) -> Any:
+        return stats.uniform(self.lower, self.upper - self.lower)
+
+    def to_numpyro(self) -> Any:
+        import numpyro.distributions as dist
+
+        return dist.Uniform(self.lower, self.upper)
+
+
+@dataclass(frozen=True, repr=False)
+class Beta(Prior):
+    """Beta(alpha, beta) on (0, 1)."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._check(alpha=self.alpha, beta=self.beta)
+
+    def _frozen(self) -> Any:
+        return stats.beta(self.alpha, self.beta)
+
+    def to_numpyro(self) -> Any:
+        import numpyro.distributions as dist
+
+        return dist.Beta(self.alpha, self.beta)
+
+
+@dataclass(frozen=True, repr=False)
+class Gamma(Prior):
+    """Gamma(alpha, beta) with shape ``alpha`` and rate ``beta``, as in PyMC."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._check(alpha=self.alpha, beta=self.beta)
+
+    def _frozen(self) -> Any:
+        return stats.gamma(self.alpha, scale=1.0 / self.beta)
+
+    def to_numpyro(self) -> Any:
+        import numpyro.distributions as dist
+
+        return dist.Gamma(self.alpha, self.beta)
+
+
+@dataclass(frozen=True, repr=False)
+class Pareto(Prior):
+    """Pareto(alpha, m): density alpha m^alpha / x^(alpha+1) on (m, inf)."""
+
+    alpha: float = 1.0
+    m: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._check(alpha=self.alpha, m=self.m)
+
+    def _frozen(self) -> Any:
+        return stats.pareto(self.alpha, scale=self.m)
+
+    def to_numpyro(self) -> Any:
+        import numpyro.distributions as dist
+
+        return dist.Pareto(self.m, self.alpha)
+
+
+@dataclass(frozen=True, repr=False)
+class Lomax(Prior):
+    """Lomax(alpha, scale): Pareto type II, density (alpha/scale) (1 + x/scale)^-(alpha+1) on (0, inf).
+
+    ``Lomax(0.5, 1)`` on a concentration ``kappa`` is uniform on ``1/sqrt(1 + kappa)``, the relative
+    spread of the population: poolwise's default for ``kappa``.
+    """
+
+    alpha: float = 0.5
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._check(alpha=self.alpha, scale=self.scale)
+
+    def _frozen(self) -> Any:
+        return stats.lomax(self.alpha, scale=self.scale)
+
+    def to_numpyro(self) -> Any:
+        import numpyro.distributions as dist
+        from numpyro.distributions.transforms import AffineTransform
+
+        base = dist.Pareto(self.scale, self.alpha)
+        return dist.TransformedDistribution(base, AffineTransform(-self.scale, 1.0))
+
+
+@dataclass(frozen=True, repr=False)
+class Power(Prior):
+    """Improper power-law prior, density proportional to x^exponent on (0, inf).
+
+    BDA3's rat-tumour prior p(a, b) ∝ (a + b)^(-5/2) is, in the (phi, kappa) parametrization,
+    ``{"phi": Uniform(0, 1), "kappa": Power(-1.5)}`` (the Jacobian of (a, b) → (phi, kappa) is kappa).
+    """
+
+    exponent: float = -1.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.exponent):
+            raise ValueError(f"Power: exponent must be finite, got {self.exponent!r}")
+
+    @property
+    def support(self) -> tuple[float, float]:
+        return (0.0, math.inf)
+
+    @property
+    def proper(self) -> bool:
+        return False
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(x > 0, self.exponent * np.log(x), -np.inf)
+
+    def sample(self, rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarray:
+        raise ValueError(f"{self!r} is improper: it cannot be sampled from")
+
+
+@dataclass(frozen=True, repr=False)
+class Flat(Prior):
+    """Improper flat prior on the hyperparameter's whole support."""
+
+    @property
+    def support(self) -> tuple[float, float]:
+        return (-math.inf, math.inf)
+
+    @property
+    def proper(self) -> bool:
+        return False
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros_like(np.asarray(x, dtype=float))
+
+    def sample(self, rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarray:
+        raise ValueError("Flat() is improper: it cannot be sampled from")
+
+    def __repr__(self) -> str:
+        return "Flat()"

@@ -1,0 +1,198 @@
+"""PoolFit: the one result type. Tables, draws, ArviZ data, predictions; no engine code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .families import Family
+from .intervals import hdi_from_draws
+from .priors import Prior
+
+
+@dataclass
+class PoolFit:
+    """The result of :func:`poolwise.fit`.
+
+    Attributes
+    ----------
+    groups : DataFrame indexed by group label: ``n``, ``raw``, ``mean``, ``sd``, ``hdi_low``,
+        ``hdi_high``, ``shrinkage`` (the weight on the population, averaged over the posterior).
+    population : DataFrame indexed by hyperparameter: ``mean``, ``sd``, ``hdi_low``, ``hdi_high``
+        (empirical Bayes: the estimate and its standard error).
+    family, pooling, method : what was fitted, and how (``method_reason`` says why).
+    priors : the priors used, by hyperparameter (numbers are fixed values).
+    warnings : plain-language problems found while fitting.
+
+    Example
+    -------
+    >>> import pandas as pd, poolwise
+    >>> df = pd.DataFrame({"student": list("ABC"), "k": [7, 3, 0], "n": [10, 5, 1]})
+    >>> fit = poolwise.fit(df, group="student", successes="k", trials="n", priors={"a": 6, "b": 4})
+    >>> fit.groups["mean"].round(3).tolist()
+    [0.65, 0.6, 0.545]
+    """
+
+    family: Family
+    pooling: str
+    method: str
+    method_reason: str
+    priors: dict[str, Prior | float | str]
+    groups: pd.DataFrame
+    population: pd.DataFrame
+    hdi_prob: float
+    n_rows: int
+    seed: int
+    observed: dict[str, np.ndarray]
+    hyper_draws: dict[str, np.ndarray]
+    theta_draws_fn: Callable[[], np.ndarray] = field(repr=False)
+    warnings: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- draws and ArviZ
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    def theta_draws(self) -> np.ndarray:
+        """Posterior draws of every group's theta, shape (draws, groups)."""
+        return self.theta_draws_fn()
+
+    def _chains(self, draws: int) -> int:
+        return 4 if draws % 4 == 0 and draws >= 8 else 1
+
+    def to_arviz(self) -> Any:
+        """ArviZ ``InferenceData`` with posterior draws of the hyperparameters and ``theta``.
+
+        Draws of the exact engine are independent; they are laid out as 4 chains.
+        """
+        import arviz as az
+
+        theta = self.theta_draws()
+        draws = theta.shape[0]
+        chains = self._chains(draws)
+        group = self.groups.index.name or "group"
+        posterior = {k: v.reshape(chains, -1) for k, v in self.hyper_draws.items()}
+        posterior["theta"] = theta.reshape(chains, draws // chains, -1)
+        return az.from_dict(
+            posterior=posterior,
+            observed_data={k: np.asarray(v) for k, v in self.observed.items()},
+            coords={group: self.groups.index.to_numpy()},
+            dims={"theta": [group], **{k: [group] for k in self.observed}},
+            attrs={
+                "family": self.family.name,
+                "pooling": self.pooling,
+                "method": self.method,
+                "inference_library": "poolwise",
+            },
+        )
+
+    # ----------------------------------------------------------------- prediction
+    def predict(
+        self,
+        new_groups: int | list | pd.Index = 1,
+        *,
+        size: float | None = None,
+        seed: int | None = None,
+    ) -> pd.DataFrame:
+        """Posterior predictive of theta (and of data of a given ``size``) in unseen groups.
+
+        ``size`` is the number of rows (normal: the predicted group mean of that many rows),
+        the standard error (known-se normal), the trials (binomial) or the exposure (Poisson).
+
+        Example
+        -------
+        >>> import pandas as pd, poolwise
+        >>> df = pd.DataFrame({"g": ["a", "b"], "k": [2, 8], "n": [10, 10]})
+        >>> fit = poolwise.fit(df, group="g", successes="k", trials="n", priors={"a": 5, "b": 5})
+        >>> float(fit.predict(1).loc["new_0", "theta_mean"].round(2))
+        0.5
+        """
+        labels = (
+            [f"new_{i}" for i in range(new_groups)]
+            if isinstance(new_groups, int)
+            else list(new_groups)
+        )
+        if not labels:
+            raise ValueError("new_groups: ask for at least one new group")
+        rng = np.random.default_rng([self.seed if seed is None else seed, 2])
+        params = {k: v[:, None] for k, v in self.hyper_draws.items()}
+        rows = []
+        for _ in labels:
+            if self.pooling == "complete":
+                theta = self.hyper_draws[self.family.location].copy()
+            else:
+                theta = self.family.sample_population(params, rng)
+            row = _describe(theta, "theta", self.hdi_prob)
+            if size is not None:
+                data = self.family.sample_data(theta, np.asarray(size), rng, params)
+                row.update(_describe(np.asarray(data, float).ravel(), "data", self.hdi_prob))
+            rows.append(row)
+        return pd.DataFrame(rows, index=pd.Index(labels, name=self.groups.index.name))
+
+    # ----------------------------------------------------------------- display
+    def summary(self) -> pd.DataFrame:
+        """ArviZ-style table: hyperparameters then ``theta[label]``; mean, sd and HDI."""
+        lo, hi = _hdi_names(self.hdi_prob)
+        pop = self.population[["mean", "sd", "hdi_low", "hdi_high"]]
+        grp = self.groups[["mean", "sd", "hdi_low", "hdi_high"]].copy()
+        grp.index = [f"theta[{label}]" for label in grp.index]
+        out = pd.concat([pop, grp])
+        return out.rename(columns={"hdi_low": lo, "hdi_high": hi})
+
+    def _header(self) -> list[str]:
+        priors = ", ".join(
+            f"{k} ~ {v!r}" if isinstance(v, Prior) else f"{k} = {v}" for k, v in self.priors.items()
+        )
+        return [
+            f"PoolFit: {self.family.description}",
+            f"  pooling: {self.pooling}; method: {self.method} ({self.method_reason})",
+            f"  {self.n_groups} groups, {self.n_rows} rows; {int(self.hdi_prob * 100)}% HDI",
+            f"  priors: {priors or 'none (all fixed)'}",
+        ]
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.max_rows", 20, "display.width", 120):
+            parts = [
+                *self._header(),
+                "",
+                "Population",
+                self.population.round(4).to_string(),
+                "",
+                "Groups",
+                self.groups.round(4).to_string(max_rows=20),
+            ]
+        if self.warnings:
+            parts += ["", "Warnings", *[f"  - {w}" for w in self.warnings]]
+        return "\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = "<br>".join(html.escape(line) for line in self._header())
+        warn = "".join(f"<li>{html.escape(w)}</li>" for w in self.warnings)
+        return (
+            f"<div><p>{head}</p><h4>Population</h4>{self.population.round(4).to_html()}"
+            f"<h4>Groups</h4>{self.groups.round(4).to_html(max_rows=20)}"
+            + (f"<h4>Warnings</h4><ul>{warn}</ul>" if warn else "")
+            + "</div>"
+        )
+
+
+def _hdi_names(prob: float) -> tuple[str, str]:
+    tail = (1 - prob) / 2 * 100
+    return f"hdi_{tail:g}%", f"hdi_{100 - tail:g}%"
+
+
+def _describe(x: np.ndarray, prefix: str, prob: float) -> dict[str, float]:
+    lo, hi = hdi_from_draws(x[:, None], prob)
+    return {
+        f"{prefix}_mean": float(np.mean(x)),
+        f"{prefix}_sd": float(np.std(x)),
+        f"{prefix}_hdi_low": float(lo[0]),
+        f"{prefix}_hdi_high": float(hi[0]),
+    }
