@@ -80,6 +80,12 @@ def fit(
     draws: int = 4000,
     hdi_prob: float = 0.94,
     seed: int | None = None,
+    family: str | None = None,
+    parametrization: str = "auto",
+    chains: int = 4,
+    tune: int = 1000,
+    target_accept: float = 0.8,
+    progress: bool = True,
 ) -> PoolFit:
     """Fit a no-, complete- or partial-pooling model of one grouping factor.
 
@@ -87,6 +93,11 @@ def fit(
     within-group sd; ``y`` and ``se`` → estimates with known standard errors; ``successes`` and
     ``trials`` → binomial with a beta population; ``counts`` (and ``exposure``) → Poisson with a
     gamma population. Several rows of a group are combined.
+
+    ``spec`` may instead be a formula, ``poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df)``:
+    a regression with group-specific effects fitted by NUTS (``family``, ``exposure``,
+    ``parametrization``, ``chains``, ``tune``, ``target_accept``, ``progress``; see
+    :func:`poolwise.glmm.fit_formula`); ``"y ~ 1 + (1|g)"`` goes to the one-factor engines.
 
     ``priors`` maps hyperparameter names to priors (``poolwise.HalfCauchy(5)``) or numbers (which
     fix them); missing ones get weakly informative defaults scaled to the data. ``method`` is
@@ -104,6 +115,15 @@ def fit(
     >>> round(float(fit.population.loc["mu", "mean"]), 2)
     4.4
     """
+    if isinstance(spec, str) and "~" in spec:  # a formula: see poolwise.glmm
+        from .glmm.fit import fit_from_api
+
+        return fit_from_api(
+            spec, data, family=family, exposure=exposure, pooling=pooling, method=method,
+            priors=priors, draws=draws, hdi_prob=hdi_prob, seed=seed,
+            parametrization=parametrization, chains=chains, tune=tune,
+            target_accept=target_accept, progress=progress,
+        )
     if spec is None:
         spec = data
     elif data is not None:
@@ -213,8 +233,8 @@ def _theta_draws(model: PoolModel, z: np.ndarray, seed: int, start: int, stop: i
 
 
 def _group_moments(model: PoolModel, points: np.ndarray, weights: np.ndarray):
-    """Exact posterior mean, variance and mean shrinkage of each theta_j (mixture over points)."""
-    j = model.n_groups
+    """Exact posterior mean, variance and mean shrinkage of each distinct theta_j (a mixture)."""
+    j = model.multiplicity.size
     s1, s2, sb = np.zeros(j), np.zeros(j), np.zeros(j)
     step = max(1, (1 << 22) // max(j, 1))
     for k0 in range(0, len(weights), step):
@@ -291,6 +311,8 @@ def summarize(
         lo, hi = np.full(j, l1[0]), np.full(j, h1[0])
     else:
         lo, hi = hdi_moments(THETA_KIND[model.family.name], mean, var, hdi_prob)
+        lo, hi = lo[model.inverse], hi[model.inverse]
+    mean, var, shrinkage = mean[model.inverse], var[model.inverse], shrinkage[model.inverse]
     family = model.family
     groups = pd.DataFrame(
         {

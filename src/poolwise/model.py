@@ -49,6 +49,16 @@ class PoolModel:
     priors: dict[str, Prior]
     constants: dict[str, float]
     user_priors: set[str] = field(default_factory=set)
+    # groups with identical statistics share their likelihood and conditional posterior:
+    # ``unique`` holds each distinct row once, ``multiplicity`` how often, ``inverse`` maps back
+    unique: Stats = field(init=False)
+    multiplicity: np.ndarray = field(init=False)
+    inverse: np.ndarray = field(init=False)
+    constant: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unique, self.multiplicity, self.inverse = _deduplicate(self.stats)
+        self.constant = self.family.constant(self.stats)
 
     @property
     def dim(self) -> int:
@@ -77,19 +87,23 @@ class PoolModel:
             ]
         ).reshape(1, self.dim)
 
+    def _log_marginal(self, z: np.ndarray, stats: Stats) -> np.ndarray:
+        return self.family.log_marginal(self.params(z), stats, self.pooling == "complete")
+
     def group_log_likelihood(self, z: np.ndarray) -> np.ndarray:
         """log p(data_j | hyperparameters) for each point and group, shape (K, J)."""
-        return self.family.log_marginal(self.params(z), self.stats, self.pooling == "complete")
+        with np.errstate(all="ignore"):
+            return self._log_marginal(z, self.stats) + self.constant
 
     def log_likelihood(self, z: np.ndarray) -> np.ndarray:
         """Sum over groups of the collapsed log likelihood, shape (K,)."""
         z = np.atleast_2d(z)
         out = np.empty(z.shape[0])
-        for sl in _chunks(z.shape[0], self.n_groups):
+        for sl in _chunks(z.shape[0], self.multiplicity.size):
             with np.errstate(all="ignore"):
-                ll = self.group_log_likelihood(z[sl]).sum(axis=1)
+                ll = self._log_marginal(z[sl], self.unique) @ self.multiplicity
             out[sl] = np.where(np.isnan(ll), -np.inf, ll)
-        return out
+        return out + self.constant.sum()
 
     def log_prior(self, z: np.ndarray, jacobian: bool = True) -> np.ndarray:
         """Log prior density of the free hyperparameters at ``z`` (with the log-Jacobian)."""
@@ -110,11 +124,14 @@ class PoolModel:
         return np.where(np.isnan(out), -np.inf, out)
 
     def conditional(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean, variance and shrinkage of each theta_j at each point z, each (K, J)."""
+        """Mean, variance and shrinkage at each point z for each *distinct* group, each (K, U).
+
+        Index the last axis with :attr:`inverse` to get every group.
+        """
         p = self.params(z)
         if self.pooling == "complete":
-            return self.family.pooled_conditional(p, self.stats)
-        return self.family.conditional(p, self.stats)
+            return self.family.pooled_conditional(p, self.unique)
+        return self.family.conditional(p, self.unique)
 
     def sample_theta(self, z: np.ndarray, rng: np.random.Generator, groups: slice) -> np.ndarray:
         """One theta_j draw per row of ``z`` for the groups in ``groups``, shape (D, len)."""
@@ -140,6 +157,20 @@ class PoolModel:
                 )
             z.append(float(t.inverse(value)))
         return np.array(z)
+
+
+def _deduplicate(stats: Stats) -> tuple[Stats, np.ndarray, np.ndarray]:
+    """Distinct rows of the statistics, their counts, and the map from each group to its row."""
+    columns = [np.asarray(v, dtype=float) for v in stats.values()]
+    j = columns[0].size
+    if any(np.unique(c).size > 0.7 * j for c in columns):
+        return stats, np.ones(j), np.arange(j)
+    table = np.column_stack(columns)
+    rows, inverse, counts = np.unique(table, axis=0, return_inverse=True, return_counts=True)
+    if rows.shape[0] > 0.7 * j:
+        return stats, np.ones(j), np.arange(j)
+    unique = {k: rows[:, i].astype(v.dtype) for i, (k, v) in enumerate(stats.items())}
+    return unique, counts.astype(float), inverse.ravel()
 
 
 def _split_priors(family: Family, priors: dict | None) -> tuple[dict[str, Prior], dict[str, float]]:

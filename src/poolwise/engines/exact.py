@@ -18,6 +18,9 @@ MOMENT_TOL = 2e-4
 START_POINTS = {1: 41, 2: 25, 3: 13}
 MAX_POINTS = 400_000
 MAX_WIDEN = 10
+# an improper posterior keeps its density FAR unconstrained units (e^40-fold in a scale) from the mode
+FAR = 40.0
+FAR_DROP = 8.0
 
 
 @dataclass
@@ -62,6 +65,22 @@ def _moments(u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, sd
 
 
+def _check_tails(log_density: LogDensity, mode: np.ndarray, names: tuple[str, ...]) -> None:
+    """Raise when the density does not decay far from the mode: an improper posterior."""
+    d = mode.size
+    steps = np.vstack([np.eye(d), -np.eye(d)]) * FAR
+    values = log_density(mode + steps)
+    top = log_density(mode[None, :])[0]
+    for k, value in enumerate(values):
+        if value > top - FAR_DROP:
+            side = "upper" if k < d else "lower"
+            raise ValueError(
+                f"the posterior of {names[k % d]} is improper: its density does not fall off towards "
+                f"the {side} end of its range, so no answer can be trusted; use a proper prior "
+                f"for {names[k % d]} (or more groups)"
+            )
+
+
 def fit_exact(
     log_density: LogDensity, z0: np.ndarray, names: tuple[str, ...] = ()
 ) -> GridPosterior:
@@ -88,6 +107,7 @@ def fit_exact(
             "the posterior density of the hyperparameters is zero or undefined everywhere tried: "
             "check the priors against the data"
         )
+    _check_tails(log_density, mode, names)
     cov, concave = covariance(hessian(log_density, mode))
     chol = np.linalg.cholesky(cov)
     n = START_POINTS[d]

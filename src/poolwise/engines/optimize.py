@@ -8,6 +8,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 LogDensity = Callable[[np.ndarray], np.ndarray]
+GRAD_STEP = 1e-5
+GRAD_STEP = 1e-5
 
 
 def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -20,17 +22,28 @@ def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool
     (2.0, True)
     """
     z0 = np.asarray(z0, dtype=float)
+    d = z0.size
+    offsets = np.vstack([np.zeros(d), np.eye(d) * GRAD_STEP, -np.eye(d) * GRAD_STEP])
 
     def objective(z):
         value = float(log_density(z[None, :])[0])
         return -value if np.isfinite(value) else 1e300
 
-    best = minimize(objective, z0, method="L-BFGS-B")
-    polished = minimize(
-        objective, best.x, method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-10}
-    )
-    if polished.fun < best.fun:
-        best = polished
+    def with_gradient(z):
+        values = log_density(z + offsets)
+        if not np.all(np.isfinite(values)):
+            return objective(z), np.zeros(d)
+        grad = (values[1 : d + 1] - values[d + 1 :]) / (2 * GRAD_STEP)
+        return -float(values[0]), -grad
+
+    options = {"ftol": 1e-13, "gtol": 1e-9, "maxiter": 500}
+    best = minimize(with_gradient, z0, jac=True, method="L-BFGS-B", options=options)
+    if not best.success:
+        polished = minimize(
+            objective, best.x, method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-12}
+        )
+        if polished.fun < best.fun:
+            best = polished
     return best.x, bool(np.isfinite(best.fun) and best.fun < 1e300)
 
 

@@ -53,7 +53,12 @@ class Family(ABC):
 
     @abstractmethod
     def log_marginal(self, params: Params, stats: Stats, pooled: bool) -> np.ndarray:
-        """log p(data_j | hyperparameters), theta_j integrated out (or shared, when ``pooled``)."""
+        """log p(data_j | hyperparameters) less :meth:`constant`, theta_j integrated out (or
+        shared, when ``pooled``)."""
+
+    def constant(self, stats: Stats) -> np.ndarray:
+        """The part of each group's log likelihood that no hyperparameter changes (J,)."""
+        return np.zeros(self.n(stats))
 
     @abstractmethod
     def conditional(

@@ -6,10 +6,11 @@ import math
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import betaln, gammaln, xlog1py, xlogy
+from scipy.special import gammaln, xlog1py, xlogy
 
 from ..priors import Beta, Lomax
 from .base import Family
+from .special import log_rising
 
 INF = math.inf
 
@@ -56,9 +57,12 @@ class Binomial(Family):
         k, n = stats["successes"], stats["trials"]
         if pooled:
             phi = params["phi"]
-            return _log_choose(n, k) + xlogy(k, phi) + xlog1py(n - k, -phi)
+            return xlogy(k, phi) + xlog1py(n - k, -phi)
         a, b = params["a"], params["b"]
-        return _log_choose(n, k) + betaln(k + a, n - k + b) - betaln(a, b)
+        return log_rising(a, k) + log_rising(b, n - k) - log_rising(a + b, n)
+
+    def constant(self, stats):
+        return _log_choose(stats["trials"], stats["successes"])
 
     def conditional(self, params, stats):
         k, n = stats["successes"], stats["trials"]

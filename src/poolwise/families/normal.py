@@ -92,7 +92,7 @@ class NormalRows(_NormalBase):
         n, ybar, m2 = stats["n"], stats["mean"], stats["m2"]
         sigma2 = params["sigma"] ** 2
         tau2 = 0.0 if pooled else params["tau"] ** 2
-        within = -0.5 * (n - 1) * (LOG_2PI + np.log(sigma2)) - m2 / (2 * sigma2) - 0.5 * np.log(n)
+        within = -0.5 * (n - 1) * np.log(sigma2) - m2 / (2 * sigma2)
         if np.all(np.isinf(tau2)):
             return within
         return within + _log_normal_density(ybar, params["mu"], tau2 + sigma2 / n)

@@ -10,6 +10,7 @@ from scipy.special import gammaln, xlogy
 
 from ..priors import HalfNormal, Lomax
 from .base import Family
+from .special import log_rising
 
 INF = math.inf
 
@@ -51,17 +52,14 @@ class Poisson(Family):
     def log_marginal(self, params, stats, pooled):
         c, e = stats["counts"], stats["exposure"]
         if pooled:
-            rate = params["mu"] * e
-            return xlogy(c, rate) - rate - gammaln(c + 1)
+            mu = params["mu"]
+            return xlogy(c, mu) - mu * e
         alpha, beta = params["alpha"], params["beta"]
-        return (
-            gammaln(c + alpha)
-            - gammaln(alpha)
-            - gammaln(c + 1)
-            + alpha * np.log(beta)
-            + xlogy(c, e)
-            - (c + alpha) * np.log(beta + e)
-        )
+        return log_rising(alpha, c) - alpha * np.log1p(e / beta) - c * np.log(beta + e)
+
+    def constant(self, stats):
+        c, e = stats["counts"], stats["exposure"]
+        return xlogy(c, e) - gammaln(c + 1)
 
     def conditional(self, params, stats):
         c, e = stats["counts"], stats["exposure"]
