@@ -22,6 +22,7 @@ from .priors import (
     Uniform,
 )
 from .results import PoolFit
+from .simulate import simulate
 
 __version__ = "0.1.0"
 
@@ -45,4 +46,5 @@ __all__ = [
     "fit",
     "fit_stats",
     "read_path",
+    "simulate",
 ]

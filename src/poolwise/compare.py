@@ -37,6 +37,12 @@ class Comparison:
                 f"{self.estimates.round(4).to_string(max_rows=20)}"
             )
 
+    def plot_estimates(self, ax: Any = None, poolings: tuple[str, ...] = ("none", "partial")) -> Any:
+        """Estimates and HDIs against group size, one panel per pooling (see :mod:`poolwise.plots`)."""
+        from .plots import plot_estimates
+
+        return plot_estimates(self, ax=ax, poolings=poolings)
+
 
 def logo_elpd(model: PoolModel, points: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """log p(data_j | data of the other groups) for each group j.

@@ -182,6 +182,55 @@ class PoolFit:
             + "</div>"
         )
 
+    # ----------------------------------------------------------------- seeing and simulating
+    def plot_shrinkage(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Raw estimate → pooled estimate per group; see :func:`poolwise.plots.plot_shrinkage`."""
+        from .plots import plot_shrinkage
+
+        return plot_shrinkage(self, ax=ax, **kwargs)
+
+    def plot_estimates(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Estimates and HDIs against group size, unpooled and pooled; see :mod:`poolwise.plots`."""
+        from .plots import plot_estimates
+
+        return plot_estimates(self, ax=ax, **kwargs)
+
+    def plot_forest(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Sorted caterpillar plot of the groups; see :func:`poolwise.plots.plot_forest`."""
+        from .plots import plot_forest
+
+        return plot_forest(self, ax=ax, **kwargs)
+
+    def plot_population(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Posterior (and prior) of the hyperparameters; see :func:`poolwise.plots.plot_population`."""
+        from .plots import plot_population
+
+        return plot_population(self, ax=ax, **kwargs)
+
+    def ranks(self, top: int = 3, best: str = "high", prob: float | None = None) -> pd.DataFrame:
+        """League table: mean rank, rank interval, P(best), P(top k); see :func:`poolwise.ranks.ranks`."""
+        from .ranks import ranks
+
+        return ranks(self, top=top, best=best, prob=prob)
+
+    def simulate(self, draws: int = 1, seed: int | None = None) -> pd.DataFrame:
+        """Replicated data from the posterior predictive; see :func:`poolwise.simulate.replicate`."""
+        from .simulate import replicate
+
+        return replicate(self, draws=draws, seed=seed)
+
+    def check(self, statistic: str = "sd", draws: int = 1000, seed: int | None = None) -> Any:
+        """Posterior predictive check of the raw estimates; see :func:`poolwise.simulate.check`."""
+        from .simulate import check
+
+        return check(self, statistic=statistic, draws=draws, seed=seed)
+
+    def report(self, path: Any = "report.html", **kwargs: Any) -> Any:
+        """Write a self-contained HTML report; see :func:`poolwise.report.report`."""
+        from .report import report
+
+        return report(self, path, **kwargs)
+
 
 def _hdi_names(prob: float) -> tuple[str, str]:
     tail = (1 - prob) / 2 * 100
