@@ -1,0 +1,180 @@
+"""Cells: rows with identical covariates, reduced by one group-by in the engine holding the data.
+
+A regression's likelihood depends on the rows only through per-cell sums: successes and trials
+(binomial, bernoulli), counts and exposure (Poisson), n, mean and M2 (normal). The group-by runs
+through narwhals where the data lives (pandas, polars, pyarrow, DuckDB for paths, ...); only the
+cells come back to Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import narwhals as nw
+import numpy as np
+import pandas as pd
+
+from ..sources import collect, to_frame
+from .formula import FormulaSpec
+
+# names of the per-cell statistics; they cannot clash with formula columns (leading "__")
+STATS = {
+    "binomial": ("__successes", "__trials"),
+    "poisson": ("__counts", "__exposure"),
+    "normal": ("__n", "__mean", "__m2"),
+}
+
+
+@dataclass(frozen=True)
+class Cells:
+    """The cell table (key columns plus statistics, sorted by the keys) and the row count.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> from poolwise.glmm.formula import parse_formula
+    >>> df = pd.DataFrame({"x": [0, 1, 0, 1], "y": [1, 0, 1, 1]})
+    >>> c = reduce_cells(df, parse_formula("y ~ x", family="bernoulli"))
+    >>> c.table[["x", "__successes", "__trials"]].values.tolist()
+    [[0, 2, 2], [1, 1, 2]]
+    """
+
+    table: pd.DataFrame
+    family: str
+    n_rows: int
+
+    @property
+    def likelihood(self) -> str:
+        """The family of the cells: bernoulli rows become binomial cells."""
+        return "binomial" if self.family == "bernoulli" else self.family
+
+    def stats(self) -> dict[str, np.ndarray]:
+        """The statistics as float64 arrays, by short name."""
+        return {name[2:]: self.table[name].to_numpy(np.float64) for name in STATS[self.likelihood]}
+
+
+def _check(frame, spec: FormulaSpec) -> None:
+    schema = frame.collect_schema()
+    needed = [(role, col) for role, col in spec.response.items()] + [("term", k) for k in spec.keys]
+    for role, col in needed:
+        if col not in schema:
+            where = "formula" if role == "term" else f"{role}"
+            raise ValueError(
+                f"{where}: no column {col!r} in the data; columns are "
+                f"{', '.join(map(repr, schema))}"
+            )
+    for role, col in spec.response.items():
+        dtype = schema[col]
+        if spec.family == "bernoulli" and dtype == nw.Boolean:
+            continue
+        if not dtype.is_numeric() or dtype == nw.Boolean:
+            raise TypeError(f"{role}: column {col!r} must be numeric, but it holds {dtype}")
+    exprs = [nw.len().alias("__rows")]
+    for col in {*spec.keys, *spec.response.values()}:
+        exprs.append(nw.col(col).is_null().sum().alias(f"{col}\x00null"))
+        if schema[col].is_float():
+            exprs.append((~nw.col(col).is_finite()).sum().alias(f"{col}\x00nonfinite"))
+    checks = {
+        "successes": ("negative", "fraction"),
+        "trials": ("negative", "fraction"),
+        "counts": ("negative", "fraction"),
+        "exposure": ("negative",),
+        "y": ("notbinary",) if spec.family == "bernoulli" else (),
+    }
+    for role, col in spec.response.items():
+        c = nw.col(col)
+        if schema[col] == nw.Boolean:
+            continue
+        for what in checks.get(role, ()):
+            if what == "negative":
+                bad = c < 0
+            elif what == "fraction":
+                if not schema[col].is_float():
+                    continue
+                bad = c != c.round(0)
+            else:
+                bad = (c != 0) & (c != 1)
+            exprs.append(bad.sum().alias(f"{col}\x00{what}"))
+    if spec.family == "binomial":
+        k, n = spec.response["successes"], spec.response["trials"]
+        exprs.append((nw.col(k) > nw.col(n)).sum().alias("\x00excess"))
+    counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(int).to_dict()
+    rows = counts.pop("__rows")
+    if rows == 0:
+        raise ValueError("data: the table has no rows")
+    texts = {
+        "null": "missing values",
+        "nonfinite": "non-finite values (NaN or ±inf)",
+        "negative": "negative values",
+        "fraction": "values that are not whole numbers",
+        "notbinary": "values other than 0 and 1 (a bernoulli response is 0/1 per row)",
+    }
+    problems = []
+    for key, count in counts.items():
+        if not count:
+            continue
+        col, what = key.split("\x00")
+        if what == "excess":
+            problems.append(
+                f"successes: column {spec.response['successes']!r} exceeds trials column "
+                f"{spec.response['trials']!r} in {count} of {rows} rows"
+            )
+        else:
+            problems.append(f"column {col!r} has {texts[what]} in {count} of {rows} rows")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _aggregations(spec: FormulaSpec) -> list:
+    r = spec.response
+    if spec.family == "binomial":
+        return [
+            nw.col(r["successes"]).sum().alias("__successes"),
+            nw.col(r["trials"]).sum().alias("__trials"),
+            nw.len().alias("__rows"),
+        ]
+    if spec.family == "bernoulli":
+        return [
+            nw.col(r["y"]).cast(nw.Int64).sum().alias("__successes"),
+            nw.len().alias("__trials"),
+            nw.len().alias("__rows"),
+        ]
+    if spec.family == "poisson":
+        exposure = nw.col(r["exposure"]).sum() if "exposure" in r else nw.len()
+        return [
+            nw.col(r["counts"]).sum().alias("__counts"),
+            exposure.cast(nw.Float64).alias("__exposure"),
+            nw.len().alias("__rows"),
+        ]
+    y = nw.col(r["y"])
+    return [
+        nw.len().alias("__n"),
+        y.mean().alias("__mean"),
+        y.var(ddof=0).alias("__var"),
+        nw.len().alias("__rows"),
+    ]
+
+
+def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
+    """Validate the columns of ``spec`` and reduce ``data`` to cells of identical key columns.
+
+    The rows are read once for checks and once for the group-by, both by the library that holds
+    them; the cells come back as a small pandas table sorted by the keys.
+    """
+    frame = to_frame(data)
+    _check(frame, spec)
+    aggs = _aggregations(spec)
+    grouped = frame.group_by(*spec.keys).agg(aggs) if spec.keys else frame.select(aggs)
+    table = collect(grouped)
+    for key in spec.keys:
+        if isinstance(table[key].dtype, pd.CategoricalDtype):
+            table[key] = table[key].astype(table[key].cat.categories.dtype)
+    if spec.keys:
+        table = table.sort_values(list(spec.keys), kind="stable").reset_index(drop=True)
+    if spec.family == "normal":
+        table["__m2"] = table.pop("__var").fillna(0.0).to_numpy(np.float64) * table["__n"]
+    if spec.family == "binomial" and (table["__trials"] <= 0).all():
+        raise ValueError(f"trials: column {spec.response['trials']!r} has no trials at all")
+    n_rows = int(table["__rows"].sum())
+    return Cells(table, spec.family, n_rows)

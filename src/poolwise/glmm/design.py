@@ -1,0 +1,163 @@
+"""Design of the cells by formulae: common columns, and integer codes for each group term.
+
+Group-specific terms are kept as (codes, values) pairs: cell i gets ``b[codes[i]] * values[i]``,
+an index into the effect vector, never a one-hot matrix in the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .cells import Cells
+from .formula import FormulaSpec
+
+
+@dataclass
+class GroupTerm:
+    """One group-specific term ``expr|factor`` on the cells.
+
+    ``codes`` index the ``levels`` (only levels present in the data), ``values`` multiply the
+    effect (1 for an intercept, the column for a slope); ``zero_sum`` says the effects are
+    deviations that sum to zero (set when the common part holds the same term).
+    """
+
+    name: str
+    expr: str
+    factor: str
+    factor_columns: tuple[str, ...]
+    levels: list[str]
+    codes: np.ndarray
+    values: np.ndarray
+    zero_sum: bool = False
+    centered: bool = False
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def sigma_name(self) -> str:
+        return f"{self.name}_sigma"
+
+
+@dataclass
+class Design:
+    """Common design matrix of the cells (dense, cells x columns), offset and group terms."""
+
+    X: np.ndarray
+    names: list[str]
+    terms: dict[str, list[str]]
+    intercept: bool
+    spans_constant: bool
+    offset: np.ndarray
+    groups: list[GroupTerm]
+    matrices: Any
+
+    @property
+    def n_cells(self) -> int:
+        return self.X.shape[0]
+
+
+def _labels(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    parts = [frame[c].astype(str).to_numpy(object) for c in columns]
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + ":" + p
+    return out
+
+
+def build_design(cells: Cells, spec: FormulaSpec) -> Design:
+    """Evaluate the right-hand side of ``spec`` on the cells with formulae.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> from poolwise.glmm.formula import parse_formula
+    >>> from poolwise.glmm.cells import reduce_cells
+    >>> df = pd.DataFrame({"k": [2, 3, 4], "n": [9, 9, 9], "g": ["a", "b", "a"]})
+    >>> spec = parse_formula("p(k, n) ~ 1 + (1|g)")
+    >>> d = build_design(reduce_cells(df, spec), spec)
+    >>> d.names, d.groups[0].codes.tolist()
+    (['Intercept'], [0, 1])
+    """
+    from formulae import design_matrices
+
+    table = cells.table
+    try:
+        dm = design_matrices(spec.rhs, table, na_action="error")
+    except Exception as err:
+        raise ValueError(f"formula: formulae could not build {spec.formula!r}: {err}") from None
+    common = dm.common
+    names: list[str] = []
+    terms: dict[str, list[str]] = {}
+    cols = []
+    intercept = False
+    if common is not None:
+        X_all = np.asarray(common.design_matrix, dtype=np.float64)
+        for term_name, term in common.terms.items():
+            if getattr(term, "kind", None) == "offset":
+                continue
+            sl = common.slices[term_name]
+            labels = list(getattr(term, "labels", None) or [term_name])
+            if term_name == "Intercept":
+                intercept = True
+                labels = ["Intercept"]
+            elif sl.stop - sl.start == 1:
+                labels = [term_name]
+            names.extend(labels)
+            terms[term_name] = labels
+            cols.append(X_all[:, sl])
+    X = np.hstack(cols) if cols else np.zeros((len(table), 0))
+    if not np.isfinite(X).all():
+        raise ValueError("formula: the common terms evaluate to non-finite values on some rows")
+    offset = np.zeros(len(table))
+    if cells.likelihood == "poisson":
+        exposure = table["__exposure"].to_numpy(np.float64)
+        if (exposure <= 0).any():
+            raise ValueError("exposure: some cells have zero total exposure")
+        offset = np.log(exposure)
+    spans_constant = intercept
+    if not intercept and X.shape[1]:
+        coef, *_ = np.linalg.lstsq(X, np.ones(len(table)), rcond=None)
+        spans_constant = bool(np.allclose(X @ coef, 1.0, atol=1e-8))
+    groups = []
+    if dm.group is not None:
+        for name, term in dm.group.terms.items():
+            values = np.asarray(term.expr.data, dtype=np.float64)
+            if values.ndim == 2 and values.shape[1] != 1:
+                raise ValueError(
+                    f"formula: group term {name!r} has a categorical expression; write one "
+                    "term per numeric column, e.g. (1|g) + (x|g)"
+                )
+            values = values.reshape(-1)
+            factor_cols = tuple(getattr(c, "name", str(c)) for c in term.factor.components)
+            raw_codes = np.asarray(term.factor.data).argmax(axis=1)
+            present, codes = np.unique(raw_codes, return_inverse=True)
+            levels = [str(term.groups[i]) for i in present]
+            expr = "1" if name.startswith("1|") else name.split("|", 1)[0]
+            factor = name.split("|", 1)[1]
+            zero_sum = spans_constant if expr == "1" else expr in terms
+            groups.append(
+                GroupTerm(
+                    name=name,
+                    expr=expr,
+                    factor=factor,
+                    factor_columns=factor_cols,
+                    levels=levels,
+                    codes=codes.astype(np.int32),
+                    values=values,
+                    zero_sum=zero_sum,
+                )
+            )
+    return Design(X, names, terms, intercept, spans_constant, offset, groups, dm)
+
+
+def new_codes(term: GroupTerm, frame: pd.DataFrame) -> np.ndarray:
+    """Codes of ``frame``'s rows in ``term`` (-1 for a level not seen in the fit)."""
+    labels = _labels(frame, term.factor_columns)
+    index = pd.Index(term.levels)
+    return index.get_indexer(labels).astype(np.int64)

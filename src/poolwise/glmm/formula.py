@@ -1,0 +1,182 @@
+"""Read a model formula with formulae: the family, the response columns and the cell keys.
+
+Nothing here touches the rows: the formula is parsed by :func:`formulae.model_description`, and
+the result says which columns the group-by must keep apart (the keys of the cells) and which it
+must add up (the response, the exposure).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+FAMILIES = ("normal", "binomial", "bernoulli", "poisson")
+ALIASES = {"gaussian": "normal", "logistic": "bernoulli"}
+STATEFUL = ("scale", "center", "standardize")
+
+
+@dataclass(frozen=True)
+class FormulaSpec:
+    """What a formula asks for, before any data is read.
+
+    Example
+    -------
+    >>> spec = parse_formula("p(opens, sent) ~ 1 + trial_control + (1|distribution)")
+    >>> spec.family, spec.response, spec.keys
+    ('binomial', {'successes': 'opens', 'trials': 'sent'}, ('distribution', 'trial_control'))
+    """
+
+    formula: str
+    family: str
+    response: dict[str, str]
+    keys: tuple[str, ...]
+    rhs: str
+    intercept_only_factor: str | None
+
+
+def _callee(term) -> str | None:
+    comps = getattr(term, "components", [])
+    if len(comps) == 1 and hasattr(comps[0], "call"):
+        return comps[0].call.callee
+    return None
+
+
+def _variable_args(call, what: str) -> list[str]:
+    names = []
+    for arg in call.args:
+        if not hasattr(arg, "name") or hasattr(arg, "callee"):
+            raise ValueError(f"formula: {what} must name columns, got {call}")
+        names.append(arg.name)
+    return names
+
+
+def parse_formula(
+    formula: str, family: str | None = None, exposure: str | None = None
+) -> FormulaSpec:
+    """Parse ``formula`` (formulae's lme4-style syntax) and decide the family.
+
+    The family follows from the response when ``family`` is None: ``p(successes, trials)`` is
+    binomial, an ``exposure`` column or an ``offset(log(x))`` term makes it Poisson, anything else
+    is normal. ``family="bernoulli"`` reads a 0/1 (or boolean) response row by row.
+
+    Example
+    -------
+    >>> parse_formula("c ~ 1 + (1|pump)", exposure="t").family
+    'poisson'
+    """
+    from formulae import model_description
+
+    if not isinstance(formula, str):
+        raise TypeError(f"formula must be a str, got {type(formula).__name__}")
+    if formula.count("~") != 1:
+        raise ValueError(
+            f"formula: expected one '~' between the response and the terms, got {formula!r}"
+        )
+    if family is not None:
+        if not isinstance(family, str):
+            raise TypeError(f"family must be a str, got {type(family).__name__}")
+        family = ALIASES.get(family, family)
+        if family not in FAMILIES:
+            raise ValueError(
+                f"family must be one of {', '.join(map(repr, FAMILIES))}, got {family!r}"
+            )
+    if exposure is not None and not isinstance(exposure, str):
+        raise TypeError(f"exposure: expected a column name (str), got {type(exposure).__name__}")
+    for name in STATEFUL:
+        if re.search(rf"\b{name}\(", formula):
+            raise ValueError(
+                f"formula: {name}() is computed over all rows, but poolwise fits cells of "
+                f"identical rows; transform the column before fitting ({formula!r})"
+            )
+    try:
+        desc = model_description(formula)
+    except Exception as err:  # formulae raises its own error types
+        raise ValueError(f"formula: could not parse {formula!r}: {err}") from None
+    if desc.response is None:
+        raise ValueError(f"formula: no response on the left of '~' in {formula!r}")
+    rterm = desc.response.term
+    callee = _callee(rterm)
+    if callee in ("p", "prop"):
+        args = _variable_args(rterm.components[0].call, "p(successes, trials)")
+        if len(args) != 2:
+            raise ValueError(
+                f"formula: p() takes two columns, successes and trials, got {len(args)}"
+            )
+        if family not in (None, "binomial"):
+            raise ValueError(f"formula: p(successes, trials) is a binomial response, not {family}")
+        family = "binomial"
+        response = {"successes": args[0], "trials": args[1]}
+    else:
+        names = sorted(rterm.var_names)
+        if callee is not None or len(names) != 1:
+            raise ValueError(
+                f"formula: the response must be one column or p(successes, trials), got {rterm}"
+            )
+        response = {"y": names[0]}
+    offsets = [t for t in desc.terms if _callee(t) == "offset"]
+    if len(offsets) > 1:
+        raise ValueError("formula: give at most one offset(log(column)) term")
+    if offsets:
+        inner = offsets[0].components[0].call.args
+        ok = (
+            len(inner) == 1
+            and getattr(inner[0], "callee", None) in ("log", "np.log", "numpy.log")
+            and len(inner[0].args) == 1
+            and hasattr(inner[0].args[0], "name")
+            and not hasattr(inner[0].args[0], "callee")
+        )
+        if not ok:
+            raise ValueError(
+                "formula: only offset(log(column)) is supported, the exposure of a Poisson "
+                f"model; got {offsets[0].name}"
+            )
+        column = inner[0].args[0].name
+        if exposure is not None and exposure != column:
+            raise ValueError(
+                f"exposure: given both exposure={exposure!r} and offset(log({column})); give one"
+            )
+        exposure = column
+    if exposure is not None:
+        if family not in (None, "poisson"):
+            raise ValueError(f"exposure: only a poisson model has an exposure, not {family}")
+        family = "poisson"
+    family = family or "normal"
+    if family == "binomial" and "y" in response:
+        raise ValueError(
+            "formula: a binomial model needs p(successes, trials) on the left; for one 0/1 "
+            "outcome per row use family='bernoulli'"
+        )
+    if family == "poisson":
+        response = {"counts": response["y"]}
+        if exposure is not None:
+            response["exposure"] = exposure
+    used = set(response.values())
+    keys = set()
+    for term in desc.terms:
+        if _callee(term) == "offset":
+            continue
+        keys |= set(term.var_names)
+    if keys & used:
+        raise ValueError(
+            f"formula: column(s) {', '.join(sorted(keys & used))} appear on both sides of '~'"
+        )
+    factor = None
+    names = [getattr(t, "name", "") for t in desc.terms]
+    groups = [t for t in desc.terms if type(t).__name__ == "GroupSpecificTerm"]
+    if (
+        sorted(names) == sorted(["Intercept", *(g.name for g in groups)])
+        and len(groups) == 1
+        and groups[0].name.startswith("1|")
+        and len(groups[0].factor.components) == 1
+        and type(groups[0].factor.components[0]).__name__ == "Variable"
+        and family != "bernoulli"
+    ):
+        factor = groups[0].factor.components[0].name
+    return FormulaSpec(
+        formula=formula,
+        family=family,
+        response=response,
+        keys=tuple(sorted(keys)),
+        rhs=formula.split("~", 1)[1],
+        intercept_only_factor=factor,
+    )

@@ -1,0 +1,250 @@
+"""GlmmFit: the PoolFit of a regression fitted by NUTS (draws by chain, summaries, prediction)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..results import PoolFit, _hdi_names
+from .design import Design, new_codes
+from .model import ModelPlan
+
+UNSEEN = ("raise", "population", "draw")
+
+
+@dataclass(frozen=True)
+class GlmmFamily:
+    """The likelihood and link of a regression (the role of a one-factor family in PoolFit)."""
+
+    name: str
+    link: str
+    description: str
+
+
+def import_arviz() -> Any:
+    """``import arviz``, also where the installed arviz-plots expects an older matplotlib."""
+    import importlib
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # arviz-plots reads matplotlib.style.core, which newer matplotlib no longer imports
+        importlib.import_module("matplotlib.style.core")
+        arviz = importlib.import_module("arviz")
+
+    return arviz
+
+
+def _stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float):
+    """mean, sd, HDI, ess_bulk, ess_tail, r_hat per scalar parameter; draws are (chain, draw, ...)."""
+    from arviz_stats.base import array_stats
+
+    from ..intervals import hdi_from_draws
+
+    rows, index = [], []
+    for name, x in draws.items():
+        x = x.reshape(x.shape[0], x.shape[1], -1)
+        labels = coords.get(name)
+        for j in range(x.shape[2]):
+            v = x[:, :, j]
+            flat = v.reshape(-1)
+            lo, hi = hdi_from_draws(flat[:, None], prob)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ess_b = float(array_stats.ess(v, method="bulk"))
+                ess_t = float(array_stats.ess(v, method="tail", prob=(0.05, 0.95)))
+                rhat = float(array_stats.rhat(v))
+            rows.append(
+                (
+                    float(flat.mean()),
+                    float(flat.std()),
+                    float(lo[0]),
+                    float(hi[0]),
+                    ess_b,
+                    ess_t,
+                    rhat,
+                )
+            )
+            index.append(name if labels is None else f"{name}[{labels[j]}]")
+    lo_name, hi_name = _hdi_names(prob)
+    return pd.DataFrame(
+        rows,
+        index=pd.Index(index, name="parameter"),
+        columns=["mean", "sd", lo_name, hi_name, "ess_bulk", "ess_tail", "r_hat"],
+    )
+
+
+@dataclass(repr=False)
+class GlmmFit(PoolFit):
+    """A regression fitted by NUTS. ``groups`` is indexed by (term, level); ``population`` holds
+    the common effects, the group sds and sigma; ``draws`` the posterior by chain.
+
+    Example
+    -------
+    >>> import pandas as pd, poolwise
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7],
+    ...                    "n": [10] * 6})
+    >>> fit = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df, seed=1, draws=400, tune=300,
+    ...                    progress=False)
+    >>> list(fit.groups.index.get_level_values("term").unique())
+    ['1|g']
+    """
+
+    formula: str = ""
+    draws: dict[str, np.ndarray] = field(default_factory=dict)
+    coords: dict[str, list[str]] = field(default_factory=dict)
+    design: Design | None = None
+    plan: ModelPlan | None = None
+    divergences: int = 0
+    sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    _summary: pd.DataFrame | None = None
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per parameter (Bambi's names; ``term[level]`` for group effects): mean, sd,
+        HDI, ess_bulk, ess_tail, r_hat."""
+        if self._summary is None:
+            self._summary = _stats_table(self.draws, self.coords, self.hdi_prob)
+        return self._summary.copy()
+
+    def theta_draws(self) -> np.ndarray:
+        """Draws of every group effect, (draws, levels of all terms), in ``groups`` order."""
+        parts = [
+            self.draws[t.name].reshape(-1, t.n_levels)
+            for t in (self.design.groups if self.design else [])
+        ]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((0, 0))
+
+    def to_arviz(self) -> Any:
+        """ArviZ ``InferenceData``: posterior by chain, with levels as coords, and sample stats."""
+        az = import_arviz()
+        dims = {k: [f"{k}_dim"] for k in self.coords}
+        coords = {f"{k}_dim": v for k, v in self.coords.items()}
+        return az.from_dict(
+            posterior=dict(self.draws),
+            sample_stats=dict(self.sample_stats),
+            coords=coords,
+            dims=dims,
+            attrs={
+                "family": self.family.name,
+                "formula": self.formula,
+                "method": "nuts",
+                "inference_library": "poolwise (numpyro NUTS)",
+            },
+        )
+
+    def predict(
+        self,
+        data: Any = 1,
+        *,
+        unseen: str = "raise",
+        seed: int | None = None,
+    ) -> pd.DataFrame:
+        """Posterior of the mean outcome (probability, rate or mean) for each row of ``data``.
+
+        ``unseen`` says what a level not in the fit gets: ``"raise"`` (a ValueError naming it),
+        ``"population"`` (no deviation: the population mean) or ``"draw"`` (a new group's effect
+        drawn from N(0, sd) per posterior draw, seeded by ``seed``). Poisson rates are per unit
+        of exposure.
+
+        Example
+        -------
+        >>> import pandas as pd, poolwise
+        >>> df = pd.DataFrame({"g": list("aabb"), "y": [1.0, 1.2, 2.0, 2.2]})
+        >>> fit = poolwise.fit("y ~ 1 + (1|g)", data=df, method="nuts", seed=1, draws=400,
+        ...                    tune=300, progress=False)
+        >>> fit.predict(pd.DataFrame({"g": ["c"]}), unseen="population").shape[0]
+        1
+        """
+        if not isinstance(data, pd.DataFrame):
+            raise TypeError(f"predict: data must be a pandas DataFrame, got {type(data).__name__}")
+        if unseen not in UNSEEN:
+            raise ValueError(
+                f"unseen must be one of {', '.join(map(repr, UNSEEN))}, got {unseen!r}"
+            )
+        design, plan = self.design, self.plan
+        rng = np.random.default_rng([self.seed if seed is None else seed, 7])
+        frame = data.copy()
+        common = design.matrices.common
+        n_draws = (
+            next(iter(self.draws.values())).shape[0] * next(iter(self.draws.values())).shape[1]
+        )
+        eta = np.zeros((n_draws, len(frame)))
+        if common is not None and design.names:
+            for col in common.terms:
+                for var in getattr(common.terms[col], "var_names", ()):
+                    if var not in frame:
+                        if getattr(common.terms[col], "kind", None) == "offset":
+                            frame[var] = 1.0
+                        else:
+                            raise ValueError(f"predict: no column {var!r} in the new data")
+            X_all = np.asarray(common.evaluate_new_data(frame).design_matrix, dtype=float)
+            cols = []
+            for term_name, term in common.terms.items():
+                if getattr(term, "kind", None) == "offset":
+                    continue
+                cols.append(X_all[:, common.slices[term_name]])
+            X = np.hstack(cols)
+            for i, name in enumerate(design.names):
+                eta += self.draws[name].reshape(-1, 1) * X[:, i]
+        for t in design.groups:
+            for c in t.factor_columns + ((t.expr,) if t.expr != "1" else ()):
+                if c not in frame:
+                    raise ValueError(f"predict: no column {c!r} in the new data (term {t.name!r})")
+            codes = new_codes(t, frame)
+            b = self.draws[t.name].reshape(n_draws, t.n_levels)
+            effect = b[:, np.maximum(codes, 0)]
+            missing = codes < 0
+            if missing.any():
+                labels = sorted(
+                    set(
+                        np.asarray(frame[list(t.factor_columns)].astype(str).agg(":".join, axis=1))[
+                            missing
+                        ]
+                    )
+                )
+                if unseen == "raise":
+                    raise ValueError(
+                        f"predict: level(s) {', '.join(map(repr, labels[:5]))} of {t.factor!r} "
+                        "were not in the fit; pass unseen='population' (the population mean) "
+                        "or unseen='draw' (a new group's effect drawn from the group sd)"
+                    )
+                if unseen == "population":
+                    effect[:, missing] = 0.0
+                else:
+                    sd = (
+                        self.draws[t.sigma_name].reshape(-1)
+                        if t.sigma_name in self.draws
+                        else np.full(n_draws, float(plan.terms[design.groups.index(t)].sd))
+                    )
+                    effect[:, missing] = sd[:, None] * rng.standard_normal(
+                        (n_draws, int(missing.sum()))
+                    )
+            value = frame[t.expr].to_numpy(float) if t.expr != "1" else 1.0
+            eta += effect * value
+        mean = _inverse_link(self.family.link, eta)
+        lo, hi = _hdi_cols(mean, self.hdi_prob)
+        out = pd.DataFrame(
+            {"mean": mean.mean(axis=0), "sd": mean.std(axis=0), "hdi_low": lo, "hdi_high": hi},
+            index=frame.index,
+        )
+        return out
+
+
+def _inverse_link(link: str, eta: np.ndarray) -> np.ndarray:
+    if link == "logit":
+        return 1.0 / (1.0 + np.exp(-eta))
+    if link == "log":
+        return np.exp(eta)
+    return eta
+
+
+def _hdi_cols(x: np.ndarray, prob: float):
+    from ..intervals import hdi_from_draws
+
+    return hdi_from_draws(x, prob)
