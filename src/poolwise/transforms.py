@@ -32,10 +32,11 @@ class Transform:
         lo, hi = self.lower, self.upper
         if math.isinf(lo) and math.isinf(hi):
             return self.loc + self.scale * z
-        if math.isinf(hi):
-            return lo + np.exp(z)
-        if math.isinf(lo):
-            return hi - np.exp(z)
+        with np.errstate(over="ignore"):
+            if math.isinf(hi):
+                return lo + np.exp(z)
+            if math.isinf(lo):
+                return hi - np.exp(z)
         return lo + (hi - lo) * expit(z)
 
     def inverse(self, x: np.ndarray) -> np.ndarray:

@@ -8,8 +8,9 @@ import numpy as np
 
 from .optimize import LogDensity, covariance, find_mode, hessian
 
-# an unconstrained coordinate this far from its start has run off to a boundary (tau = 0, kappa = inf)
-RUNAWAY = 12.0
+# a coordinate whose objective stays flat this much further on has run off to a boundary
+# (tau = 0, kappa = inf)
+RUNAWAY = 20.0
 
 
 @dataclass
@@ -57,7 +58,15 @@ def fit_eb(objective: LogDensity, z0: np.ndarray) -> PointPosterior:
     if not ok:
         raise ValueError("the marginal likelihood is zero or undefined everywhere tried")
     h = hessian(objective, mode)
-    boundary = tuple(i for i in range(d) if abs(mode[i] - z0[i]) > RUNAWAY and abs(h[i, i]) < 1e-4)
+    # a coordinate that ran off towards an end of its range and stays flat further on
+    direction = np.sign(mode - z0)
+    further = objective(mode + np.diag(direction * RUNAWAY))
+    top = objective(mode[None, :])[0]
+    boundary = tuple(
+        i
+        for i in range(d)
+        if direction[i] != 0 and abs(further[i] - top) < 1e-6 and abs(h[i, i]) < 1e-3
+    )
     cov, concave = covariance(h)
     warnings = (
         [] if concave or boundary else ["the marginal likelihood is not concave at its maximum"]

@@ -1,8 +1,10 @@
 """The exact engine: adaptive quadrature over 1-3 unconstrained hyperparameters.
 
-The grid is laid in coordinates standardised by the mode and curvature, widened on any side whose
-edge carries non-negligible mass, and refined until the moments from the grid and from its every
-other point agree. Engines see arrays only.
+The grid is laid in coordinates standardised by the mode and curvature, ``u``, through the map
+``u = sinh(v)`` with ``v`` evenly spaced: fine near the mode, stretched in long tails (a scale
+parameter's log often has one). It is widened on any side whose edge carries non-negligible mass
+and refined until the moments from the grid and from its every other point agree. Engines see
+arrays only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ EDGE_TOL = 1e-7
 MOMENT_TOL = 2e-4
 START_POINTS = {1: 41, 2: 25, 3: 13}
 MAX_POINTS = 400_000
-MAX_WIDEN = 10
+MAX_WIDEN = 12
+START_HALF_WIDTH = float(np.arcsinh(6.0))  # six standard deviations
+WIDEN_STEP = 0.75  # each widening reaches about twice as far in u
 # an improper posterior keeps its density FAR unconstrained units (e^40-fold in a scale) from the mode
 FAR = 40.0
 FAR_DROP = 8.0
@@ -27,24 +31,25 @@ FAR_DROP = 8.0
 class GridPosterior:
     """Weighted points of the hyperparameter posterior on the unconstrained scale."""
 
-    points: np.ndarray  # (K, d)
+    points: np.ndarray  # (K, d) in z
     weights: np.ndarray  # (K,), sum to one
-    spacing: np.ndarray  # (d,) in standardised units
-    chol: np.ndarray  # (d, d): z = mode + chol @ u
+    grid: np.ndarray  # (K, d) the same points in v, where the grid is even
+    spacing: np.ndarray  # (d,) grid spacing in v
+    chol: np.ndarray  # (d, d): z = mode + chol @ sinh(v)
     mode: np.ndarray
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """Draw ``size`` points: a grid cell by its weight, then uniformly inside the cell."""
+        """Draw ``size`` points: a grid cell by its weight, then uniformly inside the cell (in v)."""
         d = self.points.shape[1]
         idx = rng.choice(self.weights.size, size=size, p=self.weights)
-        jitter = (rng.random((size, d)) - 0.5) * self.spacing
-        return self.points[idx] + jitter @ self.chol.T
+        v = self.grid[idx] + (rng.random((size, d)) - 0.5) * self.spacing
+        return self.mode + np.sinh(v) @ self.chol.T
 
 
 def _grid(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points (K, d), spacing (d,) and integer indices (K, d) of an n^d grid."""
+    """Points in v (K, d), spacing (d,) and integer indices (K, d) of an n^d grid."""
     mesh = np.meshgrid(*[np.arange(n)] * lo.size, indexing="ij")
     idx = np.stack([m.ravel() for m in mesh], axis=1)
     h = (hi - lo) / (n - 1)
@@ -95,9 +100,8 @@ def fit_exact(
     d = z0.size
     names = names or tuple(f"z{i}" for i in range(d))
     if d == 0:
-        return GridPosterior(
-            np.zeros((1, 0)), np.ones(1), np.zeros(0), np.zeros((0, 0)), np.zeros(0)
-        )
+        none = np.zeros((1, 0))
+        return GridPosterior(none, np.ones(1), none, np.zeros(0), np.zeros((0, 0)), np.zeros(0))
     if d > 3:
         raise ValueError(f"the exact engine handles at most 3 hyperparameters, got {d}")
     warnings: list[str] = []
@@ -111,14 +115,15 @@ def fit_exact(
     cov, concave = covariance(hessian(log_density, mode))
     chol = np.linalg.cholesky(cov)
     n = START_POINTS[d]
-    lo, hi = np.full(d, -6.0), np.full(d, 6.0)
+    lo, hi = np.full(d, -START_HALF_WIDTH), np.full(d, START_HALF_WIDTH)
 
     def evaluate(lo, hi, n):
-        u, h, idx = _grid(lo, hi, n)
-        lp = log_density(mode + u @ chol.T)
-        return u, h, idx, _weights(lp)
+        v, h, idx = _grid(lo, hi, n)
+        u = np.sinh(v)
+        lp = log_density(mode + u @ chol.T) + np.log(np.cosh(v)).sum(axis=1)
+        return v, u, h, idx, _weights(lp)
 
-    u, h, idx, w = evaluate(lo, hi, n)
+    v, u, h, idx, w = evaluate(lo, hi, n)
     edge = {}
     for _ in range(MAX_WIDEN):
         if not np.all(np.isfinite(w)):
@@ -129,14 +134,14 @@ def fit_exact(
             low_mass, high_mass = w[idx[:, i] == 0].sum(), w[idx[:, i] == n - 1].sum()
             edge[(names[i], "low")], edge[(names[i], "high")] = low_mass, high_mass
             if low_mass > EDGE_TOL:
-                lo[i] *= 1.6
+                lo[i] -= WIDEN_STEP
                 widened = True
             if high_mass > EDGE_TOL:
-                hi[i] *= 1.6
+                hi[i] += WIDEN_STEP
                 widened = True
         if not widened:
             break
-        u, h, idx, w = evaluate(lo, hi, n)
+        v, u, h, idx, w = evaluate(lo, hi, n)
     if not np.all(np.isfinite(w)):
         raise ValueError("the hyperparameter posterior could not be evaluated on the grid")
     heavy = [f"{name} ({side})" for (name, side), m in edge.items() if m > EDGE_TOL]
@@ -159,12 +164,14 @@ def fit_exact(
                 warnings.append("the quadrature grid could not be refined to full accuracy")
             break
         n = 2 * n - 1
-        u, h, idx, w = evaluate(lo, hi, n)
+        v, u, h, idx, w = evaluate(lo, hi, n)
     keep = w > 1e-14 * w.max()
     info = {
         "grid_points": int(u.shape[0]),
         "points_per_dim": n,
-        "range_sd": {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(names)},
+        "range_sd": {
+            name: (float(np.sinh(lo[i])), float(np.sinh(hi[i]))) for i, name in enumerate(names)
+        },
         "edge_mass": float(max(edge.values(), default=0.0)),
         "concave_mode": concave,
     }
@@ -173,6 +180,7 @@ def fit_exact(
     return GridPosterior(
         points=mode + u[keep] @ chol.T,
         weights=w[keep] / w[keep].sum(),
+        grid=v[keep],
         spacing=h,
         chol=chol,
         mode=mode,

@@ -1,0 +1,48 @@
+"""The command line: tables, JSON, and exit status 2 with a one-line reason."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import poolwise
+from poolwise.cli import main
+
+
+def test_example_prints_tables(capsys):
+    assert main(["example", "pumps", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Population" in out and "Groups" in out and "kappa" in out
+
+
+def test_fit_json_matches_the_python_fit(capsys):
+    path = poolwise.example_path("eight_schools")
+    assert main(["fit", path, "--group", "school", "--y", "y", "--se", "sigma", "--seed", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    fit = poolwise.fit(path, group="school", y="y", se="sigma", seed=3)
+    assert out["family"] == "normal_se" and out["n_groups"] == 8
+    assert out["population"]["tau"]["mean"] == pytest.approx(fit.population.loc["tau", "mean"], rel=1e-12)
+    assert [g["school"] for g in out["groups"]] == list("ABCDEFGH")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "nowhere.csv", "--group", "g", "--y", "y"], "data: no file matches 'nowhere.csv'"),
+        (["fit", "EXAMPLE", "--group", "pump", "--counts", "nope"], "counts: no column 'nope'"),
+    ],
+)
+def test_errors_exit_2_with_one_line(args, message, capsys):
+    args = [poolwise.example_path("pumps") if a == "EXAMPLE" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0
+
+
+def test_console_script_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "poolwise.cli", "example", "rat_tumors", "--json", "--seed", "0"],
+        capture_output=True, text=True, check=True,
+    )
+    assert json.loads(out.stdout)["family"] == "binomial"
