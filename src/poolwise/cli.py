@@ -25,15 +25,76 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit one grouping factor from a CSV or Parquet file (or glob)")
-    fit.add_argument("file")
+    fit.add_argument("file", nargs="+", help="CSV or Parquet files, globs or a directory")
     fit.add_argument("--group", required=True)
     for name in ("y", "se", "successes", "trials", "counts", "exposure"):
         fit.add_argument(f"--{name}")
+    fit.add_argument("--n", help="per-group summaries: the column of group sizes (with --y, --sd)")
+    fit.add_argument("--sd", help="per-group summaries: the column of sample sds (ddof=1)")
     _common(fit)
+    fit.add_argument("--report", metavar="FILE", help="also write an HTML report to FILE")
     example = sub.add_parser("example", help="fit a bundled example data set")
     example.add_argument("name", choices=sorted(EXAMPLES))
     _common(example)
+    example.add_argument("--report", metavar="FILE", help="the HTML report (default NAME.html)")
+    _report_and_simulate_parsers(sub)
     return parser
+
+
+def _report_and_simulate_parsers(sub) -> None:
+    report = sub.add_parser("report", help="fit a file and write a self-contained HTML report")
+    report.add_argument("file", nargs="+", help="CSV or Parquet files, globs or a directory")
+    report.add_argument("--group", required=True)
+    for name in ("y", "se", "successes", "trials", "counts", "exposure", "n", "sd"):
+        report.add_argument(f"--{name}")
+    _common(report)
+    report.add_argument("-o", "--output", default="report.html", help="default report.html")
+    sim = sub.add_parser("simulate", help="simulate grouped data from the hierarchy, as CSV")
+    sim.add_argument("--family", default="binomial",
+                     choices=["normal", "normal_se", "binomial", "poisson"])  # fmt: skip
+    sim.add_argument("--hyperparameters", default="", metavar="NAME=VALUE,...",
+                     help="e.g. phi=0.6,kappa=10; missing ones are drawn from default priors")  # fmt: skip
+    sim.add_argument("--sizes", default="10,10,10,10,10,10", metavar="S1,S2,...",
+                     help="per group: rows, standard error, trials or exposure")  # fmt: skip
+    sim.add_argument("--groups", type=int, default=None, help="repeat a single --sizes value")
+    sim.add_argument("--seed", type=int, default=None)
+    sim.add_argument("-o", "--output", default=None, help="CSV file (default: standard output)")
+
+
+def _simulate(args) -> int:
+    from .simulate import simulate
+
+    try:
+        pairs = [p for p in args.hyperparameters.split(",") if p.strip()]
+        if any(p.count("=") != 1 for p in pairs):
+            raise ValueError(
+                f"hyperparameters: expected NAME=VALUE pairs, got {args.hyperparameters!r}"
+            )
+        hyper = {k.strip(): float(v) for k, v in (p.split("=") for p in pairs)}
+        sizes = [float(x) for x in args.sizes.split(",") if x.strip()]
+        if args.groups is not None:
+            if len(sizes) != 1:
+                raise ValueError("sizes: give one size to repeat with --groups")
+            sizes = sizes * args.groups
+        if args.family in ("normal", "binomial") and all(x == int(x) for x in sizes):
+            sizes = [int(x) for x in sizes]
+        df = simulate(args.family, hyper, sizes, seed=args.seed)
+    except (ValueError, TypeError) as err:
+        print(f"poolwise: error: {err}", file=sys.stderr)
+        return 2
+    if args.output:
+        df.to_csv(args.output, index=False)
+    else:
+        df.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def _report_path(args) -> str | None:
+    if args.command == "report":
+        return args.output
+    if args.command == "example":
+        return args.report or f"{args.name}.html"
+    return args.report
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -66,11 +127,11 @@ def _show(fit, as_json: bool) -> None:
             "n_groups": fit.n_groups,
             "n_rows": fit.n_rows,
             "priors": {k: repr(v) for k, v in fit.priors.items()},
-            "population": json.loads(fit.population.to_json(orient="index")),
+            "population": json.loads(fit.population.to_json(orient="index", double_precision=15)),
             "groups": json.loads(
                 fit.groups.reset_index()
                 .astype({fit.groups.index.name or "index": str})
-                .to_json(orient="records")
+                .to_json(orient="records", double_precision=15)
             ),
             "warnings": fit.warnings,
         }
@@ -87,6 +148,30 @@ def _show(fit, as_json: bool) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+def _fit_files(source, columns: dict, options: dict):
+    """Reduce the files (progress on stderr), say how many rows and groups were read, then fit."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .api import family_for, fit_stats
+    from .data import reduce
+
+    roles = ("y", "se", "successes", "trials", "counts", "exposure", "n", "sd")
+    family, mapping = family_for(*(columns.get(r) for r in roles))
+    err = Console(stderr=True)
+    columns_shown = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
+    with Progress(*columns_shown, TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("reading", total=None)
+
+        def report(stage: str, fraction: float | None) -> None:
+            total = None if fraction is None else 1.0
+            bar.update(task, description=stage, total=total, completed=fraction or 0.0)
+
+        stats = reduce(source, columns["group"], family, mapping, progress=report)
+    err.print(f"read {stats.n_rows:,} rows in {len(stats.labels):,} groups", highlight=False)
+    return fit_stats(stats, family, **options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poolwise`` command."""
     import warnings
@@ -95,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data import example_path
 
     args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        return _simulate(args)
     options = {
         "pooling": args.pooling,
         "method": args.method,
@@ -104,17 +191,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "example":
         source, columns = example_path(args.name), EXAMPLES[args.name]
     else:
-        source = args.file
-        names = ("group", "y", "se", "successes", "trials", "counts", "exposure")
+        source = args.file[0] if len(args.file) == 1 else args.file
+        names = ("group", "y", "se", "successes", "trials", "counts", "exposure", "n", "sd")
         columns = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = fit_fn(source, **columns, **options)
+            if args.command in ("fit", "report"):
+                fit = _fit_files(source, columns, options)
+            else:
+                fit = fit_fn(source, **columns, **options)
     except (ValueError, TypeError) as err:
         print(f"poolwise: error: {err}", file=sys.stderr)
         return 2
-    _show(fit, args.json)
+    if args.command != "report":
+        _show(fit, args.json)
+    path = _report_path(args)
+    if path is not None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                written = fit.report(path)
+        except (ValueError, TypeError, OSError) as err:
+            print(f"poolwise: error: {err}", file=sys.stderr)
+            return 2
+        print(f"report written to {written}", file=sys.stderr)
     return 0
 
 
