@@ -10,7 +10,8 @@ import poolwise
 from poolwise.cli import main
 
 
-def test_example_prints_tables(capsys):
+def test_example_prints_tables(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(["example", "pumps", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "Population" in out and "Groups" in out and "kappa" in out
