@@ -1,0 +1,370 @@
+"""One self-contained HTML report of a fit: the model, tables, league table, plots, diagnostics.
+
+No scripts, no fonts or styles fetched: the CSS is inlined and every plot is inline SVG, so the
+file opens offline, can be mailed around, and prints cleanly.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+from datetime import UTC, datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .results import PoolFit
+
+# tables longer than this are cut (the full tables are on the fit object)
+MAX_GROUP_ROWS = 200
+MAX_LEAGUE_ROWS = 50
+
+_SYMBOLS = {
+    "normal": (
+        "Each row of group <i>j</i> is normal around the group's mean θ<sub>j</sub>, with a "
+        "within-group standard deviation σ shared by all groups. The group means are drawn from a "
+        "normal population with mean μ and standard deviation τ (the between-group spread).",
+        [
+            "y<sub>ij</sub> ~ Normal(θ<sub>j</sub>, σ²)",
+            "θ<sub>j</sub> ~ Normal(μ, τ²)",
+            "shrinkage B<sub>j</sub> = σ² / (σ² + n<sub>j</sub> τ²), "
+            "E[θ<sub>j</sub>] = B<sub>j</sub> μ + (1 − B<sub>j</sub>) ȳ<sub>j</sub>",
+        ],
+    ),
+    "normal_se": (
+        "Each group reports an estimate y<sub>j</sub> with a known standard error "
+        "s<sub>j</sub>; the true effects θ<sub>j</sub> are drawn from a normal population with "
+        "mean μ and standard deviation τ (the between-group spread).",
+        [
+            "y<sub>j</sub> ~ Normal(θ<sub>j</sub>, s<sub>j</sub>²)",
+            "θ<sub>j</sub> ~ Normal(μ, τ²)",
+            "shrinkage B<sub>j</sub> = s<sub>j</sub>² / (s<sub>j</sub>² + τ²), "
+            "E[θ<sub>j</sub>] = B<sub>j</sub> μ + (1 − B<sub>j</sub>) y<sub>j</sub>",
+        ],
+    ),
+    "binomial": (
+        "Group <i>j</i> has k<sub>j</sub> successes in n<sub>j</sub> trials at its own rate "
+        "θ<sub>j</sub>; the rates are drawn from a beta population with mean φ and concentration "
+        "κ = a + b, the population's weight counted in trials.",
+        [
+            "k<sub>j</sub> ~ Binomial(n<sub>j</sub>, θ<sub>j</sub>)",
+            "θ<sub>j</sub> ~ Beta(a, b), a = φκ, b = (1 − φ)κ",
+            "E[θ<sub>j</sub> | a, b] = (a + k<sub>j</sub>) / (a + b + n<sub>j</sub>), "
+            "shrinkage B<sub>j</sub> = κ / (κ + n<sub>j</sub>)",
+        ],
+    ),
+    "poisson": (
+        "Group <i>j</i> has c<sub>j</sub> events over an exposure E<sub>j</sub> at its own rate "
+        "θ<sub>j</sub>; the rates are drawn from a gamma population with mean μ and shape κ.",
+        [
+            "c<sub>j</sub> ~ Poisson(θ<sub>j</sub> E<sub>j</sub>)",
+            "θ<sub>j</sub> ~ Gamma(α, β), α = κ, β = κ / μ",
+            "E[θ<sub>j</sub> | α, β] = (α + c<sub>j</sub>) / (β + E<sub>j</sub>), "
+            "shrinkage B<sub>j</sub> = β / (β + E<sub>j</sub>)",
+        ],
+    ),
+}
+
+_POOLING_WORDS = {
+    "partial": "Partial pooling: the population is learned from all groups at once, so each "
+    "group's estimate is pulled towards the population mean, more strongly the less data it has.",
+    "none": "No pooling: the population is fixed in advance (at the values below), so each group "
+    "is estimated from its own data alone under that common prior.",
+    "complete": "Complete pooling: all groups share one value of θ; only the population mean "
+    "is estimated.",
+}
+
+
+def svg(fig: Figure, salt: str = "poolwise") -> str:
+    """A figure as an inline ``<svg>`` element (text kept as text; ids unique per ``salt``).
+
+    Example
+    -------
+    >>> from matplotlib.figure import Figure
+    >>> fig = Figure(figsize=(2, 1)); _ = fig.add_subplot().plot([0, 1])
+    >>> svg(fig).startswith("<svg")
+    True
+    """
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        fig.savefig(buf, format="svg", bbox_inches="tight")
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, bool | np.bool_):
+        return str(x)
+    if isinstance(x, int | np.integer):
+        return f"{int(x):,}"
+    if isinstance(x, float | np.floating):
+        if not np.isfinite(x):
+            return "–" if np.isnan(x) else str(x)
+        return f"{x:.4g}" if abs(x) < 1e5 else f"{x:,.0f}"
+    return str(x)
+
+
+def table(frame: pd.DataFrame, caption: str | None = None) -> str:
+    """A dataframe as an escaped HTML table with numbers formatted for reading.
+
+    Example
+    -------
+    >>> table(pd.DataFrame({"x": [1.23456]}, index=pd.Index(["a"], name="g")))[:18]
+    '<table class="data'
+    """
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    index_name = html.escape(str(frame.index.name or ""))
+    rows = []
+    for label, values in zip(frame.index, frame.itertuples(index=False), strict=True):
+        cells = "".join(f"<td>{html.escape(_num(v))}</td>" for v in values)
+        rows.append(f"<tr><th>{html.escape(str(label))}</th>{cells}</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (
+        f'<table class="data">{cap}<thead><tr><th>{index_name}</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _figure(fig: Figure, salt: str, caption: str) -> str:
+    return f'<figure role="img" aria-label="{html.escape(caption)}">{svg(fig, salt)}<figcaption>{caption}</figcaption></figure>'
+
+
+def _priors(fit: PoolFit) -> pd.DataFrame:
+    from .priors import Prior
+
+    rows = {}
+    for name, value in fit.priors.items():
+        if isinstance(value, Prior):
+            rows[name] = (repr(value), "prior")
+        else:
+            rows[name] = (_num(value), "fixed")
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["prior or value", "kind"])
+    frame.index.name = "hyperparameter"
+    return frame
+
+
+def _cards(fit: PoolFit) -> str:
+    from .plots import population_mean
+
+    cards = []
+    loc = fit.family.location
+    if loc in fit.population.index:
+        row = fit.population.loc[loc]
+        cards.append(
+            (
+                "population mean",
+                _num(population_mean(fit)),
+                f"{int(fit.hdi_prob * 100)}% HDI {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
+            )
+        )
+    spread = "tau" if "tau" in fit.population.index else "kappa"
+    if spread in fit.population.index and fit.pooling == "partial":
+        row = fit.population.loc[spread]
+        words = "between-group sd" if spread == "tau" else "concentration (prior strength)"
+        cards.append(
+            (
+                f"{spread}: {words}",
+                _num(row["mean"]),
+                f"HDI {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
+            )
+        )
+    shrink = fit.groups["shrinkage"].to_numpy(dtype=float)
+    cards.append(
+        (
+            "shrinkage towards the population",
+            f"{np.nanmedian(shrink):.0%} median",
+            f"from {np.nanmin(shrink):.0%} (most data) to {np.nanmax(shrink):.0%} (least)",
+        )
+    )
+    cards.append(("groups · rows", f"{fit.n_groups:,} · {fit.n_rows:,}", f"{fit.method} engine"))
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="label">{html.escape(a)}</div>'
+            f'<div class="value">{html.escape(b)}</div><div class="sub">{html.escape(c)}</div></div>'
+            for a, b, c in cards
+        )
+        + "</div>"
+    )
+
+
+def _diagnostics(fit: PoolFit, ppc: Any) -> str:
+    items = [("engine", f"{fit.method}: {fit.method_reason}")]
+    info = fit.info or {}
+    if "grid_points" in info:
+        items.append(("quadrature grid", f"{info['grid_points']:,} points"))
+    if "edge_mass" in info:
+        items.append(("posterior mass at the grid's edge", f"{info['edge_mass']:.2g}"))
+    for key in ("divergences", "max_rhat", "min_ess"):
+        if key in info:
+            items.append((key.replace("_", " "), _num(info[key])))
+    items.append(("draws", f"{len(next(iter(fit.hyper_draws.values()), [])):,}; seed {fit.seed}"))
+    if ppc is not None:
+        verdict = (
+            "the model reproduces the spread of the raw estimates"
+            if 0.05 <= ppc.p_value <= 0.95
+            else "the raw estimates are more spread out than the model predicts"
+            if ppc.p_value < 0.05
+            else "the raw estimates are less spread out than the model predicts"
+        )
+        items.append(("posterior predictive check", f"p = {ppc.p_value:.2f}: {verdict}"))
+    dl = "".join(f"<dt>{html.escape(a)}</dt><dd>{html.escape(b)}</dd>" for a, b in items)
+    if fit.warnings:
+        warn = (
+            '<ul class="warnings">'
+            + "".join(f"<li>{html.escape(w)}</li>" for w in fit.warnings)
+            + "</ul>"
+        )
+    else:
+        warn = '<p class="ok">No warnings: the fit finished without problems.</p>'
+    return f'<dl class="diag">{dl}</dl><h3>Warnings</h3>{warn}'
+
+
+def render(fit: PoolFit, *, title: str | None = None, best: str = "high", top: int = 3) -> str:
+    """The report as an HTML string (see :func:`report`)."""
+    from . import __version__
+    from .plots import plot_estimates, plot_forest, plot_population, plot_shrinkage
+    from .simulate import check
+
+    family = fit.family.name
+    title = title or f"Partial pooling report: {fit.n_groups:,} groups"
+    words, symbols = _SYMBOLS[family]
+    group = fit.groups.index.name or "group"
+    sections: list[tuple[str, str, str]] = []
+
+    sections.append(("summary", "Summary", _cards(fit)))
+    model = (
+        f"<p>{words}</p><p>{html.escape(_POOLING_WORDS[fit.pooling])}</p>"
+        f'<div class="math">{"".join(f"<div>{s}</div>" for s in symbols)}</div>'
+        "<h3>Priors</h3>" + table(_priors(fit))
+    )
+    sections.append(("model", "Model", model))
+
+    pop = _figure(
+        plot_population(fit),
+        "population",
+        "Posterior of each population hyperparameter (bars), its prior (dashed) and HDI (black).",
+    )
+    sections.append(("population", "Population", table(fit.population) + pop))
+
+    shrink = _figure(
+        plot_shrinkage(fit),
+        "shrinkage",
+        "Each group's raw estimate (left) and partially pooled estimate (right). Marker area grows "
+        "with the group's size; the dashed line is the population mean.",
+    )
+    estimates = _figure(
+        plot_estimates(fit),
+        "estimates",
+        "Estimates and HDIs against group size, each group alone (left) and partially pooled "
+        "(right): small groups are pulled towards the population mean.",
+    )
+    sections.append(("shrinkage", "Shrinkage", shrink + estimates))
+
+    top = min(top, fit.n_groups)
+    league = fit.ranks(top=top, best=best)
+    shown = league.head(MAX_LEAGUE_ROWS)
+    note = (
+        f'<p class="note">The first {MAX_LEAGUE_ROWS} of {len(league):,} groups; '
+        "all of them are in <code>fit.ranks()</code>.</p>"
+        if len(league) > MAX_LEAGUE_ROWS
+        else ""
+    )
+    league_html = (
+        f"<p>Groups ordered by posterior mean rank (1 = {'highest' if best == 'high' else 'lowest'} "
+        f"θ). The rank interval holds {int(fit.hdi_prob * 100)}% of the posterior; "
+        "<code>raw_rank</code> is the order of the raw estimates, which puts small groups at the "
+        "extremes by luck.</p>"
+        + note
+        + f'<div class="scroll">{table(shown)}</div>'
+        + _figure(
+            plot_forest(fit),
+            "forest",
+            "Groups sorted by posterior mean with HDIs; crosses are the raw estimates.",
+        )
+    )
+    sections.append(("league", "League table", league_html))
+
+    groups = fit.groups
+    gnote = ""
+    if len(groups) > MAX_GROUP_ROWS:
+        groups = groups.head(MAX_GROUP_ROWS)
+        gnote = (
+            f'<p class="note">The first {MAX_GROUP_ROWS} of {fit.n_groups:,} groups; '
+            "all of them are in <code>fit.groups</code>.</p>"
+        )
+    sections.append(("groups", "Groups", gnote + f'<div class="scroll">{table(groups)}</div>'))
+
+    ppc = check(fit, draws=min(500, len(next(iter(fit.hyper_draws.values())))))
+    ppc_html = _figure(
+        ppc.plot(),
+        "check",
+        f"Posterior predictive check: the {html.escape(ppc.description)} in data replicated from "
+        f"the fitted model (bars) and in the observed data (black line); p = {ppc.p_value:.2f}.",
+    )
+    sections.append(("diagnostics", "Diagnostics", _diagnostics(fit, ppc) + ppc_html))
+
+    css = (files("poolwise") / "templates" / "report.css").read_text(encoding="utf-8")
+    toc = "".join(f'<a href="#{key}">{html.escape(name)}</a>' for key, name, _ in sections)
+    body = "".join(
+        f'<section id="{key}"><h2>{html.escape(name)}</h2>{content}</section>'
+        for key, name, content in sections
+    )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    meta = (
+        f"{html.escape(fit.family.description)} · {fit.pooling} pooling · {fit.method} engine · "
+        f"{fit.n_groups:,} groups ({html.escape(str(group))}) · {fit.n_rows:,} rows"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{css}</style></head><body><main>"
+        f'<header><h1>{html.escape(title)}</h1><p class="meta">{meta}</p></header>'
+        f'<nav class="toc">{toc}</nav>{body}'
+        f"<footer>poolwise {__version__} · {stamp}</footer></main></body></html>\n"
+    )
+
+
+def report(
+    fit: PoolFit,
+    path: str | os.PathLike = "report.html",
+    *,
+    title: str | None = None,
+    best: str = "high",
+    top: int = 3,
+) -> Path:
+    """Write a self-contained HTML report of ``fit`` to ``path`` and return the path.
+
+    The report holds the model in words and symbols, the priors, the population and group tables,
+    a league table (``best="low"`` when a low theta is better, e.g. mortality; ``top`` for
+    P(top k)), the shrinkage, estimates, forest and population plots as inline SVG, a posterior
+    predictive check, and the fit's diagnostics and warnings. Nothing is loaded from the network.
+
+    Example
+    -------
+    >>> import pandas as pd, poolwise, tempfile, os
+    >>> df = pd.read_csv(poolwise.example_path("rat_tumors"))
+    >>> fit = poolwise.fit(df, group="experiment", successes="y", trials="n", seed=0)
+    >>> path = fit.report(os.path.join(tempfile.mkdtemp(), "rats.html"))
+    >>> path.read_text().count("<svg")
+    5
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a file path, got {type(path).__name__}")
+    if best not in ("high", "low"):
+        raise ValueError(f"best must be 'high' or 'low', got {best!r}")
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"path: {str(out)!r} is a directory; give a file name such as report.html")
+    text = render(fit, title=title, best=best, top=top)
+    out.write_text(text, encoding="utf-8")
+    return out
