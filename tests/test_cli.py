@@ -41,9 +41,9 @@ def test_errors_exit_2_with_one_line(args, message, capsys):
     assert message in err and err.strip().count("\n") == 0
 
 
-def test_console_script_runs():
+def test_console_script_runs(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "poolwise.cli", "example", "rat_tumors", "--json", "--seed", "0"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, cwd=tmp_path,
     )
     assert json.loads(out.stdout)["family"] == "binomial"
