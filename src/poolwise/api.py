@@ -38,12 +38,27 @@ def family_for(
     trials: str | None,
     counts: str | None,
     exposure: str | None,
+    n: str | None = None,
+    sd: str | None = None,
 ) -> tuple[str, dict[str, str]]:
-    """The family implied by the columns named, and the role → column mapping."""
+    """The family implied by the columns named, and the role → column mapping.
+
+    Example
+    -------
+    >>> family_for("mean", None, None, None, None, None, n="size", sd="sd")
+    ('normal', {'y': 'mean', 'n': 'size', 'sd': 'sd'})
+    """
     given = {
         k: v
         for k, v in dict(
-            y=y, se=se, successes=successes, trials=trials, counts=counts, exposure=exposure
+            y=y,
+            se=se,
+            successes=successes,
+            trials=trials,
+            counts=counts,
+            exposure=exposure,
+            n=n,
+            sd=sd,
         ).items()
         if v is not None
     }
@@ -51,14 +66,16 @@ def family_for(
         ("binomial", {"successes", "trials"}, set()),
         ("poisson", {"counts"}, {"exposure"}),
         ("normal_se", {"y", "se"}, set()),
+        ("normal", {"y", "n", "sd"}, set()),
         ("normal", {"y"}, set()),
     ]
     for name, required, optional in options:
         if required <= set(given) and set(given) <= required | optional:
             return name, given
     raise TypeError(
-        "name the outcome columns of one family: y (normal rows), y and se (known standard "
-        "errors), successes and trials (binomial), or counts with optional exposure (Poisson); "
+        "name the outcome columns of one family: y (normal rows), y with n and sd (normal, one "
+        "row per group of its size, mean and sd), y and se (known standard errors), successes "
+        "and trials (binomial), or counts with optional exposure (Poisson); "
         f"got {', '.join(f'{k}={v!r}' for k, v in given.items()) or 'none'}"
     )
 
@@ -74,6 +91,8 @@ def fit(
     trials: str | None = None,
     counts: str | None = None,
     exposure: str | None = None,
+    n: str | None = None,
+    sd: str | None = None,
     pooling: str = "partial",
     method: str = "auto",
     priors: dict | None = None,
@@ -92,7 +111,15 @@ def fit(
     ``spec`` is the data (a dataframe or a path). The family follows from the columns named: ``y`` alone → normal rows with an unknown
     within-group sd; ``y`` and ``se`` → estimates with known standard errors; ``successes`` and
     ``trials`` → binomial with a beta population; ``counts`` (and ``exposure``) → Poisson with a
-    gamma population. Several rows of a group are combined.
+    gamma population. Several rows of a group are combined, so a table of per-group totals
+    (successes and trials, counts and exposure) is read as it is. Normal data summarised per
+    group (or per part of a group) are read with ``y`` naming the mean column, ``n`` the number of
+    observations and ``sd`` their sample standard deviation (ddof=1; may be missing where n is 1):
+    ``fit(summary, group="school", y="mean", n="n", sd="sd")`` gives the same fit as the raw rows.
+
+    ``spec`` may be pandas, polars (eager or lazy), pyarrow, a DuckDB relation, a Spark or Dask
+    DataFrame, or a path, glob or list of CSV or Parquet files (read by DuckDB, out of core): the
+    group-by runs in that engine and only per-group statistics reach Python.
 
     ``spec`` may instead be a formula, ``poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df)``:
     a regression with group-specific effects fitted by NUTS (``family``, ``exposure``,
@@ -130,7 +157,7 @@ def fit(
         raise TypeError("fit(data, group=...): pass the data once, positionally or as data=")
     if group is None:
         raise TypeError("fit: name the grouping column with group=")
-    family_name, columns = family_for(y, se, successes, trials, counts, exposure)
+    family_name, columns = family_for(y, se, successes, trials, counts, exposure, n, sd)
     stats = reduce(spec, group, family_name, columns)
     return fit_stats(
         stats,

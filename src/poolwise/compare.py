@@ -74,6 +74,8 @@ def compare(
     trials: str | None = None,
     counts: str | None = None,
     exposure: str | None = None,
+    n: str | None = None,
+    sd: str | None = None,
     poolings: tuple[str, ...] = ("none", "complete", "partial"),
     method: str = "auto",
     priors: dict | None = None,
@@ -96,7 +98,7 @@ def compare(
             f"poolings must be a non-empty tuple of {', '.join(POOLINGS)}; got {poolings!r}"
         )
     _check_options(method, draws, hdi_prob, seed)
-    family_name, columns = family_for(y, se, successes, trials, counts, exposure)
+    family_name, columns = family_for(y, se, successes, trials, counts, exposure, n, sd)
     stats = reduce(data, group, family_name, columns)
     family = FAMILIES[family_name]()
     fits, elpd = {}, {}

@@ -1,13 +1,16 @@
 """The data layer: validate the columns and reduce rows to per-group statistics, engine-side.
 
-The only pass over raw rows is one aggregation (checks) and one group-by, both run by the
-dataframe library that holds the data (through narwhals); only per-group results are collected.
+The only passes over raw rows are one aggregation (the checks: how many rows are bad, and why) and
+one group-by (the statistics), both run by the engine that holds the data — pandas, polars,
+pyarrow, DuckDB (also for CSV and Parquet paths), Spark or Dask, through narwhals. Only their
+results, one row and one row per group, are collected into Python.
 """
 
 from __future__ import annotations
 
-import glob
-import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -16,18 +19,38 @@ import narwhals as nw
 import numpy as np
 import pandas as pd
 
-# which columns each family reads, and what each column must satisfy
+from .sources import collect, is_path, quiet_backends, read_path, to_frame
+
+__all__ = ["ROLES", "GroupStats", "example_path", "read_path", "reduce"]
+
+# which columns each layout of the data reads, and what each column must satisfy. The normal
+# family reads raw rows (y) or per-group summaries (y as the mean, n, sd); see ``layout``.
 ROLES: dict[str, dict[str, str]] = {
     "normal": {"y": "real"},
+    "normal_stats": {"y": "real", "n": "size", "sd": "sd"},
     "normal_se": {"y": "real", "se": "positive"},
     "binomial": {"successes": "count", "trials": "count"},
     "poisson": {"counts": "count", "exposure": "nonnegative"},
 }
 
+TEXTS = {
+    "null": "missing values",
+    "missing": "missing or non-finite values (null, NaN or ±inf)",
+    "missing_sd": "missing or non-finite values (null, NaN or ±inf) in rows with n > 1",
+    "negative": "negative values",
+    "fraction": "values that are not whole numbers",
+    "nonpositive": "values that are zero or negative (a standard error must be positive)",
+    "small": "values below 1 (each row summarises at least one observation)",
+}
+
+Progress = Callable[[str, float | None], None]
+
 
 @dataclass(frozen=True)
 class GroupStats:
     """Per-group sufficient statistics, in a fixed (sorted) group order.
+
+    ``n_rows`` counts the rows read (for the normal family from raw rows: the observations).
 
     Example
     -------
@@ -43,33 +66,14 @@ class GroupStats:
     group: str
 
 
-def read_path(path: str | os.PathLike) -> nw.LazyFrame:
-    """A lazy DuckDB relation over CSV or Parquet files (a path or a glob); nothing is loaded yet.
+def example_path(name: str) -> str:
+    """Path of a bundled example data set (``eight_schools``, ``pumps``, ``rat_tumors``, ...).
 
     Example
     -------
-    >>> frame = read_path(example_path("eight_schools"))
-    >>> sorted(frame.collect_schema())
-    ['school', 'sigma', 'y']
+    >>> example_path("pumps").endswith("pumps.csv")
+    True
     """
-    import duckdb
-
-    text = os.fspath(path)
-    lower = text.lower()
-    if not glob.glob(text):
-        raise ValueError(f"data: no file matches {text!r}")
-    con = duckdb.connect()
-    if lower.endswith((".parquet", ".pq")):
-        rel = con.read_parquet(text)
-    elif lower.endswith((".csv", ".tsv", ".txt", ".csv.gz")):
-        rel = con.read_csv(text)
-    else:
-        raise ValueError(f"data: {text!r} is neither a .csv nor a .parquet file")
-    return nw.from_native(rel)
-
-
-def example_path(name: str) -> str:
-    """Path of a bundled example data set (``eight_schools``, ``pumps``, ``rat_tumors``, ...)."""
     path = files("poolwise") / "examples" / f"{name}.csv"
     if not path.is_file():
         known = sorted(
@@ -81,27 +85,22 @@ def example_path(name: str) -> str:
     return str(path)
 
 
-def _frame(data: Any) -> nw.DataFrame | nw.LazyFrame:
-    if isinstance(data, nw.DataFrame | nw.LazyFrame):
-        return data
-    if isinstance(data, str | os.PathLike):
-        return read_path(data)
-    try:
-        return nw.from_native(data)
-    except TypeError:
-        raise TypeError(
-            "data must be a dataframe (pandas, polars, pyarrow, DuckDB, Spark or Dask) or a path "
-            f"to CSV/Parquet files, got {type(data).__name__}"
-        ) from None
+def layout(family: str, columns: dict[str, str]) -> str:
+    """How the rows hold the family's data: ``normal`` with ``n`` and ``sd`` is per-group summaries.
+
+    Example
+    -------
+    >>> layout("normal", {"y": "mean", "n": "size", "sd": "sd"})
+    'normal_stats'
+    """
+    if family == "normal" and {"n", "sd"} <= set(columns):
+        return "normal_stats"
+    if family not in ROLES:
+        raise ValueError(f"family must be one of {', '.join(ROLES)}, got {family!r}")
+    return family
 
 
-def _collect(frame: nw.DataFrame | nw.LazyFrame) -> pd.DataFrame:
-    if isinstance(frame, nw.LazyFrame):
-        frame = frame.collect()
-    return frame.to_pandas()
-
-
-def _check_columns(frame, group: str, columns: dict[str, str], family: str) -> None:
+def _check_columns(frame, group: str, columns: dict[str, str], kind: str) -> None:
     schema = frame.collect_schema()
     for role, name in [("group", group), *columns.items()]:
         if not isinstance(name, str):
@@ -111,128 +110,239 @@ def _check_columns(frame, group: str, columns: dict[str, str], family: str) -> N
                 f"{role}: no column {name!r} in the data; "
                 f"columns are {', '.join(map(repr, schema))}"
             )
+    known = set(ROLES[kind])
+    required = known - {"exposure"}
+    if not required <= set(columns) <= known:
+        raise ValueError(
+            f"columns: the {kind} layout reads {', '.join(sorted(known))}, "
+            f"got {', '.join(sorted(columns)) or 'none'}"
+        )
     for role, name in columns.items():
         dtype = schema[name]
         if not dtype.is_numeric() or dtype == nw.Boolean:
             raise TypeError(f"{role}: column {name!r} must be numeric, but it holds {dtype}")
 
 
-def _problems(frame, group: str, columns: dict[str, str], family: str) -> list[str]:
-    schema = frame.collect_schema()
-    exprs = [nw.len().alias("__rows"), nw.col(group).is_null().sum().alias("__group_null")]
+def _checks(schema, group: str, columns: dict[str, str], kind: str) -> dict[str, Any]:
+    """Boolean expressions that are true on bad rows, keyed ``role__what``."""
+    checks: dict[str, Any] = {"group__null": nw.col(group).is_null()}
     for role, name in columns.items():
-        c = nw.col(name)
-        exprs.append(c.is_null().sum().alias(f"{role}__null"))
-        if schema[name].is_float():
-            exprs.append((~c.is_finite()).sum().alias(f"{role}__nonfinite"))
-        kind = ROLES[family][role]
-        if kind == "count":
-            exprs.append((c < 0).sum().alias(f"{role}__negative"))
-            if schema[name].is_float():
-                exprs.append((c != c.round(0)).sum().alias(f"{role}__fraction"))
-        elif kind == "nonnegative":
-            exprs.append((c < 0).sum().alias(f"{role}__negative"))
-        elif kind == "positive":
-            exprs.append((c <= 0).sum().alias(f"{role}__nonpositive"))
-    if family == "binomial":
-        exprs.append(
-            (nw.col(columns["successes"]) > nw.col(columns["trials"])).sum().alias("__excess")
-        )
-    counts = _collect(frame.select(exprs)).iloc[0].fillna(0).astype(int).to_dict()
-    rows = counts.pop("__rows")
+        c, rule, is_float = nw.col(name), ROLES[kind][role], schema[name].is_float()
+        missing = (c.is_null() | ~c.is_finite()) if is_float else c.is_null()
+        if rule == "sd":
+            checks[f"{role}__missing_sd"] = missing & (nw.col(columns["n"]) > 1)
+        else:
+            checks[f"{role}__{'missing' if is_float else 'null'}"] = missing
+        if rule in ("count", "size") and is_float:
+            checks[f"{role}__fraction"] = (c != c.round(0)) & c.is_finite()
+        if rule in ("count", "nonnegative", "sd"):
+            checks[f"{role}__negative"] = c < 0
+        elif rule == "positive":
+            checks[f"{role}__nonpositive"] = c <= 0
+        elif rule == "size":
+            checks[f"{role}__small"] = c < 1
+    if kind == "binomial":
+        checks["successes__excess"] = nw.col(columns["successes"]) > nw.col(columns["trials"])
+    return checks
+
+
+def _problems(frame, group: str, columns: dict[str, str], kind: str) -> list[str]:
+    """One engine-side pass counting bad rows; the messages, in a fixed order."""
+    checks = _checks(frame.collect_schema(), group, columns, kind)
+    exprs = [nw.len().alias("__rows")]
+    exprs += [e.cast(nw.Int64).sum().alias(key) for key, e in checks.items()]
+    counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(np.int64).to_dict()
+    rows = int(counts.pop("__rows"))
     if rows == 0:
         return ["data: the table has no rows"]
     out = []
-    if counts.pop("__group_null"):
-        out.append(
-            f"group: column {group!r} has missing labels in {counts.get('__group_null', '')}"
-        )
-    texts = {
-        "null": "missing values",
-        "nonfinite": "non-finite values (NaN or ±inf)",
-        "negative": "negative values",
-        "fraction": "values that are not whole numbers",
-        "nonpositive": "values that are zero or negative (a standard error must be positive)",
-    }
     for key, count in counts.items():
         if not count:
             continue
-        if key == "__excess":
+        role, what = key.split("__")
+        if key == "group__null":
+            out.append(f"group: column {group!r} has missing labels in {count} of {rows} rows")
+        elif what == "excess":
             out.append(
                 f"successes: column {columns['successes']!r} exceeds trials column "
                 f"{columns['trials']!r} in {count} of {rows} rows"
             )
-            continue
-        role, what = key.split("__")
-        out.append(f"{role}: column {columns[role]!r} has {texts[what]} in {count} of {rows} rows")
+        else:
+            out.append(
+                f"{role}: column {columns[role]!r} has {TEXTS[what]} in {count} of {rows} rows"
+            )
     return out
 
 
-def _aggregations(family: str, columns: dict[str, str]) -> list:
-    if family == "normal":
+def _aggregations(frame, kind: str, columns: dict[str, str]):
+    """The frame with any derived columns, and the per-group aggregations of the layout."""
+    if kind == "normal":
         y = nw.col(columns["y"])
-        return [nw.len().alias("n"), y.mean().alias("mean"), y.var(ddof=0).alias("var")]
-    if family == "normal_se":
-        return [
+        return frame, [nw.len().alias("n"), y.mean().alias("mean"), y.var(ddof=0).alias("var")]
+    if kind == "normal_stats":
+        n, y, sd = (nw.col(columns[r]) for r in ("n", "y", "sd"))
+        # within-row sums of squares (n - 1) sd², and n ȳ and n ȳ² for the between-row part
+        frame = frame.with_columns(
+            nw.when(n > 1).then((n - 1) * sd * sd).otherwise(0.0).alias("__m2"),
+            (n * y).alias("__s1"),
+            (n * y * y).alias("__s2"),
+        )
+        return frame, [
+            nw.len().alias("rows"),
+            n.sum().alias("n"),
+            y.mean().alias("y"),
+            nw.col("__s1").sum().alias("s1"),
+            nw.col("__s2").sum().alias("s2"),
+            nw.col("__m2").sum().alias("m2"),
+        ]
+    if kind == "normal_se":
+        return frame, [
             nw.len().alias("rows"),
             nw.col(columns["y"]).mean().alias("y"),
             nw.col(columns["se"]).mean().alias("se"),
         ]
-    return [nw.len().alias("rows")] + [nw.col(c).sum().alias(role) for role, c in columns.items()]
+    aggs = [nw.len().alias("rows")] + [nw.col(c).sum().alias(role) for role, c in columns.items()]
+    return frame, aggs
 
 
-def _finish(family: str, table: pd.DataFrame, group: str) -> dict[str, np.ndarray]:
-    if family == "normal":
+def _finish(kind: str, table: pd.DataFrame, group: str) -> dict[str, np.ndarray]:
+    if kind == "normal":
         n = table["n"].to_numpy(np.int64)
         var = table["var"].fillna(0.0).to_numpy(np.float64)
         return {"n": n, "mean": table["mean"].to_numpy(np.float64), "m2": var * n}
-    if family == "normal_se":
-        many = table.loc[table["rows"] > 1, group]
+    if kind == "normal_stats":
+        rows = table["rows"].to_numpy(np.int64)
+        n = table["n"].round().to_numpy(np.int64)
+        s1 = table["s1"].to_numpy(np.float64)
+        single = rows == 1
+        mean = np.where(single, table["y"].to_numpy(np.float64), s1 / n)
+        # Σ n_i (ȳ_i - ȳ)² = Σ n_i ȳ_i² - n ȳ²: zero for groups given as one row
+        between = np.where(single, 0.0, table["s2"].to_numpy(np.float64) - s1 * s1 / n)
+        m2 = table["m2"].to_numpy(np.float64) + np.maximum(between, 0.0)
+        return {"n": n, "mean": mean, "m2": m2}
+    if kind == "normal_se":
+        many = table.loc[table["rows"] > 1]
         if len(many):
             raise ValueError(
-                f"se: expected one estimate per group, but group {many.iloc[0]!r} has "
-                f"{int(table['rows'].max())} rows"
+                f"se: expected one estimate per group, but group {many[group].iloc[0]!r} has "
+                f"{int(many['rows'].iloc[0])} rows"
             )
         return {"y": table["y"].to_numpy(np.float64), "se": table["se"].to_numpy(np.float64)}
     out = {}
-    for role in ROLES[family]:
+    for role, rule in ROLES[kind].items():
         col = table[role]
-        kind = ROLES[family][role]
-        out[role] = col.round().to_numpy(np.int64) if kind == "count" else col.to_numpy(np.float64)
+        out[role] = col.round().to_numpy(np.int64) if rule == "count" else col.to_numpy(np.float64)
     return out
 
 
-def reduce(data: Any, group: str, family: str, columns: dict[str, str]) -> GroupStats:
-    """Validate ``columns`` and reduce the rows of ``data`` to per-group statistics.
+@contextmanager
+def _watch(con: Any, progress: Progress | None, stage: str) -> Iterator[None]:
+    """Report ``stage`` to ``progress``, with DuckDB's own completion fraction when it is known."""
+    if progress is None:
+        yield
+        return
+    progress(stage, None)
+    if con is None:
+        yield
+        return
+    done = threading.Event()
 
-    ``columns`` maps each role the family reads (``y``, ``se``, ``successes``, ``trials``,
-    ``counts``, ``exposure``) to a column name. A Poisson fit without ``exposure`` counts one unit
-    of exposure per row.
+    def poll() -> None:
+        while not done.wait(0.2):
+            try:
+                pct = con.query_progress()
+            except Exception:  # the query finished or the connection is busy: keep the bar
+                continue
+            if pct is not None and pct >= 0:
+                progress(stage, min(float(pct), 100.0) / 100.0)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        progress(stage, 1.0)
+
+
+def reduce(
+    data: Any,
+    group: str,
+    family: str,
+    columns: dict[str, str],
+    *,
+    progress: Progress | None = None,
+) -> GroupStats:
+    """Validate ``columns`` and reduce the rows of ``data`` to per-group statistics, engine-side.
+
+    ``data`` is a dataframe (pandas, polars eager or lazy, pyarrow, DuckDB, Spark, Dask) or a
+    path, glob or list of CSV or Parquet files (read by DuckDB, out of core). ``columns`` maps each
+    role the family reads to a column name: normal ``y`` (raw rows) or ``y``, ``n``, ``sd`` (one
+    row per group or per part of a group: its size, mean and sample sd, ddof=1); ``y`` and ``se``;
+    ``successes`` and ``trials``; ``counts`` and optional ``exposure`` (one unit per row when it
+    is left out). Rows of the same group are combined. ``progress``, when given, is called with a
+    stage name (``"checking rows"``, ``"grouping"``) and the completed fraction, or None when the
+    engine does not tell.
+
+    Example
+    -------
+    >>> import polars as pl
+    >>> rows = pl.LazyFrame({"g": [1, 1, 2, 2], "y": [1.0, 3.0, 5.0, 6.0]})
+    >>> stats = reduce(rows, "g", "normal", {"y": "y"})
+    >>> stats.stats["mean"].tolist(), stats.stats["m2"].tolist(), stats.n_rows
+    ([2.0, 5.5], [2.0, 0.5], 4)
     """
-    frame = _frame(data)
-    _check_columns(frame, group, columns, family)
-    if family == "poisson" and "exposure" not in columns:
-        frame = frame.with_columns(nw.lit(1.0).alias("__exposure"))
-        columns = {**columns, "exposure": "__exposure"}
-    problems = _problems(frame, group, columns, family)
-    if problems:
-        raise ValueError("; ".join(problems))
-    table = _collect(frame.group_by(group).agg(_aggregations(family, columns)))
+    kind = layout(family, columns)
+    con = None
+    if is_path(data):
+        import duckdb
+
+        con = duckdb.connect()
+        if progress is not None:
+            con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
+    try:
+        with quiet_backends():
+            frame = to_frame(data, connection=con)
+            _check_columns(frame, group, columns, kind)
+            if kind == "poisson" and "exposure" not in columns:
+                frame = frame.with_columns(nw.lit(1.0).alias("__exposure"))
+                columns = {**columns, "exposure": "__exposure"}
+            with _watch(con, progress, "checking rows"):
+                problems = _problems(frame, group, columns, kind)
+            if problems:
+                raise ValueError("; ".join(problems))
+            frame, aggs = _aggregations(frame, kind, columns)
+            with _watch(con, progress, "grouping"):
+                table = collect(frame.group_by(group).agg(aggs))
+    finally:
+        if con is not None:
+            con.close()
+    return _stats(kind, table, group)
+
+
+def _stats(kind: str, table: pd.DataFrame, group: str) -> GroupStats:
     if isinstance(table[group].dtype, pd.CategoricalDtype):
         table[group] = table[group].astype(object)
-    table = table.sort_values(group, kind="stable", key=_sort_key).reset_index(drop=True)
+    table = _sorted(table, group)
     if len(table) < 2:
         raise ValueError(
             f"group: column {group!r} has a single group ({table[group].iloc[0]!r}); "
             "pooling needs at least two groups"
         )
-    stats = _finish(family, table, group)
-    n_rows = int(table["n"].sum() if family == "normal" else table["rows"].sum())
+    stats = _finish(kind, table, group)
+    n_rows = int(table["n"].sum() if kind == "normal" else table["rows"].sum())
     return GroupStats(pd.Index(table[group].to_list(), name=group), stats, n_rows, group)
 
 
-def _sort_key(labels: pd.Series) -> pd.Series:
+def _sorted(table: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Rows in label order: numbers before strings, each in its natural order."""
+    labels = table[group]
+    if labels.dtype != object:
+        return table.sort_values(group, kind="stable").reset_index(drop=True)
     try:
-        return labels.map(lambda v: (0, v) if not isinstance(v, str) else (1, v))
+        key = labels.map(lambda v: (0, v) if not isinstance(v, str) else (1, v))
+        order = np.argsort(key.to_numpy(), kind="stable")
     except TypeError:
-        return labels.astype(str)
+        order = np.argsort(labels.astype(str).to_numpy(), kind="stable")
+    return table.iloc[order].reset_index(drop=True)
