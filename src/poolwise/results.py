@@ -70,8 +70,9 @@ class PoolFit:
 
         Draws of the exact engine are independent; they are laid out as 4 chains.
         """
-        import arviz as az
+        from ._arviz import import_arviz
 
+        az = import_arviz()
         theta = self.theta_draws()
         draws = theta.shape[0]
         chains = self._chains(draws)
