@@ -136,7 +136,7 @@ def _aggregations(spec: FormulaSpec) -> list:
         ]
     if spec.family == "bernoulli":
         return [
-            nw.col(r["y"]).cast(nw.Int64).sum().alias("__successes"),
+            nw.col("__y01").sum().alias("__successes"),
             nw.len().alias("__trials"),
             nw.len().alias("__rows"),
         ]
@@ -144,7 +144,7 @@ def _aggregations(spec: FormulaSpec) -> list:
         exposure = nw.col(r["exposure"]).sum() if "exposure" in r else nw.len()
         return [
             nw.col(r["counts"]).sum().alias("__counts"),
-            exposure.cast(nw.Float64).alias("__exposure"),
+            exposure.alias("__exposure"),
             nw.len().alias("__rows"),
         ]
     y = nw.col(r["y"])
@@ -165,6 +165,8 @@ def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
     frame = to_frame(data)
     _check(frame, spec)
     aggs = _aggregations(spec)
+    if spec.family == "bernoulli":  # a plain column, so that every aggregation stays simple
+        frame = frame.with_columns(nw.col(spec.response["y"]).cast(nw.Int64).alias("__y01"))
     grouped = frame.group_by(*spec.keys).agg(aggs) if spec.keys else frame.select(aggs)
     table = collect(grouped)
     for key in spec.keys:
@@ -172,6 +174,8 @@ def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
             table[key] = table[key].astype(table[key].cat.categories.dtype)
     if spec.keys:
         table = table.sort_values(list(spec.keys), kind="stable").reset_index(drop=True)
+    if spec.family == "poisson":
+        table["__exposure"] = table["__exposure"].astype(np.float64)
     if spec.family == "normal":
         table["__m2"] = table.pop("__var").fillna(0.0).to_numpy(np.float64) * table["__n"]
     if spec.family == "binomial" and (table["__trials"] <= 0).all():

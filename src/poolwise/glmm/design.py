@@ -87,8 +87,11 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
     from formulae import design_matrices
 
     table = cells.table
+    if "exposure" in spec.response:  # offset(log(col)) evaluates on the cell's total exposure
+        table = table.assign(**{spec.response["exposure"]: table["__exposure"]})
+    namespace = {"log": np.log}
     try:
-        dm = design_matrices(spec.rhs, table, na_action="error")
+        dm = design_matrices(spec.rhs, table, na_action="error", extra_namespace=namespace)
     except Exception as err:
         raise ValueError(f"formula: formulae could not build {spec.formula!r}: {err}") from None
     common = dm.common

@@ -309,10 +309,12 @@ def fit_formula(
     seed: int | None = None,
     progress: bool = True,
     spec: FormulaSpec | None = None,
+    timing: bool = False,
 ) -> GlmmFit:
     """Fit a regression with group-specific effects by NUTS (see :func:`poolwise.fit`).
 
-    ``draws`` counts all chains together (``draws // chains`` per chain).
+    ``draws`` counts all chains together (``draws // chains`` per chain). ``timing=True``
+    records the time to the first draw in ``info`` (warm-up and sampling then compile apart).
 
     Example
     -------
@@ -359,6 +361,7 @@ def fit_formula(
         seed=int(seed),
         target_accept=target_accept,
         progress=progress,
+        timing=timing,
     )
     keep = [*design.names]
     for t in design.groups:
@@ -391,6 +394,7 @@ def fit_formula(
         "centering": notes,
         "divergences": result.divergences,
         "seconds": result.seconds,
+        "time_to_first_draw": result.time_to_first_draw,
         "cells": design.n_cells,
         "chains": chains,
         "tune": tune,

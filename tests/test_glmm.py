@@ -1,0 +1,468 @@
+"""Regressions from a formula (poolwise.glmm): the thread's leak, reference models, cells, errors.
+
+Tolerances come from Monte Carlo error: |mean_a - mean_b| <= Z * sqrt(mcse_a^2 + mcse_b^2) with
+mcse = sd / sqrt(ess_bulk); Z = 4.5 keeps the false-failure rate of ~30 comparisons near 1e-4.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import poolwise
+from poolwise import HalfNormal, Normal, PoolwiseWarning
+
+Z = 4.5
+THREAD = pd.DataFrame(
+    {
+        "trial_control": [0, 1, 0, 1, 0, 1],
+        "distribution": [0, 0, 1, 1, 2, 2],
+        "sent": [100, 500, 1000, 5000, 10000, 50000],
+        "opens": [20, 150, 200, 1500, 2000, 15000],
+    }
+)
+THREAD_PRIORS = {"Intercept": Normal(-math.log(4), 0.125), "trial_control": Normal(0, 0.5)}
+RADON = "/work/shared/data/radon_mn.csv"
+# short chains where Monte Carlo error allows (tolerances follow the ESS): 4 x (500 + 500)
+SHORT = {"draws": 2000, "tune": 500, "progress": False}
+
+
+def _radon() -> pd.DataFrame:
+    try:
+        return pd.read_csv(RADON)
+    except FileNotFoundError:
+        return pd.read_csv(poolwise.example_path("radon_mn"))
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+# ------------------------------------------------------------------------ import hygiene
+def test_import_poolwise_does_not_import_jax():
+    code = "import sys, poolwise; print('jax' in sys.modules, 'numpyro' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+# ------------------------------------------------------------------------ the thread
+@pytest.fixture(scope="module")
+def thread_fit():
+    return poolwise.fit(
+        "p(opens, sent) ~ 1 + trial_control + (1|distribution)",
+        data=THREAD,
+        priors={**THREAD_PRIORS, "1|distribution": Normal(0, 0.5)},
+        seed=11,
+        progress=False,
+    )
+
+
+def test_thread_as_written_leaks_and_is_flagged():
+    priors = {
+        "Intercept": Normal(-math.log(4), 0.125),
+        "1|trial_control": Normal(0, 0.5),
+        "1|distribution": Normal(0, 0.5),
+    }
+    with pytest.warns(PoolwiseWarning, match=r"identifiability: .*Intercept, 1\|trial_control"):
+        fit = poolwise.fit(
+            "p(opens, sent) ~ 1 + (1|trial_control) + (1|distribution)",
+            data=THREAD,
+            priors=priors,
+            parametrization="as-written",
+            seed=3,
+            progress=False,
+        )
+    dist = fit.groups.loc["1|distribution", "mean"]
+    # the thread's trace: 0.102, 0.105, 0.105 (posterior sd 0.23, so +-0.04 is ~5 MCSE)
+    assert np.all(np.abs(dist - 0.105) < 0.04)
+    assert any("identifiability" in w for w in fit.warnings)
+
+
+def test_thread_default_has_no_leak(thread_fit):
+    s = thread_fit.summary()
+    dist = s.loc[[f"1|distribution[{i}]" for i in range(3)], "mean"]
+    assert np.all(np.abs(dist) < 0.02)
+    target = _logit(0.3) - _logit(0.2)
+    assert abs(target - 0.539) < 5e-4
+    assert abs(s.loc["trial_control", "mean"] - target) < 0.03
+    assert thread_fit.divergences == 0
+    assert (s["r_hat"] < 1.01).all()
+    assert not thread_fit.warnings
+    assert list(s.columns) == ["mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "ess_tail", "r_hat"]
+
+
+def test_thread_groups_arviz_predict(thread_fit):
+    g = thread_fit.groups.loc["1|distribution"]
+    assert g["n"].tolist() == [600, 6000, 60000]
+    # more trials, less shrinkage
+    assert np.all(np.diff(g["shrinkage"].to_numpy()) < 0)
+    idata = thread_fit.to_arviz()
+    assert idata.posterior["1|distribution"].shape == (4, 1000, 3)
+    assert int(idata.sample_stats["diverging"].sum()) == 0
+    new = pd.DataFrame({"trial_control": [0, 1, 1], "distribution": [1, 2, 9]})
+    with pytest.raises(ValueError, match=r"level\(s\) '9' of 'distribution'.*unseen="):
+        thread_fit.predict(new)
+    pred = thread_fit.predict(new, unseen="population")
+    assert abs(pred["mean"].iloc[0] - 0.2) < 0.005 and abs(pred["mean"].iloc[1] - 0.3) < 0.005
+    d1 = thread_fit.predict(new, unseen="draw", seed=5)
+    d2 = thread_fit.predict(new, unseen="draw", seed=5)
+    pd.testing.assert_frame_equal(d1, d2)
+    assert d1["sd"].iloc[2] > pred["sd"].iloc[2]  # a new group's draw adds its sd
+
+
+def test_one_seed_fixes_draws_whatever_the_progress_display(thread_fit, capsys):
+    again = poolwise.fit(
+        "p(opens, sent) ~ 1 + trial_control + (1|distribution)",
+        data=THREAD,
+        priors={**THREAD_PRIORS, "1|distribution": Normal(0, 0.5)},
+        seed=11,
+        progress=True,
+    )
+    for k, v in thread_fit.draws.items():
+        np.testing.assert_array_equal(v, again.draws[k])
+
+
+# ------------------------------------------------------------------------ references
+def _mc_close(fit, ref: dict[str, np.ndarray], names: dict[str, str]):
+    """Compare posterior means of poolwise's summary rows with reference draws (chain, draw)."""
+    from arviz_stats.base import array_stats
+
+    s = fit.summary()
+    for row, key in names.items():
+        base, _, idx = key.partition("#")
+        r = ref[base] if not idx else ref[base][..., int(idx)]
+        r_mcse = r.std() / math.sqrt(float(array_stats.ess(r, method="bulk")))
+        p_mcse = s.loc[row, "sd"] / math.sqrt(s.loc[row, "ess_bulk"])
+        tol = Z * math.hypot(r_mcse, p_mcse)
+        assert abs(s.loc[row, "mean"] - r.mean()) < tol, (row, s.loc[row, "mean"], r.mean(), tol)
+        # sds agree too (loosely: an sd's MC error is about sd / sqrt(2 ess))
+        assert abs(s.loc[row, "sd"] / r.std() - 1) < 0.15, (row, s.loc[row, "sd"], r.std())
+
+
+def _reference(model, seed: int, draws: int = 500, **data):
+    """An independent numpyro fit on the raw rows (its own construction of every piece)."""
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    with jax.enable_x64(True):
+        mcmc = MCMC(
+            NUTS(model, target_accept_prob=0.9),
+            num_warmup=500,
+            num_samples=draws,
+            num_chains=4,
+            chain_method="vectorized",
+            progress_bar=False,
+        )
+        mcmc.run(jax.random.PRNGKey(seed), **data)
+        return {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+
+
+def _deviations(name: str, n: int, sd):
+    """Zero-sum effects built as c - mean(c), c iid N(0, sd): the marginal of c - mean(c) is
+    poolwise's ZeroSumNormal(sd), and mean(c) is not in the likelihood."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    z = numpyro.sample(f"{name}_z", dist.Normal(0, 1).expand([n]).to_event(1))
+    c = sd * z
+    return numpyro.deterministic(name, c - c.mean())
+
+
+def test_radon_normal_agrees_with_reference():
+    df = _radon()
+    priors = {
+        "Intercept": Normal(1.5, 2),
+        "floor": Normal(0, 2),
+        "1|county_sigma": HalfNormal(1),
+        "sigma": HalfNormal(2),
+    }
+    fit = poolwise.fit(
+        "log_radon ~ 1 + floor + (1|county)", data=df, priors=priors, seed=5, **SHORT
+    )
+    codes, levels = pd.factorize(df["county"], sort=True)
+    assert list(levels) == list(fit.groups.loc["1|county"].index)
+
+    def model(y, floor, county, n):
+        import numpyro
+        import numpyro.distributions as dist
+
+        a = numpyro.sample("a", dist.Normal(1.5, 2))
+        b = numpyro.sample("b", dist.Normal(0, 2))
+        tau = numpyro.sample("tau", dist.HalfNormal(1))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(2))
+        u = _deviations("u", n, tau)
+        numpyro.sample("y", dist.Normal(a + b * floor + u[county], sigma), obs=y)
+
+    ref = _reference(
+        model,
+        seed=7,
+        y=df["log_radon"].to_numpy(),
+        floor=df["floor"].to_numpy(float),
+        county=codes,
+        n=len(levels),
+    )
+    big = int(np.argmax(np.bincount(codes)))
+    _mc_close(
+        fit,
+        ref,
+        {
+            "Intercept": "a",
+            "floor": "b",
+            "1|county_sigma": "tau",
+            "sigma": "sigma",
+            f"1|county[{levels[0]}]": "u#0",
+            f"1|county[{levels[big]}]": f"u#{big}",
+        },
+    )
+
+
+def _crossed(rng, n_rows=3000):
+    a = rng.integers(0, 8, n_rows)
+    b = rng.integers(0, 6, n_rows)
+    x = rng.normal(size=n_rows).round(1)
+    ea, eb = rng.normal(0, 0.5, 8), rng.normal(0, 0.3, 6)
+    return a, b, x, ea, eb
+
+
+def test_binomial_crossed_agrees_with_reference():
+    rng = np.random.default_rng(2024)
+    a, b, x, ea, eb = _crossed(rng, 2000)
+    trials = rng.integers(1, 20, len(a))
+    p = 1 / (1 + np.exp(-(-0.5 + 0.4 * x + ea[a] + eb[b])))
+    k = rng.binomial(trials, p)
+    df = pd.DataFrame({"a": a, "b": b, "x": x, "k": k, "n": trials})
+    priors = {
+        "Intercept": Normal(0, 2),
+        "x": Normal(0, 1),
+        "1|a_sigma": HalfNormal(1),
+        "1|b_sigma": HalfNormal(1),
+    }
+    fit = poolwise.fit("p(k, n) ~ 1 + x + (1|a) + (1|b)", data=df, priors=priors, seed=5, **SHORT)
+    assert fit.info["cells"] < len(df)
+
+    def model(k, n, x, a, b):
+        import numpyro
+        import numpyro.distributions as dist
+
+        alpha = numpyro.sample("alpha", dist.Normal(0, 2))
+        beta = numpyro.sample("beta", dist.Normal(0, 1))
+        sa = numpyro.sample("sa", dist.HalfNormal(1))
+        sb = numpyro.sample("sb", dist.HalfNormal(1))
+        ua, ub = _deviations("ua", 8, sa), _deviations("ub", 6, sb)
+        numpyro.sample("k", dist.Binomial(n, logits=alpha + beta * x + ua[a] + ub[b]), obs=k)
+
+    ref = _reference(model, seed=8, k=k, n=trials, x=x, a=a, b=b)
+    _mc_close(
+        fit,
+        ref,
+        {
+            "Intercept": "alpha",
+            "x": "beta",
+            "1|a_sigma": "sa",
+            "1|b_sigma": "sb",
+            "1|a[0]": "ua#0",
+            "1|b[5]": "ub#5",
+        },
+    )
+
+
+def test_poisson_crossed_with_exposure_agrees_with_reference():
+    rng = np.random.default_rng(77)
+    a, b, x, ea, eb = _crossed(rng, 2000)
+    exposure = rng.uniform(0.5, 3.0, len(a)).round(2)
+    mu = exposure * np.exp(0.3 - 0.2 * x + ea[a] + eb[b])
+    c = rng.poisson(mu)
+    df = pd.DataFrame({"a": a, "b": b, "x": x, "c": c, "t": exposure})
+    priors = {
+        "Intercept": Normal(0, 2),
+        "x": Normal(0, 1),
+        "1|a_sigma": HalfNormal(1),
+        "1|b_sigma": HalfNormal(1),
+    }
+    fit = poolwise.fit(
+        "c ~ 1 + x + (1|a) + (1|b) + offset(log(t))",
+        data=df,
+        priors=priors,
+        seed=5,
+        **SHORT,
+    )
+    assert fit.family.name == "poisson"
+
+    def model(c, t, x, a, b):
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as dist
+
+        alpha = numpyro.sample("alpha", dist.Normal(0, 2))
+        beta = numpyro.sample("beta", dist.Normal(0, 1))
+        sa = numpyro.sample("sa", dist.HalfNormal(1))
+        sb = numpyro.sample("sb", dist.HalfNormal(1))
+        ua, ub = _deviations("ua", 8, sa), _deviations("ub", 6, sb)
+        rate = t * jnp.exp(alpha + beta * x + ua[a] + ub[b])
+        numpyro.sample("c", dist.Poisson(rate), obs=c)
+
+    ref = _reference(model, seed=9, c=c, t=exposure, x=x, a=a, b=b)
+    _mc_close(
+        fit,
+        ref,
+        {"Intercept": "alpha", "x": "beta", "1|a_sigma": "sa", "1|a[3]": "ua#3"},
+    )
+
+
+# ------------------------------------------------------------------------ cells
+def test_million_bernoulli_rows_equal_their_binomial_cells(monkeypatch):
+    import formulae
+
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(40), 5)
+    x = np.tile(np.arange(5), 40)
+    trials = rng.multinomial(1_000_000 - 200, np.ones(200) / 200) + 1
+    p = 1 / (1 + np.exp(-(-1 + 0.3 * x + rng.normal(0, 0.4, 40)[g])))
+    k = rng.binomial(trials, p)
+    cells = pd.DataFrame({"g": g, "x": x, "k": k, "n": trials})
+    rows = pd.DataFrame(
+        {
+            "g": np.repeat(g, trials).astype(np.int16),
+            "x": np.repeat(x, trials).astype(np.int8),
+            "y": np.concatenate(
+                [
+                    np.r_[np.ones(ki, np.int8), np.zeros(ni - ki, np.int8)]
+                    for ki, ni in zip(k, trials, strict=True)
+                ]
+            ),
+        }
+    )
+    assert len(rows) == 1_000_000
+    seen = []
+    real = formulae.design_matrices
+
+    def spy(formula, data, *args, **kwargs):
+        seen.append(len(data))
+        return real(formula, data, *args, **kwargs)
+
+    monkeypatch.setattr(formulae, "design_matrices", spy)
+    kw = {"seed": 4, **SHORT, "tune": 1000}
+    f_rows = poolwise.fit("y ~ 1 + x + (1|g)", data=rows, family="bernoulli", **kw)
+    f_cells = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=cells, **kw)
+    assert seen == [200, 200]  # formulae only ever sees the 200 cells
+    assert f_rows.n_rows == 1_000_000 and f_cells.n_rows == 200
+    a, b = f_rows.summary(), f_cells.summary()
+    tol = Z * np.sqrt(2) * a["sd"] / np.sqrt(a["ess_bulk"])
+    assert (np.abs(a["mean"] - b["mean"]) <= tol).all()
+
+
+# ------------------------------------------------------------------------ one-factor door
+@pytest.mark.parametrize(
+    ("formula", "kwargs", "direct"),
+    [
+        ("log_radon ~ 1 + (1|county)", {}, {"group": "county", "y": "log_radon"}),
+        (
+            "p(y, n) ~ 1 + (1|experiment)",
+            {},
+            {"group": "experiment", "successes": "y", "trials": "n"},
+        ),
+        (
+            "x_failures ~ 1 + (1|pump)",
+            {"exposure": "t_thousand_hours"},
+            {"group": "pump", "counts": "x_failures", "exposure": "t_thousand_hours"},
+        ),
+    ],
+)
+def test_one_factor_formula_is_the_exact_engine(formula, kwargs, direct):
+    name = {"county": None, "experiment": "rat_tumors", "pump": "pumps"}[direct["group"]]
+    df = _radon() if name is None else pd.read_csv(poolwise.example_path(name))
+    a = poolwise.fit(formula, data=df, seed=3, **kwargs)
+    b = poolwise.fit(df, seed=3, **direct)
+    assert a.method == b.method != "nuts"
+    pd.testing.assert_frame_equal(a.groups, b.groups)
+    pd.testing.assert_frame_equal(a.population, b.population)
+
+
+# ------------------------------------------------------------------------ errors
+@pytest.mark.parametrize(
+    ("formula", "data", "kwargs", "error", "match"),
+    [
+        (
+            "p(opens, sent) ~ 1 + nope + (1|distribution)",
+            THREAD,
+            {},
+            ValueError,
+            "no column 'nope'",
+        ),
+        ("p(opens, sent) ~ 1 + (1|dist)", THREAD, {}, ValueError, "no column 'dist'"),
+        ("p(sent, opens) ~ 1 + (1|distribution)", THREAD, {}, ValueError, "exceeds trials"),
+        (
+            "opens ~ 1 + (1|distribution)",
+            THREAD,
+            {"family": "bernoulli"},
+            ValueError,
+            "other than 0 and 1",
+        ),
+        (
+            "p(k, n) ~ 1 + (1|g)",
+            pd.DataFrame({"k": [1.5, 2], "n": [3, 3], "g": ["a", "b"]}),
+            {},
+            ValueError,
+            "not whole numbers",
+        ),
+        (
+            "p(k, n) ~ 1 + (1|g)",
+            pd.DataFrame({"k": ["1", "2"], "n": [3, 3], "g": ["a", "b"]}),
+            {},
+            TypeError,
+            "column 'k' must be numeric",
+        ),
+        ("opens ~ sent ~ 1", THREAD, {}, ValueError, "one '~'"),
+        ("p(opens, sent) ~ 1 + (1|", THREAD, {}, ValueError, "could not parse"),
+        ("opens ~ 1 + scale(sent)", THREAD, {}, ValueError, r"scale\(\) is computed over all rows"),
+        (
+            "opens ~ 1 + trial_control",
+            THREAD,
+            {"family": "tweedie"},
+            ValueError,
+            "family must be one of",
+        ),
+        (
+            "opens ~ 1 + trial_control",
+            THREAD,
+            {"priors": {"beta": Normal()}},
+            ValueError,
+            "no term 'beta'.*valid names are",
+        ),
+        (
+            "opens ~ 1 + trial_control",
+            THREAD,
+            {"parametrization": "sideways"},
+            ValueError,
+            "parametrization must be",
+        ),
+        (
+            "opens ~ 1 + trial_control + (1|distribution)",
+            THREAD,
+            {"method": "exact"},
+            ValueError,
+            "needs method='nuts'",
+        ),
+    ],
+)
+def test_bad_formulas_and_columns(formula, data, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        poolwise.fit(formula, data=data, progress=False, **kwargs)
+
+
+def test_group_sd_prior_must_be_a_scale():
+    with pytest.raises(
+        ValueError, match=r"priors\['1\|distribution'\]: group effects are Normal\(0, sd\)"
+    ):
+        poolwise.fit(
+            "p(opens, sent) ~ 1 + (1|distribution)",
+            data=THREAD,
+            priors={"1|distribution": Normal(1, 1)},
+            method="nuts",
+            progress=False,
+        )
