@@ -14,6 +14,7 @@ from .engines.eb import PointPosterior, fit_eb
 from .engines.exact import GridPosterior, fit_exact
 from .families import FAMILIES, Family
 from .intervals import hdi_from_draws, hdi_moments
+from .location import ExpandedPosterior, collapse_location
 from .model import PoolModel, build_model
 from .results import PoolFit
 
@@ -21,8 +22,9 @@ METHODS = ("auto", "exact", "eb")
 # beyond this many groups, "auto" uses empirical Bayes: the hyperparameter posterior is then so
 # narrow that conditioning on its mode changes nothing visible, and the grid would cost seconds
 AUTO_EB_GROUPS = 20_000
-# groups tables take intervals from draws up to this many (draws x groups), else exact formulas
-DRAW_BUDGET = 20_000_000
+# groups tables take intervals from draws up to this many (draws x groups); beyond, from the
+# normal, beta or gamma distribution with the exact posterior mean and variance
+DRAW_BUDGET = 4_000_000
 THETA_CHUNK = 4096
 THETA_KIND = {"normal": "normal", "normal_se": "normal", "binomial": "beta", "poisson": "gamma"}
 
@@ -146,10 +148,21 @@ def fit(
         from .glmm.fit import fit_from_api
 
         return fit_from_api(
-            spec, data, family=family, exposure=exposure, pooling=pooling, method=method,
-            priors=priors, draws=draws, hdi_prob=hdi_prob, seed=seed,
-            parametrization=parametrization, chains=chains, tune=tune,
-            target_accept=target_accept, progress=progress,
+            spec,
+            data,
+            family=family,
+            exposure=exposure,
+            pooling=pooling,
+            method=method,
+            priors=priors,
+            draws=draws,
+            hdi_prob=hdi_prob,
+            seed=seed,
+            parametrization=parametrization,
+            chains=chains,
+            tune=tune,
+            target_accept=target_accept,
+            progress=progress,
         )
     if spec is None:
         spec = data
@@ -176,7 +189,7 @@ class Run:
     """What one engine run produced (kept apart so that ``compare`` can reuse it)."""
 
     model: PoolModel
-    posterior: GridPosterior | PointPosterior
+    posterior: GridPosterior | ExpandedPosterior | PointPosterior
     method: str
     reason: str
     warnings: list[str]
@@ -213,7 +226,12 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
         reason = "chosen by the user"
     notes: list[str] = []
     if method == "exact":
-        posterior = fit_exact(model.log_posterior, model.initial_point(), model.names)
+        collapsed = collapse_location(model)
+        if collapsed is None:
+            posterior = fit_exact(model.log_posterior, model.initial_point(), model.names)
+        else:
+            reduced = fit_exact(collapsed.log_posterior, collapsed.initial_point(), collapsed.names)
+            posterior = ExpandedPosterior(reduced, collapsed)
     else:
         if model.user_priors:
 
@@ -259,14 +277,23 @@ def _theta_draws(model: PoolModel, z: np.ndarray, seed: int, start: int, stop: i
     return np.concatenate(out, axis=1)
 
 
-def _group_moments(model: PoolModel, points: np.ndarray, weights: np.ndarray):
+def _group_moments(run: Run):
     """Exact posterior mean, variance and mean shrinkage of each distinct theta_j (a mixture)."""
-    j = model.multiplicity.size
+    post = run.posterior
+    if isinstance(post, ExpandedPosterior):  # mu integrated in closed form at each point
+        conditional, points, weights = (
+            post.collapsed.conditional,
+            post.reduced.points,
+            post.reduced.weights,
+        )
+    else:
+        conditional, points, weights = run.model.conditional, post.points, post.weights
+    j = run.model.multiplicity.size
     s1, s2, sb = np.zeros(j), np.zeros(j), np.zeros(j)
     step = max(1, (1 << 22) // max(j, 1))
     for k0 in range(0, len(weights), step):
         w = weights[k0 : k0 + step, None]
-        m, v, b = model.conditional(points[k0 : k0 + step])
+        m, v, b = conditional(points[k0 : k0 + step])
         s1 += (w * m).sum(axis=0)
         s2 += (w * (v + m**2)).sum(axis=0)
         sb += (w * b).sum(axis=0)
@@ -327,12 +354,13 @@ def summarize(
     model, post = run.model, run.posterior
     rng = np.random.default_rng([seed, 0])
     z_draws = post.sample(rng, draws)
-    mean, var, shrinkage = _group_moments(model, post.points, post.weights)
+    mean, var, shrinkage = _group_moments(run)
     j = model.n_groups
-    use_draws = isinstance(post, GridPosterior) and model.dim > 0 and draws * j <= DRAW_BUDGET
+    grid = not isinstance(post, PointPosterior)
+    use_draws = grid and model.dim > 0 and draws * j <= DRAW_BUDGET
     if use_draws:
         lo, hi = hdi_from_draws(_theta_draws(model, z_draws, seed, 0, j), hdi_prob)
-    elif model.pooling == "complete" and isinstance(post, GridPosterior) and model.dim > 0:
+    elif model.pooling == "complete" and grid and model.dim > 0:
         loc = model.params(z_draws)[model.family.location][:, 0]
         l1, h1 = hdi_from_draws(loc[:, None], hdi_prob)
         lo, hi = np.full(j, l1[0]), np.full(j, h1[0])

@@ -105,11 +105,16 @@ class PoolModel:
             out[sl] = np.where(np.isnan(ll), -np.inf, ll)
         return out + self.constant.sum()
 
-    def log_prior(self, z: np.ndarray, jacobian: bool = True) -> np.ndarray:
-        """Log prior density of the free hyperparameters at ``z`` (with the log-Jacobian)."""
+    def log_prior(
+        self, z: np.ndarray, jacobian: bool = True, skip: str | None = None
+    ) -> np.ndarray:
+        """Log prior density of the free hyperparameters at ``z`` (with the log-Jacobian),
+        leaving out the hyperparameter ``skip``."""
         z = np.atleast_2d(z)
         out = np.zeros(z.shape[0])
         for i, (name, t) in enumerate(zip(self.names, self.transforms, strict=True)):
+            if name == skip:
+                continue
             with np.errstate(all="ignore"):
                 out += self.priors[name].logpdf(t.forward(z[:, i]))
                 if jacobian:

@@ -17,11 +17,13 @@ INF = math.inf
 def _shrink(mean: np.ndarray, noise_var: np.ndarray, mu: np.ndarray, tau: np.ndarray):
     """Conditional N(m, v) of theta given an estimate with variance ``noise_var`` and N(mu, tau²)."""
     tau2 = tau**2
+    total = noise_var + tau2
     with np.errstate(invalid="ignore", divide="ignore"):
-        shrinkage = np.where(np.isinf(tau2), 0.0, noise_var / (noise_var + tau2))
-    shrinkage = np.where(noise_var + tau2 == 0, 1.0, shrinkage)
-    m = shrinkage * mu + (1.0 - shrinkage) * mean
-    v = (1.0 - shrinkage) * noise_var
+        shrinkage = noise_var / total
+    if not np.all(np.isfinite(shrinkage)):  # tau = inf (no pooling) or no variance at all
+        shrinkage = np.where(np.isinf(tau2), 0.0, np.where(total == 0, 1.0, shrinkage))
+    m = mean + shrinkage * (mu - mean)
+    v = noise_var - shrinkage * noise_var
     return m, v, shrinkage
 
 
@@ -53,6 +55,15 @@ class _NormalBase(Family):
 
     def location_scale(self, stats: Stats) -> float:
         return self.default_priors(stats)["tau"].sigma / 2.5
+
+    def location_terms(
+        self, params: Params, stats: Stats, pooled: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(estimate, V, rest)`` with log_marginal = rest + log N(estimate; mu, V), per group.
+
+        ``mu`` enters only through the normal term, so it can be integrated out in closed form.
+        """
+        raise NotImplementedError
 
     def sample_conditional(self, params, stats, rng):
         m, v, _ = self.conditional(params, stats)
@@ -96,6 +107,13 @@ class NormalRows(_NormalBase):
         if np.all(np.isinf(tau2)):
             return within
         return within + _log_normal_density(ybar, params["mu"], tau2 + sigma2 / n)
+
+    def location_terms(self, params, stats, pooled):
+        n, m2 = stats["n"], stats["m2"]
+        sigma2 = params["sigma"] ** 2
+        tau2 = 0.0 if pooled else params["tau"] ** 2
+        rest = -0.5 * (n - 1) * np.log(sigma2) - m2 / (2 * sigma2)
+        return stats["mean"], tau2 + sigma2 / n, rest
 
     def conditional(self, params, stats):
         return _shrink(
@@ -159,6 +177,11 @@ class NormalKnownSE(_NormalBase):
         if np.all(np.isinf(tau2)):
             return np.zeros((params["mu"].shape[0], self.n(stats)))
         return _log_normal_density(stats["y"], params["mu"], tau2 + stats["se"] ** 2)
+
+    def location_terms(self, params, stats, pooled):
+        tau2 = 0.0 if pooled else params["tau"] ** 2
+        v = tau2 + stats["se"] ** 2
+        return stats["y"], v, np.zeros_like(v)
 
     def conditional(self, params, stats):
         return _shrink(stats["y"], stats["se"] ** 2, params["mu"], params["tau"])

@@ -1,0 +1,142 @@
+"""Normal models with the population mean ``mu`` integrated out in closed form.
+
+Given the scales (tau, sigma), every group's estimate is N(mu, V_j), so with a Normal or flat prior
+on mu the posterior of mu is normal and the scales' marginal posterior has a closed form. The exact
+engine then integrates one dimension fewer; the full posterior is restored afterwards with
+Gauss–Hermite nodes in mu (for exact moments) or exact draws of mu (for draws).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.polynomial.hermite_e import hermegauss
+
+from .engines.exact import GridPosterior
+from .model import PoolModel, _chunks
+from .priors import Flat, Normal
+
+HERMITE_NODES = 24
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class CollapsedLocation:
+    """The exact engine's view of a normal model whose ``mu`` is integrated out.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from poolwise.families import NormalKnownSE
+    >>> from poolwise.model import build_model
+    >>> stats = {"y": np.array([1.0, 3.0]), "se": np.array([1.0, 1.0])}
+    >>> model = build_model(NormalKnownSE(), stats, "complete", {"mu": Normal(0, 10)})
+    >>> mean, precision, _ = collapse_location(model).mu_given(np.zeros((1, 0)))
+    >>> round(float(mean[0]), 4), round(float(precision[0]), 2)
+    (1.99, 2.01)
+    """
+
+    model: PoolModel
+    index: int
+    prior_mean: float
+    prior_precision: float
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n in self.model.names if n != "mu")
+
+    def _full(self, reduced: np.ndarray, z_mu: np.ndarray) -> np.ndarray:
+        return np.insert(np.atleast_2d(reduced), self.index, z_mu, axis=1)
+
+    def mu_given(self, reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Posterior mean and precision of mu given the other hyperparameters, and the log
+        likelihood with mu integrated out (K,)."""
+        reduced = np.atleast_2d(reduced)
+        k = reduced.shape[0]
+        model, w = self.model, self.model.multiplicity
+        pooled = model.pooling == "complete"
+        mean, precision, log_lik = np.empty(k), np.empty(k), np.empty(k)
+        for sl in _chunks(k, w.size):
+            p = model.params(self._full(reduced[sl], 0.0))
+            est, v, rest = model.family.location_terms(p, model.unique, pooled)
+            shape = (sl.stop - sl.start, w.size)
+            v, rest = np.broadcast_to(v, shape), np.broadcast_to(rest, shape)
+            with np.errstate(all="ignore"):
+                s0, s1, s2 = (w / v).sum(1), (w * est / v).sum(1), (w * est**2 / v).sum(1)
+                prec = s0 + self.prior_precision
+                m = (s1 + self.prior_precision * self.prior_mean) / prec
+                quad = s2 + self.prior_precision * self.prior_mean**2 - prec * m**2
+                ll = (rest @ w) - 0.5 * (np.log(v) @ w) - 0.5 * np.log(prec) - 0.5 * quad
+                if self.prior_precision > 0:
+                    ll += 0.5 * math.log(self.prior_precision)
+            mean[sl], precision[sl], log_lik[sl] = m, prec, ll
+        # the constants: -(1/2) log 2pi per group estimate, + (1/2) log 2pi from the integral
+        log_lik += model.constant.sum() - 0.5 * LOG_2PI * (w.sum() - 1)
+        return mean, precision, log_lik
+
+    def log_posterior(self, reduced: np.ndarray) -> np.ndarray:
+        """Log posterior density of the other hyperparameters, mu integrated out (K,)."""
+        full = self._full(reduced, 0.0)
+        out = self.model.log_prior(full, skip="mu") + self.mu_given(reduced)[2]
+        return np.where(np.isnan(out), -np.inf, out)
+
+    def conditional(self, reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, variance and shrinkage of each distinct theta_j given the other hyperparameters,
+        mu integrated out: theta_j's mean moves with mu's posterior mean by the shrinkage B_j,
+        and its variance gains B_j² / precision(mu)."""
+        mean_mu, precision, _ = self.mu_given(reduced)
+        full = self._full(reduced, self._z_mu(mean_mu))
+        m, v, b = self.model.conditional(full)
+        return m, v + b**2 / precision[:, None], b
+
+    def initial_point(self) -> np.ndarray:
+        return np.delete(self.model.initial_point(), self.index)
+
+    def _z_mu(self, mu: np.ndarray) -> np.ndarray:
+        return self.model.transforms[self.index].inverse(mu)
+
+    def expand(self, reduced: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted points of the full posterior: Gauss–Hermite nodes of mu at each point."""
+        mean, precision, _ = self.mu_given(reduced)
+        nodes, node_weights = hermegauss(HERMITE_NODES)
+        mu = mean[:, None] + nodes[None, :] / np.sqrt(precision)[:, None]
+        points = np.repeat(np.atleast_2d(reduced), HERMITE_NODES, axis=0)
+        full = self._full(points, self._z_mu(mu.ravel()))
+        w = (weights[:, None] * node_weights[None, :]).ravel()
+        return full, w / w.sum()
+
+    def complete(self, reduced: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Full draws: mu drawn exactly from its normal posterior given each reduced draw."""
+        mean, precision, _ = self.mu_given(reduced)
+        mu = mean + rng.standard_normal(mean.shape) / np.sqrt(precision)
+        return self._full(reduced, self._z_mu(mu))
+
+
+def collapse_location(model: PoolModel) -> CollapsedLocation | None:
+    """The collapsed view when ``model`` is normal with a free mu under a Normal or flat prior."""
+    if not hasattr(model.family, "location_terms") or "mu" not in model.names:
+        return None
+    prior = model.priors["mu"]
+    if isinstance(prior, Normal):
+        return CollapsedLocation(model, model.names.index("mu"), prior.mu, prior.sigma**-2)
+    if isinstance(prior, Flat):
+        return CollapsedLocation(model, model.names.index("mu"), 0.0, 0.0)
+    return None
+
+
+@dataclass
+class ExpandedPosterior:
+    """A grid posterior over the other hyperparameters, seen as one over all of them."""
+
+    reduced: GridPosterior
+    collapsed: CollapsedLocation
+
+    def __post_init__(self) -> None:
+        self.points, self.weights = self.collapsed.expand(self.reduced.points, self.reduced.weights)
+        self.info = {**self.reduced.info, "mu": "integrated in closed form"}
+        self.warnings = self.reduced.warnings
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return self.collapsed.complete(self.reduced.sample(rng, size), rng)
