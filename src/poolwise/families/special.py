@@ -20,15 +20,20 @@ def log_rising(a: np.ndarray, k: np.ndarray) -> np.ndarray:
     True
     """
     a, k = np.broadcast_arrays(np.asarray(a, dtype=float), np.asarray(k, dtype=float))
+    big = a > STIRLING_FROM
     with np.errstate(all="ignore"):
-        direct = gammaln(a + k) - gammaln(a)
-        big = np.maximum(a, 1.0)
-        ak = big + k
-        series = (
-            (big - 0.5) * np.log1p(k / big)
-            + k * np.log(ak)
-            - k
-            + (1.0 / ak - 1.0 / big) / 12.0
-            - (1.0 / ak**3 - 1.0 / big**3) / 360.0
+        if not big.any():
+            return gammaln(a + k) - gammaln(a)
+        out = np.empty(a.shape)
+        small = ~big
+        out[small] = gammaln(a[small] + k[small]) - gammaln(a[small])
+        ab, kb = a[big], k[big]
+        akb = ab + kb
+        out[big] = (
+            (ab - 0.5) * np.log1p(kb / ab)
+            + kb * np.log(akb)
+            - kb
+            + (1.0 / akb - 1.0 / ab) / 12.0
+            - (1.0 / akb**3 - 1.0 / ab**3) / 360.0
         )
-    return np.where(a > STIRLING_FROM, series, direct)
+    return out
