@@ -99,3 +99,27 @@ def test_beta_binomial_partial_pooling_against_two_dimensional_grid():
     assert fit.population.loc["kappa", "mean"] == pytest.approx((w * kappa).sum(), rel=1e-3)
     theta_c = (w * (a + 12) / (kappa + 30)).sum()
     assert fit.groups.loc["c", "mean"] == pytest.approx(theta_c, rel=1e-4)
+
+
+def test_binomial_no_pooling_default_is_a_uniform_prior_per_group():
+    df = binomial_rows()
+    fit = poolwise.fit(df, group="g", successes="k", trials="n", pooling="none", seed=0)
+    np.testing.assert_allclose(fit.groups["mean"], (1 + df.k) / (2 + df.n), rtol=1e-12)
+    assert fit.method == "exact" and fit.priors["a"] == 1.0 and fit.priors["b"] == 1.0
+
+
+def test_poisson_no_pooling_with_a_fixed_gamma_population():
+    df = pd.DataFrame({"g": list("abc"), "c": [0, 4, 9], "e": [2.0, 3.0, 10.0]})
+    fit = poolwise.fit(df, group="g", counts="c", exposure="e", pooling="none", priors={"alpha": 2.0, "beta": 1.0}, seed=0)
+    np.testing.assert_allclose(fit.groups["mean"], (2 + df.c) / (1 + df.e), rtol=1e-12)
+    np.testing.assert_allclose(fit.groups["sd"], np.sqrt(2 + df.c) / (1 + df.e), rtol=1e-12)
+
+
+def test_normal_rows_complete_pooling_is_one_normal_mean():
+    # with sigma fixed, mu given all rows is the conjugate normal posterior
+    df = pd.DataFrame({"g": np.repeat([0, 1, 2], [4, 2, 6]), "y": RNG.normal(3, 2, 12)})
+    fit = poolwise.fit(df, group="g", y="y", pooling="complete", priors={"mu": poolwise.Normal(0, 10), "sigma": 2.0}, seed=0)
+    precision = len(df) / 4 + 1 / 100
+    assert fit.population.loc["mu", "mean"] == pytest.approx(df.y.sum() / 4 / precision, rel=1e-9)
+    assert fit.population.loc["mu", "sd"] == pytest.approx(precision**-0.5, rel=1e-6)
+    np.testing.assert_allclose(fit.groups["mean"], fit.population.loc["mu", "mean"], rtol=1e-9)

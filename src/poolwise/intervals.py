@@ -57,7 +57,8 @@ def _newton(cdf, ppf, logpdf, dlogpdf, mode, lower, upper, prob):
             new_hi = np.where(new_hi >= upper, far, new_hi)
             new_hi = np.where(new_hi <= m, (h + m) / 2, new_hi)
             lo[todo], hi[todo] = new_lo, new_hi
-            done = (np.abs(r1) < 1e-11) & (np.abs(r2) < 1e-9)
+            # coverage within 1e-10 and end densities equal to 1e-7 (relative)
+            done = (np.abs(r1) < 1e-10) & (np.abs(r2) < 1e-7)
             todo = todo[~done]
             if todo.size == 0:
                 break
