@@ -185,15 +185,10 @@ def _split_priors(family: Family, priors: dict | None) -> tuple[dict[str, Prior]
         raise TypeError(
             f"priors must be a dict from hyperparameter name to prior, got {type(priors).__name__}"
         )
-    valid = sorted(family.supports)
     dists: dict[str, Prior] = {}
     fixed: dict[str, float] = {}
+    family.parametrization(set(priors), "priors")
     for name, value in priors.items():
-        if name not in family.supports:
-            raise ValueError(
-                f"priors: unknown hyperparameter {name!r} for the {family.name} family; "
-                f"valid names are {', '.join(valid)}"
-            )
         lo, hi = family.supports[name]
         if isinstance(value, Prior):
             plo, phi = value.support
@@ -215,13 +210,7 @@ def _split_priors(family: Family, priors: dict | None) -> tuple[dict[str, Prior]
                 f"priors[{name!r}] must be a poolwise prior (e.g. poolwise.HalfNormal(1)) or a number, "
                 f"got {type(value).__name__}"
             )
-    used = set(dists) | set(fixed)
-    hits = [names for names in family.parametrizations if used & set(names)]
-    if len(hits) > 1:
-        raise ValueError(
-            f"priors mix two parametrizations of the {family.name} population: "
-            f"give priors on ({', '.join(hits[0])}) or on ({', '.join(hits[1])}), not both"
-        )
+    family.parametrization(set(dists) | set(fixed), "priors")
     return dists, fixed
 
 

@@ -90,21 +90,9 @@ def _hyperparameters(
 ) -> dict[str, float]:
     given = dict(hyperparameters or {})
     priors = dict(priors or {})
-    for arg, names in (("hyperparameters", given), ("priors", priors)):
-        for name in names:
-            if name not in family.supports:
-                raise ValueError(
-                    f"{arg}: unknown hyperparameter {name!r} for the {family.name} family; "
-                    f"valid names are {', '.join(sorted(family.supports))}"
-                )
-    used = set(given) | set(priors)
-    hits = [names for names in family.parametrizations if used & set(names)]
-    if len(hits) > 1:
-        raise ValueError(
-            f"hyperparameters: give the {family.name} population as ({', '.join(hits[0])}) or as "
-            f"({', '.join(hits[1])}), not a mix"
-        )
-    names = (hits[0] if hits else family.parametrizations[0]) + family.nuisance
+    family.parametrization(set(priors), "priors")
+    chosen = family.parametrization(set(given) | set(priors), "hyperparameters")
+    names = (chosen or family.parametrizations[0]) + family.nuisance
     defaults = SIMULATION_PRIORS[family.name]
     values: dict[str, float] = {}
     for name in names:

@@ -42,6 +42,25 @@ class Family(ABC):
                 return names + self.nuisance
         return self.parametrizations[0] + self.nuisance
 
+    def parametrization(self, names: set[str], arg: str) -> tuple[str, ...] | None:
+        """Which parametrization of the population ``names`` use (None: none of them).
+
+        Raises when a name is unknown or when names of two parametrizations are mixed.
+        """
+        for name in sorted(names):
+            if name not in self.supports:
+                raise ValueError(
+                    f"{arg}: unknown hyperparameter {name!r} for the {self.name} family; "
+                    f"valid names are {', '.join(sorted(self.supports))}"
+                )
+        hits = [group for group in self.parametrizations if names & set(group)]
+        if len(hits) > 1:
+            raise ValueError(
+                f"{arg}: give the {self.name} population as ({', '.join(hits[0])}) or as "
+                f"({', '.join(hits[1])}), not a mix"
+            )
+        return hits[0] if hits else None
+
     @property
     def nuisance(self) -> tuple[str, ...]:
         """Hyperparameters shared by all groups that are not part of the population (e.g. sigma)."""
