@@ -232,6 +232,14 @@ class Pareto(Prior):
         return dist.Pareto(self.m, self.alpha)
 
 
+def _positive(cls: Any) -> Any:
+    """``cls`` declaring the support (0, inf): numpyro cannot infer it through a shift, and a
+    sampler given a real support would propose negative values."""
+    from numpyro.distributions import constraints
+
+    return type(f"Positive{cls.__name__}", (cls,), {"support": constraints.positive})
+
+
 @dataclass(frozen=True, repr=False)
 class Lomax(Prior):
     """Lomax(alpha, scale): Pareto type II, density (alpha/scale) (1 + x/scale)^-(alpha+1) on (0, inf).
@@ -254,7 +262,7 @@ class Lomax(Prior):
         from numpyro.distributions.transforms import AffineTransform
 
         base = dist.Pareto(self.scale, self.alpha)
-        return dist.TransformedDistribution(base, AffineTransform(-self.scale, 1.0))
+        return _positive(dist.TransformedDistribution)(base, AffineTransform(-self.scale, 1.0))
 
 
 @dataclass(frozen=True, repr=False)
