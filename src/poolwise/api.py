@@ -224,7 +224,7 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
             reason = f"{n_groups} groups: quadrature over {model.dim} hyperparameter(s)"
     else:
         reason = "chosen by the user"
-    notes: list[str] = []
+    notes: list[str] = _normal_rows_notes(model)
     if method == "exact":
         collapsed = collapse_location(model)
         if collapsed is None:
@@ -247,6 +247,26 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
                 "completely pooled; prefer method='exact' to see the uncertainty"
             )
     return Run(model, posterior, method, reason, posterior.warnings + notes)
+
+
+def _normal_rows_notes(model: PoolModel) -> list[str]:
+    """Normal rows: refuse data with no within-group spread; say when sigma rests on the priors."""
+    if model.family.name != "normal" or "sigma" not in model.names:
+        return []
+    n, m2 = np.asarray(model.stats["n"]), np.asarray(model.stats["m2"])
+    if np.all(n == 1):
+        return [
+            "every group has a single observation, so the within-group sd (sigma) cannot be "
+            "told apart from the between-group sd (tau): the spread of the pooled groups fixes "
+            "tau² + sigma², and how it splits between them follows their priors"
+        ]
+    if not np.any(m2 > 0):
+        raise ValueError(
+            "y: the values are identical within every group that has more than one row, so the "
+            "within-group sd (sigma) would be estimated as zero and the posterior is improper; "
+            "give sigma a fixed value (priors={'sigma': ...}) or check the column"
+        )
+    return []
 
 
 def fit_stats(
