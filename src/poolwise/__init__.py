@@ -1,8 +1,9 @@
 """poolwise: partial pooling for grouped data, exact and explained.
 
 >>> import poolwise
->>> sorted(poolwise.__all__)[:3]
-['Beta', 'Exponential', 'Flat']
+>>> poolwise.fit(poolwise.example_path("pumps"), group="pump", counts="x_failures",
+...              exposure="t_thousand_hours", seed=0).method
+'exact'
 """
 
 from .api import PoolwiseWarning, fit, fit_stats

@@ -6,8 +6,8 @@ lazily, its numpyro twin for the NUTS engine.
 Example
 -------
 >>> from poolwise.priors import HalfCauchy
->>> HalfCauchy(beta=5).support
-(0.0, inf)
+>>> [float(x) for x in HalfCauchy(beta=5).support]
+[0.0, inf]
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ class Poisson(Family):
     -------
     >>> fam = Poisson()
     >>> s = {"counts": np.array([5, 1]), "exposure": np.array([94.3, 15.7])}
-    >>> fam.conditional({"alpha": np.array([[1.0]]), "beta": np.array([[1.0]])}, s)[0].round(4)
-    array([[0.0625, 0.1198]])
+    >>> mean = fam.conditional({"alpha": np.array([[1.0]]), "beta": np.array([[1.0]])}, s)[0]
+    >>> [round(float(m), 4) for m in mean[0]]
+    [0.063, 0.1198]
     """
 
     name = "poisson"
