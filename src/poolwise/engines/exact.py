@@ -25,6 +25,9 @@ WIDEN_STEP = 0.75  # each widening reaches about twice as far in u
 # an improper posterior keeps its density FAR unconstrained units (e^40-fold in a scale) from the mode
 FAR = 40.0
 FAR_DROP = 8.0
+# a mode this far out on the unconstrained scale (a scale of e^100) is a search that ran away
+# along a density that keeps rising: the posterior is improper
+RUNAWAY = 100.0
 
 
 @dataclass
@@ -76,6 +79,9 @@ def _check_tails(log_density: LogDensity, mode: np.ndarray, names: tuple[str, ..
     steps = np.vstack([np.eye(d), -np.eye(d)]) * FAR
     values = log_density(mode + steps)
     top = log_density(mode[None, :])[0]
+    # the density rising without end overflows before the far points: the mode ran away
+    values[:d] = np.where(mode > RUNAWAY, np.inf, values[:d])
+    values[d:] = np.where(mode < -RUNAWAY, np.inf, values[d:])
     for k, value in enumerate(values):
         if value > top - FAR_DROP:
             side = "upper" if k < d else "lower"
