@@ -19,11 +19,18 @@ def test_example_prints_tables(capsys, tmp_path, monkeypatch):
 
 def test_fit_json_matches_the_python_fit(capsys):
     path = poolwise.example_path("eight_schools")
-    assert main(["fit", path, "--group", "school", "--y", "y", "--se", "sigma", "--seed", "3", "--json"]) == 0
+    assert (
+        main(
+            ["fit", path, "--group", "school", "--y", "y", "--se", "sigma", "--seed", "3", "--json"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     fit = poolwise.fit(path, group="school", y="y", se="sigma", seed=3)
     assert out["family"] == "normal_se" and out["n_groups"] == 8
-    assert out["population"]["tau"]["mean"] == pytest.approx(fit.population.loc["tau", "mean"], rel=1e-12)
+    assert out["population"]["tau"]["mean"] == pytest.approx(
+        fit.population.loc["tau", "mean"], rel=1e-12
+    )
     assert [g["school"] for g in out["groups"]] == list("ABCDEFGH")
 
 
@@ -44,6 +51,9 @@ def test_errors_exit_2_with_one_line(args, message, capsys):
 def test_console_script_runs(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "poolwise.cli", "example", "rat_tumors", "--json", "--seed", "0"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     )
     assert json.loads(out.stdout)["family"] == "binomial"

@@ -6,7 +6,9 @@ import pytest
 
 import poolwise
 
-GOOD = pd.DataFrame({"g": ["a", "a", "b", "c"], "k": [1, 2, 3, 0], "n": [4, 5, 6, 2], "y": [1.0, 2.0, 3.0, 4.0]})
+GOOD = pd.DataFrame(
+    {"g": ["a", "a", "b", "c"], "k": [1, 2, 3, 0], "n": [4, 5, 6, 2], "y": [1.0, 2.0, 3.0, 4.0]}
+)
 
 
 def binomial(df, **kw):
@@ -17,12 +19,32 @@ def binomial(df, **kw):
     ("change", "error", "pattern"),
     [
         ({"k": [1, None, 3, 0]}, ValueError, r"successes: column 'k' has missing .*in 1 of 4 rows"),
-        ({"n": [4, -5, 6, 2]}, ValueError, r"trials: column 'n' has negative values in 1 of 4 rows"),
-        ({"k": [1, 9, 3, 0]}, ValueError, r"successes: column 'k' exceeds trials column 'n' in 1 of 4 rows"),
-        ({"n": [4.5, 5, 6, 2]}, ValueError, r"trials: column 'n' has values that are not whole numbers in 1"),
-        ({"n": [4, np.inf, 6, 2]}, ValueError, r"trials: column 'n' has .*non-finite values .*in 1 of 4 rows"),
+        (
+            {"n": [4, -5, 6, 2]},
+            ValueError,
+            r"trials: column 'n' has negative values in 1 of 4 rows",
+        ),
+        (
+            {"k": [1, 9, 3, 0]},
+            ValueError,
+            r"successes: column 'k' exceeds trials column 'n' in 1 of 4 rows",
+        ),
+        (
+            {"n": [4.5, 5, 6, 2]},
+            ValueError,
+            r"trials: column 'n' has values that are not whole numbers in 1",
+        ),
+        (
+            {"n": [4, np.inf, 6, 2]},
+            ValueError,
+            r"trials: column 'n' has .*non-finite values .*in 1 of 4 rows",
+        ),
         ({"k": ["1", "2", "3", "0"]}, TypeError, r"successes: column 'k' must be numeric"),
-        ({"g": ["a", None, "b", "c"]}, ValueError, r"group: column 'g' has missing labels in 1 of 4 rows"),
+        (
+            {"g": ["a", None, "b", "c"]},
+            ValueError,
+            r"group: column 'g' has missing labels in 1 of 4 rows",
+        ),
     ],
 )
 def test_bad_values_name_the_column(change, error, pattern):
@@ -32,7 +54,9 @@ def test_bad_values_name_the_column(change, error, pattern):
 
 
 def test_missing_column():
-    with pytest.raises(ValueError, match=r"trials: no column 'nope' in the data; columns are 'g', 'k', 'n', 'y'"):
+    with pytest.raises(
+        ValueError, match=r"trials: no column 'nope' in the data; columns are 'g', 'k', 'n', 'y'"
+    ):
         poolwise.fit(GOOD, group="g", successes="k", trials="nope")
 
 
@@ -57,7 +81,9 @@ def test_nonpositive_standard_error():
 
 
 def test_known_se_needs_one_row_per_group():
-    with pytest.raises(ValueError, match=r"se: expected one estimate per group, but group 'a' has 2 rows"):
+    with pytest.raises(
+        ValueError, match=r"se: expected one estimate per group, but group 'a' has 2 rows"
+    ):
         poolwise.fit(GOOD, group="g", y="y", se="n")
 
 
@@ -74,9 +100,21 @@ def test_columns_of_no_family():
         ({"draws": 0}, ValueError, "draws must be a positive integer"),
         ({"hdi_prob": 1.5}, ValueError, "hdi_prob must lie strictly between 0 and 1"),
         ({"seed": "x"}, TypeError, "seed must be an integer"),
-        ({"priors": {"tau": poolwise.HalfNormal(1)}}, ValueError, r"priors: unknown hyperparameter 'tau' for the binomial family; valid names are a, b, kappa, phi"),
-        ({"priors": {"kappa": poolwise.Normal(0, 1)}}, ValueError, r"priors\['kappa'\]: Normal\(mu=0, sigma=1\) has support"),
-        ({"priors": {"a": 1.0, "phi": 0.5}}, ValueError, r"priors: give the binomial population as \(phi, kappa\) or as \(a, b\), not a mix"),
+        (
+            {"priors": {"tau": poolwise.HalfNormal(1)}},
+            ValueError,
+            r"priors: unknown hyperparameter 'tau' for the binomial family; valid names are a, b, kappa, phi",
+        ),
+        (
+            {"priors": {"kappa": poolwise.Normal(0, 1)}},
+            ValueError,
+            r"priors\['kappa'\]: Normal\(mu=0, sigma=1\) has support",
+        ),
+        (
+            {"priors": {"a": 1.0, "phi": 0.5}},
+            ValueError,
+            r"priors: give the binomial population as \(phi, kappa\) or as \(a, b\), not a mix",
+        ),
         ({"priors": {"a": poolwise.Gamma(1, 1)}}, ValueError, r"give a prior for 'b' too"),
         ({"priors": {"kappa": -1}}, ValueError, r"priors\['kappa'\]: a fixed value must be finite"),
         ({"priors": {"kappa": "big"}}, TypeError, r"priors\['kappa'\] must be a poolwise prior"),
@@ -89,7 +127,9 @@ def test_bad_options(kwargs, error, pattern):
 
 
 def test_bad_prior_parameters():
-    with pytest.raises(ValueError, match="HalfCauchy: beta must be a positive finite number, got -1"):
+    with pytest.raises(
+        ValueError, match="HalfCauchy: beta must be a positive finite number, got -1"
+    ):
         poolwise.HalfCauchy(-1)
     with pytest.raises(ValueError, match="Uniform: need finite lower < upper"):
         poolwise.Uniform(1, 0)

@@ -37,10 +37,16 @@ def eight_schools_by_quadrature():
         return np.exp(log_density + 20), m, theta_a
 
     def expect(f):
-        return integrate.quad(lambda t: f(t) * parts(t)[0], 0, np.inf, limit=400, epsabs=0, epsrel=1e-11)[0]
+        return integrate.quad(
+            lambda t: f(t) * parts(t)[0], 0, np.inf, limit=400, epsabs=0, epsrel=1e-11
+        )[0]
 
     z = expect(lambda t: 1.0)
-    return expect(lambda t: parts(t)[1]) / z, expect(lambda t: t) / z, expect(lambda t: parts(t)[2]) / z
+    return (
+        expect(lambda t: parts(t)[1]) / z,
+        expect(lambda t: t) / z,
+        expect(lambda t: parts(t)[2]) / z,
+    )
 
 
 def test_eight_schools_matches_quadrature():
@@ -83,7 +89,9 @@ def test_rat_tumours_bda3_prior_matches_brute_force_grid():
 
 def test_pumps_match_the_bugs_results():
     priors = {"alpha": poolwise.Exponential(1), "beta": poolwise.Gamma(0.1, 1.0)}
-    fit = poolwise.fit(PUMPS, group="pump", counts="x_failures", exposure="t_thousand_hours", priors=priors, seed=0)
+    fit = poolwise.fit(
+        PUMPS, group="pump", counts="x_failures", exposure="t_thousand_hours", priors=priors, seed=0
+    )
     # brute force on a grid of (log alpha, log beta)
     c, e = PUMPS["x_failures"].to_numpy(), PUMPS["t_thousand_hours"].to_numpy()
     la = np.linspace(-4, 1.5, 1101)[:, None]
@@ -92,7 +100,13 @@ def test_pumps_match_the_bugs_results():
     lp = stats.expon.logpdf(al) + stats.gamma.logpdf(be, 0.1) + la + lb
     theta1 = 0.0
     for ci, ei in zip(c, e, strict=True):
-        lp = lp + special.gammaln(ci + al) - special.gammaln(al) + al * np.log(be) - (ci + al) * np.log(be + ei)
+        lp = (
+            lp
+            + special.gammaln(ci + al)
+            - special.gammaln(al)
+            + al * np.log(be)
+            - (ci + al) * np.log(be + ei)
+        )
     w = np.exp(lp - lp.max())
     w /= w.sum()
     theta1 = (w * (al + c[0]) / (be + e[0])).sum()
@@ -107,7 +121,9 @@ def test_pumps_match_the_bugs_results():
 def test_an_improper_posterior_is_refused():
     # p(tau) ∝ 1/tau is not integrable at 0, and the likelihood stays positive there
     with pytest.raises(ValueError, match="posterior of tau is improper.*lower end"):
-        poolwise.fit(SCHOOLS, group="school", y="y", se="sigma", priors={"tau": poolwise.Power(-1.0)})
+        poolwise.fit(
+            SCHOOLS, group="school", y="y", se="sigma", priors={"tau": poolwise.Power(-1.0)}
+        )
 
 
 def test_grid_edge_check_widens_and_warns_when_mass_stays_at_the_edge(monkeypatch):

@@ -37,11 +37,19 @@ def test_row_order_changes_nothing():
 def test_label_types_change_nothing(kind):
     df = SURGICAL.copy()
     base = poolwise.fit(df, **ARGS, seed=1)
-    labels = {"str": df["hospital"], "int": df["hospital_index"], "category": df["hospital"].astype("category")}[kind]
+    labels = {
+        "str": df["hospital"],
+        "int": df["hospital_index"],
+        "category": df["hospital"].astype("category"),
+    }[kind]
     df["label"] = labels
     fit = poolwise.fit(df, **{**ARGS, "group": "label"}, seed=1)
-    np.testing.assert_allclose(fit.groups["mean"].to_numpy(), base.groups["mean"].to_numpy(), rtol=1e-12)
-    np.testing.assert_allclose(fit.groups["hdi_low"].to_numpy(), base.groups["hdi_low"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        fit.groups["mean"].to_numpy(), base.groups["mean"].to_numpy(), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        fit.groups["hdi_low"].to_numpy(), base.groups["hdi_low"].to_numpy(), rtol=1e-12
+    )
     pd.testing.assert_frame_equal(fit.population, base.population)
 
 

@@ -31,7 +31,11 @@ def assert_agrees(fit, ref, names):
 
 
 def test_fifty_schools_partial_pooling():
-    priors = {"mu": poolwise.Normal(50, 10), "tau": poolwise.Exponential(1), "sigma": poolwise.Exponential(1)}
+    priors = {
+        "mu": poolwise.Normal(50, 10),
+        "tau": poolwise.Exponential(1),
+        "sigma": poolwise.Exponential(1),
+    }
     fit = poolwise.fit(FIFTY, group="school", y="score", priors=priors, seed=0)
     assert_agrees(fit, load("fifty_schools_partial"), ["mu", "tau", "sigma"])
 
@@ -52,7 +56,9 @@ def test_eight_schools():
 def test_pumps():
     pumps = pd.read_csv(poolwise.example_path("pumps"))
     priors = {"alpha": poolwise.Exponential(1), "beta": poolwise.Gamma(0.1, 1.0)}
-    fit = poolwise.fit(pumps, group="pump", counts="x_failures", exposure="t_thousand_hours", priors=priors, seed=0)
+    fit = poolwise.fit(
+        pumps, group="pump", counts="x_failures", exposure="t_thousand_hours", priors=priors, seed=0
+    )
     assert_agrees(fit, load("pumps"), ["alpha", "beta"])
 
 
@@ -64,7 +70,11 @@ def test_rat_tumours():
 
 
 def test_compare_shows_the_small_schools_moving_most():
-    priors = {"mu": poolwise.Normal(50, 10), "tau": poolwise.Exponential(1), "sigma": poolwise.Exponential(1)}
+    priors = {
+        "mu": poolwise.Normal(50, 10),
+        "tau": poolwise.Exponential(1),
+        "sigma": poolwise.Exponential(1),
+    }
     cmp = poolwise.compare(FIFTY, group="school", y="score", priors=priors, seed=0)
     est = cmp.estimates.sort_values("n")
     move = (est["mean_partial"] - est["mean_none"]).abs()

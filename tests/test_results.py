@@ -24,7 +24,10 @@ def test_arviz_draws_agree_with_exact_moments(schools_fit):
     theta = post["theta"].values.reshape(4000, 8)
     exact = schools_fit.groups
     # independent draws: the mean of 4000 is within 4 standard errors (false alarm ~ 1e-4 each)
-    assert np.all(np.abs(theta.mean(0) - exact["mean"].to_numpy()) < 4 * exact["sd"].to_numpy() / np.sqrt(4000))
+    assert np.all(
+        np.abs(theta.mean(0) - exact["mean"].to_numpy())
+        < 4 * exact["sd"].to_numpy() / np.sqrt(4000)
+    )
     mu = post["mu"].values.ravel()
     pop = schools_fit.population.loc["mu"]
     assert abs(mu.mean() - pop["mean"]) < 4 * pop["sd"] / np.sqrt(4000)

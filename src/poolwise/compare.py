@@ -37,7 +37,9 @@ class Comparison:
                 f"{self.estimates.round(4).to_string(max_rows=20)}"
             )
 
-    def plot_estimates(self, ax: Any = None, poolings: tuple[str, ...] = ("none", "partial")) -> Any:
+    def plot_estimates(
+        self, ax: Any = None, poolings: tuple[str, ...] = ("none", "partial")
+    ) -> Any:
         """Estimates and HDIs against group size, one panel per pooling (see :mod:`poolwise.plots`)."""
         from .plots import plot_estimates
 
