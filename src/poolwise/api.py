@@ -26,6 +26,8 @@ AUTO_EB_GROUPS = 20_000
 # normal, beta or gamma distribution with the exact posterior mean and variance
 DRAW_BUDGET = 4_000_000
 THETA_CHUNK = 4096
+# where, above the mode on the log scale, the tail's slope is read (e^30-fold the mode)
+TAIL_AT = 30.0
 THETA_KIND = {"normal": "normal", "normal_se": "normal", "binomial": "beta", "poisson": "gamma"}
 
 
@@ -229,9 +231,11 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
         collapsed = collapse_location(model)
         if collapsed is None:
             posterior = fit_exact(model.log_posterior, model.initial_point(), model.names)
+            notes += _infinite_means(model.log_posterior, posterior.mode, model, model.names)
         else:
             reduced = fit_exact(collapsed.log_posterior, collapsed.initial_point(), collapsed.names)
             posterior = ExpandedPosterior(reduced, collapsed)
+            notes += _infinite_means(collapsed.log_posterior, reduced.mode, model, collapsed.names)
     else:
         if model.user_priors:
 
@@ -247,6 +251,34 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
                 "completely pooled; prefer method='exact' to see the uncertainty"
             )
     return Run(model, posterior, method, reason, posterior.warnings + notes)
+
+
+def _infinite_means(log_density, mode: np.ndarray, model: PoolModel, names) -> list[str]:
+    """Warn where a positive hyperparameter's upper tail is too heavy for a finite mean.
+
+    On the log scale z the mean of x = e^z exists only if the density falls faster than e^-z: the
+    slope of the log density far above the mode must stay below -1. A tail that is that heavy but
+    holds negligible mass there (under e^-20 of the peak density, e^30-fold above the mode: e.g.
+    kappa under BDA3's prior, where complete pooling fits far worse) leaves the mean over any
+    sane range stable, and is not reported.
+    """
+    notes = []
+    top = log_density(mode[None, :])[0]
+    for i, name in enumerate(names):
+        t = model.transforms[model.names.index(name)]
+        if not (np.isfinite(t.lower) and np.isinf(t.upper)):
+            continue
+        step = np.zeros((2, mode.size))
+        step[0, i], step[1, i] = TAIL_AT, 2 * TAIL_AT
+        lp = log_density(mode + step)
+        slope = (lp[1] - lp[0]) / TAIL_AT
+        if np.isfinite(slope) and slope > -1.0 and lp[0] - top > -20.0:
+            notes.append(
+                f"the posterior of {name} has so heavy an upper tail (density ~ {name}^{slope - 1:.2f}) "
+                f"that its mean and sd do not exist: the tables' mean and sd of {name} (and of what "
+                "derives from it) cover only the quadrature's range; read its HDI or median instead"
+            )
+    return notes
 
 
 def _normal_rows_notes(model: PoolModel) -> list[str]:
