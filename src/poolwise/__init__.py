@@ -6,6 +6,7 @@
 'exact'
 """
 
+from . import check  # poolwise.check.calibration (imports no jax)
 from .api import PoolwiseWarning, fit, fit_stats
 from .compare import Comparison, compare
 from .data import example_path, read_path
@@ -42,6 +43,7 @@ __all__ = [
     "PoolwiseWarning",
     "Power",
     "Uniform",
+    "check",
     "compare",
     "example_path",
     "fit",
