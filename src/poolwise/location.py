@@ -58,16 +58,23 @@ class CollapsedLocation:
         model, w = self.model, self.model.multiplicity
         pooled = model.pooling == "complete"
         mean, precision, log_lik = np.empty(k), np.empty(k), np.empty(k)
+        center = None
         for sl in _chunks(k, w.size):
             p = model.params(self._full(reduced[sl], 0.0))
             est, v, rest = model.family.location_terms(p, model.unique, pooled)
             shape = (sl.stop - sl.start, w.size)
             v, rest = np.broadcast_to(v, shape), np.broadcast_to(rest, shape)
+            if center is None:  # sums of squares about the estimates' mean: no cancellation
+                center = float(
+                    np.average(np.ravel(est), weights=np.broadcast_to(w, np.shape(est)).ravel())
+                )
+            d, prior_d = est - center, self.prior_mean - center
             with np.errstate(all="ignore"):
-                s0, s1, s2 = (w / v).sum(1), (w * est / v).sum(1), (w * est**2 / v).sum(1)
+                s0, s1, s2 = (w / v).sum(1), (w * d / v).sum(1), (w * d**2 / v).sum(1)
                 prec = s0 + self.prior_precision
-                m = (s1 + self.prior_precision * self.prior_mean) / prec
-                quad = s2 + self.prior_precision * self.prior_mean**2 - prec * m**2
+                m = (s1 + self.prior_precision * prior_d) / prec
+                quad = s2 + self.prior_precision * prior_d**2 - prec * m**2
+                m = m + center
                 ll = (rest @ w) - 0.5 * (np.log(v) @ w) - 0.5 * np.log(prec) - 0.5 * quad
                 if self.prior_precision > 0:
                     ll += 0.5 * math.log(self.prior_precision)
