@@ -342,14 +342,18 @@ def _group_moments(run: Run):
         conditional, points, weights = run.model.conditional, post.points, post.weights
     j = run.model.multiplicity.size
     s1, s2, sb = np.zeros(j), np.zeros(j), np.zeros(j)
+    center = None  # moments about a point near the mean: no cancellation when |theta| >> sd
     step = max(1, (1 << 22) // max(j, 1))
     for k0 in range(0, len(weights), step):
         w = weights[k0 : k0 + step, None]
         m, v, b = conditional(points[k0 : k0 + step])
-        s1 += (w * m).sum(axis=0)
-        s2 += (w * (v + m**2)).sum(axis=0)
+        if center is None:
+            center = m[np.argmax(w[:, 0])]
+        d = m - center
+        s1 += (w * d).sum(axis=0)
+        s2 += (w * (v + d**2)).sum(axis=0)
         sb += (w * b).sum(axis=0)
-    return s1, np.maximum(s2 - s1**2, 0.0), sb
+    return s1 + center, np.maximum(s2 - s1**2, 0.0), sb
 
 
 def _population(run: Run, z_draws: np.ndarray, prob: float, rng) -> pd.DataFrame:
