@@ -75,8 +75,11 @@ class Binomial(Family):
 
     def sample_conditional(self, params, stats, rng):
         k, n = stats["successes"], stats["trials"]
-        a1 = np.broadcast_to(params["a"] + k, (params["a"].shape[0], len(k)))
-        return rng.beta(a1, params["b"] + n - k)
+        # a or b rounds to 0 when phi is estimated at 0 or 1 (all failures or all successes):
+        # the conditional is then a point mass, which the smallest positive parameter draws
+        tiny = np.finfo(float).tiny
+        a1 = np.broadcast_to(np.maximum(params["a"] + k, tiny), (params["a"].shape[0], len(k)))
+        return rng.beta(a1, np.maximum(params["b"] + n - k, tiny))
 
     def sample_population(self, params, rng):
         return rng.beta(np.ravel(params["a"]), np.ravel(params["b"]))
