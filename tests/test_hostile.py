@@ -314,3 +314,21 @@ def test_y_far_from_zero(offset):
         base.population.loc[["tau", "sigma"], "mean"],
         rtol=1e-5,
     )
+
+
+def test_eb_with_all_successes_draws_theta():
+    # phi is estimated at 1, so b rounds to 0: the draws must still come (a point mass at 1)
+    n = np.array([5, 6, 7, 8])
+    with pytest.warns(PoolwiseWarning, match="edge of its range"):
+        fit = poolwise.fit(binomial(n, n), **BINOMIAL, method="eb", seed=1, draws=200)
+    draws = fit.theta_draws()
+    assert np.isfinite(draws).all() and ((draws > 0.9) & (draws <= 1)).all()
+
+
+def test_conditional_draws_when_a_population_parameter_rounds_to_zero():
+    from poolwise.families import Binomial
+
+    params = Binomial().complete({"phi": np.array([[1.0]]), "kappa": np.array([[3.0]])})
+    stats = {"successes": np.array([3, 0]), "trials": np.array([3, 2])}
+    draws = Binomial().sample_conditional(params, stats, np.random.default_rng(0))
+    assert draws[0, 0] == 1.0 and 0 < draws[0, 1] <= 1
