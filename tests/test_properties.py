@@ -14,8 +14,12 @@ from hypothesis import strategies as st
 
 import poolwise
 
+# with few groups the default kappa prior leaves kappa's posterior without a mean; the fits say so
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:the posterior of kappa has so heavy an upper tail:poolwise.api.PoolwiseWarning"
+)
 SETTINGS = settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 EXACT = ["mean", "sd", "shrinkage", "raw", "n"]
 
