@@ -101,7 +101,9 @@ class PoolModel:
         out = np.empty(z.shape[0])
         for sl in _chunks(z.shape[0], self.multiplicity.size):
             with np.errstate(all="ignore"):
-                ll = self._log_marginal(z[sl], self.unique) @ self.multiplicity
+                ll = self.family.log_marginal_total(
+                    self.params(z[sl]), self.unique, self.multiplicity, self.pooling == "complete"
+                )
             out[sl] = np.where(np.isnan(ll), -np.inf, ll)
         return out + self.constant.sum()
 

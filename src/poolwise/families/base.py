@@ -75,6 +75,12 @@ class Family(ABC):
         """log p(data_j | hyperparameters) less :meth:`constant`, theta_j integrated out (or
         shared, when ``pooled``)."""
 
+    def log_marginal_total(
+        self, params: Params, stats: Stats, weights: np.ndarray, pooled: bool
+    ) -> np.ndarray:
+        """``log_marginal`` summed over groups with ``weights`` (K,)."""
+        return self.log_marginal(params, stats, pooled) @ weights
+
     def constant(self, stats: Stats) -> np.ndarray:
         """The part of each group's log likelihood that no hyperparameter changes (J,)."""
         return np.zeros(self.n(stats))

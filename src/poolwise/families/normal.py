@@ -100,13 +100,20 @@ class NormalRows(_NormalBase):
         return ("sigma",)
 
     def log_marginal(self, params, stats, pooled):
+        ybar, v, within = self.location_terms(params, stats, pooled)
+        if np.all(np.isinf(v)):
+            return within
+        return within + _log_normal_density(ybar, params["mu"], v)
+
+    def log_marginal_total(self, params, stats, weights, pooled):
+        # the within-group part sums in closed form: only the group means need a pass over groups
         n, ybar, m2 = stats["n"], stats["mean"], stats["m2"]
         sigma2 = params["sigma"] ** 2
+        within = -0.5 * np.log(sigma2) * ((n - 1) @ weights) - (m2 @ weights) / (2 * sigma2)
         tau2 = 0.0 if pooled else params["tau"] ** 2
-        within = -0.5 * (n - 1) * np.log(sigma2) - m2 / (2 * sigma2)
         if np.all(np.isinf(tau2)):
-            return within
-        return within + _log_normal_density(ybar, params["mu"], tau2 + sigma2 / n)
+            return within[:, 0]
+        return within[:, 0] + _log_normal_density(ybar, params["mu"], tau2 + sigma2 / n) @ weights
 
     def location_terms(self, params, stats, pooled):
         n, m2 = stats["n"], stats["m2"]
