@@ -244,6 +244,16 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
         else:
             objective = model.log_likelihood
         posterior = fit_eb(objective, model.initial_point())
+        if posterior.boundary and reason != "chosen by the user":
+            # a singular eb fit pools the groups completely and its group intervals collapse:
+            # simulation-based calibration finds them far too narrow (CALIBRATION.md)
+            run = run_engine(family, stats, pooling, "exact", priors)
+            edge = ", ".join(model.names[i] for i in posterior.boundary)
+            run.reason = (
+                f"{n_groups} groups, but empirical Bayes put {edge} at the edge of its range "
+                "(a singular fit, whose group intervals are too narrow): quadrature instead"
+            )
+            return run
         for i in posterior.boundary:
             notes.append(
                 f"{model.names[i]} was estimated at the edge of its range (between-group variation "
