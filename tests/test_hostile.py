@@ -231,7 +231,8 @@ def test_a_million_distinct_labels():
     rng = np.random.default_rng(3)
     j = 1_000_000
     n = rng.integers(1, 30, j)
-    frame = pd.DataFrame({"g": np.arange(j), "k": rng.binomial(n, 0.3), "n": n})
+    rate = rng.beta(6.0, 14.0, j)  # mean 0.3; the groups differ, so eb is not singular
+    frame = pd.DataFrame({"g": np.arange(j), "k": rng.binomial(n, rate), "n": n})
     start = time.perf_counter()
     fit = poolwise.fit(frame, **BINOMIAL, seed=1, draws=100)
     assert time.perf_counter() - start < 120
@@ -332,3 +333,16 @@ def test_conditional_draws_when_a_population_parameter_rounds_to_zero():
     stats = {"successes": np.array([3, 0]), "trials": np.array([3, 2])}
     draws = Binomial().sample_conditional(params, stats, np.random.default_rng(0))
     assert draws[0, 0] == 1.0 and 0 < draws[0, 1] <= 1
+
+
+def test_auto_leaves_a_singular_eb_fit_for_quadrature():
+    # many groups, no between-group variation: eb would put tau at 0 and collapse every interval
+    rng = np.random.default_rng(0)
+    j = 20_001
+    frame = pd.DataFrame({"g": np.arange(j), "y": rng.normal(0, 0.9, j), "se": np.ones(j)})
+    fit = poolwise.fit(frame, **KNOWN_SE, seed=1, draws=100)
+    assert fit.method == "exact" and "singular fit" in fit.method_reason
+    finite(fit)
+    assert (fit.groups["hdi_high"] - fit.groups["hdi_low"] > 0).all()
+    with pytest.warns(PoolwiseWarning, match="tau was estimated at the edge"):
+        poolwise.fit(frame, **KNOWN_SE, seed=1, draws=100, method="eb")
