@@ -62,6 +62,9 @@ def jobs(kind: str) -> dict[str, tuple[pc.CalibrationSpec, int]]:
             for j in EB_GROUPS:
                 spec = pc.CalibrationSpec(family, (size,) * j, method="eb", draws=99)
                 out[f"eb_{family}_J{j}"] = (spec, N_EB_GROUPS)
+        # where method="auto" starts to use eb
+        spec = pc.CalibrationSpec("normal_se", (1.0,) * 20_001, method="eb", draws=99)
+        out["eb_normal_se_J20001"] = (spec, 100)
     else:
         raise SystemExit(f"unknown job kind {kind!r}")
     return out
@@ -160,8 +163,62 @@ def _verdict(tests: list[dict]) -> tuple[float, bool]:
     return p, p * m > LEVEL
 
 
+def _findings(records: dict[str, dict]) -> list[str]:
+    main = {n: r for n, r in records.items() if not n.startswith("eb_")}
+    calibrated = [n for n, r in main.items() if r["method"] != "eb" and _verdict(r["tests"])[1]]
+    others = [n for n, r in main.items() if r["method"] != "eb" and n not in calibrated]
+    eb_bad = [n for n, r in main.items() if r["method"] == "eb" and not _verdict(r["tests"])[1]]
+    out = [
+        f"- Exact and NUTS: {len(calibrated)} of {len(calibrated) + len(others)} runs uniform"
+        + (f"; not uniform: {', '.join(others)}." if others else "."),
+        f"- Empirical Bayes with 8 groups is miscalibrated in {len(eb_bad)} of "
+        f"{sum(r['method'] == 'eb' for r in main.values())} families: the groups' ranks pile up "
+        "at both ends (intervals too narrow), because the groups are drawn given the estimated "
+        "hyperparameters as if they were known, and the estimate often sits at the edge (tau = 0 "
+        "or kappa = infinity: the fits that warned). Its standard errors for the hyperparameters "
+        "(an asymptotic normal) are miscalibrated too.",
+    ]
+    for family in sorted({r["family"] for n, r in records.items() if n.startswith("eb_")}):
+        rows = sorted(
+            (r for n, r in records.items() if n.startswith("eb_") and r["family"] == family),
+            key=lambda r: r["groups"],
+        )
+        bad = [r["groups"] for r in rows if not _verdict(r["tests"])[1]]
+        good = [r["groups"] for r in rows if _verdict(r["tests"])[1]]
+        out.append(
+            f"- eb, {family}: miscalibrated at {', '.join(map(str, bad)) or 'no size tried'} "
+            f"groups; uniform at {', '.join(map(str, good)) or 'no size tried'}."
+        )
+    out += [
+        "- Why eb stays miscalibrated for normal_se even with 1000 groups: when tau is small "
+        "next to the standard errors, eb estimates tau = 0 (a singular fit, in the 'fits that "
+        "warned' column), every group is pooled completely and its interval collapses onto the "
+        "estimated mu, so the truth ranks at 0 or L. This happens at any number of groups when "
+        "tau is small enough; at 20,001 groups the run is uniform overall, but its singular fits "
+        "still give extreme ranks.",
+        '- `method="auto"` uses eb only above 20,000 groups (`poolwise.api.AUTO_EB_GROUPS`), '
+        "beyond every size at which eb was miscalibrated here, and leaves eb for the exact "
+        "engine whenever eb's fit is singular (a hyperparameter at the edge of its range). With "
+        "that, the threshold is right as a choice of speed: below it the exact engine costs "
+        "little and is calibrated; above it eb's non-singular fits are calibrated.",
+        "- Exact runs that warned carry the note that kappa's posterior has no mean (the default "
+        "Lomax(0.5, 1) prior's tail); the regression's fits warn of low effective sample size "
+        "(196 draws per fit in 2 chains, thinned to 49; the group sd's ESS was about 35), which "
+        "makes the ranks slightly correlated, not biased.",
+    ]
+    out.append(
+        "- The ECDF test's p-value comes from 2,000 simulated uniform rank sets, so its smallest "
+        "possible value is 1/2001 = 0.0005 (read 0.0005 as 'at most 0.0005')."
+    )
+    return out
+
+
 def report() -> None:
-    records = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    records = {
+        p.stem: json.loads(p.read_text())
+        for p in sorted(RESULTS.glob("*.json"))
+        if not p.stem.startswith("regression_chunk")
+    }
     lines = [
         "# Calibration",
         "",
@@ -219,7 +276,8 @@ def report() -> None:
         "",
         "## Empirical Bayes against the number of groups",
         "",
-        "Equal groups (normal_se: se = 1; binomial: 20 trials), 200 simulations per row.",
+        "Equal groups (normal_se: se = 1; binomial: 20 trials), 200 simulations per row (100 at",
+        "20,001 groups).",
         "",
         "| family | groups | uniform | smallest p (hyperparameters) | smallest p (groups) | fits that warned |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -236,7 +294,7 @@ def report() -> None:
             f"| {r['family']} | {r['groups']} | {'yes' if ok else '**no**'} | {ph:.2g} | "
             f"{pg:.2g} | {r['warnings']} |"
         )
-    lines += ["", "## Plots", ""]
+    lines += ["", "## Findings", ""] + _findings(records) + ["", "## Plots", ""]
     for png in sorted(PLOTS.glob("*.png")):
         lines += [f"![{png.stem}](docs/calibration/{png.name})", ""]
     (ROOT / "CALIBRATION.md").write_text("\n".join(lines) + "\n")
