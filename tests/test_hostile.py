@@ -116,31 +116,26 @@ def test_successes_above_trials():
         poolwise.fit(binomial([6, 1], [5, 5]), **BINOMIAL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data layer: a group with zero trials is fitted, but its raw estimate 0/0 is NaN in "
-    "the groups table; it should be refused by name or reported without NaN",
-)
 def test_zero_trials():
-    fit = poolwise.fit(binomial([0, 1, 3], [0, 5, 6]), **BINOMIAL, seed=1, draws=500)
+    # a zero-trial row inside a group with trials is harmless: it adds nothing
+    fit = poolwise.fit(binomial([0, 1, 3], [0, 5, 6], g=list("aab")), **BINOMIAL, seed=1, draws=500)
     finite(fit)
+    assert fit.groups["raw"].tolist() == [1 / 5, 3 / 6]
+    # a group with no trials at all has no data and no raw estimate: refused by name
+    with pytest.raises(ValueError, match=r"trials: 1 of 3 groups have no trials at all \('a'\)"):
+        poolwise.fit(binomial([0, 1, 3], [0, 5, 6]), **BINOMIAL)
 
 
-def test_zero_trials_group_gets_the_population():
-    # the part that is right already: a group without trials is shrunk all the way
-    fit = poolwise.fit(binomial([0, 1, 3], [0, 5, 6]), **BINOMIAL, seed=1, draws=500)
-    assert fit.groups.loc["a", "shrinkage"] == pytest.approx(1.0, abs=1e-12)
-    assert np.isfinite(fit.groups[["mean", "sd", "hdi_low", "hdi_high"]].to_numpy()).all()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="data layer: positive counts over zero exposure are impossible, but the error comes "
-    "from the engine ('density zero everywhere') instead of naming the columns and rows",
-)
 def test_counts_over_zero_exposure():
-    with pytest.raises(ValueError, match=r"exposure: column 'e'.*zero"):
+    with pytest.raises(
+        ValueError,
+        match=r"exposure: column 'e' is zero where counts column 'c' is positive in 1 of 2",
+    ):
         poolwise.fit(poisson([1, 2], [0.0, 1.0]), **POISSON)
+    with pytest.raises(
+        ValueError, match=r"exposure: 1 of 3 groups have no exposure at all \('a'\)"
+    ):
+        poolwise.fit(poisson([0, 2, 1], [0.0, 1.0, 2.0]), **POISSON)
 
 
 # ---------------------------------------------------------------- few groups, little data

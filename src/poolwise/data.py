@@ -143,6 +143,10 @@ def _checks(schema, group: str, columns: dict[str, str], kind: str) -> dict[str,
             checks[f"{role}__small"] = c < 1
     if kind == "binomial":
         checks["successes__excess"] = nw.col(columns["successes"]) > nw.col(columns["trials"])
+    if kind == "poisson":
+        checks["counts__unexposed"] = (nw.col(columns["exposure"]) == 0) & (
+            nw.col(columns["counts"]) > 0
+        )
     return checks
 
 
@@ -166,6 +170,12 @@ def _problems(frame, group: str, columns: dict[str, str], kind: str) -> list[str
             out.append(
                 f"successes: column {columns['successes']!r} exceeds trials column "
                 f"{columns['trials']!r} in {count} of {rows} rows"
+            )
+        elif what == "unexposed":
+            out.append(
+                f"exposure: column {columns['exposure']!r} is zero where counts column "
+                f"{columns['counts']!r} is positive in {count} of {rows} rows (events need "
+                "exposure)"
             )
         else:
             out.append(
@@ -331,8 +341,28 @@ def _stats(kind: str, table: pd.DataFrame, group: str) -> GroupStats:
             "pooling needs at least two groups"
         )
     stats = _finish(kind, table, group)
+    _check_groups_hold_data(kind, stats, table[group])
     n_rows = int(table["n"].sum() if kind == "normal" else table["rows"].sum())
     return GroupStats(pd.Index(table[group].to_list(), name=group), stats, n_rows, group)
+
+
+# the size of a group's data, per layout: a group where it is zero holds no data at all
+EMPTY = {"binomial": "trials", "poisson": "exposure"}
+
+
+def _check_groups_hold_data(kind: str, stats: dict[str, np.ndarray], labels: pd.Series) -> None:
+    role = EMPTY.get(kind)
+    if role is None:
+        return
+    empty = np.flatnonzero(stats[role] == 0)
+    if empty.size:
+        shown = ", ".join(repr(v) for v in labels.iloc[empty[:5]])
+        more = ", ..." if empty.size > 5 else ""
+        raise ValueError(
+            f"{role}: {empty.size} of {labels.size} groups have no {role} at all "
+            f"({shown}{more}): such a group holds no data and has no raw estimate; drop it, "
+            "and use fit.predict() for a group not yet observed"
+        )
 
 
 def _sorted(table: pd.DataFrame, group: str) -> pd.DataFrame:
