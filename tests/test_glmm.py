@@ -350,7 +350,7 @@ def test_million_bernoulli_rows_equal_their_binomial_cells(monkeypatch):
         return real(formula, data, *args, **kwargs)
 
     monkeypatch.setattr(formulae, "design_matrices", spy)
-    kw = {"seed": 4, **SHORT, "tune": 1000}
+    kw = {"seed": 4, **SHORT, "draws": 4000, "tune": 1000}
     f_rows = poolwise.fit("y ~ 1 + x + (1|g)", data=rows, family="bernoulli", **kw)
     f_cells = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=cells, **kw)
     assert seen == [200, 200]  # formulae only ever sees the 200 cells

@@ -50,6 +50,14 @@ class ModelPlan:
     intercept_loc: float
     intercept_scale: float
 
+    @property
+    def size(self) -> int:
+        """The number of unconstrained parameters the sampler moves."""
+        n = len(self.common) + (self.likelihood == "normal")
+        for t in self.terms:
+            n += t.n_levels - t.zero_sum + (t.sd is None)
+        return n
+
 
 def _numpyro_prior(prior: Prior):
     import numpyro.distributions as dist
