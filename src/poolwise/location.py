@@ -55,13 +55,13 @@ class CollapsedLocation:
         likelihood with mu integrated out (K,)."""
         reduced = np.atleast_2d(reduced)
         k = reduced.shape[0]
-        model, w = self.model, self.model.multiplicity
+        model, w = self.model, self.model.total_weights
         pooled = model.pooling == "complete"
         mean, precision, log_lik = np.empty(k), np.empty(k), np.empty(k)
         center = None
         for sl in _chunks(k, w.size):
             p = model.params(self._full(reduced[sl], 0.0))
-            est, v, rest = model.family.location_terms(p, model.unique, pooled)
+            est, v, rest = model.family.location_terms(p, model.total_stats, pooled)
             shape = (sl.stop - sl.start, w.size)
             v, rest = np.broadcast_to(v, shape), np.broadcast_to(rest, shape)
             if center is None:  # sums of squares about the estimates' mean: no cancellation

@@ -54,10 +54,14 @@ class PoolModel:
     unique: Stats = field(init=False)
     multiplicity: np.ndarray = field(init=False)
     inverse: np.ndarray = field(init=False)
+    # fewer weighted rows with the same summed likelihood (the family's ``totals``)
+    total_stats: Stats = field(init=False)
+    total_weights: np.ndarray = field(init=False)
     constant: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.unique, self.multiplicity, self.inverse = _deduplicate(self.stats)
+        self.total_stats, self.total_weights = self.family.totals(self.unique, self.multiplicity)
         self.constant = self.family.constant(self.stats)
 
     @property
@@ -99,10 +103,13 @@ class PoolModel:
         """Sum over groups of the collapsed log likelihood, shape (K,)."""
         z = np.atleast_2d(z)
         out = np.empty(z.shape[0])
-        for sl in _chunks(z.shape[0], self.multiplicity.size):
+        for sl in _chunks(z.shape[0], self.total_weights.size):
             with np.errstate(all="ignore"):
                 ll = self.family.log_marginal_total(
-                    self.params(z[sl]), self.unique, self.multiplicity, self.pooling == "complete"
+                    self.params(z[sl]),
+                    self.total_stats,
+                    self.total_weights,
+                    self.pooling == "complete",
                 )
             out[sl] = np.where(np.isnan(ll), -np.inf, ll)
         return out + self.constant.sum()

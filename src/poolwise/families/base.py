@@ -81,6 +81,11 @@ class Family(ABC):
         """``log_marginal`` summed over groups with ``weights`` (K,)."""
         return self.log_marginal(params, stats, pooled) @ weights
 
+    def totals(self, stats: Stats, weights: np.ndarray) -> tuple[Stats, np.ndarray]:
+        """Fewer weighted rows with the same :meth:`log_marginal_total` for every value of the
+        hyperparameters (those of a family whose groups share it in closed form)."""
+        return stats, weights
+
     def constant(self, stats: Stats) -> np.ndarray:
         """The part of each group's log likelihood that no hyperparameter changes (J,)."""
         return np.zeros(self.n(stats))

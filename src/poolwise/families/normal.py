@@ -113,14 +113,36 @@ class NormalRows(_NormalBase):
         tau2 = 0.0 if pooled else params["tau"] ** 2
         if np.all(np.isinf(tau2)):
             return within[:, 0]
-        return within[:, 0] + _log_normal_density(ybar, params["mu"], tau2 + sigma2 / n) @ weights
+        v = tau2 + sigma2 / n
+        out = within[:, 0] + _log_normal_density(ybar, params["mu"], v) @ weights
+        if "spread" in stats:
+            out -= (stats["spread"] / (2 * v)) @ weights
+        return out
+
+    def totals(self, stats, weights):
+        """Groups of one size n share the variance of their means, tau² + sigma²/n: per size,
+        their weighted mean, the mean M2 and the spread of the means about it (``spread``) give
+        the same total, log N(ȳ; mu, V) summing to W log N(c; mu, V) - W spread / (2 V)."""
+        n = stats["n"]
+        sizes, inverse = np.unique(n, return_inverse=True)
+        if sizes.size > 0.5 * n.size:
+            return stats, weights
+        total = np.bincount(inverse, weights=weights)
+        mean = np.bincount(inverse, weights=weights * stats["mean"]) / total
+        spread = np.bincount(inverse, weights=weights * (stats["mean"] - mean[inverse]) ** 2)
+        m2 = np.bincount(inverse, weights=weights * stats["m2"]) / total
+        compact = {"n": sizes, "mean": mean, "m2": m2, "spread": spread / total}
+        return compact, total
 
     def location_terms(self, params, stats, pooled):
         n, m2 = stats["n"], stats["m2"]
         sigma2 = params["sigma"] ** 2
         tau2 = 0.0 if pooled else params["tau"] ** 2
+        v = tau2 + sigma2 / n
         rest = -0.5 * (n - 1) * np.log(sigma2) - m2 / (2 * sigma2)
-        return stats["mean"], tau2 + sigma2 / n, rest
+        if "spread" in stats:  # rows of :meth:`totals`
+            rest = rest - stats["spread"] / (2 * v)
+        return stats["mean"], v, rest
 
     def conditional(self, params, stats):
         return _shrink(
