@@ -4,10 +4,11 @@ The engine knows a numpyro model function and arrays, nothing about formulas or 
 64-bit floats are switched on only while sampling (``jax.enable_x64`` as a context), so importing
 poolwise neither imports jax nor changes its settings.
 
-The whole run (initialisation, warm-up, sampling and the constrained values of every site) is one
-``jax.jit`` function built from numpyro's functional NUTS kernel, cached by the model function,
-the shapes of its arrays and the sampler settings: refitting a model of the same structure (new
-data of the same size, another seed) runs the compiled program again instead of compiling anew.
+A run is three ``jax.jit`` programs built from numpyro's functional NUTS kernel (initialise the
+chains; advance them a chunk of steps, called until warm-up and sampling are done; map the draws
+to every site's constrained value), cached by the model function, the shapes of its arrays and
+the sampler settings: refitting a model of the same structure (new data of the same size,
+another seed) runs the compiled programs again instead of compiling anew.
 Across processes, jax's persistent compilation cache keeps the compiled programs on disk (as
 PyTensor's compiledir does for PyMC): poolwise points it at ``~/.cache/poolwise/jax`` (or
 ``$POOLWISE_CACHE_DIR``) when no cache directory is set, unless ``POOLWISE_COMPILATION_CACHE=0``.
@@ -35,8 +36,8 @@ PROGRESS_UPDATES = 50
 class NutsResult:
     """Draws by site name, shape (chains, draws, ...), and the sampler's statistics.
 
-    ``time_to_first_draw`` is the wall time of compilation and warm-up (NaN unless measured);
-    ``seconds`` the whole run.
+    ``time_to_first_draw`` is the wall time to the end of the chunk of steps in which warm-up
+    ends (compilation included); ``seconds`` the whole run.
     """
 
     samples: dict[str, np.ndarray]

@@ -61,6 +61,35 @@ class Binomial(Family):
         a, b = params["a"], params["b"]
         return log_rising(a, k) + log_rising(b, n - k) - log_rising(a + b, n)
 
+    def log_marginal_total(self, params, stats, weights, pooled):
+        if "term" not in stats:
+            return super().log_marginal_total(params, stats, weights, pooled)
+        value, term = stats["value"], stats["term"]
+        if pooled:
+            phi = params["phi"][:, 0]
+            counts = value * weights
+            return xlogy(counts[term == 0].sum(), phi) + xlog1py(counts[term == 1].sum(), -phi)
+        a, b = params["a"], params["b"]
+        shape = np.where(term == 0, a, np.where(term == 1, b, a + b))
+        return log_rising(shape, value) @ weights
+
+    def totals(self, stats, weights):
+        """The log marginal is a sum of log rising factorials of a at k, of b at n − k and (with
+        a minus sign) of a + b at n, each depending on one count alone: a histogram of each
+        count (``value``, ``term`` 0, 1, 2; weights its multiplicity, negative for term 2) gives
+        the same total in O(distinct counts)."""
+        k, n = stats["successes"], stats["trials"]
+        value, term, counts = [], [], []
+        for t, (x, sign) in enumerate(((k, 1.0), (n - k, 1.0), (n, -1.0))):
+            v, inverse = np.unique(x, return_inverse=True)
+            value.append(v)
+            term.append(np.full(v.size, t))
+            counts.append(sign * np.bincount(inverse, weights=weights))
+        value = np.concatenate(value)
+        if value.size > 0.5 * k.size:
+            return stats, weights
+        return {"value": value, "term": np.concatenate(term)}, np.concatenate(counts)
+
     def constant(self, stats):
         return _log_choose(stats["trials"], stats["successes"])
 
