@@ -150,8 +150,12 @@ def run_poolwise(name, spec, data, seed):
 
 def _child(name: str, seed: int) -> None:
     """The poolwise fit as users run it: wall time from the call to the result, compilation (or
-    loading from jax's persistent cache) included; ``import poolwise`` and the data excluded."""
+    loading from jax's persistent cache) included; imports and the data excluded."""
     import json
+
+    # the sampler's libraries are imported before the clock starts, as run_pymc imports pymc
+    import jax  # noqa: F401
+    import numpyro  # noqa: F401
 
     from poolwise.glmm import fit_formula
 

@@ -174,16 +174,26 @@ class PoolModel:
 
 
 def _deduplicate(stats: Stats) -> tuple[Stats, np.ndarray, np.ndarray]:
-    """Distinct rows of the statistics, their counts, and the map from each group to its row."""
-    columns = [np.asarray(v, dtype=float) for v in stats.values()]
-    j = columns[0].size
-    if any(np.unique(c).size > 0.7 * j for c in columns):
-        return stats, np.ones(j), np.arange(j)
-    table = np.column_stack(columns)
-    rows, inverse, counts = np.unique(table, axis=0, return_inverse=True, return_counts=True)
-    if rows.shape[0] > 0.7 * j:
-        return stats, np.ones(j), np.arange(j)
-    unique = {k: rows[:, i].astype(v.dtype) for i, (k, v) in enumerate(stats.items())}
+    """Distinct rows of the statistics, their counts, and the map from each group to its row.
+
+    Rows are coded column by column (each column's codes folded into the codes so far), so the
+    work is a few 1-d sorts rather than a sort of the rows themselves.
+    """
+    columns = list(stats.values())
+    j = np.asarray(columns[0]).size
+    everything = stats, np.ones(j), np.arange(j)
+    code = np.zeros(j, dtype=np.int64)
+    for column in columns:
+        values, inverse = np.unique(np.asarray(column, dtype=float), return_inverse=True)
+        if values.size > 0.7 * j:
+            return everything
+        _, code = np.unique(code * values.size + inverse.ravel(), return_inverse=True)
+    _, first, inverse, counts = np.unique(
+        code, return_index=True, return_inverse=True, return_counts=True
+    )
+    if first.size > 0.7 * j:
+        return everything
+    unique = {k: np.asarray(v)[first] for k, v in stats.items()}
     return unique, counts.astype(float), inverse.ravel()
 
 
