@@ -113,12 +113,16 @@ def to_frame(data: Any, *, connection: Any = None) -> nw.DataFrame | nw.LazyFram
         return read_path(data, connection=connection)
     try:
         with quiet_backends():
-            return nw.from_native(data)
+            frame = nw.from_native(data)
     except TypeError:
         raise TypeError(
             "data must be a dataframe (pandas, polars, pyarrow, DuckDB, Spark or Dask) or a path "
             f"to CSV/Parquet files, got {type(data).__name__}"
         ) from None
+    if isinstance(frame, nw.DataFrame) and frame.implementation.is_polars():
+        # polars' lazy engine aggregates an in-memory frame about twice as fast as its eager one
+        return frame.lazy()
+    return frame
 
 
 def collect(frame: nw.DataFrame | nw.LazyFrame) -> pd.DataFrame:
