@@ -44,30 +44,21 @@ def _stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], pro
 
     from ..intervals import hdi_from_draws
 
-    rows, index = [], []
+    blocks, index = [], []
     for name, x in draws.items():
-        x = x.reshape(x.shape[0], x.shape[1], -1)
+        x = np.asarray(x, dtype=float).reshape(x.shape[0], x.shape[1], -1)
+        flat = x.reshape(-1, x.shape[2])
+        lo, hi = hdi_from_draws(flat, prob)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # every scalar of a site at once: (chain, draw, k) -> (k,)
+            ess_b = array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk")
+            ess_t = array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=(0.05, 0.95))
+            rhat = array_stats.rhat(x, chain_axis=0, draw_axis=1)
+        columns = (flat.mean(axis=0), flat.std(axis=0), lo, hi, ess_b, ess_t, rhat)
+        blocks.append(np.column_stack([np.asarray(c, dtype=float).reshape(-1) for c in columns]))
         labels = coords.get(name)
-        for j in range(x.shape[2]):
-            v = x[:, :, j]
-            flat = v.reshape(-1)
-            lo, hi = hdi_from_draws(flat[:, None], prob)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ess_b = float(array_stats.ess(v, method="bulk"))
-                ess_t = float(array_stats.ess(v, method="tail", prob=(0.05, 0.95)))
-                rhat = float(array_stats.rhat(v))
-            rows.append(
-                (
-                    float(flat.mean()),
-                    float(flat.std()),
-                    float(lo[0]),
-                    float(hi[0]),
-                    ess_b,
-                    ess_t,
-                    rhat,
-                )
-            )
-            index.append(name if labels is None else f"{name}[{labels[j]}]")
+        index += [name] * x.shape[2] if labels is None else [f"{name}[{lb}]" for lb in labels]
+    rows = np.concatenate(blocks) if blocks else np.zeros((0, 7))
     lo_name, hi_name = _hdi_names(prob)
     return pd.DataFrame(
         rows,
