@@ -127,6 +127,45 @@ def test_one_seed_fixes_draws_whatever_the_progress_display(thread_fit, capsys):
         np.testing.assert_array_equal(v, again.draws[k])
 
 
+def test_a_refit_reuses_the_compiled_program(thread_fit):
+    from poolwise.engines import nuts
+
+    # 4 parameters (intercept, trial effect, two free zero-sum effects): a dense mass matrix
+    assert thread_fit.info["dense_mass"] is True
+    compiled = dict(nuts._RUNS)
+    again = poolwise.fit(
+        "p(opens, sent) ~ 1 + trial_control + (1|distribution)",
+        data=THREAD.assign(opens=THREAD["opens"] + 1),  # new data of the same shape
+        priors={**THREAD_PRIORS, "1|distribution": Normal(0, 0.5)},
+        seed=12,
+        progress=False,
+    )
+    assert dict(nuts._RUNS) == compiled  # nothing new was built
+    assert again.info["time_to_first_draw"] < again.info["seconds"]
+    assert not np.array_equal(again.draws["Intercept"], thread_fit.draws["Intercept"])
+
+
+def test_compilation_cache_folder(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from poolwise.engines import nuts
+
+    updates = []
+    config = SimpleNamespace(
+        jax_compilation_cache_dir=None, update=lambda name, value: updates.append((name, value))
+    )
+    fake_jax = SimpleNamespace(config=config)
+    monkeypatch.setenv("POOLWISE_CACHE_DIR", str(tmp_path))
+    nuts._use_disk_cache(fake_jax)
+    assert updates == [("jax_compilation_cache_dir", str(tmp_path / "jax"))]
+    config.jax_compilation_cache_dir = "/the/users/own"
+    nuts._use_disk_cache(fake_jax)  # the user's own cache directory is left alone
+    config.jax_compilation_cache_dir = None
+    monkeypatch.setenv("POOLWISE_COMPILATION_CACHE", "0")
+    nuts._use_disk_cache(fake_jax)  # turned off
+    assert len(updates) == 1
+
+
 # ------------------------------------------------------------------------ references
 def _mc_close(fit, ref: dict[str, np.ndarray], names: dict[str, str]):
     """Compare posterior means of poolwise's summary rows with reference draws (chain, draw)."""

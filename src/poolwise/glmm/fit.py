@@ -198,8 +198,6 @@ def _plan(
         intercept=intercept,
         terms=tuple(terms),
         sigma_prior=sigma,
-        intercept_loc=scales.loc,
-        intercept_scale=scales.scale,
     )
     return plan, notes
 
@@ -216,7 +214,7 @@ def _model_for(plan: ModelPlan):
     return _MODELS[plan]
 
 
-def _model_data(cells: Cells, design: Design) -> dict[str, Any]:
+def _model_data(cells: Cells, design: Design, scales: Scales) -> dict[str, Any]:
     s = cells.stats()
     weights = cells.table["__rows"].to_numpy(np.float64)
     xbar = (weights[:, None] * design.X).sum(axis=0) / weights.sum()
@@ -233,6 +231,7 @@ def _model_data(cells: Cells, design: Design) -> dict[str, Any]:
         "stats": stats,
         "codes": tuple(t.codes for t in design.groups),
         "values": tuple(t.values for t in design.groups),
+        "center": np.array([scales.loc, scales.scale]),
     }
 
 
@@ -363,7 +362,7 @@ def fit_formula(
         dense_mass = plan.size <= DENSE_MAX
     result = sample_nuts(
         _model_for(plan),
-        _model_data(cells, design),
+        _model_data(cells, design, scales),
         chains=chains,
         tune=tune,
         draws=max(draws // chains, 1),

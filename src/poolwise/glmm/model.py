@@ -47,8 +47,6 @@ class ModelPlan:
     intercept: int | None
     terms: tuple[TermPlan, ...]
     sigma_prior: Prior | None
-    intercept_loc: float
-    intercept_scale: float
 
     @property
     def size(self) -> int:
@@ -72,14 +70,17 @@ def make_model(plan: ModelPlan):
     """A numpyro model function for ``plan``; its arguments are the arrays of the cells.
 
     Keyword arguments of the model: ``X`` (cells, p), ``xbar`` (p,), ``offset``, ``stats`` (a tuple
-    of per-cell arrays), ``codes`` and ``values`` (tuples, one array per group term).
+    of per-cell arrays), ``codes`` and ``values`` (tuples, one array per group term), ``center``
+    (the location and scale of the outcome on the link scale, around which the intercept is
+    sampled). Everything that depends on the data is an argument, so that one compiled program
+    serves every data set of the same shape.
     """
     import jax
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
-    def model(X, xbar, offset, stats, codes, values):
+    def model(X, xbar, offset, stats, codes, values, center):
         eta = offset
         betas = []
         for i, (name, prior) in enumerate(zip(plan.common, plan.common_priors, strict=True)):
@@ -97,7 +98,7 @@ def make_model(plan: ModelPlan):
             u = numpyro.sample(
                 "_Intercept_centered", dist.ImproperUniform(dist.constraints.real, (), ())
             )
-            centered = plan.intercept_loc + plan.intercept_scale * u
+            centered = center[0] + center[1] * u
             shift = sum((b * xbar[i] for i, b in enumerate(betas) if b is not None), jnp.zeros(()))
             intercept = numpyro.deterministic("Intercept", centered - shift)
             prior = plan.common_priors[plan.intercept]
