@@ -161,6 +161,11 @@ def test_compilation_cache_folder(tmp_path, monkeypatch):
     config.jax_compilation_cache_dir = "/the/users/own"
     nuts._use_disk_cache(fake_jax)  # the user's own cache directory is left alone
     config.jax_compilation_cache_dir = None
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("POOLWISE_CACHE_DIR", str(blocked))
+    nuts._use_disk_cache(fake_jax)  # a folder that cannot be made: no disk cache
+    monkeypatch.setenv("POOLWISE_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("POOLWISE_COMPILATION_CACHE", "0")
     nuts._use_disk_cache(fake_jax)  # turned off
     assert len(updates) == 1

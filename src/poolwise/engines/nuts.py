@@ -138,7 +138,12 @@ def _use_disk_cache(jax: Any) -> None:
     folder = os.environ.get("POOLWISE_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "poolwise"
     )
-    jax.config.update("jax_compilation_cache_dir", os.path.join(folder, "jax"))
+    path = os.path.join(folder, "jax")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return  # a folder we cannot write: compile in memory only
+    jax.config.update("jax_compilation_cache_dir", path)
 
 
 def _compiled(model: Callable[..., None], data: dict, settings: tuple) -> _Program:
