@@ -303,35 +303,29 @@ def run_bambi(name, spec, data, seed):
     return wall, cb.first, min_ess(post), int(idata.sample_stats["diverging"].sum())
 
 
-def run_poolwise_cold(name, spec, data, seed):
-    """poolwise with an empty compilation cache: everything compiled in the run."""
+def _runs_in_new_cache(fill: bool):
+    """A poolwise runner whose processes share a new, empty compilation cache; with ``fill``,
+    one earlier process (another seed) fills it first."""
     import tempfile
 
-    with tempfile.TemporaryDirectory() as folder:
-        os.environ["POOLWISE_CACHE_DIR"] = folder
-        try:
-            return run_poolwise(name, spec, data, seed)
-        finally:
-            del os.environ["POOLWISE_CACHE_DIR"]
+    def runner(name, spec, data, seed):
+        with tempfile.TemporaryDirectory() as folder:
+            os.environ["POOLWISE_CACHE_DIR"] = folder
+            try:
+                if fill:
+                    run_poolwise(name, spec, data, seed + 1000)
+                return run_poolwise(name, spec, data, seed)
+            finally:
+                del os.environ["POOLWISE_CACHE_DIR"]
 
-
-def run_poolwise_warm(name, spec, data, seed):
-    """poolwise with the programs of an earlier process in its compilation cache (as PyMC's
-    compiled C code is in its compiledir): the model is traced but not compiled again."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        os.environ["POOLWISE_CACHE_DIR"] = folder
-        try:
-            run_poolwise(name, spec, data, seed + 1000)  # fills the cache
-            return run_poolwise(name, spec, data, seed)
-        finally:
-            del os.environ["POOLWISE_CACHE_DIR"]
+    return runner
 
 
 RUNNERS = {
-    "poolwise-cold": run_poolwise_cold,
-    "poolwise-warm": run_poolwise_warm,
+    # cold: everything compiled in the run; warm: the programs of an earlier process in the
+    # cache (as PyMC's compiled C code is in its compiledir), traced but not compiled again
+    "poolwise-cold": _runs_in_new_cache(fill=False),
+    "poolwise-warm": _runs_in_new_cache(fill=True),
     "pymc": run_pymc,
     "bambi": run_bambi,
 }

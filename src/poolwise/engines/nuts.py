@@ -231,6 +231,7 @@ def sample_nuts(
             program = _compiled(model, args, settings)
             states = program.init(keys, args)
             parts, done, first = [], 0, float("nan")
+            # whole chunks: the last may run past ``total``; those steps are dropped below
             while done < total:
                 states, out = program.advance(states, keys, args)
                 parts.append(jax.device_get(out))
