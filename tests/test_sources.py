@@ -282,6 +282,59 @@ def test_bad_rows_give_the_same_message_from_every_source(kind, tmp_path, reques
     assert str(err.value) == BAD_MESSAGE
 
 
+@pytest.mark.parametrize("statistics", [True, False])
+def test_parquet_statistics_never_hide_bad_rows(statistics, tmp_path):
+    """Integer columns, where a Parquet file's own statistics may rule checks out: the bad rows of
+    the second file are reported as from the rows in memory, with or without the statistics."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    good = pa.table({"g": ["a", "b", "c"], "k": [1, 2, 0], "n": [3, 4, 5]})
+    bad = pa.table(
+        {
+            "g": pa.array(["a", None, "c"]),
+            "k": pa.array([None, -2, 6], pa.int64()),
+            "n": pa.array([3, -1, 5], pa.int64()),
+        }
+    )
+    for i, table in enumerate([good, bad]):
+        pq.write_table(table, tmp_path / f"part_{i}.parquet", write_statistics=statistics)
+    messages = []
+    for data in [pa.concat_tables([good, bad]), str(tmp_path / "part_*.parquet")]:
+        with pytest.raises(ValueError) as err:
+            poolwise.fit(data, group="g", successes="k", trials="n")
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    for text in [
+        "missing labels in 1 of 6",
+        "'k' has missing",
+        "'k' has negative values in 1",
+        "'n' has negative values in 1",
+        "exceeds trials column 'n' in 1 of 6",
+    ]:
+        assert text in messages[1]
+
+
+def test_parquet_facts_rule_out_only_what_every_row_group_proves(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    import duckdb
+
+    from poolwise.sources import parquet_facts
+
+    table = pa.table({"k": [0, 5, 2], "x": [-1.5, 2.0, None], "z": [1.0, float("nan"), 3.0]})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=1)
+    pq.write_table(table, tmp_path / "b.parquet", write_statistics=False)
+    facts = parquet_facts(str(tmp_path / "a.parquet"), duckdb.connect())
+    assert facts["k"].no_nulls and facts["k"].low == 0.0
+    # x: a row group of nulls records no minimum, so none is claimed
+    assert not facts["x"].no_nulls and facts["x"].low == -np.inf
+    assert not facts["z"].all_finite  # NaN is not in a file's min / max
+    both = parquet_facts(str(tmp_path / "*.parquet"), duckdb.connect())
+    assert not both["k"].no_nulls and both["k"].low == -np.inf
+    pd.DataFrame({"k": [1]}).to_csv(tmp_path / "c.csv", index=False)
+    assert parquet_facts(str(tmp_path / "c.csv"), duckdb.connect()) == {}
+
+
 def test_spark_gives_the_same_fit_and_messages(rows, summary, files, reference, request, tmp_path):
     """One Spark session (local mode): raw rows, per-group summaries and bad rows."""
     data = _source("spark", rows, files["glob"], request)

@@ -55,3 +55,28 @@ def test_mu_integrated_with_totals_equals_the_per_group_form():
     per_group = collapsed.mu_given(reduced)
     for a, b in zip(compact, per_group, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [
+        # narrow whole numbers (counted), a wide range and negatives (sorted), reals (sorted)
+        {"successes": [3, 1, 3, 0, 1, 3], "trials": [5, 5, 5, 2, 5, 6]},
+        {"a": [10**12, -4, 10**12, -4, 7, 7], "b": [1, 2, 1, 2, 3, 3]},
+        {"y": [0.5, 0.25, 0.5, 0.5, 0.25, 0.5], "se": [1.0, 1.0, 1.0, 2.0, 1.0, 1.0]},
+    ],
+)
+def test_deduplicate_finds_the_distinct_rows(stats):
+    from poolwise.model import _deduplicate
+
+    stats = {k: np.asarray(v) for k, v in stats.items()}
+    rows = np.column_stack([v.astype(float) for v in stats.values()])
+    expected, expected_counts = np.unique(rows, axis=0, return_counts=True)
+    unique, counts, inverse = _deduplicate(stats)
+    got = np.column_stack([v.astype(float) for v in unique.values()])
+    order = np.lexsort(got.T[::-1])
+    np.testing.assert_array_equal(got[order], expected)
+    np.testing.assert_array_equal(counts[order], expected_counts)
+    np.testing.assert_array_equal(got[inverse], rows)
+    for key, value in unique.items():
+        assert value.dtype == stats[key].dtype

@@ -19,7 +19,15 @@ import narwhals as nw
 import numpy as np
 import pandas as pd
 
-from .sources import collect, is_path, quiet_backends, read_path, to_frame
+from .sources import (
+    ColumnFacts,
+    collect,
+    is_path,
+    parquet_facts,
+    quiet_backends,
+    read_path,
+    to_frame,
+)
 
 __all__ = ["ROLES", "GroupStats", "example_path", "read_path", "reduce"]
 
@@ -150,9 +158,31 @@ def _checks(schema, group: str, columns: dict[str, str], kind: str) -> dict[str,
     return checks
 
 
-def _problems(frame, group: str, columns: dict[str, str], kind: str) -> list[str]:
-    """One engine-side pass counting bad rows; the messages, in a fixed order."""
+# which column facts (from a Parquet file's statistics) rule out each kind of bad value
+RULED_OUT: dict[str, Callable[[ColumnFacts], bool]] = {
+    "null": lambda f: f.no_nulls,
+    "missing": lambda f: f.all_finite,
+    "missing_sd": lambda f: f.all_finite,
+    "negative": lambda f: f.low >= 0,
+    "nonpositive": lambda f: f.low > 0,
+    "small": lambda f: f.low >= 1,
+}
+
+
+def _problems(
+    frame, group: str, columns: dict[str, str], kind: str, facts: dict[str, ColumnFacts]
+) -> list[str]:
+    """One engine-side pass counting bad rows; the messages, in a fixed order.
+
+    Checks that ``facts`` rule out for every row are left out of the pass.
+    """
     checks = _checks(frame.collect_schema(), group, columns, kind)
+    names = {"group": group, **columns}
+    for key in list(checks):
+        role, what = key.split("__")
+        fact = facts.get(names[role])
+        if fact is not None and what in RULED_OUT and RULED_OUT[what](fact):
+            del checks[key]
     exprs = [nw.len().alias("__rows")]
     exprs += [e.cast(nw.Int64).sum().alias(key) for key, e in checks.items()]
     counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(np.int64).to_dict()
@@ -304,11 +334,12 @@ def reduce(
     ([2.0, 5.5], [2.0, 0.5], 4)
     """
     kind = layout(family, columns)
-    con = None
+    con, facts = None, {}
     if is_path(data):
         import duckdb
 
         con = duckdb.connect()
+        facts = parquet_facts(data, con)
         if progress is not None:
             con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
     try:
@@ -319,7 +350,7 @@ def reduce(
                 frame = frame.with_columns(nw.lit(1.0).alias("__exposure"))
                 columns = {**columns, "exposure": "__exposure"}
             with _watch(con, progress, "checking rows"):
-                problems = _problems(frame, group, columns, kind)
+                problems = _problems(frame, group, columns, kind, facts)
             if problems:
                 raise ValueError("; ".join(problems))
             frame, aggs = _aggregations(frame, kind, columns)
@@ -343,7 +374,17 @@ def _stats(kind: str, table: pd.DataFrame, group: str) -> GroupStats:
     stats = _finish(kind, table, group)
     _check_groups_hold_data(kind, stats, table[group])
     n_rows = int(table["n"].sum() if kind == "normal" else table["rows"].sum())
-    return GroupStats(pd.Index(table[group].to_list(), name=group), stats, n_rows, group)
+    return GroupStats(_labels(table[group]), stats, n_rows, group)
+
+
+def _labels(column: pd.Series) -> pd.Index:
+    """The group labels as an index: whole numbers as int64, others as Python would see them."""
+    values = column.to_numpy()
+    if values.dtype.kind in "iu":
+        return pd.Index(values.astype(np.int64), name=column.name)
+    if values.dtype.kind == "f":
+        return pd.Index(values.astype(np.float64), name=column.name)
+    return pd.Index(column.to_list(), name=column.name)
 
 
 # the size of a group's data, per layout: a group where it is zero holds no data at all
@@ -368,6 +409,10 @@ def _check_groups_hold_data(kind: str, stats: dict[str, np.ndarray], labels: pd.
 def _sorted(table: pd.DataFrame, group: str) -> pd.DataFrame:
     """Rows in label order: numbers before strings, each in its natural order."""
     labels = table[group]
+    if labels.dtype.kind in "iuf":
+        # the labels of a group-by are distinct, so any sort gives the one order
+        order = np.argsort(labels.to_numpy(), kind="quicksort")
+        return table.take(order).reset_index(drop=True)
     if labels.dtype != object:
         return table.sort_values(group, kind="stable").reset_index(drop=True)
     try:

@@ -57,8 +57,9 @@ def _newton(cdf, ppf, logpdf, dlogpdf, mode, lower, upper, prob):
             new_hi = np.where(new_hi >= upper, far, new_hi)
             new_hi = np.where(new_hi <= m, (h + m) / 2, new_hi)
             lo[todo], hi[todo] = new_lo, new_hi
-            # coverage within 1e-10 and end densities equal to 1e-7 (relative)
-            done = (np.abs(r1) < 1e-10) & (np.abs(r2) < 1e-7)
+            # coverage within 1e-10 and end densities equal to 1e-7 (relative): met already, or
+            # after this step where Newton's quadratic convergence starts from residuals < 1e-6
+            done = (np.abs(r1) < 1e-6) & (np.abs(r2) < 1e-6)
             todo = todo[~done]
             if todo.size == 0:
                 break
@@ -75,9 +76,15 @@ def hdi_beta(a: np.ndarray, b: np.ndarray, prob: float) -> tuple[np.ndarray, np.
     1.0
     """
     a, b = np.broadcast_arrays(np.asarray(a, float), np.asarray(b, float))
-    lo = special.betaincinv(a, b, (1 - prob) / 2)
-    hi = special.betaincinv(a, b, (1 + prob) / 2)
+    lo, hi = np.empty(a.shape), np.empty(a.shape)
     inner = (a > 1) & (b > 1)
+    down = (a <= 1) & (b > 1)
+    up = (a > 1) & (b <= 1)
+    lo[down], hi[down] = 0.0, special.betaincinv(a[down], b[down], prob)
+    lo[up], hi[up] = special.betaincinv(a[up], b[up], 1 - prob), 1.0
+    both = (a <= 1) & (b <= 1)
+    lo[both] = special.betaincinv(a[both], b[both], (1 - prob) / 2)
+    hi[both] = special.betaincinv(a[both], b[both], (1 + prob) / 2)
     if inner.any():
         ai, bi = a[inner], b[inner]
         norm = special.betaln(ai, bi)
@@ -91,10 +98,6 @@ def hdi_beta(a: np.ndarray, b: np.ndarray, prob: float) -> tuple[np.ndarray, np.
             1.0,
             prob,
         )
-    down = (a <= 1) & (b > 1)
-    lo[down], hi[down] = 0.0, special.betaincinv(a[down], b[down], prob)
-    up = (a > 1) & (b <= 1)
-    lo[up], hi[up] = special.betaincinv(a[up], b[up], 1 - prob), 1.0
     return lo, hi
 
 

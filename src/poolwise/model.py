@@ -173,28 +173,48 @@ class PoolModel:
         return np.array(z)
 
 
+def _codes(column: np.ndarray) -> tuple[np.ndarray, int]:
+    """Codes in ``0 .. size - 1`` that are equal where the column's values are, and ``size``.
+
+    Whole numbers of a narrow range are their own codes (no sort); other columns are sorted.
+    """
+    if column.dtype.kind in "iu" and column.size:
+        low = int(column.min())
+        span = int(column.max()) - low + 1
+        if span <= 4 * column.size:
+            return column.astype(np.int64) - low, span
+    _, inverse = np.unique(column.astype(float), return_inverse=True)
+    return inverse.ravel(), int(inverse.max(initial=-1)) + 1
+
+
+def _dense(code: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """The same partition as ``code`` (values below ``size``), relabelled ``0 .. distinct - 1``."""
+    if size <= 4 * code.size:
+        present = np.bincount(code, minlength=size) > 0
+        return (np.cumsum(present) - 1)[code], int(present.sum())
+    _, inverse = np.unique(code, return_inverse=True)
+    return inverse.ravel(), int(inverse.max(initial=-1)) + 1
+
+
 def _deduplicate(stats: Stats) -> tuple[Stats, np.ndarray, np.ndarray]:
     """Distinct rows of the statistics, their counts, and the map from each group to its row.
 
     Rows are coded column by column (each column's codes folded into the codes so far), so the
-    work is a few 1-d sorts rather than a sort of the rows themselves.
+    work is a few counting passes or 1-d sorts rather than a sort of the rows themselves.
     """
-    columns = list(stats.values())
-    j = np.asarray(columns[0]).size
+    columns = [np.asarray(c) for c in stats.values()]
+    j = columns[0].size
     everything = stats, np.ones(j), np.arange(j)
-    code = np.zeros(j, dtype=np.int64)
+    code, size = np.zeros(j, dtype=np.int64), 1
     for column in columns:
-        values, inverse = np.unique(np.asarray(column, dtype=float), return_inverse=True)
-        if values.size > 0.7 * j:
+        part, span = _codes(column)
+        code, size = _dense(code * span + part, size * span)
+        if size > 0.7 * j:
             return everything
-        _, code = np.unique(code * values.size + inverse.ravel(), return_inverse=True)
-    _, first, inverse, counts = np.unique(
-        code, return_index=True, return_inverse=True, return_counts=True
-    )
-    if first.size > 0.7 * j:
-        return everything
-    unique = {k: np.asarray(v)[first] for k, v in stats.items()}
-    return unique, counts.astype(float), inverse.ravel()
+    first = np.empty(size, dtype=np.int64)
+    first[code] = np.arange(j)
+    unique = {k: v[first] for k, v in zip(stats, columns, strict=True)}
+    return unique, np.bincount(code, minlength=size).astype(float), code
 
 
 def _split_priors(family: Family, priors: dict | None) -> tuple[dict[str, Prior], dict[str, float]]:

@@ -9,10 +9,12 @@ input needs it.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import narwhals as nw
@@ -72,6 +74,57 @@ def read_path(path: PathLike | Sequence[PathLike], *, connection: Any = None) ->
     source = texts[0] if len(texts) == 1 else texts
     rel = con.read_parquet(source) if kind == "parquet" else con.read_csv(source)
     return nw.from_native(rel)
+
+
+@dataclass(frozen=True)
+class ColumnFacts:
+    """What a Parquet file's own statistics prove of a column, for every row of every file."""
+
+    no_nulls: bool
+    all_finite: bool
+    low: float  # a lower bound of the values (-inf when the statistics do not give one)
+
+
+def parquet_facts(path: PathLike | Sequence[PathLike], connection: Any) -> dict[str, ColumnFacts]:
+    """Facts on each column from the files' row-group statistics (no rows are read).
+
+    Empty unless ``path`` names Parquet files. A fact holds only where every row group of every
+    file records it: a column chunk without statistics proves nothing.
+
+    Example
+    -------
+    >>> import duckdb, tempfile, os, pyarrow as pa, pyarrow.parquet as pq
+    >>> file = os.path.join(tempfile.mkdtemp(), "t.parquet")
+    >>> pq.write_table(pa.table({"k": [0, 3], "y": [1.5, None]}), file)
+    >>> facts = parquet_facts(file, duckdb.connect())
+    >>> facts["k"].no_nulls, facts["k"].low, facts["y"].no_nulls
+    (True, 0.0, False)
+    """
+    texts, kind = _files(path)
+    if kind != "parquet":
+        return {}
+    rows = connection.execute(
+        """
+        SELECT path_in_schema,
+               count(*) = count(stats_null_count) AND coalesce(sum(stats_null_count), 0) = 0,
+               count(*) = count(stats_nan_count) AND coalesce(sum(stats_nan_count), 0) = 0,
+               count(*) = count(TRY_CAST(stats_min_value AS DOUBLE)),
+               min(TRY_CAST(stats_min_value AS DOUBLE)),
+               max(TRY_CAST(stats_max_value AS DOUBLE))
+        FROM parquet_metadata(?) GROUP BY path_in_schema
+        """,
+        [texts],
+    ).fetchall()
+    facts = {}
+    for name, no_nulls, no_nans, bounded, low, high in rows:
+        known = bounded and low is not None and high is not None
+        finite = known and -math.inf < low and high < math.inf
+        facts[name] = ColumnFacts(
+            no_nulls=bool(no_nulls),
+            all_finite=bool(no_nulls and no_nans and finite),
+            low=float(low) if known else -math.inf,
+        )
+    return facts
 
 
 def is_path(data: Any) -> bool:
