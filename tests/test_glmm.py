@@ -145,6 +145,34 @@ def test_a_refit_reuses_the_compiled_program(thread_fit):
     assert not np.array_equal(again.draws["Intercept"], thread_fit.draws["Intercept"])
 
 
+def test_exported_programs_serve_a_new_process(thread_fit, tmp_path, monkeypatch):
+    """Programs exported to the cache folder are loaded, not traced, by a later process (the
+    in-process cache emptied stands in for it), and give the same draws."""
+    from poolwise.engines import nuts, programs
+
+    monkeypatch.setenv("POOLWISE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(nuts, "_RUNS", type(nuts._RUNS)())
+    kw = dict(
+        data=THREAD,
+        priors={**THREAD_PRIORS, "1|distribution": Normal(0, 0.5)},
+        seed=11,
+        progress=False,
+    )
+    formula = "p(opens, sent) ~ 1 + trial_control + (1|distribution)"
+    first = poolwise.fit(formula, **kw)
+    assert len(list((tmp_path / "programs").glob("*.jaxexport"))) == 3  # init, advance, constrain
+    nuts._RUNS.clear()
+
+    def refuse(*args):
+        raise AssertionError("traced again instead of loaded")
+
+    monkeypatch.setattr(programs, "_export", refuse)
+    again = poolwise.fit(formula, **kw)
+    for k, v in first.draws.items():
+        np.testing.assert_array_equal(v, again.draws[k])
+        np.testing.assert_array_equal(v, thread_fit.draws[k])  # as from the jitted programs
+
+
 def test_compilation_cache_folder(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
@@ -230,7 +258,13 @@ def test_radon_normal_agrees_with_reference():
         "sigma": HalfNormal(2),
     }
     fit = poolwise.fit(
-        "log_radon ~ 1 + floor + (1|county)", data=df, priors=priors, seed=5, **SHORT
+        "log_radon ~ 1 + floor + (1|county)",
+        data=df,
+        priors=priors,
+        seed=5,
+        draws=4000,  # the defaults: at SHORT's 2000 draws one county's r_hat sat at 1.014
+        tune=1000,
+        progress=False,
     )
     codes, levels = pd.factorize(df["county"], sort=True)
     assert list(levels) == list(fit.groups.loc["1|county"].index)

@@ -56,7 +56,9 @@ def identifiability(design: Design) -> tuple[list[str], str | None]:
         return [], None
     scale = np.linalg.norm(A, axis=0)
     scale[scale == 0] = 1.0
-    _, s, vt = np.linalg.svd(A / scale, full_matrices=True)
+    # every right singular vector is needed, the left ones only up to the rank: the full
+    # decomposition of a tall design would build a (cells x cells) matrix
+    _, s, vt = np.linalg.svd(A / scale, full_matrices=A.shape[0] < A.shape[1])
     tol = max(A.shape) * np.finfo(float).eps * (s[0] if len(s) else 1.0) * 1e3
     rank = int((s > tol).sum())
     null = vt[rank:]

@@ -373,6 +373,7 @@ def fit_formula(
         target_accept=target_accept,
         dense_mass=bool(dense_mass),
         progress=progress,
+        program_key=f"poolwise.glmm:{plan!r}",
     )
     keep = [*design.names]
     for t in design.groups:
