@@ -183,7 +183,12 @@ def _codes(column: np.ndarray) -> tuple[np.ndarray, int]:
         span = int(column.max()) - low + 1
         if span <= 4 * column.size:
             return column.astype(np.int64) - low, span
-    _, inverse = np.unique(column.astype(float), return_inverse=True)
+    return _ranks(column.astype(float))
+
+
+def _ranks(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Codes ``0 .. distinct - 1`` of the values in sorted order (by a sort), and ``distinct``."""
+    _, inverse = np.unique(values, return_inverse=True)
     return inverse.ravel(), int(inverse.max(initial=-1)) + 1
 
 
@@ -192,8 +197,7 @@ def _dense(code: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     if size <= 4 * code.size:
         present = np.bincount(code, minlength=size) > 0
         return (np.cumsum(present) - 1)[code], int(present.sum())
-    _, inverse = np.unique(code, return_inverse=True)
-    return inverse.ravel(), int(inverse.max(initial=-1)) + 1
+    return _ranks(code)
 
 
 def _deduplicate(stats: Stats) -> tuple[Stats, np.ndarray, np.ndarray]:

@@ -87,9 +87,10 @@ def _build(model: Callable[..., None], settings: tuple, key: str | None) -> _Pro
     chains, tune, draws, target_accept, dense = settings
     chunk = -(-(tune + draws) // PROGRESS_UPDATES)
 
-    def start(keys, data):
+    def start(keys, data, metric=False):
         """The initial states and the NUTS kernels; traced in each part (numpyro's kernel keeps
-        its settings from the initialisation), the compiler drops what a part does not use."""
+        its settings from the initialisation), the compiler drops what a part does not use.
+        ``metric``: start from :func:`_initial_metric` (only the initialisation needs it)."""
         info = initialize_model(
             keys[:, 0],
             model,
@@ -101,11 +102,10 @@ def _build(model: Callable[..., None], settings: tuple, key: str | None) -> _Pro
         potential = info.potential_fn(**data)
 
         def one(params, key):
-            metric = _initial_metric(potential, params.z, dense)
             return init_kernel(
                 params,
                 num_warmup=tune,
-                inverse_mass_matrix=metric,
+                inverse_mass_matrix=_initial_metric(potential, params.z, dense) if metric else None,
                 dense_mass=dense,
                 target_accept_prob=target_accept,
                 model_kwargs=data,
@@ -115,7 +115,7 @@ def _build(model: Callable[..., None], settings: tuple, key: str | None) -> _Pro
         return jax.vmap(one)(info.param_info, keys[:, 1]), info, sample_kernel
 
     def init(keys, data):
-        return start(keys, data)[0]
+        return start(keys, data, metric=True)[0]
 
     def advance(states, keys, data):
         sample_kernel = start(keys, data)[2]
