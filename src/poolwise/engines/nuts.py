@@ -1,4 +1,5 @@
-"""NUTS engine: numpyro's sampler, chains vectorized, in float64, compiled once per model shape.
+"""NUTS engine: numpyro's sampler in float64, compiled once per model shape; on a CPU each chain
+runs on its own thread, on an accelerator the chains are vectorized.
 
 The engine knows a numpyro model function and arrays, nothing about formulas or dataframes.
 64-bit floats are switched on only while sampling (``jax.enable_x64`` as a context), so importing
@@ -20,9 +21,11 @@ loaded from either cache gives the same draws as a freshly compiled one.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,7 @@ _RUNS: OrderedDict[tuple, Any] = OrderedDict()
 PROGRESS_UPDATES = 50
 # the initial metric costs one Hessian-vector product per parameter: only for models this small
 METRIC_MAX = 1000
+CHAIN_METHODS = ("auto", "vectorized", "threads")
 
 
 @dataclass(frozen=True)
@@ -198,12 +202,15 @@ def _compiled(
 
 
 class _Progress:
-    """A rich progress bar over the iterations of all chains together."""
+    """A rich progress bar over the iterations of the chains (their mean, when each chain runs on
+    its own thread); safe to update from several threads."""
 
     def __init__(self, tune: int, total: int, chains: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-        self.tune = tune
+        self.tune, self.total, self.chains = tune, total, chains
+        self.done = 0
+        self.lock = threading.Lock()
         self.bar = Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -214,12 +221,67 @@ class _Progress:
         self.task = self.bar.add_task(f"NUTS, {chains} chains: compiling", total=total)
         self.bar.start()
 
-    def update(self, done: int) -> None:
-        stage = "warm-up" if done <= self.tune else "sampling"
-        self.bar.update(self.task, completed=done, description=f"NUTS {stage}")
+    def advance(self, iterations: int) -> None:
+        """``iterations`` more, summed over the chains that made them."""
+        with self.lock:
+            self.done += iterations
+            done = min(self.done // self.chains, self.total)
+            stage = "warm-up" if done <= self.tune else "sampling"
+            self.bar.update(self.task, completed=done, description=f"NUTS {stage}")
 
     def close(self) -> None:
         self.bar.stop()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Runs the chains of one program call from their keys: initialise, advance chunk by chunk,
+    constrain. Returns the samples, the sampler statistics (chains first, warm-up dropped) and
+    the seconds from ``start`` to the end of warm-up. Callable from a worker thread (64-bit
+    floats are a per-thread setting in jax)."""
+
+    program: _Program
+    args: dict
+    tune: int
+    total: int
+    start: float
+    bar: _Progress | None
+
+    def __call__(self, keys: np.ndarray) -> tuple:
+        import jax
+
+        with jax.enable_x64(True):
+            states = self.program.init(keys, self.args)
+            parts, done, first = [], 0, float("nan")
+            # whole chunks: the last may run past ``total``; those steps are dropped below
+            while done < self.total:
+                states, out = self.program.advance(states, keys, self.args)
+                parts.append(jax.device_get(out))
+                done += self.program.chunk
+                if done >= self.tune and np.isnan(first):
+                    first = time.perf_counter() - self.start
+                if self.bar is not None:
+                    self.bar.advance(self.program.chunk * len(keys))
+            zs, diverging, steps, step_size = (
+                jax.tree_util.tree_map(
+                    lambda *v: np.concatenate(v)[self.tune : self.total].swapaxes(0, 1), *column
+                )
+                for column in zip(*parts, strict=True)
+            )
+            samples = jax.device_get(self.program.constrain(zs, keys, self.args))
+        return samples, diverging, steps, step_size, first
+
+
+def _threaded(jax: Any, chains: int, chain_method: str) -> bool:
+    """Whether the chains run one per thread: ``"auto"`` on a CPU with several cores."""
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(
+            f"chain_method must be one of {', '.join(map(repr, CHAIN_METHODS))}, "
+            f"got {chain_method!r}"
+        )
+    if chain_method == "auto":
+        return chains > 1 and (os.cpu_count() or 1) > 1 and jax.default_backend() == "cpu"
+    return chain_method == "threads"
 
 
 def sample_nuts(
@@ -234,8 +296,9 @@ def sample_nuts(
     dense_mass: bool = False,
     progress: bool = False,
     program_key: str | None = None,
+    chain_method: str = "auto",
 ) -> NutsResult:
-    """Run NUTS on ``model(**data)``: ``chains`` vectorized chains, ``tune`` warm-up steps each.
+    """Run NUTS on ``model(**data)``: ``chains`` chains, ``tune`` warm-up steps each.
 
     ``data`` is a dict of arrays (or tuples of arrays). Every draw follows from ``seed``; the
     progress display changes nothing in them. ``dense_mass`` adapts a full mass matrix instead of
@@ -244,6 +307,11 @@ def sample_nuts(
     a text that identifies the model function across processes (the same text for the same
     model), keeps its compiled programs on disk for later processes (see
     :mod:`poolwise.engines.programs`); without it they live in this process only.
+    ``chain_method``: ``"vectorized"`` runs the chains as one program (each step waits for the
+    chain that needs the most leapfrog steps), ``"threads"`` runs each chain's program on its own
+    thread (each at its own pace; the cores share the work), ``"auto"`` threads on a CPU with
+    several cores and vectorizes on an accelerator. The draws of a chain follow from ``seed``
+    and its number whichever the method.
 
     Example
     -------
@@ -262,36 +330,29 @@ def sample_nuts(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must lie strictly between 0 and 1, got {target_accept!r}")
-    settings = (int(chains), int(tune), int(draws), float(target_accept), bool(dense_mass))
+    threads = _threaded(jax, chains, chain_method)
+    per_program = 1 if threads else int(chains)
+    settings = (per_program, int(tune), int(draws), float(target_accept), bool(dense_mass))
     _use_disk_cache(jax)
     total = tune + draws
     bar = _Progress(tune, total, chains) if progress else None
+    start = time.perf_counter()
     try:
         with jax.enable_x64(True):
-            start = time.perf_counter()
             args = jax.tree_util.tree_map(np.asarray, data)
             keys = jax.random.split(jax.random.PRNGKey(int(seed) % (2**32)), 2 * chains)
-            keys = keys.reshape(chains, 2, -1)
+            keys = np.asarray(keys.reshape(chains, 2, -1))
             program = _compiled(model, args, settings, program_key)
-            states = program.init(keys, args)
-            parts, done, first = [], 0, float("nan")
-            # whole chunks: the last may run past ``total``; those steps are dropped below
-            while done < total:
-                states, out = program.advance(states, keys, args)
-                parts.append(jax.device_get(out))
-                done += program.chunk
-                if done >= tune and np.isnan(first):
-                    first = time.perf_counter() - start
-                if bar is not None:
-                    bar.update(min(done, total))
-            zs, diverging, steps, step_size = (
-                jax.tree_util.tree_map(
-                    lambda *v: np.concatenate(v)[tune:total].swapaxes(0, 1), *column
-                )
-                for column in zip(*parts, strict=True)
-            )
-            samples = jax.device_get(program.constrain(zs, keys, args))
-            seconds = time.perf_counter() - start
+        run = _Run(program, args, tune, total, start, bar)
+        if threads:
+            with ThreadPoolExecutor(max_workers=chains) as pool:
+                groups = list(pool.map(run, (keys[i : i + 1] for i in range(chains))))
+        else:
+            groups = [run(keys)]
+        samples = {k: np.concatenate([g[0][k] for g in groups]) for k in groups[0][0]}
+        diverging, steps, step_size = (np.concatenate([g[i] for g in groups]) for i in (1, 2, 3))
+        first = max(g[4] for g in groups)
+        seconds = time.perf_counter() - start
     finally:
         if bar is not None:
             bar.close()

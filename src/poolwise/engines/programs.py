@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from functools import cache
 from importlib import metadata
@@ -103,14 +104,24 @@ def _export(fn: Callable, path: str, args: tuple) -> Callable:
 
 class StoredProgram:
     """A jitted function whose first call loads its exported program from ``path`` (or exports
-    it there); with no ``path`` it is the function itself."""
+    it there); with no ``path`` it is the function itself. The first call, which compiles, is
+    made by one thread while any others wait for it."""
 
     def __init__(self, fn: Callable, path: str | None) -> None:
         self.fn, self.path = fn, path
-        self.call: Callable | None = None if path else fn
+        self.call: Callable | None = None
+        self.lock = threading.Lock()
 
     def __call__(self, *args: Any) -> Any:
-        if self.call is None:
-            _register_pytrees()
-            self.call = _load(self.path) or _export(self.fn, self.path, args)
-        return self.call(*args)
+        if self.call is not None:
+            return self.call(*args)
+        with self.lock:
+            if self.call is not None:
+                return self.call(*args)
+            call = self.fn
+            if self.path is not None:
+                _register_pytrees()
+                call = _load(self.path) or _export(self.fn, self.path, args)
+            out = call(*args)
+            self.call = call
+            return out
