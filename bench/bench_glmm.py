@@ -153,7 +153,9 @@ def _child(name: str, seed: int) -> None:
     loading from jax's persistent cache) included; imports and the data excluded."""
     import json
 
-    # the sampler's libraries are imported before the clock starts, as run_pymc imports pymc
+    # the sampler's and the diagnostics' libraries are imported before the clock starts, as
+    # run_pymc imports pymc (which imports arviz_stats)
+    import arviz_stats  # noqa: F401
     import jax  # noqa: F401
     import numpyro  # noqa: F401
 

@@ -237,8 +237,9 @@ class _Progress:
 class _Run:
     """Runs the chains of one program call from their keys: initialise, advance chunk by chunk,
     constrain. Returns the samples, the sampler statistics (chains first, warm-up dropped) and
-    the seconds from ``start`` to the end of warm-up. Callable from a worker thread (64-bit
-    floats are a per-thread setting in jax)."""
+    the seconds from ``start`` to the end of warm-up, or None once ``stop`` is set (an
+    interruption or another chain's error: the other threads end at their next chunk). Callable
+    from a worker thread (64-bit floats are a per-thread setting in jax)."""
 
     program: _Program
     args: dict
@@ -246,6 +247,7 @@ class _Run:
     total: int
     start: float
     bar: _Progress | None
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def __call__(self, keys: np.ndarray) -> tuple:
         import jax
@@ -255,6 +257,8 @@ class _Run:
             parts, done, first = [], 0, float("nan")
             # whole chunks: the last may run past ``total``; those steps are dropped below
             while done < self.total:
+                if self.stop.is_set():
+                    return None
                 states, out = self.program.advance(states, keys, self.args)
                 parts.append(jax.device_get(out))
                 done += self.program.chunk
@@ -346,7 +350,11 @@ def sample_nuts(
         run = _Run(program, args, tune, total, start, bar)
         if threads:
             with ThreadPoolExecutor(max_workers=chains) as pool:
-                groups = list(pool.map(run, (keys[i : i + 1] for i in range(chains))))
+                try:
+                    groups = list(pool.map(run, (keys[i : i + 1] for i in range(chains))))
+                except BaseException:
+                    run.stop.set()
+                    raise
         else:
             groups = [run(keys)]
         samples = {k: np.concatenate([g[0][k] for g in groups]) for k in groups[0][0]}
@@ -371,5 +379,6 @@ def sample_nuts(
             "draws": draws,
             "target_accept": target_accept,
             "dense_mass": bool(dense_mass),
+            "chain_method": "threads" if threads else "vectorized",
         },
     )

@@ -317,13 +317,16 @@ def fit_formula(
     progress: bool = True,
     spec: FormulaSpec | None = None,
     dense_mass: bool | None = None,
+    chain_method: str = "auto",
 ) -> GlmmFit:
     """Fit a regression with group-specific effects by NUTS (see :func:`poolwise.fit`).
 
     ``draws`` counts all chains together (``draws // chains`` per chain). ``info`` records the
     time to the first draw (compilation, when the model's shape is new, and warm-up).
     ``dense_mass`` adapts a full mass matrix (None: when the model has at most ``DENSE_MAX``
-    unconstrained parameters and every group sd is fixed).
+    unconstrained parameters and every group sd is fixed). ``chain_method``: ``"threads"`` (each
+    chain on its own thread, the default on a CPU), ``"vectorized"`` (the chains as one program,
+    the default on an accelerator) or ``"auto"``; see :func:`poolwise.engines.nuts.sample_nuts`.
 
     Example
     -------
@@ -374,6 +377,7 @@ def fit_formula(
         dense_mass=bool(dense_mass),
         progress=progress,
         program_key=f"poolwise.glmm:{plan!r}",
+        chain_method=chain_method,
     )
     keep = [*design.names]
     for t in design.groups:
@@ -411,6 +415,7 @@ def fit_formula(
         "chains": chains,
         "tune": tune,
         "dense_mass": bool(dense_mass),
+        "chain_method": result.info["chain_method"],
     }
     if skipped:
         info["identifiability"] = skipped
