@@ -17,14 +17,19 @@ compilation cache (everything compiled in the run), ``poolwise-warm`` with the c
 process filled (the model traced again but not compiled: what a user sees from the second run of
 a model on, and what PyMC's compiledir gives it, warm in every PyMC run here).
 
+PyMC runs as its default sampler (``pymc``: on a machine of 2 CPUs it counts one core and samples
+the chains in sequence) and with one process per CPU (``pymc-cores``); poolwise's chains run on
+threads that share every CPU.
+
 Run: python bench/bench_glmm.py [--models thread,radon,crossed]
-[--tools poolwise-cold,poolwise-warm,pymc,bambi] [--repeats 3]. Prints a markdown table (median
+[--tools poolwise-cold,poolwise-warm,pymc,pymc-cores,bambi] [--repeats 3]. Prints a markdown table (median
 over repeats) and ratios to PyMC.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import math
 import os
@@ -232,7 +237,9 @@ def _pymc_model(name, data):
     return m
 
 
-def run_pymc(name, spec, data, seed):
+def run_pymc(name, spec, data, seed, cores=None):
+    """PyMC's default sampler; ``cores=None`` is PyMC's own choice (half the CPUs it counts, so
+    one process on a 2-CPU machine: the chains in sequence), a number runs that many processes."""
     _arviz_ok()
     import pymc as pm
 
@@ -247,6 +254,7 @@ def run_pymc(name, spec, data, seed):
             progressbar=False,
             callback=cb,
             compute_convergence_checks=False,
+            cores=cores,
         )
     wall = time.perf_counter() - t0
     post = {k: idata.posterior[k].values for k in idata.posterior.data_vars}
@@ -329,6 +337,8 @@ RUNNERS = {
     "poolwise-cold": _runs_in_new_cache(fill=False),
     "poolwise-warm": _runs_in_new_cache(fill=True),
     "pymc": run_pymc,
+    # every CPU, one chain per process (PyMC's multiprocess sampling), as poolwise's threads
+    "pymc-cores": functools.partial(run_pymc, cores=min(os.cpu_count() or 1, CHAINS)),
     "bambi": run_bambi,
 }
 
@@ -336,7 +346,7 @@ RUNNERS = {
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="thread,radon,crossed")
-    parser.add_argument("--tools", default="poolwise-cold,poolwise-warm,pymc,bambi")
+    parser.add_argument("--tools", default="poolwise-cold,poolwise-warm,pymc,pymc-cores,bambi")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -358,7 +368,7 @@ def main(argv=None) -> None:
                 runs.append(RUNNERS[tool](name, spec, data, seed=100 + r))
                 w, f, e, d = runs[-1]
                 print(
-                    f"  {name:8s} {tool:9s} run {r}: wall {w:7.2f}s first draw {f:7.2f}s "
+                    f"  {name:8s} {tool:13s} run {r}: wall {w:7.2f}s first draw {f:7.2f}s "
                     f"min ESS {e:7.0f} ESS/s {e / w:8.1f} divergences {d}",
                     file=sys.stderr,
                     flush=True,
