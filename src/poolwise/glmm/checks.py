@@ -6,8 +6,8 @@ import numpy as np
 
 from .design import Design
 
-# dense check only below this many entries (cells x coefficients)
-MAX_DENSE = 20_000_000
+# the check decomposes a (coefficients x coefficients) matrix: only up to this many
+MAX_COEFFICIENTS = 4000
 
 
 def _zero_sum_basis(n: int) -> np.ndarray:
@@ -16,12 +16,49 @@ def _zero_sum_basis(n: int) -> np.ndarray:
     return q[:, : n - 1]
 
 
+def _cross(X: np.ndarray, t, u) -> np.ndarray:
+    """Z_t'Z_u for group terms t and u (Z the level indicators times the term's values), X'Z_u
+    when t is None, X'X when both are: weighted counts of the codes."""
+    if t is None and u is None:
+        return X.T @ X
+    if t is None:
+        columns = [np.bincount(u.codes, X[:, c] * u.values, u.n_levels) for c in range(X.shape[1])]
+        return np.array(columns).reshape(X.shape[1], u.n_levels)
+    if t is u:
+        return np.diag(np.bincount(t.codes, t.values**2, t.n_levels))
+    pair = t.codes.astype(np.int64) * u.n_levels + u.codes
+    flat = np.bincount(pair, t.values * u.values, t.n_levels * u.n_levels)
+    return flat.reshape(t.n_levels, u.n_levels)
+
+
+def _gram(design: Design) -> np.ndarray:
+    """A'A for the cells' design A = [X, Z_1 B_1, ...], B_t a zero-sum basis where the term's
+    effects sum to zero (else the identity), built from the integer codes: Z_t never is."""
+    terms = [None, *design.groups]
+    bases = [None] + [
+        _zero_sum_basis(t.n_levels) if t.zero_sum and t.n_levels > 1 else None
+        for t in design.groups
+    ]
+    blocks: list[list] = [[None] * len(terms) for _ in terms]
+    for i, (t, bt) in enumerate(zip(terms, bases, strict=True)):
+        for j in range(i, len(terms)):
+            block = _cross(design.X, t, terms[j])
+            if bt is not None:
+                block = bt.T @ block
+            if bases[j] is not None:
+                block = block @ bases[j]
+            blocks[i][j], blocks[j][i] = block, block.T
+    return np.block(blocks)
+
+
 def identifiability(design: Design) -> tuple[list[str], str | None]:
     """Directions of the coefficients that no cell's prediction depends on, named by term.
 
     Returns the plain-language problems (one per set of terms that can trade level) and a note
     when the check was skipped. A direction among group terms alone (nested factors whose sds
-    are learned) is a variance partition, not a problem, and is not reported.
+    are learned) is a variance partition, not a problem, and is not reported. The directions are
+    the null space of the design's (column-scaled) cross-product matrix, which is built from the
+    group codes without dense indicator columns.
 
     Example
     -------
@@ -35,33 +72,25 @@ def identifiability(design: Design) -> tuple[list[str], str | None]:
     >>> identifiability(d)
     ([], None)
     """
-    blocks, owners = [design.X], [design.names]
-    bases = []
+    owners = [design.names]
     for t in design.groups:
-        size = design.n_cells * t.n_levels
-        if design.n_cells * (design.X.shape[1] + t.n_levels) > MAX_DENSE or size > MAX_DENSE:
-            return [], "identifiability check skipped: the design is too large for a dense check"
-        Z = np.zeros((design.n_cells, t.n_levels))
-        Z[np.arange(design.n_cells), t.codes] = t.values
-        if t.zero_sum and t.n_levels > 1:
-            B = _zero_sum_basis(t.n_levels)
-            blocks.append(Z @ B)
-            bases.append(B)
-        else:
-            blocks.append(Z)
-            bases.append(None)
-        owners.append([t.name] * (blocks[-1].shape[1]))
-    A = np.hstack(blocks)
-    if A.shape[1] == 0:
+        owners.append([t.name] * (t.n_levels - (t.zero_sum and t.n_levels > 1)))
+    size = sum(map(len, owners))
+    if size == 0:
         return [], None
-    scale = np.linalg.norm(A, axis=0)
+    if size > MAX_COEFFICIENTS:
+        return [], (
+            f"identifiability check skipped: {size} coefficients (the check handles up to "
+            f"{MAX_COEFFICIENTS})"
+        )
+    gram = _gram(design)
+    scale = np.sqrt(np.maximum(np.diag(gram), 0.0))
     scale[scale == 0] = 1.0
-    # every right singular vector is needed, the left ones only up to the rank: the full
-    # decomposition of a tall design would build a (cells x cells) matrix
-    _, s, vt = np.linalg.svd(A / scale, full_matrices=A.shape[0] < A.shape[1])
-    tol = max(A.shape) * np.finfo(float).eps * (s[0] if len(s) else 1.0) * 1e3
-    rank = int((s > tol).sum())
-    null = vt[rank:]
+    eigenvalues, vectors = np.linalg.eigh(gram / np.outer(scale, scale))
+    # the cross-product resolves eigenvalues down to about eps times the largest (singular
+    # values of the design down to sqrt(eps)); below that a direction is not in the data
+    tol = size * np.finfo(float).eps * max(eigenvalues[-1], 1.0) * 1e3
+    null = vectors[:, eigenvalues <= tol].T
     if not len(null):
         return [], None
     labels: list[str] = []
@@ -69,7 +98,7 @@ def identifiability(design: Design) -> tuple[list[str], str | None]:
         labels.extend(names)
     common = set(design.names)
     involved: list[str] = []
-    for j in range(A.shape[1]):
+    for j in range(size):
         if np.abs(null[:, j]).max() > 1e-6:
             term = labels[j]
             if term not in involved:
