@@ -71,15 +71,19 @@ def _register_pytrees() -> None:
 
 
 def _load(path: str) -> Callable | None:
+    """The stored program at ``path``, compiled for the shapes it was exported with (from jax's
+    persistent compilation cache when it is there), or None."""
     import jax
     from jax import export
 
     try:
         with open(path, "rb") as f:
             exported = export.deserialize(bytearray(f.read()))
+        shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in exported.in_avals]
+        args, kwargs = jax.tree_util.tree_unflatten(exported.in_tree, shapes)
+        return jax.jit(exported.call).lower(*args, **kwargs).compile()
     except Exception:  # unreadable, damaged or foreign: export it again
         return None
-    return jax.jit(exported.call)
 
 
 def _export(fn: Callable, path: str, args: tuple) -> Callable:
@@ -105,12 +109,22 @@ def _export(fn: Callable, path: str, args: tuple) -> Callable:
 class StoredProgram:
     """A jitted function whose first call loads its exported program from ``path`` (or exports
     it there); with no ``path`` it is the function itself. The first call, which compiles, is
-    made by one thread while any others wait for it."""
+    made by one thread while any others wait for it; :meth:`prefetch` loads ahead of it."""
 
     def __init__(self, fn: Callable, path: str | None) -> None:
         self.fn, self.path = fn, path
         self.call: Callable | None = None
         self.lock = threading.Lock()
+
+    def prefetch(self) -> None:
+        """Load the stored program now, if there is one (64-bit types on: it runs on a worker
+        thread while the caller starts on another part)."""
+        import jax
+
+        with self.lock, jax.enable_x64(True):
+            if self.call is None and self.path is not None:
+                _register_pytrees()
+                self.call = _load(self.path)
 
     def __call__(self, *args: Any) -> Any:
         if self.call is not None:
