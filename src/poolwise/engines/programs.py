@@ -70,24 +70,29 @@ def _register_pytrees() -> None:
         export.register_namedtuple_serialization(kind, serialized_name=f"numpyro.{kind.__name__}")
 
 
-def _load(path: str) -> Callable | None:
-    """The stored program at ``path``, compiled for the shapes it was exported with (from jax's
-    persistent compilation cache when it is there), or None."""
+def _compile(exported: Any) -> Callable:
+    """An exported program compiled for the shapes it was exported with, the same way whether
+    it was just exported or loaded (so both find one entry in jax's persistent cache)."""
     import jax
+
+    shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in exported.in_avals]
+    args, kwargs = jax.tree_util.tree_unflatten(exported.in_tree, shapes)
+    return jax.jit(exported.call).lower(*args, **kwargs).compile()
+
+
+def _load(path: str) -> Callable | None:
+    """The stored program at ``path``, compiled (from jax's persistent compilation cache when it
+    is there), or None."""
     from jax import export
 
     try:
         with open(path, "rb") as f:
-            exported = export.deserialize(bytearray(f.read()))
-        shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in exported.in_avals]
-        args, kwargs = jax.tree_util.tree_unflatten(exported.in_tree, shapes)
-        return jax.jit(exported.call).lower(*args, **kwargs).compile()
+            return _compile(export.deserialize(bytearray(f.read())))
     except Exception:  # unreadable, damaged or foreign: export it again
         return None
 
 
 def _export(fn: Callable, path: str, args: tuple) -> Callable:
-    import jax
     from jax import export
 
     try:
@@ -103,7 +108,7 @@ def _export(fn: Callable, path: str, args: tuple) -> Callable:
         os.replace(part, path)
     except OSError:
         pass  # a folder we cannot write: the program still runs
-    return jax.jit(exported.call)
+    return _compile(exported)
 
 
 class StoredProgram:
