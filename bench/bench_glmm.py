@@ -391,10 +391,12 @@ def main(argv=None) -> None:
             "divergences",
         ],
     )
-    base = table[table.tool == "pymc"].set_index("model")["ess_per_s"]
-    table["vs_pymc"] = [
-        r.ess_per_s / base[r.model] if r.model in base else float("nan") for r in table.itertuples()
-    ]
+    for tool in ("pymc", "pymc-cores"):
+        base = table[table.tool == tool].set_index("model")["ess_per_s"]
+        table[f"vs_{tool.replace('-', '_')}"] = [
+            r.ess_per_s / base[r.model] if r.model in base else float("nan")
+            for r in table.itertuples()
+        ]
     print(
         f"\nmedian of {args.repeats} runs; {CHAINS} chains x ({TUNE} warm-up + {DRAWS} draws); "
         f"{os.cpu_count()} CPUs\n"
