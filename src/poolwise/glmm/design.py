@@ -1,7 +1,10 @@
 """Design of the cells by formulae: common columns, and integer codes for each group term.
 
 Group-specific terms are kept as (codes, values) pairs: cell i gets ``b[codes[i]] * values[i]``,
-an index into the effect vector, never a one-hot matrix in the model.
+an index into the effect vector. formulae parses the whole formula and evaluates the common
+terms and the slopes' expressions; the group factors' codes are found from the cells' columns,
+in formulae's order of levels (each column's sorted values, combined lexicographically), so that
+no (cells x levels) indicator matrix is ever built.
 """
 
 from __future__ import annotations
@@ -70,6 +73,77 @@ def _labels(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+def _common_rhs(rhs: str) -> str:
+    """The right-hand side without its group terms ``(expr|factor)``, top-level summands in
+    parentheses that hold a ``|`` (formulae's implicit intercept when nothing is left)."""
+    parts, depth, current = [], 0, []
+    for ch in rhs:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "+" and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    common = [
+        p for p in parts if not (p.strip().startswith("(") and p.strip().endswith(")") and "|" in p)
+    ]
+    return " + ".join(p.strip() for p in common) or "1"
+
+
+def _group_terms(formula: str) -> list:
+    from formulae import model_description
+
+    terms = model_description(formula).terms
+    return [t for t in terms if type(t).__name__ == "GroupSpecificTerm"]
+
+
+def _factor_column(component: Any, name: str) -> str:
+    """The column of one part of a group factor: a column, or ``C(column)``."""
+    if type(component).__name__ == "Variable":
+        return component.name
+    call = getattr(component, "call", None)
+    args = getattr(call, "args", ())
+    if getattr(call, "callee", None) == "C" and len(args) == 1 and hasattr(args[0], "name"):
+        return args[0].name
+    raise ValueError(
+        f"formula: group term {name!r} groups by {component.name}; group by columns "
+        "(or C(column)), and compute other groupings as columns before fitting"
+    )
+
+
+def _evaluate(expr: str, name: str, table: pd.DataFrame, namespace: dict) -> np.ndarray:
+    """A slope's expression on the cells (formulae evaluates it)."""
+    from formulae import design_matrices
+
+    dm = design_matrices(f"0 + {expr}", table, na_action="error", extra_namespace=namespace)
+    values = np.asarray(dm.common.design_matrix, dtype=np.float64)
+    if values.shape[1] != 1:
+        raise ValueError(
+            f"formula: group term {name!r} has a categorical expression; write one "
+            "term per numeric column, e.g. (1|g) + (x|g)"
+        )
+    return values.reshape(-1)
+
+
+def _factor_codes(table: pd.DataFrame, columns: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """The levels present (``a:b`` labels) and each cell's code among them, in formulae's order:
+    every column's sorted values, combined lexicographically."""
+    combined = np.zeros(len(table), dtype=np.int64)
+    uniques = []
+    for c in columns:
+        unique, inverse = np.unique(table[c].to_numpy(), return_inverse=True)
+        uniques.append(unique)
+        combined = combined * len(unique) + inverse.reshape(-1)
+    present, codes = np.unique(combined, return_inverse=True)
+    digits = {}
+    for c, unique in zip(reversed(columns), reversed(uniques), strict=True):
+        digits[c] = unique[present % len(unique)]
+        present = present // len(unique)
+    labels = _labels(pd.DataFrame(digits), columns)
+    return list(labels), codes.reshape(-1).astype(np.int32)
+
+
 def build_design(cells: Cells, spec: FormulaSpec) -> Design:
     """Evaluate the right-hand side of ``spec`` on the cells with formulae.
 
@@ -91,7 +165,9 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
         table = table.assign(**{spec.response["exposure"]: table["__exposure"]})
     namespace = {"log": np.log}
     try:
-        dm = design_matrices(spec.rhs, table, na_action="error", extra_namespace=namespace)
+        dm = design_matrices(
+            _common_rhs(spec.rhs), table, na_action="error", extra_namespace=namespace
+        )
     except Exception as err:
         raise ValueError(f"formula: formulae could not build {spec.formula!r}: {err}") from None
     common = dm.common
@@ -128,34 +204,25 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
         coef, *_ = np.linalg.lstsq(X, np.ones(len(table)), rcond=None)
         spans_constant = bool(np.allclose(X @ coef, 1.0, atol=1e-8))
     groups = []
-    if dm.group is not None:
-        for name, term in dm.group.terms.items():
-            values = np.asarray(term.expr.data, dtype=np.float64)
-            if values.ndim == 2 and values.shape[1] != 1:
-                raise ValueError(
-                    f"formula: group term {name!r} has a categorical expression; write one "
-                    "term per numeric column, e.g. (1|g) + (x|g)"
-                )
-            values = values.reshape(-1)
-            factor_cols = tuple(getattr(c, "name", str(c)) for c in term.factor.components)
-            raw_codes = np.asarray(term.factor.data).argmax(axis=1)
-            present, codes = np.unique(raw_codes, return_inverse=True)
-            levels = [str(term.groups[i]) for i in present]
-            expr = "1" if name.startswith("1|") else name.split("|", 1)[0]
-            factor = name.split("|", 1)[1]
-            zero_sum = spans_constant if expr == "1" else expr in terms
-            groups.append(
-                GroupTerm(
-                    name=name,
-                    expr=expr,
-                    factor=factor,
-                    factor_columns=factor_cols,
-                    levels=levels,
-                    codes=codes.astype(np.int32),
-                    values=values,
-                    zero_sum=zero_sum,
-                )
+    for term in _group_terms(spec.formula):
+        name = term.name
+        expr = "1" if name.startswith("1|") else name.split("|", 1)[0]
+        values = np.ones(len(table)) if expr == "1" else _evaluate(expr, name, table, namespace)
+        factor_cols = tuple(_factor_column(c, name) for c in term.factor.components)
+        levels, codes = _factor_codes(table, factor_cols)
+        zero_sum = spans_constant if expr == "1" else expr in terms
+        groups.append(
+            GroupTerm(
+                name=name,
+                expr=expr,
+                factor=name.split("|", 1)[1],
+                factor_columns=factor_cols,
+                levels=levels,
+                codes=codes,
+                values=values,
+                zero_sum=zero_sum,
             )
+        )
     return Design(X, names, terms, intercept, spans_constant, offset, groups, dm)
 
 
