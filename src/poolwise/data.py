@@ -49,6 +49,8 @@ TEXTS = {
     "fraction": "values that are not whole numbers",
     "nonpositive": "values that are zero or negative (a standard error must be positive)",
     "small": "values below 1 (each row summarises at least one observation)",
+    "nonfinite": "non-finite values (NaN or ±inf)",
+    "notbinary": "values other than 0 and 1 (a bernoulli response is 0/1 per row)",
 }
 
 Progress = Callable[[str, float | None], None]
@@ -169,6 +171,24 @@ RULED_OUT: dict[str, Callable[[ColumnFacts], bool]] = {
 }
 
 
+def count_rows(frame, checks: dict[str, Any]) -> tuple[int, dict[str, int]]:
+    """One pass of the engine that holds ``frame``: its number of rows, and for each check (an
+    expression true on a bad row) the rows where it holds (the checks that hold somewhere)."""
+    exprs = [nw.len().alias("__rows")]
+    exprs += [e.cast(nw.Int64).sum().alias(key) for key, e in checks.items()]
+    counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(np.int64).to_dict()
+    rows = int(counts.pop("__rows"))
+    return rows, {key: int(count) for key, count in counts.items() if count}
+
+
+def excess_message(successes: str, trials: str, count: int, rows: int) -> str:
+    """The message for rows whose successes exceed their trials."""
+    return (
+        f"successes: column {successes!r} exceeds trials column {trials!r} in {count} of "
+        f"{rows} rows"
+    )
+
+
 def _problems(
     frame, group: str, columns: dict[str, str], kind: str, facts: dict[str, ColumnFacts]
 ) -> list[str]:
@@ -183,24 +203,16 @@ def _problems(
         fact = facts.get(names[role])
         if fact is not None and what in RULED_OUT and RULED_OUT[what](fact):
             del checks[key]
-    exprs = [nw.len().alias("__rows")]
-    exprs += [e.cast(nw.Int64).sum().alias(key) for key, e in checks.items()]
-    counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(np.int64).to_dict()
-    rows = int(counts.pop("__rows"))
+    rows, counts = count_rows(frame, checks)
     if rows == 0:
         return ["data: the table has no rows"]
     out = []
     for key, count in counts.items():
-        if not count:
-            continue
         role, what = key.split("__")
         if key == "group__null":
             out.append(f"group: column {group!r} has missing labels in {count} of {rows} rows")
         elif what == "excess":
-            out.append(
-                f"successes: column {columns['successes']!r} exceeds trials column "
-                f"{columns['trials']!r} in {count} of {rows} rows"
-            )
+            out.append(excess_message(columns["successes"], columns["trials"], count, rows))
         elif what == "unexposed":
             out.append(
                 f"exposure: column {columns['exposure']!r} is zero where counts column "

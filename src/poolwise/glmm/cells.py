@@ -15,6 +15,7 @@ import narwhals as nw
 import numpy as np
 import pandas as pd
 
+from ..data import TEXTS, count_rows, excess_message
 from ..sources import collect, to_frame
 from .formula import FormulaSpec
 
@@ -70,12 +71,12 @@ def _check(frame, spec: FormulaSpec) -> None:
             continue
         if not dtype.is_numeric() or dtype == nw.Boolean:
             raise TypeError(f"{role}: column {col!r} must be numeric, but it holds {dtype}")
-    exprs = [nw.len().alias("__rows")]
+    checks = {}
     for col in {*spec.keys, *spec.response.values()}:
-        exprs.append(nw.col(col).is_null().sum().alias(f"{col}\x00null"))
+        checks[f"{col}\x00null"] = nw.col(col).is_null()
         if schema[col].is_float():
-            exprs.append((~nw.col(col).is_finite()).sum().alias(f"{col}\x00nonfinite"))
-    checks = {
+            checks[f"{col}\x00nonfinite"] = ~nw.col(col).is_finite()
+    rules = {
         "successes": ("negative", "fraction"),
         "trials": ("negative", "fraction"),
         "counts": ("negative", "fraction"),
@@ -86,42 +87,27 @@ def _check(frame, spec: FormulaSpec) -> None:
         c = nw.col(col)
         if schema[col] == nw.Boolean:
             continue
-        for what in checks.get(role, ()):
+        for what in rules.get(role, ()):
             if what == "negative":
-                bad = c < 0
-            elif what == "fraction":
-                if not schema[col].is_float():
-                    continue
-                bad = c != c.round(0)
-            else:
-                bad = (c != 0) & (c != 1)
-            exprs.append(bad.sum().alias(f"{col}\x00{what}"))
+                checks[f"{col}\x00negative"] = c < 0
+            elif what == "fraction" and schema[col].is_float():
+                checks[f"{col}\x00fraction"] = (c != c.round(0)) & c.is_finite()
+            elif what == "notbinary":
+                checks[f"{col}\x00notbinary"] = (c != 0) & (c != 1)
     if spec.family == "binomial":
         k, n = spec.response["successes"], spec.response["trials"]
-        exprs.append((nw.col(k) > nw.col(n)).sum().alias("\x00excess"))
-    counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(int).to_dict()
-    rows = counts.pop("__rows")
+        checks["\x00excess"] = nw.col(k) > nw.col(n)
+    rows, counts = count_rows(frame, checks)
     if rows == 0:
         raise ValueError("data: the table has no rows")
-    texts = {
-        "null": "missing values",
-        "nonfinite": "non-finite values (NaN or ±inf)",
-        "negative": "negative values",
-        "fraction": "values that are not whole numbers",
-        "notbinary": "values other than 0 and 1 (a bernoulli response is 0/1 per row)",
-    }
     problems = []
     for key, count in counts.items():
-        if not count:
-            continue
         col, what = key.split("\x00")
         if what == "excess":
-            problems.append(
-                f"successes: column {spec.response['successes']!r} exceeds trials column "
-                f"{spec.response['trials']!r} in {count} of {rows} rows"
-            )
+            r = spec.response
+            problems.append(excess_message(r["successes"], r["trials"], count, rows))
         else:
-            problems.append(f"column {col!r} has {texts[what]} in {count} of {rows} rows")
+            problems.append(f"column {col!r} has {TEXTS[what]} in {count} of {rows} rows")
     if problems:
         raise ValueError("; ".join(problems))
 
