@@ -1,10 +1,10 @@
 """Design of the cells by formulae: common columns, and integer codes for each group term.
 
 Group-specific terms are kept as (codes, values) pairs: cell i gets ``b[codes[i]] * values[i]``,
-an index into the effect vector. formulae parses the whole formula and evaluates the common
-terms and the slopes' expressions; the group factors' codes are found from the cells' columns,
-in formulae's order of levels (each column's sorted values, combined lexicographically), so that
-no (cells x levels) indicator matrix is ever built.
+an index into the effect vector. formulae evaluates the common terms and the slopes'
+expressions; the group factors' codes are found from the cells' columns that the parsed formula
+names, in formulae's order of levels (each column's sorted values, combined lexicographically),
+so that no (cells x levels) indicator matrix is ever built.
 """
 
 from __future__ import annotations
@@ -73,45 +73,6 @@ def _labels(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def _common_rhs(rhs: str) -> str:
-    """The right-hand side without its group terms ``(expr|factor)``, top-level summands in
-    parentheses that hold a ``|`` (formulae's implicit intercept when nothing is left)."""
-    parts, depth, current = [], 0, []
-    for ch in rhs:
-        depth += (ch == "(") - (ch == ")")
-        if ch == "+" and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    common = [
-        p for p in parts if not (p.strip().startswith("(") and p.strip().endswith(")") and "|" in p)
-    ]
-    return " + ".join(p.strip() for p in common) or "1"
-
-
-def _group_terms(formula: str) -> list:
-    from formulae import model_description
-
-    terms = model_description(formula).terms
-    return [t for t in terms if type(t).__name__ == "GroupSpecificTerm"]
-
-
-def _factor_column(component: Any, name: str) -> str:
-    """The column of one part of a group factor: a column, or ``C(column)``."""
-    if type(component).__name__ == "Variable":
-        return component.name
-    call = getattr(component, "call", None)
-    args = getattr(call, "args", ())
-    if getattr(call, "callee", None) == "C" and len(args) == 1 and hasattr(args[0], "name"):
-        return args[0].name
-    raise ValueError(
-        f"formula: group term {name!r} groups by {component.name}; group by columns "
-        "(or C(column)), and compute other groupings as columns before fitting"
-    )
-
-
 def _evaluate(expr: str, name: str, table: pd.DataFrame, namespace: dict) -> np.ndarray:
     """A slope's expression on the cells (formulae evaluates it)."""
     from formulae import design_matrices
@@ -165,9 +126,7 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
         table = table.assign(**{spec.response["exposure"]: table["__exposure"]})
     namespace = {"log": np.log}
     try:
-        dm = design_matrices(
-            _common_rhs(spec.rhs), table, na_action="error", extra_namespace=namespace
-        )
+        dm = design_matrices(spec.common, table, na_action="error", extra_namespace=namespace)
     except Exception as err:
         raise ValueError(f"formula: formulae could not build {spec.formula!r}: {err}") from None
     common = dm.common
@@ -204,11 +163,9 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
         coef, *_ = np.linalg.lstsq(X, np.ones(len(table)), rcond=None)
         spans_constant = bool(np.allclose(X @ coef, 1.0, atol=1e-8))
     groups = []
-    for term in _group_terms(spec.formula):
-        name = term.name
+    for name, factor_cols in spec.groups:
         expr = "1" if name.startswith("1|") else name.split("|", 1)[0]
         values = np.ones(len(table)) if expr == "1" else _evaluate(expr, name, table, namespace)
-        factor_cols = tuple(_factor_column(c, name) for c in term.factor.components)
         levels, codes = _factor_codes(table, factor_cols)
         zero_sum = spans_constant if expr == "1" else expr in terms
         groups.append(

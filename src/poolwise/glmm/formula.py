@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 FAMILIES = ("normal", "binomial", "bernoulli", "poisson")
 ALIASES = {"gaussian": "normal", "logistic": "bernoulli"}
@@ -30,7 +31,9 @@ class FormulaSpec:
     family: str
     response: dict[str, str]
     keys: tuple[str, ...]
-    rhs: str
+    # the right-hand side without its group terms, and each group term's name and columns
+    common: str
+    groups: tuple[tuple[str, tuple[str, ...]], ...]
     intercept_only_factor: str | None
 
 
@@ -48,6 +51,38 @@ def _variable_args(call, what: str) -> list[str]:
             raise ValueError(f"formula: {what} must name columns, got {call}")
         names.append(arg.name)
     return names
+
+
+def _common_rhs(rhs: str) -> str:
+    """The right-hand side without its group terms ``(expr|factor)``, top-level summands in
+    parentheses that hold a ``|`` (formulae's implicit intercept when nothing is left)."""
+    parts, depth, current = [], 0, []
+    for ch in rhs:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "+" and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    common = [
+        p for p in parts if not (p.strip().startswith("(") and p.strip().endswith(")") and "|" in p)
+    ]
+    return " + ".join(p.strip() for p in common) or "1"
+
+
+def _factor_column(component: Any, name: str) -> str:
+    """The column of one part of a group factor: a column, or ``C(column)``."""
+    if type(component).__name__ == "Variable":
+        return component.name
+    call = getattr(component, "call", None)
+    args = getattr(call, "args", ())
+    if getattr(call, "callee", None) == "C" and len(args) == 1 and hasattr(args[0], "name"):
+        return args[0].name
+    raise ValueError(
+        f"formula: group term {name!r} groups by {component.name}; group by columns "
+        "(or C(column)), and compute other groupings as columns before fitting"
+    )
 
 
 def parse_formula(
@@ -177,6 +212,9 @@ def parse_formula(
         family=family,
         response=response,
         keys=tuple(sorted(keys)),
-        rhs=formula.split("~", 1)[1],
+        common=_common_rhs(formula.split("~", 1)[1]),
+        groups=tuple(
+            (g.name, tuple(_factor_column(c, g.name) for c in g.factor.components)) for g in groups
+        ),
         intercept_only_factor=factor,
     )
