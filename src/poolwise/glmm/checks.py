@@ -36,8 +36,7 @@ def _gram(design: Design) -> np.ndarray:
     effects sum to zero (else the identity), built from the integer codes: Z_t never is."""
     terms = [None, *design.groups]
     bases = [None] + [
-        _zero_sum_basis(t.n_levels) if t.zero_sum and t.n_levels > 1 else None
-        for t in design.groups
+        _zero_sum_basis(t.n_levels) if t.sums_to_zero else None for t in design.groups
     ]
     blocks: list[list] = [[None] * len(terms) for _ in terms]
     for i, (t, bt) in enumerate(zip(terms, bases, strict=True)):
@@ -74,7 +73,7 @@ def identifiability(design: Design) -> tuple[list[str], str | None]:
     """
     owners = [design.names]
     for t in design.groups:
-        owners.append([t.name] * (t.n_levels - (t.zero_sum and t.n_levels > 1)))
+        owners.append([t.name] * (t.n_levels - t.sums_to_zero))
     size = sum(map(len, owners))
     if size == 0:
         return [], None

@@ -43,6 +43,11 @@ class GroupTerm:
         return len(self.levels)
 
     @property
+    def sums_to_zero(self) -> bool:
+        """Whether the effects are constrained to sum to zero (one level has nothing to sum)."""
+        return self.zero_sum and self.n_levels > 1
+
+    @property
     def sigma_name(self) -> str:
         return f"{self.name}_sigma"
 

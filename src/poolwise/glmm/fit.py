@@ -186,7 +186,7 @@ def _plan(
             TermPlan(
                 name=t.name,
                 n_levels=t.n_levels,
-                zero_sum=t.zero_sum and t.n_levels > 1,
+                zero_sum=t.sums_to_zero,
                 centered=t.centered,
                 slope=t.expr != "1",
                 sd=sd,
