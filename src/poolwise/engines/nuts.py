@@ -347,11 +347,13 @@ def sample_nuts(
             keys = jax.random.split(jax.random.PRNGKey(int(seed) % (2**32)), 2 * chains)
             keys = np.asarray(keys.reshape(chains, 2, -1))
             program = _compiled(model, args, settings, program_key)
-        # the stored programs load side by side, and while the chains start
-        loader = ThreadPoolExecutor(max_workers=3)
-        for part in (program.init, program.advance, program.constrain):
-            loader.submit(part.prefetch)
-        loader.shutdown(wait=False)
+        # stored programs not yet loaded load side by side, and while the chains start
+        pending = [p for p in (program.init, program.advance, program.constrain) if p.pending]
+        if pending:
+            loader = ThreadPoolExecutor(max_workers=len(pending))
+            for part in pending:
+                loader.submit(part.prefetch)
+            loader.shutdown(wait=False)
         run = _Run(program, args, tune, total, start, bar)
         if threads:
             with ThreadPoolExecutor(max_workers=chains) as pool:

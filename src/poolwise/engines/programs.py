@@ -121,13 +121,18 @@ class StoredProgram:
         self.call: Callable | None = None
         self.lock = threading.Lock()
 
+    @property
+    def pending(self) -> bool:
+        """Whether a stored program is yet to be loaded (or exported)."""
+        return self.call is None and self.path is not None
+
     def prefetch(self) -> None:
         """Load the stored program now, if there is one (64-bit types on: it runs on a worker
         thread while the caller starts on another part)."""
         import jax
 
         with self.lock, jax.enable_x64(True):
-            if self.call is None and self.path is not None:
+            if self.pending:
                 _register_pytrees()
                 self.call = _load(self.path)
 
