@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import poolwise
@@ -17,9 +17,6 @@ import poolwise
 # with few groups the default kappa prior leaves kappa's posterior without a mean; the fits say so
 pytestmark = pytest.mark.filterwarnings(
     "ignore:the posterior of kappa has so heavy an upper tail:poolwise.api.PoolwiseWarning"
-)
-SETTINGS = settings(
-    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 EXACT = ["mean", "sd", "shrinkage", "raw", "n"]
 
@@ -61,7 +58,6 @@ def fit(df, **kw):
 
 
 # ---------------------------------------------------------------- shrinkage
-@SETTINGS
 @given(binomial_data(), st.floats(0.05, 0.95), st.floats(0.5, 200.0))
 def test_binomial_mean_between_raw_and_population(df, phi, kappa):
     f = fit(df, **BINOMIAL, priors={"phi": phi, "kappa": kappa})
@@ -70,7 +66,6 @@ def test_binomial_mean_between_raw_and_population(df, phi, kappa):
     assert ((lo - 1e-12 <= mean) & (mean <= hi + 1e-12)).all()
 
 
-@SETTINGS
 @given(poisson_data(), st.floats(0.1, 5.0), st.floats(0.5, 50.0))
 def test_poisson_mean_between_raw_and_population(df, mu, kappa):
     f = fit(df, **POISSON, priors={"mu": mu, "kappa": kappa})
@@ -79,7 +74,6 @@ def test_poisson_mean_between_raw_and_population(df, mu, kappa):
     assert ((lo * (1 - 1e-12) <= mean) & (mean <= hi * (1 + 1e-12))).all()
 
 
-@SETTINGS
 @given(binomial_data(min_groups=3))
 def test_eb_mean_between_raw_and_estimated_population(df):
     with warnings.catch_warnings():  # estimates at the edge of their range are reported
@@ -91,7 +85,6 @@ def test_eb_mean_between_raw_and_estimated_population(df):
     assert ((lo - 1e-9 <= mean) & (mean <= hi + 1e-9)).all()
 
 
-@SETTINGS
 @given(binomial_data(min_groups=3))
 def test_more_data_never_shrinks_more(df):
     # exact engine: shrinkage kappa / (kappa + n) averaged over the posterior falls with n
@@ -100,7 +93,6 @@ def test_more_data_never_shrinks_more(df):
     assert (np.diff(g["shrinkage"].to_numpy()) <= 1e-12).all()
 
 
-@SETTINGS
 @given(binomial_data(), st.floats(0.05, 0.95), st.floats(0.5, 200.0), st.integers(2, 5))
 def test_more_trials_at_the_same_rate_shrink_less(df, phi, kappa, factor):
     priors = {"phi": phi, "kappa": kappa}
@@ -110,7 +102,6 @@ def test_more_trials_at_the_same_rate_shrink_less(df, phi, kappa, factor):
 
 
 # ---------------------------------------------------------------- invariances
-@SETTINGS
 @given(binomial_data(), st.randoms(use_true_random=False))
 def test_permuting_rows_and_relabelling_change_nothing(df, random):
     base = fit(df, **BINOMIAL)
@@ -140,7 +131,6 @@ def _split(df, columns, rng):
     return pd.concat([first, second], ignore_index=True)
 
 
-@SETTINGS
 @given(binomial_data(), st.integers(0, 2**16))
 def test_splitting_rows_binomial(df, seed):
     split = _split(df, ["n", "k"], np.random.default_rng(seed))
@@ -148,7 +138,6 @@ def test_splitting_rows_binomial(df, seed):
     pd.testing.assert_frame_equal(a.groups, b.groups)
 
 
-@SETTINGS
 @given(poisson_data(), st.integers(0, 2**16))
 def test_splitting_rows_poisson(df, seed):
     rng = np.random.default_rng(seed)
@@ -160,7 +149,6 @@ def test_splitting_rows_poisson(df, seed):
     pd.testing.assert_frame_equal(a.groups[EXACT], b.groups[EXACT], rtol=1e-9)
 
 
-@SETTINGS
 @given(normal_rows(), st.integers(0, 2**16))
 def test_splitting_rows_normal(df, seed):
     # normal rows summarised per part of a group (n, mean, sd) give the fit of the raw rows
@@ -177,7 +165,6 @@ def test_splitting_rows_normal(df, seed):
     pd.testing.assert_frame_equal(a.groups[EXACT], b.groups[EXACT], rtol=1e-7)
 
 
-@SETTINGS
 @given(normal_rows(), st.floats(1e-3, 1e3), st.booleans())
 def test_scaling_y_scales_locations(df, c, negative):
     c = -c if negative else c

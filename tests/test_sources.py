@@ -81,7 +81,6 @@ def files(rows: pd.DataFrame, summary: pd.DataFrame, tmp_path_factory) -> dict[s
 
 @pytest.fixture(scope="session")
 def spark():
-    pytest.importorskip("pyspark")
     from pyspark.sql import SparkSession
 
     with warnings.catch_warnings():
@@ -103,8 +102,8 @@ def spark():
 
 @pytest.fixture(scope="session")
 def dask_client():
-    pytest.importorskip("dask.dataframe")
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     cluster = distributed.LocalCluster(
         n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
     )
@@ -119,11 +118,13 @@ def _source(kind: str, frame: pd.DataFrame, path: str, request) -> object:
     if kind == "pandas":
         return frame
     if kind in ("polars", "polars-lazy"):
-        pl = pytest.importorskip("polars")
+        import polars as pl
+
         df = pl.from_pandas(frame)
         return df.lazy() if kind == "polars-lazy" else df
     if kind == "pyarrow":
-        pa = pytest.importorskip("pyarrow")
+        import pyarrow as pa
+
         return pa.Table.from_pandas(frame, preserve_index=False)
     if kind == "duckdb":
         import duckdb
@@ -286,8 +287,9 @@ def test_bad_rows_give_the_same_message_from_every_source(kind, tmp_path, reques
 def test_parquet_statistics_never_hide_bad_rows(statistics, tmp_path):
     """Integer columns, where a Parquet file's own statistics may rule checks out: the bad rows of
     the second file are reported as from the rows in memory, with or without the statistics."""
-    pq = pytest.importorskip("pyarrow.parquet")
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     good = pa.table({"g": ["a", "b", "c"], "k": [1, 2, 0], "n": [3, 4, 5]})
     bad = pa.table(
         {
@@ -315,9 +317,9 @@ def test_parquet_statistics_never_hide_bad_rows(statistics, tmp_path):
 
 
 def test_parquet_facts_rule_out_only_what_every_row_group_proves(tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet")
-    pa = pytest.importorskip("pyarrow")
     import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from poolwise.sources import parquet_facts
 
@@ -383,7 +385,8 @@ def test_parquet_input_collects_only_per_group_results(rows, files, monkeypatch)
     monkeypatch.setattr(nw.LazyFrame, "collect", spy)
     monkeypatch.setattr(pd, "read_parquet", refuse)
     monkeypatch.setattr(nw.LazyFrame, "to_native", refuse)
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
+
     monkeypatch.setattr(pq, "read_table", refuse)
     for family, cols in FAMILIES.items():
         collected.clear()
