@@ -9,7 +9,7 @@ Gauss–Hermite nodes in mu (for exact moments) or exact draws of mu (for draws)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
@@ -42,6 +42,7 @@ class CollapsedLocation:
     index: int
     prior_mean: float
     prior_precision: float
+    _last: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -50,35 +51,49 @@ class CollapsedLocation:
     def _full(self, reduced: np.ndarray, z_mu: np.ndarray) -> np.ndarray:
         return np.insert(np.atleast_2d(reduced), self.index, z_mu, axis=1)
 
-    def mu_given(self, reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def mu_given(
+        self, reduced: np.ndarray, likelihood: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Posterior mean and precision of mu given the other hyperparameters, and the log
-        likelihood with mu integrated out (K,)."""
+        likelihood with mu integrated out (K,; None unless ``likelihood``).
+
+        Without the likelihood, the last answer is kept and given again for the same points.
+        """
         reduced = np.atleast_2d(reduced)
+        if not likelihood and self._last is not None and np.array_equal(self._last[0], reduced):
+            return self._last[1]
         k = reduced.shape[0]
         model, w = self.model, self.model.total_weights
         pooled = model.pooling == "complete"
-        mean, precision, log_lik = np.empty(k), np.empty(k), np.empty(k)
-        center = None
+        est, excess = model.family.location_estimates(model.total_stats)
+        # sums of squares about the estimates' mean: no cancellation
+        center = float(np.average(est, weights=np.broadcast_to(w, est.shape)))
+        d, prior_d = est - center, self.prior_mean - center
+        # the weighted sums over groups of 1 / V_j times each of these columns
+        columns = np.stack([w, w * d, w * d**2] + ([] if excess is None else [w * excess]), 1)
+        mean, precision = np.empty(k), np.empty(k)
+        log_lik = np.empty(k) if likelihood else None
         for sl in _chunks(k, w.size):
             p = model.params(self._full(reduced[sl], 0.0))
-            est, v, rest = model.family.location_terms(p, model.total_stats, pooled)
-            shape = (sl.stop - sl.start, w.size)
-            v, rest = np.broadcast_to(v, shape), np.broadcast_to(rest, shape)
-            if center is None:  # sums of squares about the estimates' mean: no cancellation
-                center = float(
-                    np.average(np.ravel(est), weights=np.broadcast_to(w, np.shape(est)).ravel())
-                )
-            d, prior_d = est - center, self.prior_mean - center
+            v, rest = model.family.location_terms(p, model.total_stats, w, pooled)
+            v = np.broadcast_to(v, (sl.stop - sl.start, w.size))
             with np.errstate(all="ignore"):
-                s0, s1, s2 = (w / v).sum(1), (w * d / v).sum(1), (w * d**2 / v).sum(1)
-                prec = s0 + self.prior_precision
-                m = (s1 + self.prior_precision * prior_d) / prec
-                quad = s2 + self.prior_precision * prior_d**2 - prec * m**2
-                m = m + center
-                ll = (rest @ w) - 0.5 * (np.log(v) @ w) - 0.5 * np.log(prec) - 0.5 * quad
+                sums = (1.0 / v) @ columns
+                prec = sums[:, 0] + self.prior_precision
+                m = (sums[:, 1] + self.prior_precision * prior_d) / prec
+                mean[sl], precision[sl] = m + center, prec
+                if not likelihood:
+                    continue
+                quad = sums[:, 2] + self.prior_precision * prior_d**2 - prec * m**2
+                ll = rest - 0.5 * (np.log(v) @ w) - 0.5 * np.log(prec) - 0.5 * quad
+                if excess is not None:
+                    ll -= sums[:, 3]
                 if self.prior_precision > 0:
                     ll += 0.5 * math.log(self.prior_precision)
-            mean[sl], precision[sl], log_lik[sl] = m, prec, ll
+            log_lik[sl] = ll
+        if not likelihood:
+            self._last = reduced.copy(), (mean, precision, None)
+            return mean, precision, None
         # the constants: -(1/2) log 2pi per group estimate, + (1/2) log 2pi from the integral
         log_lik += model.constant.sum() - 0.5 * LOG_2PI * (w.sum() - 1)
         return mean, precision, log_lik
@@ -93,7 +108,7 @@ class CollapsedLocation:
         """Mean, variance and shrinkage of each distinct theta_j given the other hyperparameters,
         mu integrated out: theta_j's mean moves with mu's posterior mean by the shrinkage B_j,
         and its variance gains B_j² / precision(mu)."""
-        mean_mu, precision, _ = self.mu_given(reduced)
+        mean_mu, precision, _ = self.mu_given(reduced, likelihood=False)
         full = self._full(reduced, self._z_mu(mean_mu))
         m, v, b = self.model.conditional(full)
         return m, v + b**2 / precision[:, None], b
@@ -106,7 +121,7 @@ class CollapsedLocation:
 
     def expand(self, reduced: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weighted points of the full posterior: Gauss–Hermite nodes of mu at each point."""
-        mean, precision, _ = self.mu_given(reduced)
+        mean, precision, _ = self.mu_given(reduced, likelihood=False)
         nodes, node_weights = hermegauss(HERMITE_NODES)
         mu = mean[:, None] + nodes[None, :] / np.sqrt(precision)[:, None]
         points = np.repeat(np.atleast_2d(reduced), HERMITE_NODES, axis=0)
@@ -116,7 +131,7 @@ class CollapsedLocation:
 
     def complete(self, reduced: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Full draws: mu drawn exactly from its normal posterior given each reduced draw."""
-        mean, precision, _ = self.mu_given(reduced)
+        mean, precision, _ = self.mu_given(reduced, likelihood=False)
         mu = mean + rng.standard_normal(mean.shape) / np.sqrt(precision)
         return self._full(reduced, self._z_mu(mu))
 

@@ -56,12 +56,18 @@ class _NormalBase(Family):
     def location_scale(self, stats: Stats) -> float:
         return self.default_priors(stats)["tau"].sigma / 2.5
 
-    def location_terms(
-        self, params: Params, stats: Stats, pooled: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(estimate, V, rest)`` with log_marginal = rest + log N(estimate; mu, V), per group.
+    def location_estimates(self, stats: Stats) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each group's estimate of theta (J,), and its ``excess`` (J,) or None: see
+        :meth:`location_terms`."""
+        raise NotImplementedError
 
-        ``mu`` enters only through the normal term, so it can be integrated out in closed form.
+    def location_terms(
+        self, params: Params, stats: Stats, weights: np.ndarray, pooled: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(V, rest)``: V (K, J) and rest (K,) such that the groups' log marginal summed with
+        ``weights`` is rest + Σ_j w_j (log N(estimate_j; mu, V_j) - excess_j / V_j).
+
+        ``mu`` enters only through the normal terms, so it can be integrated out in closed form.
         """
         raise NotImplementedError
 
@@ -100,10 +106,13 @@ class NormalRows(_NormalBase):
         return ("sigma",)
 
     def log_marginal(self, params, stats, pooled):
-        ybar, v, within = self.location_terms(params, stats, pooled)
+        n, m2 = stats["n"], stats["m2"]
+        sigma2 = params["sigma"] ** 2
+        within = -0.5 * (n - 1) * np.log(sigma2) - m2 / (2 * sigma2)
+        v = (0.0 if pooled else params["tau"] ** 2) + sigma2 / n
         if np.all(np.isinf(v)):
             return within
-        return within + _log_normal_density(ybar, params["mu"], v)
+        return within + _log_normal_density(stats["mean"], params["mu"], v)
 
     def log_marginal_total(self, params, stats, weights, pooled):
         # the within-group part sums in closed form: only the group means need a pass over groups
@@ -134,15 +143,18 @@ class NormalRows(_NormalBase):
         compact = {"n": sizes, "mean": mean, "m2": m2, "spread": spread / total}
         return compact, total
 
-    def location_terms(self, params, stats, pooled):
+    def location_estimates(self, stats):
+        # rows of :meth:`totals`: groups' means spread about their size's mean by ``spread``
+        spread = stats.get("spread")
+        return stats["mean"], None if spread is None else 0.5 * spread
+
+    def location_terms(self, params, stats, weights, pooled):
         n, m2 = stats["n"], stats["m2"]
-        sigma2 = params["sigma"] ** 2
+        sigma2 = params["sigma"][:, 0] ** 2
         tau2 = 0.0 if pooled else params["tau"] ** 2
-        v = tau2 + sigma2 / n
-        rest = -0.5 * (n - 1) * np.log(sigma2) - m2 / (2 * sigma2)
-        if "spread" in stats:  # rows of :meth:`totals`
-            rest = rest - stats["spread"] / (2 * v)
-        return stats["mean"], v, rest
+        v = tau2 + (sigma2[:, None] / n)
+        rest = -0.5 * np.log(sigma2) * ((n - 1) @ weights) - (m2 @ weights) / (2 * sigma2)
+        return v, rest
 
     def conditional(self, params, stats):
         return _shrink(
@@ -207,10 +219,12 @@ class NormalKnownSE(_NormalBase):
             return np.zeros((params["mu"].shape[0], self.n(stats)))
         return _log_normal_density(stats["y"], params["mu"], tau2 + stats["se"] ** 2)
 
-    def location_terms(self, params, stats, pooled):
+    def location_estimates(self, stats):
+        return stats["y"], None
+
+    def location_terms(self, params, stats, weights, pooled):
         tau2 = 0.0 if pooled else params["tau"] ** 2
-        v = tau2 + stats["se"] ** 2
-        return stats["y"], v, np.zeros_like(v)
+        return tau2 + stats["se"] ** 2, np.zeros(params["mu"].shape[0])
 
     def conditional(self, params, stats):
         return _shrink(stats["y"], stats["se"] ** 2, params["mu"], params["tau"])
