@@ -8,6 +8,14 @@ own. The machine is assumed noisy: times are medians of repeated runs.
     python bench/bench_fit.py --part schools --repeat 5 --pymc-runs 2
     python bench/bench_fit.py --part scale --sizes 1e3 1e4 --families normal binomial
     python bench/bench_fit.py --part scale --json results.json
+    python bench/bench_fit.py --part inprocess --baseline ../other-checkout/src
+
+Part ``inprocess``: the same 50-schools fit (``pd.read_csv`` then ``poolwise.fit``) timed inside
+one process: the first call, then the median of ``--inprocess-fits`` more; and the fit of rows of
+the same design with 1,000 and 10,000 schools (tests/reference/make_fifty_schools.py: 2 to 99 rows
+a school), fewer times (``SCHOOLS_IN_PROCESS``). With ``--baseline SRC`` (another checkout's
+``src``) the same runs are made with that code, alternating with this checkout's, and the ratios
+baseline / this of the medians are printed.
 
 Part ``schools``: the 50-schools partial-pooling fit (mu ~ Normal(50, 10), tau ~ Exponential(1),
 sigma ~ Exponential(1); tests/reference/fifty_schools.csv), ``python -c`` that imports poolwise,
@@ -136,9 +144,44 @@ print("RESULT" + json.dumps({"times": times, "chosen": fit.method, "rss0": rss0,
 """
 
 
-def run(code: str, *args: str, timeout: float) -> tuple[float, dict | None, str]:
-    """Wall time of ``python -c code args`` and the JSON it printed after RESULT."""
+IN_PROCESS = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import pandas as pd
+import poolwise
+import make_fifty_schools as design
+schools, fits = int(sys.argv[2]), int(sys.argv[3])
+priors = {"mu": poolwise.Normal(50, 10), "tau": poolwise.Exponential(1),
+          "sigma": poolwise.Exponential(1)}
+if schools == 50:
+    def data():
+        return pd.read_csv(sys.argv[4])
+else:
+    design.N_SCHOOLS = schools
+    rows = design.simulate()[0]
+    def data():
+        return rows
+times = []
+for i in range(fits + 1):
+    t = time.perf_counter()
+    fit = poolwise.fit(data(), group="school", y="score", priors=priors, seed=1)
+    times.append(time.perf_counter() - t)
+print("RESULT" + json.dumps({"first": times[0], "times": times[1:], "rows": int(fit.n_rows),
+                             "grid": fit.info.get("grid_points")}))
+"""
+# schools, and fits per process after the first (50 schools: --inprocess-fits)
+SCHOOLS_IN_PROCESS = {50: None, 1000: 10, 10000: 5}
+
+
+def run(
+    code: str, *args: str, timeout: float, src: Path | None = None
+) -> tuple[float, dict | None, str]:
+    """Wall time of ``python -c code args`` and the JSON it printed after RESULT (``src``: the
+    poolwise to import, by default the installed one)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     t = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -287,9 +330,64 @@ def scale(args) -> list[dict]:
     return rows
 
 
+def in_process(args) -> list[dict]:
+    """The 50-schools fit and its 1,000- and 10,000-school versions, timed inside a process."""
+    print(
+        f"== 50-schools design in one process ({args.inprocess_runs} processes of each; "
+        f"medians over all their fits after the first) ==",
+        flush=True,
+    )
+    sides = {"this": ROOT / "src"}
+    if args.baseline:
+        sides = {"baseline": args.baseline.resolve(), **sides}
+    header = f"{'schools':>8} {'rows':>8} {'code':>9} {'first call ms':>14} {'median ms':>10} {'fits':>5}"
+    print(header + (f" {'baseline / this':>16}" if args.baseline else ""))
+    print("-" * (len(header) + (17 if args.baseline else 0)), flush=True)
+    rows = []
+    for schools, fits in SCHOOLS_IN_PROCESS.items():
+        got: dict[str, dict] = {side: {"first": [], "times": []} for side in sides}
+        for _ in range(args.inprocess_runs):  # alternate, so that both see the same load
+            for side, src in sides.items():
+                _, res, err = run(
+                    IN_PROCESS,
+                    str(ROOT / "tests" / "reference"),
+                    str(schools),
+                    str(args.inprocess_fits if schools == 50 else fits),
+                    str(CSV),
+                    timeout=args.timeout,
+                    src=src,
+                )
+                if res is None:
+                    sys.exit(f"{side} run failed: {err}")
+                got[side]["first"].append(res["first"])
+                got[side]["times"] += res["times"]
+                got[side]["rows"] = res["rows"]
+        medians = {side: statistics.median(g["times"]) for side, g in got.items()}
+        for side, g in got.items():
+            row = {
+                "schools": schools,
+                "rows": g["rows"],
+                "code": side,
+                "first_s": statistics.median(g["first"]),
+                "median_s": medians[side],
+                "fits": len(g["times"]),
+            }
+            ratio = ""
+            if side == "this" and args.baseline:
+                row["ratio"] = medians["baseline"] / medians["this"]
+                ratio = f" {row['ratio']:>15.1f}x"
+            print(
+                f"{schools:>8} {g['rows']:>8} {side:>9} {row['first_s'] * 1e3:>14.1f} "
+                f"{row['median_s'] * 1e3:>10.1f} {row['fits']:>5}{ratio}",
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("schools", "scale", "all"), default="all")
+    p.add_argument("--part", choices=("schools", "scale", "inprocess", "all"), default="all")
     p.add_argument("--repeat", type=int, default=5, help="poolwise runs of the 50 schools")
     p.add_argument("--fits", type=int, default=3, help="fits per size (median)")
     p.add_argument("--pymc-runs", type=int, default=2)
@@ -300,6 +398,9 @@ def main() -> None:
     p.add_argument("--max-exact", type=float, default=1e5)
     p.add_argument("--slow", type=float, default=30.0, help="no repeats after a fit this slow")
     p.add_argument("--timeout", type=float, default=590.0, help="per subprocess, seconds")
+    p.add_argument("--inprocess-fits", type=int, default=20, help="50-schools fits per process")
+    p.add_argument("--inprocess-runs", type=int, default=3, help="processes per size and code")
+    p.add_argument("--baseline", type=Path, help="another checkout's src, to compare with")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     results = {}
@@ -307,6 +408,8 @@ def main() -> None:
         results["schools"] = schools(args)
     if args.part in ("scale", "all"):
         results["scale"] = scale(args)
+    if args.part in ("inprocess", "all"):
+        results["inprocess"] = in_process(args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

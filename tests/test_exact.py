@@ -149,3 +149,28 @@ def test_quadrature_of_a_skewed_density_is_exact():
     shape, rate = 2.5, 4.0
     post = fit_exact(lambda z: shape * z[:, 0] - rate * np.exp(z[:, 0]), np.zeros(1))
     assert post.weights @ np.exp(post.points[:, 0]) == pytest.approx(shape / rate, rel=1e-8)
+
+
+def test_refined_grid_reuses_the_coarse_points_exactly():
+    # a correlated, skewed 2-d density that needs widening and refinement; the weights must be
+    # those of evaluating the density afresh at every returned point (sinh map's Jacobian too)
+    def log_density(z):
+        x, y = z[:, 0], z[:, 1] - 0.8 * z[:, 0]
+        return 3.0 * x - 2.0 * np.exp(x) - 0.5 * (y / 0.3) ** 2
+
+    evaluated = []
+
+    def counted(z):
+        evaluated.append(z.copy())
+        return log_density(z)
+
+    post = fit_exact(counted, np.zeros(2))
+    assert post.info["points_per_dim"] > 25  # refined at least once
+    lp = log_density(post.points) + np.log(np.cosh(post.grid)).sum(axis=1)
+    fresh = np.exp(lp - lp.max())
+    np.testing.assert_allclose(post.weights, fresh / fresh.sum(), rtol=1e-12, atol=0)
+    # each returned point was evaluated once (the mode, also a point of the search, may be twice)
+    rows, counts = np.unique(np.concatenate(evaluated).round(10), axis=0, return_counts=True)
+    where = {tuple(r): c for r, c in zip(rows, counts, strict=True)}
+    times = np.array([where[tuple(p)] for p in post.points.round(10)])
+    assert times.min() == 1 and np.sum(times > 1) <= 1

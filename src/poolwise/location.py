@@ -95,7 +95,7 @@ class CollapsedLocation:
             self._last = reduced.copy(), (mean, precision, None)
             return mean, precision, None
         # the constants: -(1/2) log 2pi per group estimate, + (1/2) log 2pi from the integral
-        log_lik += model.constant.sum() - 0.5 * LOG_2PI * (w.sum() - 1)
+        log_lik += model.constant_sum - 0.5 * LOG_2PI * (w.sum() - 1)
         return mean, precision, log_lik
 
     def log_posterior(self, reduced: np.ndarray) -> np.ndarray:

@@ -58,11 +58,14 @@ class PoolModel:
     total_stats: Stats = field(init=False)
     total_weights: np.ndarray = field(init=False)
     constant: np.ndarray = field(init=False)
+    # its sum, in an order that does not depend on the groups' order
+    constant_sum: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.unique, self.multiplicity, self.inverse = _deduplicate(self.stats)
         self.total_stats, self.total_weights = self.family.totals(self.unique, self.multiplicity)
         self.constant = self.family.constant(self.stats)
+        self.constant_sum = float(np.sort(self.constant).sum())
 
     @property
     def dim(self) -> int:
@@ -112,7 +115,7 @@ class PoolModel:
                     self.pooling == "complete",
                 )
             out[sl] = np.where(np.isnan(ll), -np.inf, ll)
-        return out + self.constant.sum()
+        return out + self.constant_sum
 
     def log_prior(
         self, z: np.ndarray, jacobian: bool = True, skip: str | None = None

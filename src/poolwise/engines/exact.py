@@ -123,13 +123,20 @@ def fit_exact(
     n = START_POINTS[d]
     lo, hi = np.full(d, -START_HALF_WIDTH), np.full(d, START_HALF_WIDTH)
 
-    def evaluate(lo, hi, n):
+    def evaluate(lo, hi, n, coarse_lp=None):
+        """The grid, and its weights; a refined grid's every other point is the coarse grid's,
+        whose log densities ``coarse_lp`` are not evaluated again."""
         v, h, idx = _grid(lo, hi, n)
         u = np.sinh(v)
-        lp = log_density(mode + u @ chol.T) + np.log(np.cosh(v)).sum(axis=1)
-        return v, u, h, idx, _weights(lp)
+        new = slice(None) if coarse_lp is None else np.any(idx % 2 == 1, axis=1)
+        lp = np.empty(len(v))
+        if coarse_lp is not None:
+            lp[~new] = coarse_lp
+        lp[new] = log_density(mode + u[new] @ chol.T) + np.log(np.cosh(v[new])).sum(axis=1)
+        return v, u, h, idx, lp
 
-    v, u, h, idx, w = evaluate(lo, hi, n)
+    v, u, h, idx, lp = evaluate(lo, hi, n)
+    w = _weights(lp)
     edge = {}
     for _ in range(MAX_WIDEN):
         if not np.all(np.isfinite(w)):
@@ -147,7 +154,8 @@ def fit_exact(
                 widened = True
         if not widened:
             break
-        v, u, h, idx, w = evaluate(lo, hi, n)
+        v, u, h, idx, lp = evaluate(lo, hi, n)
+        w = _weights(lp)
     if not np.all(np.isfinite(w)):
         raise ValueError("the hyperparameter posterior could not be evaluated on the grid")
     heavy = [f"{name} ({side})" for (name, side), m in edge.items() if m > EDGE_TOL]
@@ -170,7 +178,8 @@ def fit_exact(
                 warnings.append("the quadrature grid could not be refined to full accuracy")
             break
         n = 2 * n - 1
-        v, u, h, idx, w = evaluate(lo, hi, n)
+        v, u, h, idx, lp = evaluate(lo, hi, n, lp)
+        w = _weights(lp)
     keep = w > 1e-14 * w.max()
     info = {
         "grid_points": int(u.shape[0]),
