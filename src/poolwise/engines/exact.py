@@ -76,9 +76,9 @@ def _moments(u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _check_tails(log_density: LogDensity, mode: np.ndarray, names: tuple[str, ...]) -> None:
     """Raise when the density does not decay far from the mode: an improper posterior."""
     d = mode.size
-    steps = np.vstack([np.eye(d), -np.eye(d)]) * FAR
-    values = log_density(mode + steps)
-    top = log_density(mode[None, :])[0]
+    steps = np.vstack([np.eye(d), -np.eye(d), np.zeros(d)]) * FAR
+    *values, top = log_density(mode + steps)
+    values = np.array(values)
     # the density rising without end overflows before the far points: the mode ran away
     values[:d] = np.where(mode > RUNAWAY, np.inf, values[:d])
     values[d:] = np.where(mode < -RUNAWAY, np.inf, values[d:])
