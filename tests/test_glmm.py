@@ -6,9 +6,11 @@ mcse = sd / sqrt(ess_bulk); Z = 4.5 keeps the false-failure rate of ~30 comparis
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import pytest
 
 import poolwise
 from poolwise import HalfNormal, Normal, PoolwiseWarning
+from reference import run_glmm_references as references
 
 Z = 4.5
 THREAD = pd.DataFrame(
@@ -27,16 +30,9 @@ THREAD = pd.DataFrame(
     }
 )
 THREAD_PRIORS = {"Intercept": Normal(-math.log(4), 0.125), "trial_control": Normal(0, 0.5)}
-RADON = "/work/shared/data/radon_mn.csv"
+REFERENCES = Path(__file__).resolve().parent / "reference"
 # short chains where Monte Carlo error allows (tolerances follow the ESS): 4 x (500 + 500)
 SHORT = {"draws": 2000, "tune": 500, "progress": False}
-
-
-def _radon() -> pd.DataFrame:
-    try:
-        return pd.read_csv(RADON)
-    except FileNotFoundError:
-        return pd.read_csv(poolwise.example_path("radon_mn"))
 
 
 def _logit(p: float) -> float:
@@ -227,6 +223,8 @@ def test_compilation_cache_folder(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------ references
+# long numpyro runs of the same models on the same data, stored by
+# tests/reference/run_glmm_references.py (4 x 10,000 draws each)
 def _square_ess(draws: np.ndarray) -> float:
     """The ESS of the squared deviations: the one that sets the MC error of an sd (NUTS's
     antithetic draws give a mean's ESS above the number of draws, not a variance's)."""
@@ -235,62 +233,40 @@ def _square_ess(draws: np.ndarray) -> float:
     return float(array_stats.ess((draws - draws.mean()) ** 2, method="mean"))
 
 
-def _mc_close(fit, ref: dict[str, np.ndarray], names: dict[str, str]):
-    """Compare posterior means and sds of poolwise's summary rows with reference draws
-    (chain, draw)."""
-    from arviz_stats.base import array_stats
-
+def _mc_close(fit, reference: str, rows: list[str]):
+    """Compare posterior means and sds of poolwise's summary rows with a stored reference run;
+    a row ``site[level]`` is the level's entry of the reference's array ``site`` (by position
+    among the factor's levels)."""
+    stored = json.loads((REFERENCES / f"glmm_{reference}.json").read_text())["parameters"]
     s = fit.summary()
-    for row, key in names.items():
-        base, _, idx = key.partition("#")
-        r = ref[base] if not idx else ref[base][..., int(idx)]
-        r_mcse = r.std() / math.sqrt(float(array_stats.ess(r, method="bulk")))
+    for row in rows:
+        name, _, level = row.partition("[")
+        r = stored[name]
+        mine = fit.draws[name]
+        if level:
+            position = list(fit.groups.loc[name].index.astype(str)).index(level[:-1])
+            r, mine = r[position], mine[..., position]
         p_mcse = s.loc[row, "sd"] / math.sqrt(s.loc[row, "ess_bulk"])
-        tol = Z * math.hypot(r_mcse, p_mcse)
-        assert abs(s.loc[row, "mean"] - r.mean()) < tol, (row, s.loc[row, "mean"], r.mean(), tol)
+        tol = Z * math.hypot(r["mcse_mean"], p_mcse)
+        assert abs(s.loc[row, "mean"] - r["mean"]) < tol, (row, s.loc[row, "mean"], r["mean"], tol)
         # sds agree too: the relative MC error of an sd is sqrt((kurtosis - 1) / (4 ess)), with
         # the ess of squared deviations, large for a skewed group sd, so it is taken from the
         # reference draws' own kurtosis
-        name, _, level = row.partition("[")
-        mine = fit.draws[name]
-        if level:
-            mine = mine[..., list(fit.groups.loc[name].index.astype(str)).index(level[:-1])]
-        kurt = float(((r - r.mean()) ** 4).mean() / r.var() ** 2)
-        rel = math.sqrt((kurt - 1) / 4 * (1 / _square_ess(r) + 1 / _square_ess(mine)))
-        assert abs(s.loc[row, "sd"] / r.std() - 1) < Z * rel, (row, s.loc[row, "sd"], r.std(), rel)
+        ess = 1 / r["ess_square"] + 1 / _square_ess(mine)
+        rel = math.sqrt((r["kurtosis"] - 1) / 4 * ess)
+        assert abs(s.loc[row, "sd"] / r["sd"] - 1) < Z * rel, (row, s.loc[row, "sd"], r["sd"], rel)
 
 
-def _reference(model, seed: int, draws: int = 500, **data):
-    """An independent numpyro fit on the raw rows (its own construction of every piece)."""
-    import jax
-    from numpyro.infer import MCMC, NUTS
-
-    with jax.enable_x64(True):
-        mcmc = MCMC(
-            NUTS(model, target_accept_prob=0.9),
-            num_warmup=500,
-            num_samples=draws,
-            num_chains=4,
-            chain_method="vectorized",
-            progress_bar=False,
-        )
-        mcmc.run(jax.random.PRNGKey(seed), **data)
-        return {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-
-
-def _deviations(name: str, n: int, sd):
-    """Zero-sum effects built as c - mean(c), c iid N(0, sd): the marginal of c - mean(c) is
-    poolwise's ZeroSumNormal(sd), and mean(c) is not in the likelihood."""
-    import numpyro
-    import numpyro.distributions as dist
-
-    z = numpyro.sample(f"{name}_z", dist.Normal(0, 1).expand([n]).to_event(1))
-    c = sd * z
-    return numpyro.deterministic(name, c - c.mean())
+REFERENCE_PRIORS = {
+    "Intercept": Normal(0, 2),
+    "x": Normal(0, 1),
+    "1|a_sigma": HalfNormal(1),
+    "1|b_sigma": HalfNormal(1),
+}
 
 
 def test_radon_normal_agrees_with_reference():
-    df = _radon()
+    df = references.radon_data()
     priors = {
         "Intercept": Normal(1.5, 2),
         "floor": Normal(0, 2),
@@ -308,132 +284,32 @@ def test_radon_normal_agrees_with_reference():
     )
     codes, levels = pd.factorize(df["county"], sort=True)
     assert list(levels) == list(fit.groups.loc["1|county"].index)
-
-    def model(y, floor, county, n):
-        import numpyro
-        import numpyro.distributions as dist
-
-        a = numpyro.sample("a", dist.Normal(1.5, 2))
-        b = numpyro.sample("b", dist.Normal(0, 2))
-        tau = numpyro.sample("tau", dist.HalfNormal(1))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(2))
-        u = _deviations("u", n, tau)
-        numpyro.sample("y", dist.Normal(a + b * floor + u[county], sigma), obs=y)
-
-    ref = _reference(
-        model,
-        seed=7,
-        y=df["log_radon"].to_numpy(),
-        floor=df["floor"].to_numpy(float),
-        county=codes,
-        n=len(levels),
-    )
-    big = int(np.argmax(np.bincount(codes)))
-    _mc_close(
-        fit,
-        ref,
-        {
-            "Intercept": "a",
-            "floor": "b",
-            "1|county_sigma": "tau",
-            "sigma": "sigma",
-            f"1|county[{levels[0]}]": "u#0",
-            f"1|county[{levels[big]}]": f"u#{big}",
-        },
-    )
-
-
-def _crossed(rng, n_rows=3000):
-    a = rng.integers(0, 8, n_rows)
-    b = rng.integers(0, 6, n_rows)
-    x = rng.normal(size=n_rows).round(1)
-    ea, eb = rng.normal(0, 0.5, 8), rng.normal(0, 0.3, 6)
-    return a, b, x, ea, eb
+    big = levels[int(np.argmax(np.bincount(codes)))]
+    rows = ["Intercept", "floor", "1|county_sigma", "sigma", f"1|county[{levels[0]}]"]
+    _mc_close(fit, "radon", [*rows, f"1|county[{big}]"])
 
 
 def test_binomial_crossed_agrees_with_reference():
-    rng = np.random.default_rng(2024)
-    a, b, x, ea, eb = _crossed(rng, 2000)
-    trials = rng.integers(1, 20, len(a))
-    p = 1 / (1 + np.exp(-(-0.5 + 0.4 * x + ea[a] + eb[b])))
-    k = rng.binomial(trials, p)
-    df = pd.DataFrame({"a": a, "b": b, "x": x, "k": k, "n": trials})
-    priors = {
-        "Intercept": Normal(0, 2),
-        "x": Normal(0, 1),
-        "1|a_sigma": HalfNormal(1),
-        "1|b_sigma": HalfNormal(1),
-    }
-    fit = poolwise.fit("p(k, n) ~ 1 + x + (1|a) + (1|b)", data=df, priors=priors, seed=5, **SHORT)
-    assert fit.info["cells"] < len(df)
-
-    def model(k, n, x, a, b):
-        import numpyro
-        import numpyro.distributions as dist
-
-        alpha = numpyro.sample("alpha", dist.Normal(0, 2))
-        beta = numpyro.sample("beta", dist.Normal(0, 1))
-        sa = numpyro.sample("sa", dist.HalfNormal(1))
-        sb = numpyro.sample("sb", dist.HalfNormal(1))
-        ua, ub = _deviations("ua", 8, sa), _deviations("ub", 6, sb)
-        numpyro.sample("k", dist.Binomial(n, logits=alpha + beta * x + ua[a] + ub[b]), obs=k)
-
-    ref = _reference(model, seed=8, k=k, n=trials, x=x, a=a, b=b)
-    _mc_close(
-        fit,
-        ref,
-        {
-            "Intercept": "alpha",
-            "x": "beta",
-            "1|a_sigma": "sa",
-            "1|b_sigma": "sb",
-            "1|a[0]": "ua#0",
-            "1|b[5]": "ub#5",
-        },
+    df = references.binomial_crossed_data()
+    fit = poolwise.fit(
+        "p(k, n) ~ 1 + x + (1|a) + (1|b)", data=df, priors=REFERENCE_PRIORS, seed=5, **SHORT
     )
+    assert fit.info["cells"] < len(df)
+    rows = ["Intercept", "x", "1|a_sigma", "1|b_sigma", "1|a[0]", "1|b[5]"]
+    _mc_close(fit, "binomial_crossed", rows)
 
 
 def test_poisson_crossed_with_exposure_agrees_with_reference():
-    rng = np.random.default_rng(77)
-    a, b, x, ea, eb = _crossed(rng, 2000)
-    exposure = rng.uniform(0.5, 3.0, len(a)).round(2)
-    mu = exposure * np.exp(0.3 - 0.2 * x + ea[a] + eb[b])
-    c = rng.poisson(mu)
-    df = pd.DataFrame({"a": a, "b": b, "x": x, "c": c, "t": exposure})
-    priors = {
-        "Intercept": Normal(0, 2),
-        "x": Normal(0, 1),
-        "1|a_sigma": HalfNormal(1),
-        "1|b_sigma": HalfNormal(1),
-    }
+    df = references.poisson_crossed_data()
     fit = poolwise.fit(
         "c ~ 1 + x + (1|a) + (1|b) + offset(log(t))",
         data=df,
-        priors=priors,
+        priors=REFERENCE_PRIORS,
         seed=5,
         **SHORT,
     )
     assert fit.family.name == "poisson"
-
-    def model(c, t, x, a, b):
-        import jax.numpy as jnp
-        import numpyro
-        import numpyro.distributions as dist
-
-        alpha = numpyro.sample("alpha", dist.Normal(0, 2))
-        beta = numpyro.sample("beta", dist.Normal(0, 1))
-        sa = numpyro.sample("sa", dist.HalfNormal(1))
-        sb = numpyro.sample("sb", dist.HalfNormal(1))
-        ua, ub = _deviations("ua", 8, sa), _deviations("ub", 6, sb)
-        rate = t * jnp.exp(alpha + beta * x + ua[a] + ub[b])
-        numpyro.sample("c", dist.Poisson(rate), obs=c)
-
-    ref = _reference(model, seed=9, c=c, t=exposure, x=x, a=a, b=b)
-    _mc_close(
-        fit,
-        ref,
-        {"Intercept": "alpha", "x": "beta", "1|a_sigma": "sa", "1|a[3]": "ua#3"},
-    )
+    _mc_close(fit, "poisson_crossed", ["Intercept", "x", "1|a_sigma", "1|a[3]"])
 
 
 # ------------------------------------------------------------------------ cells
@@ -497,7 +373,7 @@ def test_million_bernoulli_rows_equal_their_binomial_cells(monkeypatch):
 )
 def test_one_factor_formula_is_the_exact_engine(formula, kwargs, direct):
     name = {"county": None, "experiment": "rat_tumors", "pump": "pumps"}[direct["group"]]
-    df = _radon() if name is None else pd.read_csv(poolwise.example_path(name))
+    df = references.radon_data() if name is None else pd.read_csv(poolwise.example_path(name))
     a = poolwise.fit(formula, data=df, seed=3, **kwargs)
     b = poolwise.fit(df, seed=3, **direct)
     assert a.method == b.method != "nuts"
@@ -619,7 +495,7 @@ def test_identifiability_is_the_dense_designs_null_space(formula, zero_sum, extr
     from poolwise.glmm.formula import parse_formula
 
     rng = np.random.default_rng(9)
-    a, b, x, _, _ = _crossed(rng, 400)
+    a, b, x, _, _ = references.crossed_design(rng, 400)
     df = pd.DataFrame({"a": a, "b": b, "x": x, "k": 1, "n": 3})
     if extra is not None:
         df["x2"] = extra * df["x"]

@@ -1,0 +1,248 @@
+"""Long-run NUTS reference posteriors of three regressions, written with numpyro (never poolwise).
+
+The suite compares poolwise's formula fits with these stored summaries instead of sampling an
+independent reference on every run. Each model is fitted to its data set (built here, with fixed
+seeds, by the functions the tests import) with 4 chains in float64 and written to
+``glmm_<model>.json``: for each compared quantity its posterior mean, sd, Monte Carlo standard
+error of the mean, bulk ESS, the ESS of its squared deviations (which sets the Monte Carlo error
+of an sd) and its kurtosis.
+
+    python tests/reference/run_glmm_references.py                 # all three
+    python tests/reference/run_glmm_references.py radon --samples 2000 --dry
+
+Models (zero-sum group effects built as c - mean(c), c iid N(0, sd): the marginal of c - mean(c)
+is poolwise's zero-sum normal, and mean(c) is not in the likelihood):
+
+- ``radon``: log_radon ~ 1 + floor + (1|county), Minnesota radon (919 homes, 85 counties);
+  Intercept ~ N(1.5, 2), floor ~ N(0, 2), county sd ~ HalfNormal(1), sigma ~ HalfNormal(2).
+- ``binomial_crossed``: p(k, n) ~ 1 + x + (1|a) + (1|b), 2,000 rows, 8 x 6 crossed levels;
+  Intercept ~ N(0, 2), x ~ N(0, 1), both sds ~ HalfNormal(1).
+- ``poisson_crossed``: c ~ 1 + x + (1|a) + (1|b) + offset(log(t)), the same design with exposure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+RADON = HERE.parents[1] / "src" / "poolwise" / "examples" / "radon_mn.csv"
+NUM_CHAINS = 4
+NUM_WARMUP = 1_000
+NUM_SAMPLES = 10_000
+
+
+# ---------------------------------------------------------------------------------------- data
+def radon_data() -> pd.DataFrame:
+    """The Minnesota radon homes (the bundled example)."""
+    return pd.read_csv(RADON)
+
+
+def crossed_design(rng: np.random.Generator, n_rows: int):
+    """Two crossed factors (8 and 6 levels), a covariate and the factors' true effects."""
+    a = rng.integers(0, 8, n_rows)
+    b = rng.integers(0, 6, n_rows)
+    x = rng.normal(size=n_rows).round(1)
+    ea, eb = rng.normal(0, 0.5, 8), rng.normal(0, 0.3, 6)
+    return a, b, x, ea, eb
+
+
+def binomial_crossed_data() -> pd.DataFrame:
+    rng = np.random.default_rng(2024)
+    a, b, x, ea, eb = crossed_design(rng, 2000)
+    trials = rng.integers(1, 20, len(a))
+    p = 1 / (1 + np.exp(-(-0.5 + 0.4 * x + ea[a] + eb[b])))
+    return pd.DataFrame({"a": a, "b": b, "x": x, "k": rng.binomial(trials, p), "n": trials})
+
+
+def poisson_crossed_data() -> pd.DataFrame:
+    rng = np.random.default_rng(77)
+    a, b, x, ea, eb = crossed_design(rng, 2000)
+    exposure = rng.uniform(0.5, 3.0, len(a)).round(2)
+    mu = exposure * np.exp(0.3 - 0.2 * x + ea[a] + eb[b])
+    return pd.DataFrame({"a": a, "b": b, "x": x, "c": rng.poisson(mu), "t": exposure})
+
+
+# -------------------------------------------------------------------------------------- models
+def _deviations(name: str, n: int, sd):
+    import numpyro
+    import numpyro.distributions as dist
+
+    z = numpyro.sample(f"{name}_z", dist.Normal(0, 1).expand([n]).to_event(1))
+    c = sd * z
+    return numpyro.deterministic(name, c - c.mean())
+
+
+def radon_model(y, floor, county, n):
+    import numpyro
+    import numpyro.distributions as dist
+
+    a = numpyro.sample("a", dist.Normal(1.5, 2))
+    b = numpyro.sample("b", dist.Normal(0, 2))
+    tau = numpyro.sample("tau", dist.HalfNormal(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2))
+    u = _deviations("u", n, tau)
+    numpyro.sample("y", dist.Normal(a + b * floor + u[county], sigma), obs=y)
+
+
+def _crossed_effects():
+    import numpyro
+    import numpyro.distributions as dist
+
+    alpha = numpyro.sample("alpha", dist.Normal(0, 2))
+    beta = numpyro.sample("beta", dist.Normal(0, 1))
+    sa = numpyro.sample("sa", dist.HalfNormal(1))
+    sb = numpyro.sample("sb", dist.HalfNormal(1))
+    return alpha, beta, _deviations("ua", 8, sa), _deviations("ub", 6, sb)
+
+
+def binomial_crossed_model(k, n, x, a, b):
+    import numpyro
+    import numpyro.distributions as dist
+
+    alpha, beta, ua, ub = _crossed_effects()
+    numpyro.sample("k", dist.Binomial(n, logits=alpha + beta * x + ua[a] + ub[b]), obs=k)
+
+
+def poisson_crossed_model(c, t, x, a, b):
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    alpha, beta, ua, ub = _crossed_effects()
+    numpyro.sample("c", dist.Poisson(t * jnp.exp(alpha + beta * x + ua[a] + ub[b])), obs=c)
+
+
+def _radon_args():
+    df = radon_data()
+    codes, levels = pd.factorize(df["county"], sort=True)
+    floor = df["floor"].to_numpy(float)
+    return dict(y=df["log_radon"].to_numpy(), floor=floor, county=codes, n=len(levels))
+
+
+def _crossed_args(frame: pd.DataFrame, outcome: dict[str, str]):
+    args = {key: frame[column].to_numpy() for key, column in outcome.items()}
+    return {
+        **args,
+        "x": frame["x"].to_numpy(),
+        "a": frame["a"].to_numpy(),
+        "b": frame["b"].to_numpy(),
+    }
+
+
+# what each reference stores: poolwise's summary row -> the numpyro site (``site#index``)
+MODELS = {
+    "radon": (
+        radon_model,
+        _radon_args,
+        7,
+        {
+            "Intercept": "a",
+            "floor": "b",
+            "1|county_sigma": "tau",
+            "sigma": "sigma",
+            "1|county": "u",
+        },
+    ),
+    "binomial_crossed": (
+        binomial_crossed_model,
+        lambda: _crossed_args(binomial_crossed_data(), {"k": "k", "n": "n"}),
+        8,
+        {
+            "Intercept": "alpha",
+            "x": "beta",
+            "1|a_sigma": "sa",
+            "1|b_sigma": "sb",
+            "1|a": "ua",
+            "1|b": "ub",
+        },
+    ),
+    "poisson_crossed": (
+        poisson_crossed_model,
+        lambda: _crossed_args(poisson_crossed_data(), {"c": "c", "t": "t"}),
+        9,
+        {"Intercept": "alpha", "x": "beta", "1|a_sigma": "sa", "1|b_sigma": "sb", "1|a": "ua"},
+    ),
+}
+
+
+# ------------------------------------------------------------------------------------ summaries
+def summarise(draws: np.ndarray) -> dict[str, float]:
+    """Mean, sd, MC error of the mean, bulk ESS, ESS of the squared deviations and kurtosis of
+    one scalar's draws (chain, draw)."""
+    from arviz_stats.base import array_stats
+
+    ess = float(array_stats.ess(draws, method="bulk"))
+    square = (draws - draws.mean()) ** 2
+    return {
+        "mean": float(draws.mean()),
+        "sd": float(draws.std()),
+        "mcse_mean": float(draws.std() / np.sqrt(ess)),
+        "ess_bulk": ess,
+        "ess_square": float(array_stats.ess(square, method="mean")),
+        "kurtosis": float(((draws - draws.mean()) ** 4).mean() / draws.var() ** 2),
+    }
+
+
+def run(name: str, samples: int, warmup: int, target_accept: float, write: bool) -> dict:
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    model, args, seed, sites = MODELS[name]
+    start = time.perf_counter()
+    with jax.enable_x64(True):
+        mcmc = MCMC(
+            NUTS(model, target_accept_prob=target_accept),
+            num_warmup=warmup,
+            num_samples=samples,
+            num_chains=NUM_CHAINS,
+            chain_method="vectorized",
+            progress_bar=False,
+        )
+        mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging",), **args())
+        draws = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    parameters = {}
+    for row, site in sites.items():
+        x = draws[site]
+        if x.ndim == 2:
+            parameters[row] = summarise(x)
+        else:
+            parameters[row] = [summarise(x[..., j]) for j in range(x.shape[-1])]
+    result = {
+        "model": name,
+        "settings": {
+            "num_chains": NUM_CHAINS,
+            "num_warmup": warmup,
+            "num_samples_per_chain": samples,
+            "seed": seed,
+            "target_accept_prob": target_accept,
+            "num_divergences": int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum()),
+            "wall_time_s": round(time.perf_counter() - start, 1),
+        },
+        "parameters": parameters,
+    }
+    print(f"{name}: {result['settings']}", flush=True)
+    if write:
+        (HERE / f"glmm_{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", help=f"any of {', '.join(MODELS)} (default: all)")
+    parser.add_argument("--samples", type=int, default=NUM_SAMPLES, help="draws per chain")
+    parser.add_argument("--warmup", type=int, default=NUM_WARMUP)
+    parser.add_argument("--target-accept", type=float, default=0.9)
+    parser.add_argument("--dry", action="store_true", help="print summaries, write no JSON")
+    args = parser.parse_args()
+    for name in args.models or list(MODELS):
+        run(name, args.samples, args.warmup, args.target_accept, write=not args.dry)
+
+
+if __name__ == "__main__":
+    main()
