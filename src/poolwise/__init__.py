@@ -6,7 +6,8 @@
 'exact'
 """
 
-from . import check  # poolwise.check.calibration (imports no jax)
+from typing import Any
+
 from .api import PoolwiseWarning, fit, fit_stats
 from .compare import Comparison, compare
 from .data import example_path, read_path
@@ -27,6 +28,21 @@ from .results import PoolFit
 from .simulate import simulate
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``poolwise.check``, imported when first used: it needs scipy.stats, which is slow to load.
+
+    >>> import poolwise
+    >>> poolwise.check.calibration.__module__
+    'poolwise.check'
+    """
+    if name == "check":
+        import importlib
+
+        return importlib.import_module(".check", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Beta",

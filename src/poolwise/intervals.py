@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import special, stats
+
+from . import _special as special
 
 
 def hdi_from_draws(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +27,7 @@ def hdi_from_draws(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarr
 
 def hdi_normal(mean: np.ndarray, var: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
     """HDI of N(mean, var)."""
-    half = stats.norm.ppf(0.5 + prob / 2) * np.sqrt(var)
+    half = special.ndtri(0.5 + prob / 2) * np.sqrt(var)  # the normal quantile
     return mean - half, mean + half
 
 

@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, log_expit, logit
+
+from ._special import expit, log_expit, logit
 
 
 @dataclass(frozen=True)

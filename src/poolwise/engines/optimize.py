@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.optimize import minimize
 
 LogDensity = Callable[[np.ndarray], np.ndarray]
 GRAD_STEP = 1e-5
@@ -32,6 +31,8 @@ def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool
     >>> round(float(mode[0]), 4), ok
     (2.0, True)
     """
+    from scipy.optimize import minimize  # slow to import: only when a mode is sought
+
     z0 = np.asarray(z0, dtype=float)
     mode = _newton(log_density, z0)
     if mode is not None:

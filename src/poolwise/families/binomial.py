@@ -6,8 +6,8 @@ import math
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import gammaln, xlog1py, xlogy
 
+from .._special import gammaln, xlog1py, xlogy
 from ..priors import Beta, Lomax
 from .base import Family
 from .special import log_rising

@@ -6,8 +6,8 @@ import math
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import gammaln, xlogy
 
+from .._special import gammaln, xlogy
 from ..priors import HalfNormal, Lomax
 from .base import Family
 from .special import log_rising

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammaln
+
+from .._special import gammaln
 
 # above this, gammaln(a + k) - gammaln(a) loses digits to cancellation: use Stirling's series
 STIRLING_FROM = 1e5
