@@ -52,7 +52,10 @@ def test_import_loads_none_of_the_slow_modules():
 
 
 def test_the_check_module_is_still_an_attribute():
-    assert loaded("import poolwise; poolwise.check.calibration") == ["poolwise.check", "scipy.stats"]
+    assert loaded("import poolwise; poolwise.check.calibration") == [
+        "poolwise.check",
+        "scipy.stats",
+    ]
 
 
 @pytest.mark.parametrize("kind", list(FITS))
