@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._special import logsumexp
+from ._lazy import logsumexp
 from .api import _check_options, family_for, run_engine, summarize
 from .data import reduce
 from .families import FAMILIES

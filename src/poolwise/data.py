@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
-import narwhals as nw
 import numpy as np
 import pandas as pd
 
+from ._lazy import narwhals as nw
 from .sources import (
     ColumnFacts,
     collect,

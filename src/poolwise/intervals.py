@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _special as special
+from ._lazy import special
 
 
 def hdi_from_draws(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:

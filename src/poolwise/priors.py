@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import _special as special
+from ._lazy import special
 
 _LOG_SQRT_2PI = float(np.log(np.sqrt(2 * np.pi)))  # as scipy.stats.norm
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._special import expit, log_expit, logit
+from ._lazy import expit, log_expit, logit
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._special import gammaln, xlog1py, xlogy
+from .._lazy import gammaln, xlog1py, xlogy
 from ..priors import Beta, Lomax
 from .base import Family
 from .special import log_rising

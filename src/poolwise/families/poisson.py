@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._special import gammaln, xlogy
+from .._lazy import gammaln, xlogy
 from ..priors import HalfNormal, Lomax
 from .base import Family
 from .special import log_rising

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._special import gammaln
+from .._lazy import gammaln
 
 # above this, gammaln(a + k) - gammaln(a) loses digits to cancellation: use Stirling's series
 STIRLING_FROM = 1e5
