@@ -285,7 +285,16 @@ def plot_shrinkage(
             fontsize=8 if j <= 12 else 7,
             color="0.2",
             gid="label",
-            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6, "shrinkA": 0, "shrinkB": 3},
+            # from the label's left edge, not clipped to its box (slow: bisections at every draw)
+            arrowprops={
+                "arrowstyle": "-",
+                "color": "0.6",
+                "lw": 0.6,
+                "relpos": (0, 0.5),
+                "patchA": None,
+                "shrinkA": 2,
+                "shrinkB": 3,
+            },
         )
     ax.set_xlim(-0.3, 2.1 if len(chosen) else 1.3)
     ax.set_xticks([0, 1], [f"raw\n{RAW_LABEL[fit.family.name]}", "partial pooling\nposterior mean"])
@@ -586,9 +595,7 @@ def plot_population(fit: PoolFit, ax: Axes | Sequence[Axes] | None = None) -> Fi
 
 
 def _draw_hyper(ax: Axes, fit: PoolFit, name: str) -> None:
-    from scipy import stats
-
-    from .priors import Prior
+    from .priors import Normal, Prior
 
     draws = np.asarray(fit.hyper_draws.get(name, []), dtype=float)
     row = fit.population.loc[name]
@@ -598,7 +605,7 @@ def _draw_hyper(ax: Axes, fit: PoolFit, name: str) -> None:
         x = np.linspace(row["mean"] - 4 * row["sd"], row["mean"] + 4 * row["sd"], 200)
         ax.plot(
             x,
-            stats.norm.pdf(x, row["mean"], row["sd"]),
+            np.exp(Normal(row["mean"], row["sd"]).logpdf(x)),
             color=POOLED_COLOR,
             gid="posterior",
             label="estimate ± se (normal approx.)",

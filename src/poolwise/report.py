@@ -93,10 +93,22 @@ def svg(fig: Figure, salt: str = "poolwise") -> str:
     True
     """
     import matplotlib
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     buf = io.StringIO()
+    engine = fig.get_layout_engine()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+        if isinstance(engine, ConstrainedLayoutEngine):
+            # its margins already fit the artists: lay out once and draw once, without the
+            # extra drawing passes that cropping to the artists ("tight") would take
+            engine.execute(fig)
+            fig.set_layout_engine("none")
+            try:
+                fig.savefig(buf, format="svg")
+            finally:
+                fig.set_layout_engine(engine)
+        else:
+            fig.savefig(buf, format="svg", bbox_inches="tight")
     text = buf.getvalue()
     return text[text.index("<svg") :]
 
