@@ -31,8 +31,6 @@ def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool
     >>> round(float(mode[0]), 4), ok
     (2.0, True)
     """
-    from scipy.optimize import minimize  # slow to import: only when a mode is sought
-
     z0 = np.asarray(z0, dtype=float)
     mode = _newton(log_density, z0)
     if mode is not None:
@@ -76,6 +74,8 @@ def _newton_step(values: np.ndarray, grad: np.ndarray, d: int) -> np.ndarray:
 
 def _quasi_newton(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool]:
     """L-BFGS on central-difference gradients, then Nelder–Mead where it does not converge."""
+    from scipy.optimize import minimize  # slow to import: only where Newton's method fails
+
     d = z0.size
     offsets = np.vstack([np.zeros(d), np.eye(d) * GRAD_STEP, -np.eye(d) * GRAD_STEP])
 
