@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,13 @@ from .engines.exact import GridPosterior, fit_exact
 from .families import FAMILIES, Family
 from .intervals import hdi_from_draws, hdi_moments
 from .location import ExpandedPosterior, collapse_location
+from .marginals import (
+    TAIL_AT,
+    group_intervals,
+    hyper_marginals,
+    missing_moments,
+    theta_mixture,
+)
 from .model import PoolModel, build_model
 from .results import PoolFit
 
@@ -22,12 +29,7 @@ METHODS = ("auto", "exact", "eb")
 # beyond this many groups, "auto" uses empirical Bayes: the hyperparameter posterior is then so
 # narrow that conditioning on its mode changes nothing visible, and the grid would cost seconds
 AUTO_EB_GROUPS = 20_000
-# groups tables take intervals from draws up to this many (draws x groups); beyond, from the
-# normal, beta or gamma distribution with the exact posterior mean and variance
-DRAW_BUDGET = 4_000_000
 THETA_CHUNK = 4096
-# where, above the mode on the log scale, the tail's slope is read (e^30-fold the mode)
-TAIL_AT = 30.0
 THETA_KIND = {"normal": "normal", "normal_se": "normal", "binomial": "beta", "poisson": "gamma"}
 
 
@@ -195,6 +197,8 @@ class Run:
     method: str
     reason: str
     warnings: list[str]
+    # slope of the log density far up each hyperparameter's heavy upper tail (see _heavy_tails)
+    tails: dict[str, float] = field(default_factory=dict)
 
 
 def _check_options(method: str, draws: int, hdi_prob: float, seed: int | None) -> None:
@@ -227,15 +231,17 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
     else:
         reason = "chosen by the user"
     notes: list[str] = _normal_rows_notes(model)
+    tails: dict[str, float] = {}
     if method == "exact":
         collapsed = collapse_location(model)
         if collapsed is None:
             posterior = fit_exact(model.log_posterior, model.initial_point(), model.names)
-            notes += _infinite_means(model.log_posterior, posterior.mode, model, model.names)
+            tails = _heavy_tails(model.log_posterior, posterior.mode, model, model.names)
         else:
             reduced = fit_exact(collapsed.log_posterior, collapsed.initial_point(), collapsed.names)
             posterior = ExpandedPosterior(reduced, collapsed)
-            notes += _infinite_means(collapsed.log_posterior, reduced.mode, model, collapsed.names)
+            tails = _heavy_tails(collapsed.log_posterior, reduced.mode, model, collapsed.names)
+        notes += [_tail_note(name, slope) for name, slope in tails.items()]
     else:
         if model.user_priors:
 
@@ -260,19 +266,20 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
                 "near zero or infinite concentration, like lme4's singular fit): the groups look "
                 "completely pooled; prefer method='exact' to see the uncertainty"
             )
-    return Run(model, posterior, method, reason, posterior.warnings + notes)
+    return Run(model, posterior, method, reason, posterior.warnings + notes, tails)
 
 
-def _infinite_means(log_density, mode: np.ndarray, model: PoolModel, names) -> list[str]:
-    """Warn where a positive hyperparameter's upper tail is too heavy for a finite mean.
+def _heavy_tails(log_density, mode: np.ndarray, model: PoolModel, names) -> dict[str, float]:
+    """Positive hyperparameters whose upper tail is too heavy for a finite mean or sd, with the
+    slope of the log density there.
 
     On the log scale z the mean of x = e^z exists only if the density falls faster than e^-z: the
-    slope of the log density far above the mode must stay below -1. A tail that is that heavy but
-    holds negligible mass there (under e^-20 of the peak density, e^30-fold above the mode: e.g.
-    kappa under BDA3's prior, where complete pooling fits far worse) leaves the mean over any
-    sane range stable, and is not reported.
+    slope of the log density far above the mode must stay below -1 (below -2 for the sd). A tail
+    that is that heavy but holds negligible mass there (under e^-20 of the peak density, e^30-fold
+    above the mode: e.g. kappa under BDA3's prior, where complete pooling fits far worse) leaves
+    the moments over any sane range stable, and is not reported.
     """
-    notes = []
+    tails = {}
     top = log_density(mode[None, :])[0]
     for i, name in enumerate(names):
         t = model.transforms[model.names.index(name)]
@@ -282,13 +289,18 @@ def _infinite_means(log_density, mode: np.ndarray, model: PoolModel, names) -> l
         step[0, i], step[1, i] = TAIL_AT, 2 * TAIL_AT
         lp = log_density(mode + step)
         slope = (lp[1] - lp[0]) / TAIL_AT
-        if np.isfinite(slope) and slope > -1.0 and lp[0] - top > -20.0:
-            notes.append(
-                f"the posterior of {name} has so heavy an upper tail (density ~ {name}^{slope - 1:.2f}) "
-                f"that its mean and sd do not exist: the tables' mean and sd of {name} (and of what "
-                "derives from it) cover only the quadrature's range; read its HDI or median instead"
-            )
-    return notes
+        if np.isfinite(slope) and slope > -2.0 and lp[0] - top > -20.0:
+            tails[name] = float(slope)
+    return tails
+
+
+def _tail_note(name: str, slope: float) -> str:
+    missing = "mean and sd do" if slope > -1.0 else "sd does"
+    return (
+        f"the posterior of {name} has so heavy an upper tail (density ~ {name}^{slope - 1:.2f}) "
+        f"that its {missing} not exist: the tables show them as missing (NaN) for {name} and "
+        "what derives from it; read its median and HDI instead"
+    )
 
 
 def _normal_rows_notes(model: PoolModel) -> list[str]:
@@ -340,33 +352,29 @@ def _theta_draws(model: PoolModel, z: np.ndarray, seed: int, start: int, stop: i
 
 
 def _group_moments(run: Run):
-    """Exact posterior mean, variance and mean shrinkage of each distinct theta_j (a mixture)."""
-    post = run.posterior
-    if isinstance(post, ExpandedPosterior):  # mu integrated in closed form at each point
-        conditional, points, weights = (
-            post.collapsed.conditional,
-            post.reduced.points,
-            post.reduced.weights,
-        )
-    else:
-        conditional, points, weights = run.model.conditional, post.points, post.weights
+    """Exact posterior mean, variance and mean shrinkage of each distinct theta_j (a mixture),
+    and the conditional means and variances at every point where one pass held them (else None)."""
+    conditional, points, weights = theta_mixture(run.model, run.posterior)
     j = run.model.multiplicity.size
     s1, s2, sb = np.zeros(j), np.zeros(j), np.zeros(j)
     center = None  # moments about a point near the mean: no cancellation when |theta| >> sd
     step = max(1, (1 << 22) // max(j, 1))
+    parts = None
     for k0 in range(0, len(weights), step):
         w = weights[k0 : k0 + step, None]
         m, v, b = conditional(points[k0 : k0 + step])
         if center is None:
             center = m[np.argmax(w[:, 0])]
+            parts = (m, v) if len(weights) <= step else None
         d = m - center
         s1 += (w * d).sum(axis=0)
         s2 += (w * (v + d**2)).sum(axis=0)
         sb += (w * b).sum(axis=0)
-    return s1 + center, np.maximum(s2 - s1**2, 0.0), sb
+    return s1 + center, np.maximum(s2 - s1**2, 0.0), sb, parts
 
 
-def _population(run: Run, z_draws: np.ndarray, prob: float, rng) -> pd.DataFrame:
+def _population(run: Run, prob: float, rng) -> pd.DataFrame:
+    """The hyperparameters' table: mean, sd (missing where they do not exist), median and HDI."""
     model, post = run.model, run.posterior
     names = [n for n in model.family.supports if n in model.params(post.points[:1])]
     rows = {}
@@ -379,18 +387,19 @@ def _population(run: Run, z_draws: np.ndarray, prob: float, rng) -> pd.DataFrame
             draws_n = p_draw[n][:, 0]
             lo, hi = hdi_from_draws(draws_n[:, None], prob)
             sd = _delta_se(model, post, n)
-            rows[n] = (est, sd, float(lo[0]), float(hi[0]))
+            rows[n] = (est, sd, est, float(lo[0]), float(hi[0]))
     else:
         p_grid = model.params(post.points)
-        p_draw = model.params(z_draws)
+        marginals = hyper_marginals(model, post, names, prob)
+        missing = missing_moments(model, post, run.tails, names)
         for n in names:
             g = p_grid[n][:, 0]
             mean = float(post.weights @ g)
             sd = float(np.sqrt(max(post.weights @ (g - mean) ** 2, 0.0)))
-            lo, hi = hdi_from_draws(p_draw[n][:, :1], prob)
-            rows[n] = (mean, sd, float(lo[0]), float(hi[0]))
+            no_mean, no_sd = missing[n]
+            rows[n] = (np.nan if no_mean else mean, np.nan if no_sd else sd, *marginals[n])
     table = pd.DataFrame.from_dict(
-        rows, orient="index", columns=["mean", "sd", "hdi_low", "hdi_high"]
+        rows, orient="index", columns=["mean", "sd", "median", "hdi_low", "hdi_high"]
     )
     table.index.name = "hyperparameter"
     return table
@@ -420,19 +429,18 @@ def summarize(
     model, post = run.model, run.posterior
     rng = np.random.default_rng([seed, 0])
     z_draws = post.sample(rng, draws)
-    mean, var, shrinkage = _group_moments(run)
+    mean, var, shrinkage, parts = _group_moments(run)
     j = model.n_groups
-    grid = not isinstance(post, PointPosterior)
-    use_draws = grid and model.dim > 0 and draws * j <= DRAW_BUDGET
-    if use_draws:
-        lo, hi = hdi_from_draws(_theta_draws(model, z_draws, seed, 0, j), hdi_prob)
-    elif model.pooling == "complete" and grid and model.dim > 0:
-        loc = model.params(z_draws)[model.family.location][:, 0]
-        l1, h1 = hdi_from_draws(loc[:, None], hdi_prob)
-        lo, hi = np.full(j, l1[0]), np.full(j, h1[0])
+    population = _population(run, hdi_prob, np.random.default_rng([seed, 3]))
+    kind = THETA_KIND[model.family.name]
+    if isinstance(post, PointPosterior):
+        lo, hi = hdi_moments(kind, mean, var, hdi_prob)
+    elif model.pooling == "complete" and model.dim > 0:  # every theta_j is the location
+        row = population.loc[model.family.location]
+        lo, hi = np.full(mean.size, row["hdi_low"]), np.full(mean.size, row["hdi_high"])
     else:
-        lo, hi = hdi_moments(THETA_KIND[model.family.name], mean, var, hdi_prob)
-        lo, hi = lo[model.inverse], hi[model.inverse]
+        lo, hi = group_intervals(model, post, kind, (mean, var), hdi_prob, parts)
+    lo, hi = lo[model.inverse], hi[model.inverse]
     mean, var, shrinkage = mean[model.inverse], var[model.inverse], shrinkage[model.inverse]
     family = model.family
     groups = pd.DataFrame(
@@ -451,7 +459,6 @@ def summarize(
         groups.insert(1, "se", model.stats["se"])
     if family.name in ("binomial", "normal"):
         groups["n"] = groups["n"].astype(np.int64)
-    population = _population(run, z_draws, hdi_prob, np.random.default_rng([seed, 3]))
     hyper = {k: v[:, 0] for k, v in model.params(z_draws).items()}
     for message in run.warnings:
         warnings.warn(message, PoolwiseWarning, stacklevel=3)

@@ -96,6 +96,12 @@ class Family(ABC):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean, variance and shrinkage (population weight) of theta_j given the population."""
 
+    def conditional_parameters(self, params: Params, stats: Stats) -> tuple[np.ndarray, np.ndarray]:
+        """The two parameters of theta_j's conditional posterior: (mean, variance) of a normal,
+        or, where a family overrides this, (a, b) of a beta or (shape, rate) of a gamma."""
+        mean, var, _ = self.conditional(params, stats)
+        return mean, var
+
     @abstractmethod
     def sample_conditional(
         self, params: Params, stats: Stats, rng: np.random.Generator

@@ -102,6 +102,11 @@ class Binomial(Family):
         kappa = params["a"] + params["b"]
         return mean, var, kappa / (kappa + n)
 
+    def conditional_parameters(self, params, stats):
+        """theta_j | a, b, data ~ Beta(a + k_j, b + n_j - k_j)."""
+        k, n = stats["successes"], stats["trials"]
+        return params["a"] + k, params["b"] + n - k
+
     def sample_conditional(self, params, stats, rng):
         k, n = stats["successes"], stats["trials"]
         # a or b rounds to 0 when phi is estimated at 0 or 1 (all failures or all successes):

@@ -67,6 +67,10 @@ class Poisson(Family):
         shape, rate = params["alpha"] + c, params["beta"] + e
         return shape / rate, shape / rate**2, params["beta"] / rate
 
+    def conditional_parameters(self, params, stats):
+        """theta_j | alpha, beta, data ~ Gamma(alpha + c_j, beta + E_j) (shape, rate)."""
+        return params["alpha"] + stats["counts"], params["beta"] + stats["exposure"]
+
     def sample_conditional(self, params, stats, rng):
         c, e = stats["counts"], stats["exposure"]
         shape = np.broadcast_to(params["alpha"] + c, (params["alpha"].shape[0], len(c)))

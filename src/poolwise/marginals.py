@@ -1,0 +1,199 @@
+"""Posterior marginals of an exact (grid) fit, as mixtures over the grid.
+
+A group's theta mixes its conditional posterior (normal, beta or gamma) over the grid points. A
+hyperparameter mixes, on its link scale (log or logit), one narrow normal per grid cell, centred
+at the cell's point with the spread the hyperparameter has across the cell (the cell is even in
+the grid's coordinates v, so each axis adds the variance of a uniform over the linearised change,
+width² / 12); mu, when integrated in closed form, mixes its normal conditionals. Medians and
+HDIs come from these mixtures by root-finding: the same numbers on every run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._lazy import special
+from .engines.exact import GridPosterior
+from .intervals import hdi_moments, hdi_normal
+from .location import ExpandedPosterior
+from .mixture import Mixture, prune
+from .model import PoolModel
+
+# (grid points x distinct groups) up to which group intervals come from the mixture (by the cost of
+# one component's distribution function); beyond, from the normal, beta or gamma distribution with
+# the mixture's mean and variance
+MIXTURE_BUDGET = {"normal": 1 << 22, "gamma": 1 << 20, "beta": 1 << 18}
+# where, above the mode on the log scale, a tail's slope and a row's growth are read
+TAIL_AT = 30.0
+
+
+def theta_mixture(model: PoolModel, posterior: GridPosterior | ExpandedPosterior):
+    """theta_j | data as a mixture: the conditional at grid points, the points, their weights."""
+    if isinstance(posterior, ExpandedPosterior):
+        return posterior.collapsed.conditional, posterior.reduced.points, posterior.reduced.weights
+    return model.conditional, posterior.points, posterior.weights
+
+
+def group_intervals(
+    model: PoolModel,
+    posterior: GridPosterior | ExpandedPosterior,
+    kind: str,
+    moments: tuple[np.ndarray, np.ndarray],
+    prob: float,
+    normal_parts: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """HDIs of each distinct group's theta, from its mixture over the grid.
+
+    ``moments`` are the mixtures' exact means and variances (the start: the normal, beta or gamma
+    HDI with those moments); ``normal_parts`` the normal conditionals' means and variances at
+    every grid point (None where they were not kept: the moments' HDIs are returned).
+    """
+    mean, var = moments
+    lo, hi = hdi_moments(kind, mean, var, prob)
+    _, points, weights = theta_mixture(model, posterior)
+    keep = prune(weights)
+    cols = np.flatnonzero(var > 0)
+    if weights.size == 1 or cols.size == 0 or keep.size * cols.size > MIXTURE_BUDGET[kind]:
+        return lo, hi
+    if kind == "normal":
+        if normal_parts is None:
+            return lo, hi
+        first, second = (part[keep][:, cols] for part in normal_parts)
+    else:
+        unique = {k: v[cols] for k, v in model.unique.items()}
+        first, second = model.family.conditional_parameters(model.params(points[keep]), unique)
+    mix = Mixture.of(kind, weights[keep] / weights[keep].sum(), first, second)
+    lo[cols], hi[cols] = mix.hdi(prob, lo[cols], hi[cols])
+    return lo, hi
+
+
+def _bounds(model: PoolModel, name: str) -> tuple[float, float]:
+    if name in model.names:
+        t = model.transforms[model.names.index(name)]
+        return float(t.lower), float(t.upper)
+    return model.family.supports[name]
+
+
+def _scaled(lower: float, upper: float) -> tuple[str, float, float]:
+    """The link for a variable in (lower, upper), applied to (x - shift) / scale."""
+    if math.isfinite(lower) and math.isfinite(upper):
+        return "logit", lower, upper - lower
+    if math.isfinite(lower):
+        return "log", lower, 1.0
+    return "identity", 0.0, 1.0
+
+
+def _link(link: str, x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if link == "log":
+            return np.log(x)
+        if link == "logit":
+            return special.logit(x)
+        return x
+
+
+class _Grid:
+    """The grid a posterior's hyperparameters are integrated on, seen as full points z."""
+
+    def __init__(self, model: PoolModel, posterior: GridPosterior | ExpandedPosterior) -> None:
+        self.model, self.posterior = model, posterior
+        self.expanded = isinstance(posterior, ExpandedPosterior)
+        self.grid = posterior.reduced if self.expanded else posterior
+        self.names = posterior.collapsed.names if self.expanded else model.names
+
+    def full(self, reduced: np.ndarray) -> np.ndarray:
+        """Points z of every hyperparameter (mu, integrated out, at 0: nothing else uses it)."""
+        if not self.expanded:
+            return reduced
+        return np.insert(reduced, self.posterior.collapsed.index, 0.0, axis=1)
+
+    def mu_normals(self, reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, precision, _ = self.posterior.collapsed.mu_given(reduced)
+        return mean, 1.0 / precision
+
+
+def hyper_marginals(
+    model: PoolModel, posterior: GridPosterior | ExpandedPosterior, names: list[str], prob: float
+) -> dict[str, tuple[float, float, float]]:
+    """Median, HDI low and HDI high of each hyperparameter in ``names``."""
+    g = _Grid(model, posterior)
+    grid = g.grid
+    keep = prune(grid.weights)
+    weights = grid.weights[keep] / grid.weights[keep].sum()
+    v, points = grid.grid[keep], grid.points[keep]
+    centre = model.params(g.full(points))
+    sides = []
+    for i in range(v.shape[1]):
+        half = np.zeros(v.shape[1])
+        half[i] = grid.spacing[i] / 2
+        ends = [g.full(grid.mode + np.sinh(v + s * half) @ grid.chol.T) for s in (-1, 1)]
+        sides.append([model.params(e) for e in ends])
+    out = {}
+    for name in names:
+        x = centre[name][:, 0]
+        if g.expanded and name == "mu":
+            mean, var = g.mu_normals(points)
+            mix, shift, scale = Mixture.of("normal", weights, mean[:, None], var[:, None]), 0.0, 1.0
+        elif np.ptp(x) == 0:
+            out[name] = (float(x[0]),) * 3
+            continue
+        else:
+            link, shift, scale = _scaled(*_bounds(model, name))
+            eta = _link(link, (x - shift) / scale)
+            width2 = sum(
+                (
+                    _link(link, (b[name][:, 0] - shift) / scale)
+                    - _link(link, (a[name][:, 0] - shift) / scale)
+                )
+                ** 2
+                for a, b in sides
+            )
+            ok = np.isfinite(eta) & np.isfinite(width2)
+            w = weights[ok] / weights[ok].sum()
+            eta, width2 = eta[ok], width2[ok]
+            spread = np.sqrt(w @ (eta - w @ eta) ** 2)
+            # a bandwidth of the cell's width: a smooth density whatever the grid's projection
+            width2 = np.maximum(width2, (1e-6 * spread) ** 2 + 1e-300)
+            mix = Mixture.of("kernel", w, eta[:, None], width2[:, None], link)
+        m = mix.weights @ mix.first[:, 0]
+        sd2 = mix.weights @ (mix.first[:, 0] - m) ** 2 + (
+            mix.weights @ mix.second[:, 0] ** 2 if mix.kind == "normal" else 0.0
+        )
+        lo, hi = mix.hdi(prob, *hdi_normal(np.array([m]), np.array([sd2]), prob))
+        median = mix.quantile(0.5, np.array([m]))
+        out[name] = tuple(float(shift + scale * q[0]) for q in (median, lo, hi))
+    return out
+
+
+def missing_moments(
+    model: PoolModel,
+    posterior: GridPosterior | ExpandedPosterior,
+    tails: dict[str, float],
+    names: list[str],
+) -> dict[str, tuple[bool, bool]]:
+    """Whether each row's posterior mean, and its sd, fail to exist.
+
+    ``tails`` holds the slope s of the log density, per unit of the log scale z, far up each heavy
+    upper tail. A row growing there like e^(g z) has no mean where s + g > 0 and no sd where
+    s + 2 g > 0 (g is read between the same far points; mu, integrated out, grows with its
+    conditional sd).
+    """
+    g = _Grid(model, posterior)
+    out = dict.fromkeys(names, (False, False))
+    for hyper, slope in tails.items():
+        far = np.repeat(g.grid.mode[None, :], 2, axis=0)
+        far[:, g.names.index(hyper)] += [TAIL_AT, 2 * TAIL_AT]
+        p = model.params(g.full(far))
+        for name in names:
+            if g.expanded and name == "mu":
+                mean, var = g.mu_normals(far)
+                size = np.abs(mean) + np.sqrt(var)
+            else:
+                size = np.abs(p[name][:, 0])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                growth = float(np.diff(np.log(size))[0] / TAIL_AT)
+            no_mean, no_sd = out[name]
+            out[name] = (no_mean or slope + growth > 0, no_sd or slope + 2 * growth > 0)
+    return out

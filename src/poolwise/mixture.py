@@ -1,0 +1,202 @@
+"""Mixtures of normal, beta or gamma distributions: distribution function, quantiles and HDIs.
+
+A posterior averaged over the exact engine's grid is such a mixture: a group's theta mixes its
+conditional posterior at every grid point, and a hyperparameter mixes a narrow normal per grid
+cell on its link scale (log or logit). Each column of the parameters is one variable. Intervals and
+quantiles are found by root-finding on the mixture's own distribution function and density.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._lazy import special
+from .intervals import (
+    Evaluate,
+    beta_terms,
+    gamma_terms,
+    kernel_terms,
+    normal_terms,
+    solve_hdi,
+    solve_quantile,
+)
+
+TERMS = {"normal": normal_terms, "beta": beta_terms, "gamma": gamma_terms}
+SUPPORT = {
+    "normal": (-math.inf, math.inf),
+    "kernel": (-math.inf, math.inf),
+    "beta": (0.0, 1.0),
+    "gamma": (0.0, math.inf),
+}
+# a normal mixture may stand for log(x) or logit(x): then x's own ends can start an interval
+LINK_ENDS = {"identity": (None, None), "log": (0.0, None), "logit": (0.0, 1.0)}
+# the smallest weights, together this small a share of the mass, are left out
+PRUNE = 1e-12
+# variables per block, so that its (points x variables) temporaries stay small (cache-sized)
+BLOCK = 1 << 15
+# residuals at which the interval solver takes its last step: from there its cubically converging
+# steps leave ends accurate to ~1e-10 of the sd
+TOL = 1e-4
+# an interior interval leaving less than this mass beyond one end starts at the support's end:
+# the density is highest there (the interior end found sits where the grid runs out)
+BOUNDARY_MASS = 1e-6
+
+
+def prune(weights: np.ndarray) -> np.ndarray:
+    """Indices of the points kept when the smallest weights, together under ``PRUNE``, are dropped.
+
+    Example
+    -------
+    >>> prune(np.array([0.5, 1e-14, 0.5 - 1e-14])).tolist()
+    [0, 2]
+    """
+    order = np.argsort(weights, kind="stable")
+    drop = np.cumsum(weights[order]) < PRUNE * weights.sum()
+    return np.sort(order[~drop])
+
+
+@dataclass
+class Mixture:
+    """``weights`` (K,) over components of one ``kind`` with parameters (K, n) for n variables:
+    normal (mean, sd), beta (a, b) or gamma (shape, rate), and ``log_norm`` their log normalising
+    constants (build with :meth:`of`); or point masses smoothed by a kernel (centre, bandwidth):
+    see :func:`poolwise.intervals.kernel_terms`. A normal or kernel mixture with ``link`` "log"
+    or "logit" is the distribution of log(x) or logit(x); quantiles and intervals are for x.
+
+    Example
+    -------
+    >>> mix = Mixture.of("normal", np.array([0.5, 0.5]), np.array([[-1.0], [1.0]]), np.ones((2, 1)))
+    >>> lo, hi = mix.hdi(0.9, np.array([-2.5]), np.array([2.5]))
+    >>> round(float(hi[0]), 4), round(float(lo[0] + hi[0]), 12)
+    (2.2845, 0.0)
+    """
+
+    kind: str
+    weights: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    log_norm: np.ndarray
+    link: str = "identity"
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        weights: np.ndarray,
+        first: np.ndarray,
+        second: np.ndarray,
+        link: str = "identity",
+    ) -> Mixture:
+        """The mixture with parameters normal (mean, variance), beta (a, b), gamma (shape, rate)
+        or kernel (centre, squared bandwidth)."""
+        if kind in ("normal", "kernel"):
+            second = np.sqrt(second)
+            log_norm = np.log(second) + 0.5 * math.log(2 * math.pi)
+        elif kind == "beta":
+            log_norm = special.betaln(first, second)
+        else:
+            log_norm = special.gammaln(first) - np.log(second)
+        return cls(kind, weights, first, second, log_norm, link)
+
+    @property
+    def size(self) -> int:
+        return self.first.shape[1]
+
+    def evaluate(self, x: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, ...]:
+        """F, F', F'' of the variable and log f, (log f)', (log f)'' of x's density at x (see
+        :func:`poolwise.intervals.solve_hdi`), for the variables ``i``."""
+        args = self.first[:, i], self.second[:, i], self.log_norm[:, i], x
+        if self.kind == "kernel":
+            cdf, pdf, d1, d2 = kernel_terms(*args)
+        else:
+            cdf, log_pdf, g, dg = TERMS[self.kind](*args)
+            pdf = np.exp(log_pdf)
+            d1, d2 = pdf * g, pdf * (g * g + dg)
+        w = self.weights
+        f, d1, d2 = w @ pdf, w @ d1, w @ d2
+        ell, slope = np.log(f), d1 / f
+        curve = d2 / f - slope**2
+        if self.link == "log":  # x = e^v: f_x = f_v / x
+            ell, slope = ell - x, slope - 1.0
+        elif self.link == "logit":  # x = expit(v): f_x = f_v / (x (1 - x))
+            p = special.expit(x)
+            ell = ell - special.log_expit(x) - special.log_expit(-x)
+            slope, curve = slope + 2 * p - 1, curve + 2 * p * (1 - p)
+        return w @ cdf, f, d1, ell, slope, curve
+
+    def natural(self, v: np.ndarray) -> np.ndarray:
+        """The variable on its own scale (undoing the link)."""
+        if self.link == "log":
+            return np.exp(v)
+        if self.link == "logit":
+            return special.expit(v)
+        return v
+
+    def _ends(self) -> tuple[float | None, float | None]:
+        if self.kind in ("normal", "kernel"):
+            return LINK_ENDS[self.link]
+        lower, upper = SUPPORT[self.kind]
+        return lower, None if math.isinf(upper) else upper
+
+    def _blocks(self):
+        step = max(1, BLOCK // max(self.weights.size, 1))
+        for start in range(0, self.size, step):
+            sl = slice(start, min(start + step, self.size))
+            columns = (self.first[:, sl], self.second[:, sl], self.log_norm[:, sl])
+            yield sl, Mixture(self.kind, self.weights, *columns, self.link)
+
+    def quantile(self, q: float, start: np.ndarray) -> np.ndarray:
+        """The q-quantile of each variable (on its own scale), from ``start`` (on the mixed scale)."""
+        out = np.empty(self.size)
+        for sl, part in self._blocks():
+            out[sl] = part.natural(solve_quantile(part.evaluate, start[sl], q, *SUPPORT[part.kind]))
+        return out
+
+    def hdi(self, prob: float, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The shortest interval holding ``prob`` of each variable (on its own scale), from a
+        starting interval (on the mixed scale, e.g. the normal, beta or gamma one with the same
+        mean and variance)."""
+        out_lo, out_hi = np.empty(self.size), np.empty(self.size)
+        for sl, part in self._blocks():
+            out_lo[sl], out_hi[sl] = part._hdi(prob, lo[sl], hi[sl])
+        return out_lo, out_hi
+
+    def _hdi(self, prob: float, lo0: np.ndarray, hi0: np.ndarray):
+        lower, upper = SUPPORT[self.kind]
+        if math.isfinite(lower):  # start inside the support, where the density is finite
+            lo0 = np.maximum(lo0, lower + (hi0 - lower) / 64)
+            if math.isfinite(upper):
+                hi0 = np.minimum(hi0, upper - (upper - lo0) / 64)
+        lo, hi, ok, cdf_lo, cdf_hi = solve_hdi(self.evaluate, lo0, hi0, prob, lower, upper, tol=TOL)
+        best_lo = np.where(ok, self.natural(lo), self.natural(lo0))
+        best_hi = np.where(ok, self.natural(hi), self.natural(hi0))
+        width = np.where(ok, best_hi - best_lo, np.inf)
+        tail = (1 - prob) / 2
+        end_lo, end_hi = self._ends()
+        # an interval from an end of the support: where no interior one was found, or where the
+        # interior one leaves less than an equal-tailed share beyond that end (it may be longer)
+        sides = [
+            (True, end_lo, ~ok | (cdf_lo < tail), ok & (cdf_lo < BOUNDARY_MASS), hi),
+            (False, end_hi, ~ok | (cdf_hi > 1 - tail), ok & (1 - cdf_hi < BOUNDARY_MASS), lo),
+        ]
+        for from_lower, end, need, snap, start in sides:
+            if end is None or not need.any():
+                continue
+            idx = np.flatnonzero(need)
+            q = prob if from_lower else 1 - prob
+            x = self.natural(
+                solve_quantile(_subset(self.evaluate, idx), start[idx], q, lower, upper)
+            )
+            span = np.abs(x - end)
+            take = snap[idx] | (span < width[idx])
+            idx, x, span = idx[take], x[take], span[take]
+            best_lo[idx], best_hi[idx] = (end, x) if from_lower else (x, end)
+            width[idx] = span
+        return best_lo, best_hi
+
+
+def _subset(evaluate: Evaluate, idx: np.ndarray) -> Evaluate:
+    return lambda x, i: evaluate(x, idx[i])
