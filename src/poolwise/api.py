@@ -236,11 +236,11 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
         collapsed = collapse_location(model)
         if collapsed is None:
             posterior = fit_exact(model.log_posterior, model.initial_point(), model.names)
-            tails = _heavy_tails(model.log_posterior, posterior.mode, model, model.names)
+            tails = _heavy_tails(model.log_posterior, posterior, model, model.names)
         else:
             reduced = fit_exact(collapsed.log_posterior, collapsed.initial_point(), collapsed.names)
             posterior = ExpandedPosterior(reduced, collapsed)
-            tails = _heavy_tails(collapsed.log_posterior, reduced.mode, model, collapsed.names)
+            tails = _heavy_tails(collapsed.log_posterior, reduced, model, collapsed.names)
         notes += [_tail_note(name, slope) for name, slope in tails.items()]
     else:
         if model.user_priors:
@@ -269,7 +269,7 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
     return Run(model, posterior, method, reason, posterior.warnings + notes, tails)
 
 
-def _heavy_tails(log_density, mode: np.ndarray, model: PoolModel, names) -> dict[str, float]:
+def _heavy_tails(log_density, grid: GridPosterior, model: PoolModel, names) -> dict[str, float]:
     """Positive hyperparameters whose upper tail is too heavy for a finite mean or sd, with the
     slope of the log density there.
 
@@ -277,9 +277,12 @@ def _heavy_tails(log_density, mode: np.ndarray, model: PoolModel, names) -> dict
     slope of the log density far above the mode must stay below -1 (below -2 for the sd). A tail
     that is that heavy but holds negligible mass there (under e^-20 of the peak density, e^30-fold
     above the mode: e.g. kappa under BDA3's prior, where complete pooling fits far worse) leaves
-    the moments over any sane range stable, and is not reported.
+    the moments over any sane range stable, and is not reported, unless the grid reaches that far
+    (then its edge would set them).
     """
     tails = {}
+    mode = grid.mode
+    reach = grid.points.max(axis=0) - mode
     top = log_density(mode[None, :])[0]
     for i, name in enumerate(names):
         t = model.transforms[model.names.index(name)]
@@ -289,7 +292,8 @@ def _heavy_tails(log_density, mode: np.ndarray, model: PoolModel, names) -> dict
         step[0, i], step[1, i] = TAIL_AT, 2 * TAIL_AT
         lp = log_density(mode + step)
         slope = (lp[1] - lp[0]) / TAIL_AT
-        if np.isfinite(slope) and slope > -2.0 and lp[0] - top > -20.0:
+        held = lp[0] - top > -20.0 or reach[i] > TAIL_AT
+        if np.isfinite(slope) and slope > -2.0 and held:
             tails[name] = float(slope)
     return tails
 

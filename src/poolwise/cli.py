@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -105,15 +106,50 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
+# the most characters a number takes in the terminal tables (fewer significant digits beyond)
+NUMBER_WIDTH = 8
+
+
+def _number(value) -> str:
+    """A table cell: a whole number as it is, others in at most NUMBER_WIDTH characters.
+
+    Example
+    -------
+    >>> [_number(v) for v in (20, 0.0001534, 3013898856040.0, float("nan"))]
+    ['20', '0.000153', '3.01e+12', '–']
+    """
+    if not isinstance(value, float):
+        return str(value)
+    if math.isnan(value):
+        return "–"
+    for digits in (4, 3, 2, 1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= NUMBER_WIDTH:
+            break
+    return text
+
+
 def _table(title: str, frame: pd.DataFrame):
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    table.add_column(frame.index.name or "", style="bold")
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    labels = [str(label) for label in frame.index]
+    name = str(frame.index.name or "")
+    # the labels' column keeps its header and short labels whole; a long label folds, never cut
+    widest = max([len(name), *(min(len(x), 20) for x in labels)])
+    table.add_column(name, style="bold", overflow="fold", min_width=widest)
     for col in frame.columns:
-        table.add_column(str(col), justify="right")
-    for label, row in frame.iterrows():
-        table.add_row(str(label), *[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+        table.add_column(str(col), justify="right", overflow="fold")
+    for label, row in zip(labels, frame.itertuples(index=False), strict=True):
+        table.add_row(label, *[_number(v) for v in row])
     return table
 
 
@@ -142,7 +178,8 @@ def _show(fit, as_json: bool) -> None:
     console = Console()
     for line in fit._header():
         console.print(line, highlight=False)
-    console.print(_table("Population", fit.population))
+    # the hyperparameters' median and HDI: their means may not exist (fit.population has them)
+    console.print(_table("Population", fit.population.drop(columns=["mean", "sd"], errors="ignore")))
     console.print(_table("Groups", fit.groups))
     for w in fit.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
