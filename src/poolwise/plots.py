@@ -150,7 +150,10 @@ def population_mean(fit: PoolFit) -> float:
     """The posterior mean of the population location (mu or phi), the line estimates shrink to."""
     loc = fit.family.location
     if loc in fit.population.index:
-        return float(fit.population.loc[loc, "mean"])
+        row = fit.population.loc[loc]
+        if np.isnan(row["mean"]) and "median" in row:  # a mean that does not exist
+            return float(row["median"])
+        return float(row["mean"])
     return float(np.average(fit.groups["mean"], weights=group_sizes(fit)))
 
 
@@ -601,6 +604,7 @@ def _draw_hyper(ax: Axes, fit: PoolFit, name: str) -> None:
     row = fit.population.loc[name]
     prior = fit.priors.get(name)
     fixed = draws.size == 0 or np.ptp(draws) == 0
+    caption = f"{name} = {_fmt(float(row['mean']))}"
     if fixed and fit.method == "eb" and row["sd"] > 0:
         x = np.linspace(row["mean"] - 4 * row["sd"], row["mean"] + 4 * row["sd"], 200)
         ax.plot(
@@ -621,19 +625,25 @@ def _draw_hyper(ax: Axes, fit: PoolFit, name: str) -> None:
         ax.set_yticks([])
     else:
         lo, hi = np.quantile(draws, [0.001, 0.999])
+        centre = float(row["median"]) if "median" in row else float(row["mean"])
+        # a positive hyperparameter spread over decades (a heavy tail) is drawn on a log axis,
+        # as densities per unit of log(x): the prior's is p(x) x
+        log_axis = fit.family.supports.get(name, (-np.inf, 0.0))[0] >= 0 and 0 < 100 * lo < hi
+        edges = np.geomspace(lo, hi, 41) if log_axis else np.linspace(lo, hi, 41)
+        step = np.log(edges[1] / edges[0]) if log_axis else 1.0
         ax.hist(
             draws,
-            bins=40,
-            range=(lo, hi),
-            density=True,
+            bins=edges,
+            density=not log_axis,
+            weights=np.full(draws.size, 1.0 / (draws.size * step)) if log_axis else None,
             color=POOLED_COLOR,
             alpha=0.55,
             gid="posterior",
             label="posterior",
         )
-        ax.axvline(row["mean"], color=POOLED_COLOR, gid="mean")
+        ax.axvline(centre, color=POOLED_COLOR, gid="median")
         ax.plot(
-            [row["hdi_low"], row["hdi_high"]],
+            [max(row["hdi_low"], lo) if log_axis else row["hdi_low"], row["hdi_high"]],
             [0, 0],
             color="k",
             lw=4,
@@ -642,14 +652,17 @@ def _draw_hyper(ax: Axes, fit: PoolFit, name: str) -> None:
             label=f"{int(fit.hdi_prob * 100)}% HDI",
             clip_on=False,
         )
+        if log_axis:
+            ax.set_xscale("log")
         if isinstance(prior, Prior):
-            x = np.linspace(lo, hi, 200)
+            x = np.geomspace(lo, hi, 200) if log_axis else np.linspace(lo, hi, 200)
             with np.errstate(all="ignore"):
-                density = np.exp(prior.logpdf(x))
+                density = np.exp(prior.logpdf(x)) * (x if log_axis else 1.0)
             if np.all(np.isfinite(density)) and prior.proper:
                 ax.plot(x, density, color="0.3", ls="--", lw=1, gid="prior", label="prior")
+        caption = f"{name}: median {_fmt(centre)}"
     ax.set_title(name, fontsize=10)
-    ax.set_xlabel(f"{name} = {_fmt(float(row['mean']))}", fontsize=9)
+    ax.set_xlabel(caption, fontsize=9)
     ax.legend(fontsize=7, frameon=False, loc="best")
 
 

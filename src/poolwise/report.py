@@ -164,18 +164,23 @@ def _priors(fit: PoolFit) -> pd.DataFrame:
     return frame
 
 
-def _cards(fit: PoolFit) -> str:
-    from .plots import population_mean
+def _centre(row: pd.Series) -> float:
+    """A hyperparameter's posterior median (its mean may not exist), or its estimate."""
+    median = row.get("median", np.nan)
+    return float(row["mean"] if np.isnan(median) else median)
 
+
+def _cards(fit: PoolFit) -> str:
     cards = []
+    hdi = f"{int(fit.hdi_prob * 100)}% HDI"
     loc = fit.family.location
     if loc in fit.population.index:
         row = fit.population.loc[loc]
         cards.append(
             (
-                "population mean",
-                _num(population_mean(fit)),
-                f"{int(fit.hdi_prob * 100)}% HDI {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
+                f"population mean ({loc}), median",
+                _num(_centre(row)),
+                f"{hdi} {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
             )
         )
     spread = "tau" if "tau" in fit.population.index else "kappa"
@@ -184,9 +189,9 @@ def _cards(fit: PoolFit) -> str:
         words = "between-group sd" if spread == "tau" else "concentration (prior strength)"
         cards.append(
             (
-                f"{spread}: {words}",
-                _num(row["mean"]),
-                f"HDI {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
+                f"{spread}: {words}, median",
+                _num(_centre(row)),
+                f"{hdi} {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
             )
         )
     shrink = fit.groups["shrinkage"].to_numpy(dtype=float)
