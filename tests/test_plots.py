@@ -196,25 +196,46 @@ def test_population_artists(fit):
     }[fit.family.name]
     assert [a.get_title() for a in fig.axes] == free
     for ax, name in zip(fig.axes, free, strict=True):
-        (mean,) = by_gid(ax, "mean")
-        np.testing.assert_allclose(mean.get_xdata(), fit.population.loc[name, "mean"])
+        row = fit.population.loc[name]
         if fit.method == "exact":
+            (median,) = by_gid(ax, "median")  # the centre: a mean may not exist
+            np.testing.assert_allclose(median.get_xdata(), row["median"])
             bars = by_gid(ax, "posterior")
             heights = np.array([b.get_height() for b in bars])
-            widths = np.array([b.get_width() for b in bars])
+            left = np.array([b.get_x() for b in bars])
+            right = left + np.array([b.get_width() for b in bars])
+            # a density, per unit of log(x) on a log axis
+            step = np.log(right / left) if ax.get_xscale() == "log" else right - left
             assert len(bars) == 40
-            assert (heights * widths).sum() == pytest.approx(1.0, abs=0.01)  # a density
+            assert (heights * step).sum() == pytest.approx(1.0, abs=0.01)
             (hdi,) = by_gid(ax, "hdi")
-            np.testing.assert_allclose(
-                hdi.get_xdata(), fit.population.loc[name, ["hdi_low", "hdi_high"]].to_numpy()
-            )
+            lo, hi = hdi.get_xdata()
+            assert hi == row["hdi_high"] and lo >= row["hdi_low"]
+            assert lo == row["hdi_low"] or ax.get_xscale() == "log"
             assert by_gid(ax, "prior")
         else:  # empirical Bayes: the estimate with its normal approximation
+            (mean,) = by_gid(ax, "mean")
+            np.testing.assert_allclose(mean.get_xdata(), row["mean"])
             (curve,) = by_gid(ax, "posterior")
             x = curve.get_xdata()
-            assert x[np.argmax(curve.get_ydata())] == pytest.approx(
-                fit.population.loc[name, "mean"], rel=0.02, abs=1e-3
-            )
+            assert x[np.argmax(curve.get_ydata())] == pytest.approx(row["mean"], rel=0.02, abs=1e-3)
+
+
+def test_a_heavy_tailed_hyperparameter_is_drawn_on_a_log_axis():
+    # the bento students at the default priors: kappa's posterior reaches 1e12 and has no mean
+    students = pd.DataFrame(
+        {"s": list("ABCDEF"), "k": [70, 28, 6, 3, 2, 0], "n": [100, 40, 10, 5, 2, 1]}
+    )
+    with pytest.warns(poolwise.PoolwiseWarning, match="kappa"):
+        fit = poolwise.fit(students, group="s", successes="k", trials="n", seed=1)
+    phi, kappa = fit.plot_population().axes
+    assert phi.get_xscale() == "linear" and kappa.get_xscale() == "log"
+    (prior,) = by_gid(kappa, "prior")
+    bars = by_gid(kappa, "posterior")
+    # the posterior spreads over the axis (not one bar) and the prior is drawn across it
+    heights = np.array([b.get_height() for b in bars])
+    assert (heights > 0.05 * heights.max()).sum() >= 10
+    assert prior.get_xdata().min() <= bars[0].get_x() * 1.01
 
 
 def test_population_fixed_values_are_marked():

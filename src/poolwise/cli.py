@@ -179,7 +179,9 @@ def _show(fit, as_json: bool) -> None:
     for line in fit._header():
         console.print(line, highlight=False)
     # the hyperparameters' median and HDI: their means may not exist (fit.population has them)
-    console.print(_table("Population", fit.population.drop(columns=["mean", "sd"], errors="ignore")))
+    console.print(
+        _table("Population", fit.population.drop(columns=["mean", "sd"], errors="ignore"))
+    )
     console.print(_table("Groups", fit.groups))
     for w in fit.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")

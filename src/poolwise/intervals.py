@@ -82,14 +82,28 @@ def solve_hdi(
     n = lo.size
     ok = np.zeros(n, dtype=bool)
     cdf_lo, cdf_hi = np.full(n, np.nan), np.full(n, np.nan)
+    last_lo, last_hi = lo.copy(), hi.copy()  # the last ends where the density was positive
     todo = np.arange(n)
     with np.errstate(all="ignore"):
         for _ in range(MAX_STEPS):
             if todo.size == 0:
                 break
             lw, h = lo[todo], hi[todo]
-            m = (lw + h) / 2 if mode is None else mode[todo]
             cdf, f, df, ell, g, dg = evaluate(np.concatenate([lw, h]), np.concatenate([todo, todo]))
+            c = todo.size
+            # a step onto a point without a positive density is halved back towards the last one
+            bad = ~np.all(np.isfinite(np.reshape([cdf, ell, g], (3, 2, c))), axis=(0, 1))
+            bad |= (f[:c] <= 0) | (f[c:] <= 0)
+            back = todo[bad]
+            lo[back] = (lo[back] + last_lo[back]) / 2
+            hi[back] = (hi[back] + last_hi[back]) / 2
+            good = ~bad
+            todo_all, todo = todo, todo[good]
+            keep = np.concatenate([good, good])
+            cdf, f, df, ell, g, dg = (a[keep] for a in (cdf, f, df, ell, g, dg))
+            lw, h = lw[good], h[good]
+            last_lo[todo], last_hi[todo] = lw, h
+            m = (lw + h) / 2 if mode is None else mode[todo]
             c = todo.size
             cdf_lo[todo], cdf_hi[todo] = cdf[:c], cdf[c:]
             r1 = cdf[c:] - cdf[:c] - prob
@@ -119,7 +133,7 @@ def solve_hdi(
             # converges cubically from residuals below tol
             done = (np.abs(r1) < tol) & (np.abs(r2) < tol)
             ok[todo[done]] = True
-            todo = todo[~done]
+            todo = np.sort(np.concatenate([todo[~done], todo_all[bad]]))
     return lo, hi, ok, cdf_lo, cdf_hi
 
 

@@ -65,7 +65,7 @@ def group_intervals(
         unique = {k: v[cols] for k, v in model.unique.items()}
         first, second = model.family.conditional_parameters(model.params(points[keep]), unique)
     mix = Mixture.of(kind, weights[keep] / weights[keep].sum(), first, second)
-    lo[cols], hi[cols] = mix.hdi(prob, lo[cols], hi[cols])
+    lo[cols], hi[cols], _ = mix.hdi(prob, lo[cols], hi[cols])
     return lo, hi
 
 
@@ -157,14 +157,26 @@ def hyper_marginals(
             # a bandwidth of the cell's width: a smooth density whatever the grid's projection
             width2 = np.maximum(width2, (1e-6 * spread) ** 2 + 1e-300)
             mix = Mixture.of("kernel", w, eta[:, None], width2[:, None], link)
-        m = mix.weights @ mix.first[:, 0]
-        sd2 = mix.weights @ (mix.first[:, 0] - m) ** 2 + (
-            mix.weights @ mix.second[:, 0] ** 2 if mix.kind == "normal" else 0.0
-        )
-        lo, hi = mix.hdi(prob, *hdi_normal(np.array([m]), np.array([sd2]), prob))
-        median = mix.quantile(0.5, np.array([m]))
-        out[name] = tuple(float(shift + scale * q[0]) for q in (median, lo, hi))
+        values, sound = _median_and_hdi(mix, prob)
+        if not sound:
+            # the points thin out abruptly near an end (a steep tail across wide cells), where a
+            # fourth-order kernel dips below zero: a positive one of the same bandwidth (which
+            # widens the interval, by about bandwidth² / sd)
+            mix = Mixture.of("normal", mix.weights, mix.first, mix.second**2, mix.link)
+            values, sound = _median_and_hdi(mix, prob)
+        out[name] = tuple(float(shift + scale * q) for q in values)
     return out
+
+
+def _median_and_hdi(mix: Mixture, prob: float) -> tuple[tuple[float, float, float], bool]:
+    """Median, HDI low and high of a one-variable mixture, and whether the HDI is sound."""
+    m = mix.weights @ mix.first[:, 0]
+    var = mix.weights @ (mix.first[:, 0] - m) ** 2
+    if mix.kind == "normal":
+        var += mix.weights @ mix.second[:, 0] ** 2
+    lo, hi, sound = mix.hdi(prob, *hdi_normal(np.array([m]), np.array([var]), prob))
+    median = mix.quantile(0.5, np.array([m]))
+    return (float(median[0]), float(lo[0]), float(hi[0])), bool(sound[0])
 
 
 def missing_moments(

@@ -69,7 +69,7 @@ class Mixture:
     Example
     -------
     >>> mix = Mixture.of("normal", np.array([0.5, 0.5]), np.array([[-1.0], [1.0]]), np.ones((2, 1)))
-    >>> lo, hi = mix.hdi(0.9, np.array([-2.5]), np.array([2.5]))
+    >>> lo, hi, _ = mix.hdi(0.9, np.array([-2.5]), np.array([2.5]))
     >>> round(float(hi[0]), 4), round(float(lo[0] + hi[0]), 12)
     (2.2845, 0.0)
     """
@@ -155,14 +155,18 @@ class Mixture:
             out[sl] = part.natural(solve_quantile(part.evaluate, start[sl], q, *SUPPORT[part.kind]))
         return out
 
-    def hdi(self, prob: float, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def hdi(
+        self, prob: float, lo: np.ndarray, hi: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The shortest interval holding ``prob`` of each variable (on its own scale), from a
         starting interval (on the mixed scale, e.g. the normal, beta or gamma one with the same
-        mean and variance)."""
-        out_lo, out_hi = np.empty(self.size), np.empty(self.size)
+        mean and variance), and whether it is sound: a kernel mixture's F dips below 0 (or above
+        1) beyond its last points, where an end found without a support's end to fall back on
+        is an artefact."""
+        out_lo, out_hi, sound = np.empty(self.size), np.empty(self.size), np.empty(self.size, bool)
         for sl, part in self._blocks():
-            out_lo[sl], out_hi[sl] = part._hdi(prob, lo[sl], hi[sl])
-        return out_lo, out_hi
+            out_lo[sl], out_hi[sl], sound[sl] = part._hdi(prob, lo[sl], hi[sl])
+        return out_lo, out_hi, sound
 
     def _hdi(self, prob: float, lo0: np.ndarray, hi0: np.ndarray):
         lower, upper = SUPPORT[self.kind]
@@ -171,11 +175,16 @@ class Mixture:
             if math.isfinite(upper):
                 hi0 = np.minimum(hi0, upper - (upper - lo0) / 64)
         lo, hi, ok, cdf_lo, cdf_hi = solve_hdi(self.evaluate, lo0, hi0, prob, lower, upper, tol=TOL)
+        end_lo, end_hi = self._ends()
+        # beyond the last points of a kernel mixture F may dip below 0 (or above 1): an end found
+        # there is unsound, unless the support ends on that side (the interval then starts there)
+        sound = ~ok | ((cdf_lo >= 0) | (end_lo is not None)) & (
+            (cdf_hi <= 1) | (end_hi is not None)
+        )
         best_lo = np.where(ok, self.natural(lo), self.natural(lo0))
         best_hi = np.where(ok, self.natural(hi), self.natural(hi0))
         width = np.where(ok, best_hi - best_lo, np.inf)
         tail = (1 - prob) / 2
-        end_lo, end_hi = self._ends()
         # an interval from an end of the support: where no interior one was found, or where the
         # interior one leaves less than an equal-tailed share beyond that end (it may be longer)
         sides = [
@@ -195,7 +204,7 @@ class Mixture:
             idx, x, span = idx[take], x[take], span[take]
             best_lo[idx], best_hi[idx] = (end, x) if from_lower else (x, end)
             width[idx] = span
-        return best_lo, best_hi
+        return best_lo, best_hi, sound
 
 
 def _subset(evaluate: Evaluate, idx: np.ndarray) -> Evaluate:
