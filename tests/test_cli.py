@@ -57,3 +57,33 @@ def test_console_script_runs(tmp_path):
         cwd=tmp_path,
     )
     assert json.loads(out.stdout)["family"] == "binomial"
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("rat_tumors", ["--group", "experiment", "--successes", "y", "--trials", "n"]),
+        ("radon_mn", ["--group", "county", "--y", "log_radon"]),
+        ("pumps", ["--group", "pump", "--counts", "x_failures", "--exposure", "t_thousand_hours"]),
+    ],
+)
+def test_tables_fit_80_columns_without_cut_cells(name, args, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["fit", poolwise.example_path(name), *args, "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "…" not in out and max(map(len, lines)) <= 80
+    # the labels' header and every label whole, on one line; hyperparameters by median and HDI
+    header = next(line for line in lines if line.split()[:1] == [args[1]])
+    assert header.split()[-1] == "shrinkage"
+    assert any(
+        line.split() == ["hyperparameter", "median", "hdi_low", "hdi_high"] for line in lines
+    )
+
+
+def test_numbers_in_the_tables_are_short():
+    from poolwise.cli import _number
+
+    cells = [_number(v) for v in (0.000153412, -0.000123456, 3013898856040.0, 123456.7, 1e-300)]
+    assert cells == ["0.000153", "-0.00012", "3.01e+12", "1.23e+05", "1e-300"]
+    assert all(len(c) <= 8 for c in cells) and _number(float("nan")) == "–"

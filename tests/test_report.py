@@ -205,3 +205,22 @@ def test_cli_report_fit_and_example(tmp_path, monkeypatch, capsys):
     assert "Poisson counts over exposure" in (tmp_path / "pumps.html").read_text()
     assert main(["example", "rat_tumors", "--draws", "400", "--report", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_cards_show_the_median_and_hdi_of_hyperparameters():
+    """The bento students at the default priors: kappa has no mean (the grid's edge set it at
+    3e12); the card shows its median and HDI."""
+    from poolwise.report import _cards, _num
+
+    students = pd.DataFrame(
+        {"s": list("ABCDEF"), "k": [70, 28, 6, 3, 2, 0], "n": [100, 40, 10, 5, 2, 1]}
+    )
+    with pytest.warns(poolwise.PoolwiseWarning, match="kappa"):
+        fit = poolwise.fit(students, group="s", successes="k", trials="n", seed=1)
+    cards = re.sub(r"<[^>]+>", "|", _cards(fit))
+    kappa = fit.population.loc["kappa"]
+    assert np.isnan(kappa["mean"])
+    assert f"|{_num(kappa['median'])}|" in cards
+    assert f"94% HDI {_num(kappa['hdi_low'])} – {_num(kappa['hdi_high'])}" in cards
+    phi = fit.population.loc["phi"]
+    assert f"|{_num(phi['median'])}|" in cards and "e+" not in cards and "nan" not in cards
