@@ -110,7 +110,7 @@ class _Grid:
         return np.insert(reduced, self.posterior.collapsed.index, 0.0, axis=1)
 
     def mu_normals(self, reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, precision, _ = self.posterior.collapsed.mu_given(reduced)
+        mean, precision, _ = self.posterior.collapsed.mu_given(reduced, likelihood=False)
         return mean, 1.0 / precision
 
 
