@@ -22,8 +22,11 @@ class PoolFit:
     ----------
     groups : DataFrame indexed by group label: ``n``, ``raw``, ``mean``, ``sd``, ``hdi_low``,
         ``hdi_high``, ``shrinkage`` (the weight on the population, averaged over the posterior).
-    population : DataFrame indexed by hyperparameter: ``mean``, ``sd``, ``hdi_low``, ``hdi_high``
-        (empirical Bayes: the estimate and its standard error).
+    population : DataFrame indexed by hyperparameter: ``mean``, ``sd`` (missing, NaN, where they
+        do not exist: a heavy upper tail), ``median``, ``hdi_low``, ``hdi_high`` (empirical Bayes:
+        the estimate, its standard error, the estimate again). The exact engine's medians and
+        HDIs, and its groups' HDIs, come from the posterior's own mixture over its grid: the
+        same numbers on every run, whatever the seed.
     family, pooling, method : what was fitted, and how (``method_reason`` says why).
     priors : the priors used, by hyperparameter (numbers are fixed values).
     warnings : plain-language problems found while fitting.
