@@ -53,6 +53,7 @@ def group_intervals(
     mean, var = moments
     lo, hi = hdi_moments(kind, mean, var, prob)
     _, points, weights = theta_mixture(model, posterior)
+    grid = posterior.reduced if isinstance(posterior, ExpandedPosterior) else posterior
     keep = prune(weights)
     cols = np.flatnonzero(var > 0)
     if weights.size == 1 or cols.size == 0 or keep.size * cols.size > MIXTURE_BUDGET[kind]:
@@ -65,7 +66,8 @@ def group_intervals(
         unique = {k: v[cols] for k, v in model.unique.items()}
         first, second = model.family.conditional_parameters(model.params(points[keep]), unique)
     mix = Mixture.of(kind, weights[keep] / weights[keep].sum(), first, second)
-    lo[cols], hi[cols], _ = mix.hdi(prob, lo[cols], hi[cols])
+    coarse = None if grid.coarse is None else grid.coarse[keep]
+    lo[cols], hi[cols], _ = mix.hdi(prob, lo[cols], hi[cols], coarse)
     return lo, hi
 
 

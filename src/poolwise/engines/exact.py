@@ -40,6 +40,9 @@ class GridPosterior:
     spacing: np.ndarray  # (d,) grid spacing in v
     chol: np.ndarray  # (d, d): z = mode + chol @ sinh(v)
     mode: np.ndarray
+    # (K,) the points of the grid with every other point left out (the grid before its last
+    # refinement, whose moments agree with the full grid's): a cheap first pass for root-finding
+    coarse: np.ndarray | None = None
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -199,6 +202,7 @@ def fit_exact(
         spacing=h,
         chol=chol,
         mode=mode,
+        coarse=np.all(idx[keep] % 2 == 0, axis=1),
         info=info,
         warnings=warnings,
     )
