@@ -207,11 +207,14 @@ def test_moments_that_do_not_exist_are_missing():
     assert np.isfinite(fit.groups[["mean", "sd", "hdi_low", "hdi_high"]]).all().all()
 
 
-def test_a_heavy_tail_with_negligible_mass_keeps_its_moments():
+def test_a_heavy_tail_with_negligible_mass_has_no_moments_and_no_warning():
     """BDA3's prior for the rats, p(a, b) ~ (a + b)^(-5/2): kappa's density falls like
-    kappa^-2.5 far out (an infinite sd), but e^30-fold above the mode it holds nothing the grid
-    reaches, so the tables' sd is that of any sane range."""
+    kappa^-1.5 far out, so kappa, a and b have no mean or sd, however little mass that tail
+    holds (e^30-fold above the mode it holds nothing the grid reaches: no warning); phi, bounded,
+    has both; every row has its median and HDI."""
     priors = {"phi": poolwise.Uniform(0, 1), "kappa": poolwise.Power(-1.5)}
     fit = poolwise.fit(RATS, group="experiment", successes="y", trials="n", priors=priors, seed=0)
-    assert np.isfinite(fit.population[["mean", "sd"]]).all().all()
+    assert fit.population.loc[["kappa", "a", "b"], ["mean", "sd"]].isna().all().all()
+    assert np.isfinite(fit.population.loc["phi"]).all()
+    assert np.isfinite(fit.population[["median", "hdi_low", "hdi_high"]]).all().all()
     assert not fit.warnings

@@ -157,7 +157,8 @@ def test_simulate_errors():
 def test_simulate_then_fit_recovers_the_hyperparameters(family):
     """Across 4 seeds, each true hyperparameter lies in its 99% posterior interval, and the
     posterior means are unbiased: z = (mean - truth) / sd averages within 3 standard errors
-    (3 / sqrt(4) = 1.5) of zero for every hyperparameter."""
+    (3 / sqrt(4) = 1.5) of zero for every hyperparameter that has a mean (a concentration under
+    its default Lomax(0.5) prior has none: its tail is the prior's)."""
     zs = {name: [] for name in TRUTH[family]}
     for seed in range(4):
         rng = np.random.default_rng(seed)
@@ -168,9 +169,10 @@ def test_simulate_then_fit_recovers_the_hyperparameters(family):
         for name, truth in TRUTH[family].items():
             row = fit.population.loc[name]
             assert row["hdi_low"] <= truth <= row["hdi_high"], (seed, name, row.to_dict())
-            zs[name].append((row["mean"] - truth) / row["sd"])
+            if np.isfinite(row["mean"]):
+                zs[name].append((row["mean"] - truth) / row["sd"])
     for name, z in zs.items():
-        assert abs(np.mean(z)) < 1.5, (name, z)
+        assert not z or abs(np.mean(z)) < 1.5, (name, z)
 
 
 def test_posterior_predictive_replicates():

@@ -197,8 +197,9 @@ class Run:
     method: str
     reason: str
     warnings: list[str]
-    # slope of the log density far up each hyperparameter's heavy upper tail (see _heavy_tails)
-    tails: dict[str, float] = field(default_factory=dict)
+    # slope of the log density far up each hyperparameter's heavy upper tail, and whether it
+    # holds mass worth a warning (see _heavy_tails)
+    tails: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
 
 def _check_options(method: str, draws: int, hdi_prob: float, seed: int | None) -> None:
@@ -231,7 +232,7 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
     else:
         reason = "chosen by the user"
     notes: list[str] = _normal_rows_notes(model)
-    tails: dict[str, float] = {}
+    tails: dict[str, tuple[float, bool]] = {}
     if method == "exact":
         collapsed = collapse_location(model)
         if collapsed is None:
@@ -241,7 +242,7 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
             reduced = fit_exact(collapsed.log_posterior, collapsed.initial_point(), collapsed.names)
             posterior = ExpandedPosterior(reduced, collapsed)
             tails = _heavy_tails(collapsed.log_posterior, reduced, model, collapsed.names)
-        notes += [_tail_note(name, slope) for name, slope in tails.items()]
+        notes += [_tail_note(name, slope) for name, (slope, held) in tails.items() if held]
     else:
         if model.user_priors:
 
@@ -269,16 +270,18 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
     return Run(model, posterior, method, reason, posterior.warnings + notes, tails)
 
 
-def _heavy_tails(log_density, grid: GridPosterior, model: PoolModel, names) -> dict[str, float]:
-    """Positive hyperparameters whose upper tail is too heavy for a finite mean or sd, with the
-    slope of the log density there.
+def _heavy_tails(
+    log_density, grid: GridPosterior, model: PoolModel, names
+) -> dict[str, tuple[float, bool]]:
+    """Positive hyperparameters whose upper tail is too heavy for a finite mean or sd: the slope
+    of the log density there, and whether the tail holds mass worth a warning.
 
     On the log scale z the mean of x = e^z exists only if the density falls faster than e^-z: the
-    slope of the log density far above the mode must stay below -1 (below -2 for the sd). A tail
-    that is that heavy but holds negligible mass there (under e^-20 of the peak density, e^30-fold
-    above the mode: e.g. kappa under BDA3's prior, where complete pooling fits far worse) leaves
-    the moments over any sane range stable, and is not reported, unless the grid reaches that far
-    (then its edge would set them).
+    slope of the log density far above the mode must stay below -1 (below -2 for the sd). Where
+    it does not, the moment does not exist, however little mass the tail holds (a concentration
+    under a Lomax(0.5) prior, say, whose own mean is infinite): the tables show it as missing.
+    A tail that holds negligible mass there (under e^-20 of the peak density, e^30-fold above the
+    mode, and beyond the grid) leaves the median and HDI untouched, and is not warned about.
     """
     tails = {}
     mode = grid.mode
@@ -293,8 +296,8 @@ def _heavy_tails(log_density, grid: GridPosterior, model: PoolModel, names) -> d
         lp = log_density(mode + step)
         slope = (lp[1] - lp[0]) / TAIL_AT
         held = lp[0] - top > -20.0 or reach[i] > TAIL_AT
-        if np.isfinite(slope) and slope > -2.0 and held:
-            tails[name] = float(slope)
+        if np.isfinite(slope) and slope > -2.0:
+            tails[name] = (float(slope), bool(held))
     return tails
 
 

@@ -184,19 +184,19 @@ def _median_and_hdi(mix: Mixture, prob: float) -> tuple[tuple[float, float, floa
 def missing_moments(
     model: PoolModel,
     posterior: GridPosterior | ExpandedPosterior,
-    tails: dict[str, float],
+    tails: dict[str, tuple[float, bool]],
     names: list[str],
 ) -> dict[str, tuple[bool, bool]]:
     """Whether each row's posterior mean, and its sd, fail to exist.
 
-    ``tails`` holds the slope s of the log density, per unit of the log scale z, far up each heavy
+    ``tails`` holds (as its first entry) the slope s of the log density, per unit of the log scale z, far up each heavy
     upper tail. A row growing there like e^(g z) has no mean where s + g > 0 and no sd where
     s + 2 g > 0 (g is read between the same far points; mu, integrated out, grows with its
     conditional sd).
     """
     g = _Grid(model, posterior)
     out = dict.fromkeys(names, (False, False))
-    for hyper, slope in tails.items():
+    for hyper, (slope, _) in tails.items():
         far = np.repeat(g.grid.mode[None, :], 2, axis=0)
         far[:, g.names.index(hyper)] += [TAIL_AT, 2 * TAIL_AT]
         p = model.params(g.full(far))
