@@ -1,7 +1,7 @@
 """Properties that hold for every data set (hypothesis generates the data sets).
 
 Exact-engine results are deterministic mixtures, so invariances hold to rounding (rtol 1e-7);
-draw-based columns (HDIs) are left out where the draws are laid out by group order.
+intervals too, since they come from the mixtures rather than from draws.
 """
 
 import warnings
