@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.polynomial.hermite_e import hermegauss
 
 from .engines.exact import GridPosterior
 from .model import PoolModel, _chunks
@@ -122,6 +121,8 @@ class CollapsedLocation:
     def expand(self, reduced: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weighted points of the full posterior: Gauss–Hermite nodes of mu at each point."""
         mean, precision, _ = self.mu_given(reduced, likelihood=False)
+        from numpy.polynomial.hermite_e import hermegauss  # numpy.polynomial: only when used
+
         nodes, node_weights = hermegauss(HERMITE_NODES)
         mu = mean[:, None] + nodes[None, :] / np.sqrt(precision)[:, None]
         points = np.repeat(np.atleast_2d(reduced), HERMITE_NODES, axis=0)
