@@ -183,14 +183,6 @@ def solve_quantile(
     return x
 
 
-def normal_terms(mean, sd, log_norm, x):
-    """Elementwise terms of N(mean, sd²) at x: CDF, log density and the log density's first and
-    second derivatives (``log_norm`` = log(sd) + log(2 pi) / 2)."""
-    inv = 1.0 / sd
-    z = (x - mean) * inv
-    return special.ndtr(z), -0.5 * z * z - log_norm, -z * inv, -inv * inv
-
-
 def kernel_terms(centre, bandwidth, log_norm, x):
     """Elementwise CDF, density and the density's first and second derivatives at x of the
     fourth-order Gaussian kernel phi(z) (3 - z²) / 2, z = (x - centre) / bandwidth: smoothing

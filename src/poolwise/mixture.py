@@ -19,12 +19,12 @@ from .intervals import (
     beta_terms,
     gamma_terms,
     kernel_terms,
-    normal_terms,
     solve_hdi,
     solve_quantile,
 )
 
-TERMS = {"normal": normal_terms, "beta": beta_terms, "gamma": gamma_terms}
+TERMS = {"beta": beta_terms, "gamma": gamma_terms}
+INV_SQRT_2PI = 1.0 / math.sqrt(2 * math.pi)
 SUPPORT = {
     "normal": (-math.inf, math.inf),
     "kernel": (-math.inf, math.inf),
@@ -111,10 +111,12 @@ class Mixture:
     def evaluate(self, x: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, ...]:
         """F, F', F'' of the variable and log f, (log f)', (log f)'' of x's density at x (see
         :func:`poolwise.intervals.solve_hdi`), for the variables ``i``."""
-        args = self.first[:, i], self.second[:, i], self.log_norm[:, i], x
-        if self.kind == "kernel":
-            cdf, pdf, d1, d2 = kernel_terms(*args)
+        if self.kind == "normal":
+            cdf, pdf, d1, d2 = _normal_parts(self.first[:, i], self.second[:, i], x)
+        elif self.kind == "kernel":
+            cdf, pdf, d1, d2 = kernel_terms(self.first[:, i], self.second[:, i], None, x)
         else:
+            args = self.first[:, i], self.second[:, i], self.log_norm[:, i], x
             cdf, log_pdf, g, dg = TERMS[self.kind](*args)
             pdf = np.exp(log_pdf)
             d1, d2 = pdf * g, pdf * (g * g + dg)
@@ -247,6 +249,17 @@ class Mixture:
             best_lo[idx], best_hi[idx] = (end, x) if from_lower else (x, end)
             width[idx] = span
         return best_lo, best_hi, sound
+
+
+def _normal_parts(mean: np.ndarray, sd: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Normal components' CDF, density and the density's first and second derivatives at x
+    (the mixture's costliest case: one ndtr and one exp an element, few temporaries)."""
+    inv = 1.0 / sd
+    z = (x - mean) * inv
+    pdf = np.exp(-0.5 * z * z)
+    pdf *= inv * INV_SQRT_2PI
+    g = z * inv  # minus the log density's slope
+    return special.ndtr(z), pdf, -pdf * g, pdf * (g * g - inv * inv)
 
 
 def _subset(evaluate: Evaluate, idx: np.ndarray) -> Evaluate:
