@@ -133,7 +133,8 @@ def test_group_hdis_are_those_of_the_grid_mixture(df, family, columns, label):
     fit = api.summarize(run, stats_, draws=100, hdi_prob=0.94, seed=1)
     model = run.model
     j = model.inverse[list(stats_.labels).index(label)]
-    conditional, points, weights = theta_mixture(model, run.posterior)
+    conditional, grid = theta_mixture(model, run.posterior)
+    points, weights = grid.points, grid.weights
     kind = api.THETA_KIND[family]
     if kind == "normal":
         first, second, _ = conditional(points)

@@ -361,7 +361,8 @@ def _theta_draws(model: PoolModel, z: np.ndarray, seed: int, start: int, stop: i
 def _group_moments(run: Run):
     """Exact posterior mean, variance and mean shrinkage of each distinct theta_j (a mixture),
     and the conditional means and variances at every point where one pass held them (else None)."""
-    conditional, points, weights = theta_mixture(run.model, run.posterior)
+    conditional, grid = theta_mixture(run.model, run.posterior)
+    points, weights = grid.points, grid.weights
     j = run.model.multiplicity.size
     s1, s2, sb = np.zeros(j), np.zeros(j), np.zeros(j)
     center = None  # moments about a point near the mean: no cancellation when |theta| >> sd

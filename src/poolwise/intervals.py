@@ -183,11 +183,11 @@ def solve_quantile(
     return x
 
 
-def kernel_terms(centre, bandwidth, log_norm, x):
+def kernel_terms(centre, bandwidth, x):
     """Elementwise CDF, density and the density's first and second derivatives at x of the
     fourth-order Gaussian kernel phi(z) (3 - z²) / 2, z = (x - centre) / bandwidth: smoothing
     point masses with it leaves moments up to the third unchanged (the density may dip below
-    zero far out; ``log_norm`` is unused)."""
+    zero far out)."""
     z = (x - centre) / bandwidth
     phi = np.exp(-0.5 * z * z) / (np.sqrt(2 * np.pi) * bandwidth)
     z2 = z * z

@@ -14,11 +14,10 @@ import math
 
 import numpy as np
 
-from ._lazy import special
 from .engines.exact import GridPosterior
 from .intervals import hdi_moments, hdi_normal
 from .location import ExpandedPosterior
-from .mixture import Mixture, prune
+from .mixture import Mixture, prune, to_link
 from .model import PoolModel
 
 # (grid points x distinct groups) up to which group intervals come from the mixture (by the cost of
@@ -30,10 +29,11 @@ TAIL_AT = 30.0
 
 
 def theta_mixture(model: PoolModel, posterior: GridPosterior | ExpandedPosterior):
-    """theta_j | data as a mixture: the conditional at grid points, the points, their weights."""
+    """theta_j | data as a mixture: the conditional at grid points, and the grid (its points
+    and weights; the reduced grid where mu is integrated in closed form)."""
     if isinstance(posterior, ExpandedPosterior):
-        return posterior.collapsed.conditional, posterior.reduced.points, posterior.reduced.weights
-    return model.conditional, posterior.points, posterior.weights
+        return posterior.collapsed.conditional, posterior.reduced
+    return model.conditional, posterior
 
 
 def group_intervals(
@@ -52,8 +52,8 @@ def group_intervals(
     """
     mean, var = moments
     lo, hi = hdi_moments(kind, mean, var, prob)
-    _, points, weights = theta_mixture(model, posterior)
-    grid = posterior.reduced if isinstance(posterior, ExpandedPosterior) else posterior
+    _, grid = theta_mixture(model, posterior)
+    points, weights = grid.points, grid.weights
     keep = prune(weights)
     cols = np.flatnonzero(var > 0)
     if weights.size == 1 or cols.size == 0 or keep.size * cols.size > MIXTURE_BUDGET[kind]:
@@ -85,15 +85,6 @@ def _scaled(lower: float, upper: float) -> tuple[str, float, float]:
     if math.isfinite(lower):
         return "log", lower, 1.0
     return "identity", 0.0, 1.0
-
-
-def _link(link: str, x: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if link == "log":
-            return np.log(x)
-        if link == "logit":
-            return special.logit(x)
-        return x
 
 
 class _Grid:
@@ -143,11 +134,11 @@ def hyper_marginals(
             continue
         else:
             link, shift, scale = _scaled(*_bounds(model, name))
-            eta = _link(link, (x - shift) / scale)
+            eta = to_link(link, (x - shift) / scale)
             width2 = sum(
                 (
-                    _link(link, (b[name][:, 0] - shift) / scale)
-                    - _link(link, (a[name][:, 0] - shift) / scale)
+                    to_link(link, (b[name][:, 0] - shift) / scale)
+                    - to_link(link, (a[name][:, 0] - shift) / scale)
                 )
                 ** 2
                 for a, b in sides

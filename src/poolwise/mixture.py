@@ -64,8 +64,8 @@ def prune(weights: np.ndarray) -> np.ndarray:
 @dataclass
 class Mixture:
     """``weights`` (K,) over components of one ``kind`` with parameters (K, n) for n variables:
-    normal (mean, sd), beta (a, b) or gamma (shape, rate), and ``log_norm`` their log normalising
-    constants (build with :meth:`of`); or point masses smoothed by a kernel (centre, bandwidth):
+    normal (mean, sd), beta (a, b) or gamma (shape, rate), and for beta and gamma ``log_norm``
+    their log normalising constants (build with :meth:`of`); or point masses smoothed by a kernel (centre, bandwidth):
     see :func:`poolwise.intervals.kernel_terms`. A normal or kernel mixture with ``link`` "log"
     or "logit" is the distribution of log(x) or logit(x); quantiles and intervals are for x.
 
@@ -81,7 +81,7 @@ class Mixture:
     weights: np.ndarray
     first: np.ndarray
     second: np.ndarray
-    log_norm: np.ndarray
+    log_norm: np.ndarray | None
     link: str = "identity"
 
     @classmethod
@@ -96,8 +96,7 @@ class Mixture:
         """The mixture with parameters normal (mean, variance), beta (a, b), gamma (shape, rate)
         or kernel (centre, squared bandwidth)."""
         if kind in ("normal", "kernel"):
-            second = np.sqrt(second)
-            log_norm = np.log(second) + 0.5 * math.log(2 * math.pi)
+            second, log_norm = np.sqrt(second), None
         elif kind == "beta":
             log_norm = special.betaln(first, second)
         else:
@@ -114,7 +113,7 @@ class Mixture:
         if self.kind == "normal":
             cdf, pdf, d1, d2 = _normal_parts(self.first[:, i], self.second[:, i], x)
         elif self.kind == "kernel":
-            cdf, pdf, d1, d2 = kernel_terms(self.first[:, i], self.second[:, i], None, x)
+            cdf, pdf, d1, d2 = kernel_terms(self.first[:, i], self.second[:, i], x)
         else:
             args = self.first[:, i], self.second[:, i], self.log_norm[:, i], x
             cdf, log_pdf, g, dg = TERMS[self.kind](*args)
@@ -131,15 +130,6 @@ class Mixture:
             ell = ell - special.log_expit(x) - special.log_expit(-x)
             slope, curve = slope + 2 * p - 1, curve + 2 * p * (1 - p)
         return w @ cdf, f, d1, ell, slope, curve
-
-    def link_scale(self, x: np.ndarray) -> np.ndarray:
-        """The variable on the mixed scale (applying the link): the inverse of :meth:`natural`."""
-        with np.errstate(divide="ignore"):
-            if self.link == "log":
-                return np.log(x)
-            if self.link == "logit":
-                return special.logit(x)
-        return x
 
     def natural(self, v: np.ndarray) -> np.ndarray:
         """The variable on its own scale (undoing the link)."""
@@ -166,12 +156,17 @@ class Mixture:
             return self.first.min(axis=0) <= 1, every
         return every, every
 
+    def _select(self, rows: np.ndarray | slice, cols: slice) -> Mixture:
+        """The components ``rows`` (their weights as they are) of the variables ``cols``."""
+        log_norm = None if self.log_norm is None else self.log_norm[rows][:, cols]
+        columns = (self.first[rows][:, cols], self.second[rows][:, cols], log_norm)
+        return Mixture(self.kind, self.weights[rows], *columns, self.link)
+
     def _blocks(self):
         step = max(1, BLOCK // max(self.weights.size, 1))
         for start in range(0, self.size, step):
             sl = slice(start, min(start + step, self.size))
-            columns = (self.first[:, sl], self.second[:, sl], self.log_norm[:, sl])
-            yield sl, Mixture(self.kind, self.weights, *columns, self.link)
+            yield sl, self._select(slice(None), sl)
 
     def quantile(self, q: float, start: np.ndarray) -> np.ndarray:
         """The q-quantile of each variable (on its own scale), from ``start`` (on the mixed scale)."""
@@ -182,9 +177,9 @@ class Mixture:
 
     def part(self, points: np.ndarray) -> Mixture:
         """The mixture of the components ``points`` (a boolean mask), their weights rescaled."""
-        w = self.weights[points]
-        columns = (self.first[points], self.second[points], self.log_norm[points])
-        return Mixture(self.kind, w / w.sum(), *columns, self.link)
+        sub = self._select(points, slice(None))
+        sub.weights = sub.weights / sub.weights.sum()
+        return sub
 
     def hdi(
         self, prob: float, lo: np.ndarray, hi: np.ndarray, coarse: np.ndarray | None = None
@@ -198,7 +193,7 @@ class Mixture:
         tol = TOL
         if coarse is not None and 0 < coarse.sum() < coarse.size:
             lo, hi, _ = self.part(coarse).hdi(prob, lo, hi)
-            lo, hi, tol = self.link_scale(lo), self.link_scale(hi), POLISH
+            lo, hi, tol = to_link(self.link, lo), to_link(self.link, hi), POLISH
         out_lo, out_hi, sound = np.empty(self.size), np.empty(self.size), np.empty(self.size, bool)
         for sl, part in self._blocks():
             out_lo[sl], out_hi[sl], sound[sl] = part._hdi(prob, lo[sl], hi[sl], tol)
@@ -249,6 +244,23 @@ class Mixture:
             best_lo[idx], best_hi[idx] = (end, x) if from_lower else (x, end)
             width[idx] = span
         return best_lo, best_hi, sound
+
+
+def to_link(link: str, x: np.ndarray) -> np.ndarray:
+    """``x`` on the scale of the link ("identity", "log" or "logit"): the inverse of
+    :meth:`Mixture.natural`.
+
+    Example
+    -------
+    >>> float(to_link("logit", np.array(0.5)))
+    0.0
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if link == "log":
+            return np.log(x)
+        if link == "logit":
+            return special.logit(x)
+        return x
 
 
 def _normal_parts(mean: np.ndarray, sd: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
