@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -144,6 +145,13 @@ def spread_labels(y: np.ndarray, gap: float) -> np.ndarray:
     result = np.empty_like(out)
     result[order] = out
     return result
+
+
+def posterior_centre(row: pd.Series) -> float:
+    """A hyperparameter's posterior median (its mean may not exist), or its estimate where the
+    table has no median."""
+    median = row.get("median", np.nan)
+    return float(row["mean"] if np.isnan(median) else median)
 
 
 def population_mean(fit: PoolFit) -> float:
@@ -625,7 +633,7 @@ def _draw_hyper(ax: Axes, fit: PoolFit, name: str) -> None:
         ax.set_yticks([])
     else:
         lo, hi = np.quantile(draws, [0.001, 0.999])
-        centre = float(row["median"]) if "median" in row else float(row["mean"])
+        centre = posterior_centre(row)
         # a positive hyperparameter spread over decades (a heavy tail) is drawn on a log axis,
         # as densities per unit of log(x): the prior's is p(x) x
         log_axis = fit.family.supports.get(name, (-np.inf, 0.0))[0] >= 0 and 0 < 100 * lo < hi

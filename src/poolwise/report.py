@@ -164,13 +164,9 @@ def _priors(fit: PoolFit) -> pd.DataFrame:
     return frame
 
 
-def _centre(row: pd.Series) -> float:
-    """A hyperparameter's posterior median (its mean may not exist), or its estimate."""
-    median = row.get("median", np.nan)
-    return float(row["mean"] if np.isnan(median) else median)
-
-
 def _cards(fit: PoolFit) -> str:
+    from .plots import posterior_centre
+
     cards = []
     hdi = f"{int(fit.hdi_prob * 100)}% HDI"
     loc = fit.family.location
@@ -179,7 +175,7 @@ def _cards(fit: PoolFit) -> str:
         cards.append(
             (
                 f"population mean ({loc}), median",
-                _num(_centre(row)),
+                _num(posterior_centre(row)),
                 f"{hdi} {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
             )
         )
@@ -190,7 +186,7 @@ def _cards(fit: PoolFit) -> str:
         cards.append(
             (
                 f"{spread}: {words}, median",
-                _num(_centre(row)),
+                _num(posterior_centre(row)),
                 f"{hdi} {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
             )
         )
