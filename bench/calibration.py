@@ -196,7 +196,7 @@ def _findings(records: dict[str, dict]) -> list[str]:
         "estimated mu, so the truth ranks at 0 or L. This happens at any number of groups when "
         "tau is small enough; at 20,001 groups the run is uniform overall, but its singular fits "
         "still give extreme ranks.",
-        '- `method="auto"` uses eb only above 20,000 groups (`poolwise.api.AUTO_EB_GROUPS`), '
+        '- `method="auto"` uses eb only above 20,000 groups (`poolwise.onefactor.AUTO_EB_GROUPS`), '
         "beyond every size at which eb was miscalibrated here, and leaves eb for the exact "
         "engine whenever eb's fit is singular (a hyperparameter at the edge of its range). With "
         "that, the threshold is right as a choice of speed: below it the exact engine costs "

@@ -14,7 +14,7 @@ from poolwise import PoolwiseWarning
 
 # with few groups the default kappa prior leaves kappa's posterior without a mean; the fits say so
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:the posterior of kappa has so heavy an upper tail:poolwise.api.PoolwiseWarning"
+    "ignore:the posterior of kappa has so heavy an upper tail:poolwise.errors.PoolwiseWarning"
 )
 
 BINOMIAL = {"group": "g", "successes": "k", "trials": "n"}

@@ -8,7 +8,7 @@ import pytest
 from scipy import integrate, interpolate, optimize, special, stats
 
 import poolwise
-from poolwise import api
+from poolwise import onefactor
 from poolwise.data import example_path, reduce
 from poolwise.families import FAMILIES
 from poolwise.intervals import hdi_from_draws
@@ -112,7 +112,7 @@ def test_linked_kernel_mixtures_are_the_shortest_intervals_on_the_natural_scale(
 
 def _run(df, family, columns, priors=None):
     stats_ = reduce(df, columns.pop("group"), family, columns)
-    return api.run_engine(FAMILIES[family](), stats_.stats, "partial", "exact", priors), stats_
+    return onefactor.run_engine(FAMILIES[family](), stats_.stats, "partial", "exact", priors), stats_
 
 
 @pytest.mark.parametrize(
@@ -130,12 +130,12 @@ def _run(df, family, columns, priors=None):
 )
 def test_group_hdis_are_those_of_the_grid_mixture(df, family, columns, label):
     run, stats_ = _run(df, family, dict(columns))
-    fit = api.summarize(run, stats_, draws=100, hdi_prob=0.94, seed=1)
+    fit = onefactor.summarize(run, stats_, draws=100, hdi_prob=0.94, seed=1)
     model = run.model
     j = model.inverse[list(stats_.labels).index(label)]
     conditional, grid = theta_mixture(model, run.posterior)
     points, weights = grid.points, grid.weights
-    kind = api.THETA_KIND[family]
+    kind = onefactor.THETA_KIND[family]
     if kind == "normal":
         first, second, _ = conditional(points)
     else:
@@ -180,7 +180,7 @@ def test_hyperparameter_hdi_against_its_exact_marginal():
     density by brute-force integration over z2 on a fine grid gives the HDI to ~1e-5 sd; the
     cells' kernels reproduce it to 0.003 sd (their error is O(cell width^4))."""
     run, stats_ = _run(RATS, "binomial", {"group": "experiment", "successes": "y", "trials": "n"})
-    fit = api.summarize(run, stats_, draws=100, hdi_prob=0.94, seed=1)
+    fit = onefactor.summarize(run, stats_, draws=100, hdi_prob=0.94, seed=1)
     post, model = run.posterior, run.model
     lo, hi = post.points.min(axis=0), post.points.max(axis=0)
     z1, z2 = np.linspace(lo[0], hi[0], 1201), np.linspace(lo[1] - 1, hi[1] + 1, 1201)
@@ -198,7 +198,7 @@ def test_hyperparameter_hdi_against_its_exact_marginal():
 
 def test_moments_that_do_not_exist_are_missing():
     df = pd.DataFrame({"g": list("abcd"), "k": [0, 1, 0, 1], "n": [1, 1, 1, 2]})
-    with pytest.warns(api.PoolwiseWarning, match="kappa.*mean and sd do not exist"):
+    with pytest.warns(poolwise.PoolwiseWarning, match="kappa.*mean and sd do not exist"):
         fit = poolwise.fit(df, group="g", successes="k", trials="n", seed=1)
     pop = fit.population
     assert pop.loc[["kappa", "a", "b"], ["mean", "sd"]].isna().all().all()

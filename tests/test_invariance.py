@@ -11,7 +11,7 @@ import poolwise
 
 # few groups leave kappa's posterior with a heavy tail under the default prior; the fits say so
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:the posterior of kappa has so heavy an upper tail:poolwise.api.PoolwiseWarning"
+    "ignore:the posterior of kappa has so heavy an upper tail:poolwise.errors.PoolwiseWarning"
 )
 
 SURGICAL = pd.read_csv(poolwise.example_path("surgical"))

@@ -16,7 +16,7 @@ import poolwise
 
 # with few groups the default kappa prior leaves kappa's posterior without a mean; the fits say so
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:the posterior of kappa has so heavy an upper tail:poolwise.api.PoolwiseWarning"
+    "ignore:the posterior of kappa has so heavy an upper tail:poolwise.errors.PoolwiseWarning"
 )
 EXACT = ["mean", "sd", "shrinkage", "raw", "n"]
 

@@ -8,9 +8,11 @@
 
 from typing import Any
 
-from .api import PoolwiseWarning, fit, fit_stats
+from ._version import __version__
+from .api import fit, fit_stats
 from .compare import Comparison, compare
 from .data import example_path, read_path
+from .errors import PoolwiseWarning
 from .priors import (
     Beta,
     Exponential,
@@ -26,8 +28,6 @@ from .priors import (
 )
 from .results import PoolFit
 from .simulate import simulate
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
@@ -59,6 +59,7 @@ __all__ = [
     "PoolwiseWarning",
     "Power",
     "Uniform",
+    "__version__",
     "check",
     "compare",
     "example_path",

@@ -292,7 +292,7 @@ def _draws_one_factor(
 
 
 def _run_one_factor(spec: CalibrationSpec, n_sims: int, seed: int, progress):
-    from .api import run_engine
+    from .onefactor import run_engine
     from .engines.collapsed_nuts import sample_collapsed_many
 
     names = spec.parameters()
@@ -393,7 +393,7 @@ def simulate_regression(
 def _run_regression(spec: CalibrationSpec, n_sims: int, seed: int, progress):
     import warnings
 
-    from .api import PoolwiseWarning
+    from .errors import PoolwiseWarning
     from .glmm.fit import fit_formula
 
     names = spec.parameters()

@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 
 from ._lazy import logsumexp
-from .api import _check_options, family_for, run_engine, summarize
+from .api import family_for
 from .data import reduce
 from .families import FAMILIES
 from .model import POOLINGS, PoolModel
+from .onefactor import check_options, run_engine, summarize
 from .results import PoolFit
 
 
-@dataclass
+@dataclass(frozen=True)
 class Comparison:
     """Fits of several poolings of the same data.
 
@@ -99,14 +100,14 @@ def compare(
         raise ValueError(
             f"poolings must be a non-empty tuple of {', '.join(POOLINGS)}; got {poolings!r}"
         )
-    _check_options(method, draws, hdi_prob, seed)
+    check_options(method, draws, hdi_prob, seed)
     family_name, columns = family_for(y, se, successes, trials, counts, exposure, n, sd)
     stats = reduce(data, group, family_name, columns)
     family = FAMILIES[family_name]()
     fits, elpd = {}, {}
     for pooling in poolings:
         run = run_engine(family, stats.stats, pooling, method, priors)
-        fits[pooling] = summarize(run, stats, draws=draws, hdi_prob=hdi_prob, seed=seed)
+        fits[pooling] = PoolFit.of(summarize(run, stats, draws=draws, hdi_prob=hdi_prob, seed=seed))
         elpd[pooling] = logo_elpd(run.model, run.posterior.points, run.posterior.weights)
     first = fits[poolings[0]].groups
     estimates = first[["n", "raw"]].copy()

@@ -16,6 +16,18 @@ Evaluate = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
 MAX_STEPS = 60
 
 
+def hdi_names(prob: float) -> tuple[str, str]:
+    """Column names of an HDI's ends, ArviZ's way.
+
+    Example
+    -------
+    >>> hdi_names(0.94)
+    ('hdi_3%', 'hdi_97%')
+    """
+    tail = (1 - prob) / 2 * 100
+    return f"hdi_{tail:g}%", f"hdi_{100 - tail:g}%"
+
+
 def hdi_from_draws(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
     """Narrowest interval holding ``prob`` of the draws, column by column (draws along axis 0).
 

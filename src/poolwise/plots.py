@@ -8,7 +8,6 @@ to draw into instead of a new figure. Artists carry ids (``artist.get_gid()``): 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +18,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .compare import Comparison
-    from .results import PoolFit
+    from .fitdata import FitData
     from .simulate import PredictiveCheck
 
 RAW_COLOR, POOLED_COLOR, POPULATION_COLOR = "0.45", "C0", "C1"
@@ -92,7 +90,7 @@ def _many_axes(ax: Any, n: int, width: float, height: float, rows: int = 1) -> t
     return _root(axes[0]), axes
 
 
-def group_sizes(fit: PoolFit) -> np.ndarray:
+def group_sizes(fit: FitData) -> np.ndarray:
     """How much data each group has (rows, precision 1/se², trials, exposure), as floats."""
     return np.asarray(fit.family.size(fit.observed), dtype=float)
 
@@ -154,7 +152,7 @@ def posterior_centre(row: pd.Series) -> float:
     return float(row["mean"] if np.isnan(median) else median)
 
 
-def population_mean(fit: PoolFit) -> float:
+def population_mean(fit: FitData) -> float:
     """The posterior mean of the population location (mu or phi), the line estimates shrink to."""
     loc = fit.family.location
     if loc in fit.population.index:
@@ -165,7 +163,7 @@ def population_mean(fit: PoolFit) -> float:
     return float(np.average(fit.groups["mean"], weights=group_sizes(fit)))
 
 
-def _style(fit: PoolFit) -> dict[str, float]:
+def _style(fit: FitData) -> dict[str, float]:
     j = fit.n_groups
     return {
         "lw": 1.2 if j <= 50 else 0.8 if j <= 500 else 0.4,
@@ -179,7 +177,7 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def _population_line(ax: Axes, fit: PoolFit, vertical: bool = False) -> None:
+def _population_line(ax: Axes, fit: FitData, vertical: bool = False) -> None:
     m = population_mean(fit)
     line = ax.axvline if vertical else ax.axhline
     line(
@@ -195,7 +193,7 @@ def _population_line(ax: Axes, fit: PoolFit, vertical: bool = False) -> None:
 
 # ----------------------------------------------------------------------- shrinkage
 def plot_shrinkage(
-    fit: PoolFit,
+    fit: FitData,
     ax: Axes | None = None,
     *,
     labels: int | bool | None = None,
@@ -320,53 +318,21 @@ def plot_shrinkage(
 
 
 # ----------------------------------------------------------------------- estimates vs size
-def refit(fit: PoolFit, pooling: str) -> PoolFit:
-    """The same data and priors under another pooling (``"none"``, ``"complete"``, ``"partial"``)."""
-    from .api import fit_stats
-    from .data import GroupStats
-    from .priors import Prior
-
-    priors = {
-        k: v
-        for k, v in fit.priors.items()
-        if isinstance(v, Prior) or (fit.pooling == "partial" and isinstance(v, int | float))
-    }
-    stats = GroupStats(
-        labels=fit.groups.index,
-        stats=dict(fit.observed),
-        n_rows=fit.n_rows,
-        group=fit.groups.index.name or "group",
-    )
-    draws = min(len(next(iter(fit.hyper_draws.values()), [0])) or 1000, 1000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the user sees the warnings of the fit they asked for
-        return fit_stats(
-            stats,
-            fit.family.name,
-            pooling=pooling,
-            method="auto",
-            priors=priors,
-            draws=draws,
-            hdi_prob=fit.hdi_prob,
-            seed=fit.seed,
-        )
-
-
 POOLING_TITLE = {"none": "No pooling", "complete": "Complete pooling", "partial": "Partial pooling"}
 
 
 def plot_estimates(
-    fits: PoolFit | Comparison | Mapping[str, PoolFit],
+    fits: FitData | Mapping[str, FitData] | Any,
     ax: Axes | Sequence[Axes] | None = None,
     *,
-    poolings: Sequence[str] = ("none", "partial"),
+    poolings: Sequence[str] | None = None,
 ) -> Figure:
-    """Each group's estimate and HDI against its size: no pooling and partial pooling side by side.
+    """Each group's estimate and HDI against its size, one panel per pooling side by side.
 
-    Given one fit, the other poolings are fitted to the same group statistics; given a
-    :class:`~poolwise.Comparison` (or a mapping of pooling to fit) its fits are used. With a single
-    ``ax``, only the given fit is drawn on it. The dashed line is the partially pooled population
-    mean in every panel.
+    ``fits`` is one fit (drawn alone), a mapping of pooling to fit, or a
+    :class:`~poolwise.Comparison` (its ``fits``); ``poolings`` picks and orders the panels
+    (default: every fit given). A fit's own ``plot_estimates()`` fits no pooling next to it.
+    The dashed line is the partially pooled population mean in every panel.
 
     Example
     -------
@@ -377,29 +343,25 @@ def plot_estimates(
     >>> [a.get_title() for a in fig.axes]
     ['No pooling', 'Partial pooling']
     """
-    from matplotlib.axes import Axes
+    from .fitdata import FitData
 
-    from .compare import Comparison
-    from .results import PoolFit
-
-    if isinstance(fits, PoolFit) and isinstance(ax, Axes):
-        chosen = {fits.pooling: fits}
-    elif isinstance(fits, PoolFit):
-        chosen = {p: fits if fits.pooling == p else refit(fits, p) for p in poolings}
-    elif isinstance(fits, Comparison | Mapping):
-        source = fits.fits if isinstance(fits, Comparison) else dict(fits)
-        missing = [p for p in poolings if p not in source]
-        if missing:
-            raise ValueError(
-                f"poolings: {', '.join(map(repr, missing))} not among the fits "
-                f"({', '.join(map(repr, source))})"
-            )
-        chosen = {p: source[p] for p in poolings}
+    if isinstance(fits, FitData):
+        source = {fits.pooling: fits}
+    elif isinstance(fits, Mapping) or isinstance(getattr(fits, "fits", None), Mapping):
+        source = dict(fits if isinstance(fits, Mapping) else fits.fits)
     else:
         raise TypeError(
             f"fits must be a PoolFit, a Comparison or a mapping of pooling to PoolFit, "
             f"got {type(fits).__name__}"
         )
+    poolings = list(source) if poolings is None else list(poolings)
+    missing = [p for p in poolings if p not in source]
+    if missing:
+        raise ValueError(
+            f"poolings: {', '.join(map(repr, missing))} not among the fits "
+            f"({', '.join(map(repr, source))})"
+        )
+    chosen = {p: source[p] for p in poolings}
     if not chosen:
         raise ValueError("poolings: name at least one pooling")
     first = next(iter(chosen.values()))
@@ -420,7 +382,7 @@ def plot_estimates(
 
 
 def _draw_estimates(
-    ax: Axes, fit: PoolFit, reference: PoolFit, sizes: np.ndarray, title: str
+    ax: Axes, fit: FitData, reference: FitData, sizes: np.ndarray, title: str
 ) -> None:
     from matplotlib.collections import LineCollection
 
@@ -463,7 +425,7 @@ def _draw_estimates(
 
 # ----------------------------------------------------------------------- forest
 def plot_forest(
-    fit: PoolFit,
+    fit: FitData,
     ax: Axes | None = None,
     *,
     top: int | None = None,
@@ -567,7 +529,7 @@ def plot_forest(
 
 
 # ----------------------------------------------------------------------- population
-def _free_names(fit: PoolFit) -> list[str]:
+def _free_names(fit: FitData) -> list[str]:
     fam = fit.family
     if fit.pooling == "none":
         candidates = list(fam.nuisance)
@@ -578,7 +540,7 @@ def _free_names(fit: PoolFit) -> list[str]:
     return [n for n in candidates if n in fit.population.index]
 
 
-def plot_population(fit: PoolFit, ax: Axes | Sequence[Axes] | None = None) -> Figure:
+def plot_population(fit: FitData, ax: Axes | Sequence[Axes] | None = None) -> Figure:
     """Posterior of each population hyperparameter, with its prior (dashed) and HDI.
 
     Empirical-Bayes fits show the estimate and its normal approximation; fixed values are marked
@@ -605,7 +567,7 @@ def plot_population(fit: PoolFit, ax: Axes | Sequence[Axes] | None = None) -> Fi
     return fig
 
 
-def _draw_hyper(ax: Axes, fit: PoolFit, name: str) -> None:
+def _draw_hyper(ax: Axes, fit: FitData, name: str) -> None:
     from .priors import Normal, Prior
 
     draws = np.asarray(fit.hyper_draws.get(name, []), dtype=float)
@@ -674,7 +636,7 @@ def _draw_hyper(ax: Axes, fit: PoolFit, name: str) -> None:
     ax.legend(fontsize=7, frameon=False, loc="best")
 
 
-def _draw_trace(trace_ax: Axes, rank_ax: Axes, fit: PoolFit, name: str) -> None:
+def _draw_trace(trace_ax: Axes, rank_ax: Axes, fit: FitData, name: str) -> None:
     draws = np.asarray(fit.hyper_draws[name], dtype=float)
     chains = fit._chains(len(draws))
     per = draws.reshape(chains, -1)

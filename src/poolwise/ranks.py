@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from .results import PoolFit
+    from .fitdata import FitData
 
 # rank draws in blocks of this many (draws x groups) elements, to bound memory
 BLOCK_ELEMENTS = 1 << 23
@@ -49,7 +49,7 @@ def rank_draws(theta: np.ndarray, best: str = "high", seed: int = 0) -> np.ndarr
 
 
 def ranks(
-    fit: PoolFit,
+    fit: FitData,
     top: int = 3,
     best: str = "high",
     prob: float | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import io
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -20,7 +21,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .results import PoolFit
+    from .fitdata import FitData
 
 # tables longer than this are cut (the full tables are on the fit object)
 MAX_GROUP_ROWS = 200
@@ -150,7 +151,7 @@ def _figure(fig: Figure, salt: str, caption: str) -> str:
     return f'<figure role="img" aria-label="{html.escape(caption)}">{svg(fig, salt)}<figcaption>{caption}</figcaption></figure>'
 
 
-def _priors(fit: PoolFit) -> pd.DataFrame:
+def _priors(fit: FitData) -> pd.DataFrame:
     from .priors import Prior
 
     rows = {}
@@ -164,7 +165,7 @@ def _priors(fit: PoolFit) -> pd.DataFrame:
     return frame
 
 
-def _cards(fit: PoolFit) -> str:
+def _cards(fit: FitData) -> str:
     from .plots import posterior_centre
 
     cards = []
@@ -210,7 +211,7 @@ def _cards(fit: PoolFit) -> str:
     )
 
 
-def _diagnostics(fit: PoolFit, ppc: Any) -> str:
+def _diagnostics(fit: FitData, ppc: Any) -> str:
     items = [("engine", f"{fit.method}: {fit.method_reason}")]
     info = fit.info or {}
     if "grid_points" in info:
@@ -242,10 +243,18 @@ def _diagnostics(fit: PoolFit, ppc: Any) -> str:
     return f'<dl class="diag">{dl}</dl><h3>Warnings</h3>{warn}'
 
 
-def render(fit: PoolFit, *, title: str | None = None, best: str = "high", top: int = 3) -> str:
+def render(
+    fit: FitData,
+    *,
+    title: str | None = None,
+    best: str = "high",
+    top: int = 3,
+    poolings: Mapping[str, FitData] | None = None,
+) -> str:
     """The report as an HTML string (see :func:`report`)."""
-    from . import __version__
+    from ._version import __version__
     from .plots import plot_estimates, plot_forest, plot_population, plot_shrinkage
+    from .ranks import ranks
     from .simulate import check
 
     family = fit.family.name
@@ -276,7 +285,7 @@ def render(fit: PoolFit, *, title: str | None = None, best: str = "high", top: i
         "with the group's size; the dashed line is the population mean.",
     )
     estimates = _figure(
-        plot_estimates(fit),
+        plot_estimates(poolings or fit),
         "estimates",
         "Estimates and HDIs against group size, each group alone (left) and partially pooled "
         "(right): small groups are pulled towards the population mean.",
@@ -284,7 +293,7 @@ def render(fit: PoolFit, *, title: str | None = None, best: str = "high", top: i
     sections.append(("shrinkage", "Shrinkage", shrink + estimates))
 
     top = min(top, fit.n_groups)
-    league = fit.ranks(top=top, best=best)
+    league = ranks(fit, top=top, best=best)
     shown = league.head(MAX_LEAGUE_ROWS)
     note = (
         f'<p class="note">The first {MAX_LEAGUE_ROWS} of {len(league):,} groups; '
@@ -348,14 +357,18 @@ def render(fit: PoolFit, *, title: str | None = None, best: str = "high", top: i
 
 
 def report(
-    fit: PoolFit,
+    fit: FitData,
     path: str | os.PathLike = "report.html",
     *,
     title: str | None = None,
     best: str = "high",
     top: int = 3,
+    poolings: Mapping[str, FitData] | None = None,
 ) -> Path:
     """Write a self-contained HTML report of ``fit`` to ``path`` and return the path.
+
+    ``poolings`` (pooling name to fit, e.g. :meth:`poolwise.PoolFit.poolings`) are drawn side
+    by side in the estimates plot; without them, ``fit`` alone.
 
     The report holds the model in words and symbols, the priors, the population and group tables,
     a league table (``best="low"`` when a low theta is better, e.g. mortality; ``top`` for
@@ -378,6 +391,6 @@ def report(
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"path: {str(out)!r} is a directory; give a file name such as report.html")
-    text = render(fit, title=title, best=best, top=top)
+    text = render(fit, title=title, best=best, top=top, poolings=poolings)
     out.write_text(text, encoding="utf-8")
     return out

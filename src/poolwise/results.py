@@ -1,21 +1,25 @@
-"""PoolFit: the one result type. Tables, draws, ArviZ data, predictions; no engine code."""
+"""PoolFit: the one result type. Tables, draws, ArviZ data, predictions, and the verbs (plots,
+ranks, simulation, checks, the report) as methods; no engine code."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .families import Family
-from .intervals import hdi_from_draws
+from .data import GroupStats
+from .fitdata import FitData, as_type
+from .intervals import hdi_from_draws, hdi_names
+from .onefactor import fit_groups
 from .priors import Prior
 
 
-@dataclass
-class PoolFit:
+@dataclass(frozen=True, repr=False)
+class PoolFit(FitData):
     """The result of :func:`poolwise.fit`.
 
     Attributes
@@ -40,31 +44,12 @@ class PoolFit:
     [0.65, 0.6, 0.545]
     """
 
-    family: Family
-    pooling: str
-    method: str
-    method_reason: str
-    priors: dict[str, Prior | float | str]
-    groups: pd.DataFrame
-    population: pd.DataFrame
-    hdi_prob: float
-    n_rows: int
-    seed: int
-    observed: dict[str, np.ndarray]
-    hyper_draws: dict[str, np.ndarray]
-    theta_draws_fn: Callable[[], np.ndarray] = field(repr=False)
-    warnings: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
+    @classmethod
+    def of(cls, data: FitData) -> PoolFit:
+        """The result object of a pipeline's record."""
+        return as_type(data, cls)
 
     # ----------------------------------------------------------------- draws and ArviZ
-    @property
-    def n_groups(self) -> int:
-        return len(self.groups)
-
-    def theta_draws(self) -> np.ndarray:
-        """Posterior draws of every group's theta, shape (draws, groups)."""
-        return self.theta_draws_fn()
-
     def _chains(self, draws: int) -> int:
         return 4 if draws % 4 == 0 and draws >= 8 else 1
 
@@ -141,7 +126,7 @@ class PoolFit:
     # ----------------------------------------------------------------- display
     def summary(self) -> pd.DataFrame:
         """ArviZ-style table: hyperparameters then ``theta[label]``; mean, sd and HDI."""
-        lo, hi = _hdi_names(self.hdi_prob)
+        lo, hi = hdi_names(self.hdi_prob)
         pop = self.population[["mean", "sd", "hdi_low", "hdi_high"]]
         grp = self.groups[["mean", "sd", "hdi_low", "hdi_high"]].copy()
         grp.index = [f"theta[{label}]" for label in grp.index]
@@ -194,10 +179,20 @@ class PoolFit:
         return plot_shrinkage(self, ax=ax, **kwargs)
 
     def plot_estimates(self, ax: Any = None, **kwargs: Any) -> Any:
-        """Estimates and HDIs against group size, unpooled and pooled; see :mod:`poolwise.plots`."""
+        """Estimates and HDIs against group size, unpooled and pooled; see :mod:`poolwise.plots`.
+
+        The other poolings (``poolings``, default no and partial pooling) are fitted to the same
+        group statistics and priors; with a single ``ax`` only this fit is drawn."""
         from .plots import plot_estimates
 
-        return plot_estimates(self, ax=ax, **kwargs)
+        if ax is not None and not isinstance(ax, list | tuple | np.ndarray):
+            return plot_estimates({self.pooling: self}, ax=ax, **kwargs)
+        poolings = kwargs.pop("poolings", ("none", "partial"))
+        return plot_estimates(self.poolings(poolings), ax=ax, poolings=poolings, **kwargs)
+
+    def poolings(self, poolings: tuple[str, ...] = ("none", "partial")) -> dict[str, FitData]:
+        """This fit and the same data and priors under the other ``poolings`` (by name)."""
+        return {p: self if p == self.pooling else self._pooled(p) for p in poolings}
 
     def plot_forest(self, ax: Any = None, **kwargs: Any) -> Any:
         """Sorted caterpillar plot of the groups; see :func:`poolwise.plots.plot_forest`."""
@@ -233,12 +228,41 @@ class PoolFit:
         """Write a self-contained HTML report; see :func:`poolwise.report.report`."""
         from .report import report
 
-        return report(self, path, **kwargs)
+        return report(self, path, poolings=self.poolings(), **kwargs)
 
+    @cached_property
+    def _refits(self) -> dict[str, FitData]:
+        return {}
 
-def _hdi_names(prob: float) -> tuple[str, str]:
-    tail = (1 - prob) / 2 * 100
-    return f"hdi_{tail:g}%", f"hdi_{100 - tail:g}%"
+    def _pooled(self, pooling: str) -> FitData:
+        """The same data and priors under another pooling (computed once)."""
+        if pooling not in self._refits:
+            priors = {
+                k: v
+                for k, v in self.priors.items()
+                if isinstance(v, Prior)
+                or (self.pooling == "partial" and isinstance(v, int | float))
+            }
+            stats = GroupStats(
+                labels=self.groups.index,
+                stats=dict(self.observed),
+                n_rows=self.n_rows,
+                group=self.groups.index.name or "group",
+            )
+            draws = min(len(next(iter(self.hyper_draws.values()), [0])) or 1000, 1000)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the user sees the warnings of the fit they asked
+                self._refits[pooling] = fit_groups(
+                    stats,
+                    self.family.name,
+                    pooling=pooling,
+                    method="auto",
+                    priors=priors,
+                    draws=draws,
+                    hdi_prob=self.hdi_prob,
+                    seed=self.seed,
+                )
+        return self._refits[pooling]
 
 
 def _describe(x: np.ndarray, prefix: str, prob: float) -> dict[str, float]:

@@ -22,7 +22,7 @@ from .priors import Beta, HalfNormal, Lomax, Normal, Prior
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .results import PoolFit
+    from .fitdata import FitData
 
 # priors for hyperparameters that ``simulate`` is not given (there is no data to scale them to)
 SIMULATION_PRIORS: dict[str, dict[str, Prior]] = {
@@ -197,7 +197,7 @@ def _data_frame(
 
 
 # ----------------------------------------------------------------------- posterior predictive
-def _draw_index(fit: PoolFit, draws: int, rng: np.random.Generator) -> np.ndarray:
+def _draw_index(fit: FitData, draws: int, rng: np.random.Generator) -> np.ndarray:
     total = len(next(iter(fit.hyper_draws.values()))) if fit.hyper_draws else 0
     if isinstance(draws, bool) or not isinstance(draws, int | np.integer) or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
@@ -206,12 +206,12 @@ def _draw_index(fit: PoolFit, draws: int, rng: np.random.Generator) -> np.ndarra
     return np.sort(rng.choice(total, size=draws, replace=False))
 
 
-def _sizes_of(fit: PoolFit) -> np.ndarray:
+def _sizes_of(fit: FitData) -> np.ndarray:
     key = {"normal": "n", "normal_se": "se", "binomial": "trials", "poisson": "exposure"}
     return np.asarray(fit.observed[key[fit.family.name]])
 
 
-def replicate(fit: PoolFit, draws: int = 1, seed: int | None = None) -> pd.DataFrame:
+def replicate(fit: FitData, draws: int = 1, seed: int | None = None) -> pd.DataFrame:
     """Replicated data sets from the posterior predictive, laid out like :func:`simulate`'s.
 
     Each replicate takes one posterior draw of the hyperparameters and of every group's theta, and
@@ -285,7 +285,7 @@ class PredictiveCheck:
 
 
 def check(
-    fit: PoolFit,
+    fit: FitData,
     statistic: str = "sd",
     draws: int = 1000,
     seed: int | None = None,
@@ -332,7 +332,7 @@ def check(
     )
 
 
-def _as_stats(fit: PoolFit, data: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
+def _as_stats(fit: FitData, data: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
     name = fit.family.name
     if name == "normal":
         return {"mean": data, "n": sizes}

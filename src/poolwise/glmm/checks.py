@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from ..intervals import hdi_from_draws, hdi_names
 from .design import Design
 
 # the check decomposes a (coefficients x coefficients) matrix: only up to this many
@@ -154,3 +156,38 @@ def diagnose(
                 "singular fit; read the factor's effects as completely pooled, or drop the term"
             )
     return out
+
+
+def stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float):
+    """mean, sd, HDI, ess_bulk, ess_tail, r_hat per scalar parameter; draws are (chain, draw, ...).
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> table = stats_table({"x": rng.normal(size=(4, 500))}, {}, 0.9)
+    >>> bool(table.loc["x", "r_hat"] < 1.01), list(table.columns[2:4])
+    (True, ['hdi_5%', 'hdi_95%'])
+    """
+    from arviz_stats.base import array_stats
+
+    blocks, index = [], []
+    for name, x in draws.items():
+        x = np.asarray(x, dtype=float).reshape(x.shape[0], x.shape[1], -1)
+        flat = x.reshape(-1, x.shape[2])
+        lo, hi = hdi_from_draws(flat, prob)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # every scalar of a site at once: (chain, draw, k) -> (k,)
+            ess_b = array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk")
+            ess_t = array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=(0.05, 0.95))
+            rhat = array_stats.rhat(x, chain_axis=0, draw_axis=1)
+        columns = (flat.mean(axis=0), flat.std(axis=0), lo, hi, ess_b, ess_t, rhat)
+        blocks.append(np.column_stack([np.asarray(c, dtype=float).reshape(-1) for c in columns]))
+        labels = coords.get(name)
+        index += [name] * x.shape[2] if labels is None else [f"{name}[{lb}]" for lb in labels]
+    rows = np.concatenate(blocks) if blocks else np.zeros((0, 7))
+    lo_name, hi_name = hdi_names(prob)
+    return pd.DataFrame(
+        rows,
+        index=pd.Index(index, name="parameter"),
+        columns=["mean", "sd", lo_name, hi_name, "ess_bulk", "ess_tail", "r_hat"],
+    )

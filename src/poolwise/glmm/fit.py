@@ -1,4 +1,4 @@
-"""fit_formula(): formula → cells → design → priors and plan → NUTS → GlmmFit."""
+"""The regression pipeline: formula → cells → design → priors and plan → NUTS → RegressionData."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..priors import Flat, Normal, Prior
+from ..data import reduce
+from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
+from ..fitdata import FitData, RegressionData
+from ..onefactor import fit_groups
+from ..priors import Flat, HalfNormal, Normal, Prior
 from .cells import Cells, reduce_cells
-from .checks import diagnose, identifiability
+from .checks import diagnose, identifiability, stats_table
 from .design import Design, build_design
 from .formula import FormulaSpec, parse_formula
 from .model import (
     LINKS,
+    GlmmFamily,
     ModelPlan,
     Scales,
     TermPlan,
@@ -25,7 +30,6 @@ from .model import (
     make_model,
     prior_scale,
 )
-from .results import GlmmFamily, GlmmFit, _stats_table
 
 PARAMETRIZATIONS = ("auto", "non-centered", "centered", "as-written")
 # a full (dense) mass matrix is adapted when the model has at most this many unconstrained
@@ -146,8 +150,6 @@ def _resolve_priors(
     if cells.likelihood == "normal":
         sigma = priors.get("sigma")
         if sigma is None:
-            from ..priors import HalfNormal
-
             sigma = HalfNormal(round(2.5 * scales.sd_y, 6))
         used["sigma"] = sigma
     return tuple(common), sds, sigma, used
@@ -318,7 +320,7 @@ def fit_formula(
     spec: FormulaSpec | None = None,
     dense_mass: bool | None = None,
     chain_method: str = "auto",
-) -> GlmmFit:
+) -> RegressionData:
     """Fit a regression with group-specific effects by NUTS (see :func:`poolwise.fit`).
 
     ``draws`` counts all chains together (``draws // chains`` per chain). ``info`` records the
@@ -344,16 +346,13 @@ def fit_formula(
             f"got {parametrization!r}"
         )
     for name, value in (("draws", draws), ("chains", chains), ("tune", tune)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_count(name, value)
     if draws < chains:
         raise ValueError(f"draws counts all {chains} chains together: need at least {chains}")
-    if not (isinstance(hdi_prob, float | int) and 0 < hdi_prob < 1):
-        raise ValueError(f"hdi_prob must lie strictly between 0 and 1, got {hdi_prob!r}")
+    check_prob(hdi_prob)
+    check_seed(seed)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
-    elif isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
     spec = spec or parse_formula(formula, family, exposure)
     cells = reduce_cells(data, spec)
     design = build_design(cells, spec)
@@ -363,7 +362,7 @@ def fit_formula(
     problems, skipped = identifiability(design)
     messages = list(problems)
     for m in problems:
-        warnings.warn(m, _warning_class(), stacklevel=3)
+        warnings.warn(m, PoolwiseWarning, stacklevel=3)
     if dense_mass is None:
         dense_mass = plan.size <= DENSE_MAX and all(t.sd is not None for t in plan.terms)
     result = sample_nuts(
@@ -389,7 +388,7 @@ def fit_formula(
     group_draws = {t.name: result.samples[t.name] for t in design.groups}
     all_draws = {**population_draws, **group_draws}
     coords = {t.name: t.levels for t in design.groups}
-    table = _stats_table(all_draws, coords, hdi_prob)
+    table = stats_table(all_draws, coords, hdi_prob)
     n_total = result.diverging.size
     sd_terms = {
         t.sigma_name: (result.samples[t.sigma_name], prior_scale(tp.sd_prior))
@@ -398,7 +397,7 @@ def fit_formula(
     }
     found = diagnose(table, result.divergences, n_total, sd_terms)
     for m in found:
-        warnings.warn(m, _warning_class(), stacklevel=3)
+        warnings.warn(m, PoolwiseWarning, stacklevel=3)
     messages += found
     pop = table.loc[keep].iloc[:, :4].copy()
     pop.columns = ["mean", "sd", "hdi_low", "hdi_high"]
@@ -420,7 +419,7 @@ def fit_formula(
     if skipped:
         info["identifiability"] = skipped
     fam = spec.family
-    return GlmmFit(
+    return RegressionData(
         family=GlmmFamily(fam, LINKS[cells.likelihood], DESCRIPTIONS[fam]),
         pooling="partial",
         method="nuts",
@@ -433,8 +432,7 @@ def fit_formula(
         seed=int(seed),
         observed={k: v for k, v in cells.stats().items()},
         hyper_draws=flat,
-        theta_draws_fn=lambda: np.zeros((0, 0)),
-        warnings=messages,
+        warnings=tuple(messages),
         info=info,
         formula=formula,
         draws=all_draws,
@@ -443,14 +441,8 @@ def fit_formula(
         plan=plan,
         divergences=result.divergences,
         sample_stats={"diverging": result.diverging, "tree_depth": result.tree_depth},
-        _summary=table,
+        table=table,
     )
-
-
-def _warning_class():
-    from ..api import PoolwiseWarning
-
-    return PoolwiseWarning
 
 
 def fit_from_api(
@@ -466,7 +458,7 @@ def fit_from_api(
     hdi_prob: float,
     seed: int | None,
     **nuts: Any,
-) -> Any:
+) -> FitData:
     """The formula door of :func:`poolwise.fit`: one factor with an intercept only goes to the
     one-factor engines (the same numbers as ``fit(data, group=...)``), the rest to NUTS."""
     if data is None:
@@ -476,13 +468,10 @@ def fit_from_api(
         spec.intercept_only_factor is not None and nuts.get("parametrization", "auto") == "auto"
     )
     if method in ("exact", "eb", "auto") and one_factor:
-        from ..api import fit_stats
-        from ..data import reduce
-
         columns = dict(spec.response)
         name = spec.family
         stats = reduce(data, spec.intercept_only_factor, name, columns)
-        return fit_stats(
+        return fit_groups(
             stats,
             name,
             pooling=pooling,

@@ -26,6 +26,15 @@ LINKS = {"binomial": "logit", "poisson": "log", "normal": "identity"}
 
 
 @dataclass(frozen=True)
+class GlmmFamily:
+    """The likelihood and link of a regression (the role of a one-factor family in PoolFit)."""
+
+    name: str
+    link: str
+    description: str
+
+
+@dataclass(frozen=True)
 class TermPlan:
     """How one group term enters the model (all static: part of the compiled model's identity)."""
 

@@ -1,74 +1,24 @@
-"""GlmmFit: the PoolFit of a regression fitted by NUTS (draws by chain, summaries, prediction)."""
+"""GlmmFit: the PoolFit of a regression (draws by chain, summaries, prediction)."""
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..results import PoolFit, _hdi_names
-from .design import Design, new_codes
-from .model import ModelPlan
+from .._arviz import import_arviz
+from ..fitdata import RegressionData
+from ..intervals import hdi_from_draws
+from ..results import PoolFit
+from .design import new_codes
 
 UNSEEN = ("raise", "population", "draw")
 
 
-@dataclass(frozen=True)
-class GlmmFamily:
-    """The likelihood and link of a regression (the role of a one-factor family in PoolFit)."""
-
-    name: str
-    link: str
-    description: str
-
-
-def import_arviz() -> Any:
-    """``import arviz``, also where the installed arviz-plots expects an older matplotlib."""
-    import importlib
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # arviz-plots reads matplotlib.style.core, which newer matplotlib no longer imports
-        importlib.import_module("matplotlib.style.core")
-        arviz = importlib.import_module("arviz")
-
-    return arviz
-
-
-def _stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float):
-    """mean, sd, HDI, ess_bulk, ess_tail, r_hat per scalar parameter; draws are (chain, draw, ...)."""
-    from arviz_stats.base import array_stats
-
-    from ..intervals import hdi_from_draws
-
-    blocks, index = [], []
-    for name, x in draws.items():
-        x = np.asarray(x, dtype=float).reshape(x.shape[0], x.shape[1], -1)
-        flat = x.reshape(-1, x.shape[2])
-        lo, hi = hdi_from_draws(flat, prob)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            # every scalar of a site at once: (chain, draw, k) -> (k,)
-            ess_b = array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk")
-            ess_t = array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=(0.05, 0.95))
-            rhat = array_stats.rhat(x, chain_axis=0, draw_axis=1)
-        columns = (flat.mean(axis=0), flat.std(axis=0), lo, hi, ess_b, ess_t, rhat)
-        blocks.append(np.column_stack([np.asarray(c, dtype=float).reshape(-1) for c in columns]))
-        labels = coords.get(name)
-        index += [name] * x.shape[2] if labels is None else [f"{name}[{lb}]" for lb in labels]
-    rows = np.concatenate(blocks) if blocks else np.zeros((0, 7))
-    lo_name, hi_name = _hdi_names(prob)
-    return pd.DataFrame(
-        rows,
-        index=pd.Index(index, name="parameter"),
-        columns=["mean", "sd", lo_name, hi_name, "ess_bulk", "ess_tail", "r_hat"],
-    )
-
-
-@dataclass(repr=False)
-class GlmmFit(PoolFit):
+@dataclass(frozen=True, repr=False)
+class GlmmFit(PoolFit, RegressionData):
     """A regression fitted by NUTS. ``groups`` is indexed by (term, level); ``population`` holds
     the common effects, the group sds and sigma; ``draws`` the posterior by chain.
 
@@ -83,33 +33,14 @@ class GlmmFit(PoolFit):
     ['1|g']
     """
 
-    formula: str = ""
-    draws: dict[str, np.ndarray] = field(default_factory=dict)
-    coords: dict[str, list[str]] = field(default_factory=dict)
-    design: Design | None = None
-    plan: ModelPlan | None = None
-    divergences: int = 0
-    sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
-    _summary: pd.DataFrame | None = None
-
-    @property
-    def n_groups(self) -> int:
-        return len(self.groups)
-
     def summary(self) -> pd.DataFrame:
         """One row per parameter (Bambi's names; ``term[level]`` for group effects): mean, sd,
         HDI, ess_bulk, ess_tail, r_hat."""
-        if self._summary is None:
-            self._summary = _stats_table(self.draws, self.coords, self.hdi_prob)
-        return self._summary.copy()
+        return self.table.copy()
 
     def theta_draws(self) -> np.ndarray:
         """Draws of every group effect, (draws, levels of all terms), in ``groups`` order."""
-        parts = [
-            self.draws[t.name].reshape(-1, t.n_levels)
-            for t in (self.design.groups if self.design else [])
-        ]
-        return np.concatenate(parts, axis=1) if parts else np.zeros((0, 0))
+        return RegressionData.theta_draws(self)
 
     def to_arviz(self) -> Any:
         """ArviZ ``InferenceData``: posterior by chain, with levels as coords, and sample stats."""
@@ -219,7 +150,7 @@ class GlmmFit(PoolFit):
             value = frame[t.expr].to_numpy(float) if t.expr != "1" else 1.0
             eta += effect * value
         mean = _inverse_link(self.family.link, eta)
-        lo, hi = _hdi_cols(mean, self.hdi_prob)
+        lo, hi = hdi_from_draws(mean, self.hdi_prob)
         out = pd.DataFrame(
             {"mean": mean.mean(axis=0), "sd": mean.std(axis=0), "hdi_low": lo, "hdi_high": hi},
             index=frame.index,
@@ -233,9 +164,3 @@ def _inverse_link(link: str, eta: np.ndarray) -> np.ndarray:
     if link == "log":
         return np.exp(eta)
     return eta
-
-
-def _hdi_cols(x: np.ndarray, prob: float):
-    from ..intervals import hdi_from_draws
-
-    return hdi_from_draws(x, prob)

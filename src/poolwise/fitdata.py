@@ -1,0 +1,123 @@
+"""What a fit produced, frozen: the tables, draws and the model behind them.
+
+The pipelines (:mod:`poolwise.onefactor`, :mod:`poolwise.glmm.fit`) return these records, the
+verbs (plots, ranks, simulate, report) read them, and the result classes of
+:mod:`poolwise.results` add the verbs as methods. Nothing here fits or draws a figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .model import PoolModel
+from .priors import Prior
+
+if TYPE_CHECKING:
+    from .glmm.design import Design
+    from .glmm.model import ModelPlan
+
+# groups per chunk of theta draws, each chunk with its own random stream: a group's draws do not
+# depend on how many groups are drawn with it
+THETA_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class FitData:
+    """One grouping factor's fit.
+
+    ``groups`` is indexed by group label: ``n``, ``raw``, ``mean``, ``sd``, ``hdi_low``,
+    ``hdi_high``, ``shrinkage``; ``population`` by hyperparameter: ``mean``, ``sd`` (NaN where they
+    do not exist), ``median``, ``hdi_low``, ``hdi_high``. ``hyper_draws`` are posterior draws of
+    the hyperparameters; the groups' draws come from ``model`` at the unconstrained draws
+    ``z_draws`` (see :meth:`theta_draws`).
+    """
+
+    family: Any
+    pooling: str
+    method: str
+    method_reason: str
+    priors: dict[str, Prior | float | str]
+    groups: pd.DataFrame
+    population: pd.DataFrame
+    hdi_prob: float
+    n_rows: int
+    seed: int
+    observed: dict[str, np.ndarray]
+    hyper_draws: dict[str, np.ndarray]
+    warnings: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+    model: PoolModel | None = field(default=None, repr=False, compare=False)
+    z_draws: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    @property
+    def factors(self) -> tuple[str, ...]:
+        """The grouping factors: one for a one-factor fit (its group column)."""
+        return (self.groups.index.name or "group",)
+
+    def theta_draws(self) -> np.ndarray:
+        """Posterior draws of every group's theta, shape (draws, groups): the same draws at
+        every call (fixed chunks of groups, each with its own random stream from ``seed``)."""
+        model, z = self.model, self.z_draws
+        if model is None or z is None:
+            raise ValueError("theta_draws: this fit keeps no model to draw the groups from")
+        out = []
+        for c0 in range(0, model.n_groups, THETA_CHUNK):
+            rng = np.random.default_rng([self.seed, 1, c0 // THETA_CHUNK])
+            stop = min(c0 + THETA_CHUNK, model.n_groups)
+            out.append(model.sample_theta(z, rng, slice(c0, stop)))
+        return np.concatenate(out, axis=1)
+
+
+def as_type(data: FitData, cls: type) -> Any:
+    """The same record as an instance of ``cls`` (a subclass of ``type(data)``), field for field.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> d = FitData(None, "partial", "exact", "", {}, pd.DataFrame(), pd.DataFrame(), 0.94, 0, 1,
+    ...             {}, {})
+    >>> class Sub(FitData): pass
+    >>> type(as_type(d, Sub)).__name__
+    'Sub'
+    """
+    return cls(**{f.name: getattr(data, f.name) for f in fields(data)})
+
+
+@dataclass(frozen=True)
+class RegressionData(FitData):
+    """A regression's fit (a formula with group-specific terms), by NUTS.
+
+    ``groups`` is indexed by (term, level); ``population`` holds the common effects, the group
+    sds and sigma; ``draws`` the posterior by chain, (chains, draws, ...) per parameter;
+    ``table`` one row per parameter with its diagnostics (ess, r_hat).
+    """
+
+    formula: str = ""
+    draws: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    coords: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    design: Design | None = field(default=None, repr=False)
+    plan: ModelPlan | None = field(default=None, repr=False)
+    divergences: int = 0
+    sample_stats: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    table: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def factors(self) -> tuple[str, ...]:
+        """The group-specific terms, e.g. ``("1|county", "floor|county")``."""
+        return tuple(t.name for t in self.design.groups) if self.design else ()
+
+    def theta_draws(self) -> np.ndarray:
+        """Draws of every group effect, (draws, levels of all terms), in ``groups`` order."""
+        parts = [
+            self.draws[t.name].reshape(-1, t.n_levels)
+            for t in (self.design.groups if self.design else [])
+        ]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((0, 0))
