@@ -292,8 +292,8 @@ def _draws_one_factor(
 
 
 def _run_one_factor(spec: CalibrationSpec, n_sims: int, seed: int, progress):
-    from .onefactor import run_engine
     from .engines.collapsed_nuts import sample_collapsed_many
+    from .onefactor import run_engine
 
     names = spec.parameters()
     L = spec.draws
