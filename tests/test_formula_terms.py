@@ -1,6 +1,6 @@
 """Formula terms with expressions (I(), numpy's functions, literals, nested calls, interactions,
 transformed slopes): poolwise's design of the cells, spread back to the rows, is formulae's own
-design of the rows; bad terms are refused by name."""
+design of the rows; bad terms are refused by name; is_formula tells formulae from paths."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from formulae import design_matrices
 import poolwise
 from poolwise.glmm.cells import reduce_cells
 from poolwise.glmm.design import build_design
-from poolwise.glmm.formula import parse_formula
+from poolwise.glmm.formula import is_formula, parse_formula
 
 # R's names for numpy's functions, which poolwise's formulae know
 R_NAMES = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs}
@@ -172,3 +172,30 @@ def test_a_fit_with_transformed_terms_and_slope_recovers_them():
     for name, value in truth.items():
         assert abs(pop.loc[name, "mean"] - value) <= 4.5 * pop.loc[name, "sd"], name
     assert {"1|g", "I(x - 2)|g"} <= set(fit.groups.index.get_level_values(0))
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("y ~ 1 + (1|g)", True),
+        ("p(k, n) ~ 1 + x + I(x ** 2) + (1 + np.log(x + 1)|g)", True),
+        ("Sepal.Length ~ Petal.Width", True),
+        ("y~x", True),
+        ("~/visits.csv", False),
+        ("data~1.csv", False),
+        ("runs/y~x.parquet", False),
+        ("s3://bucket/a~b/c.parquet", False),
+        ("C:\\data\\y~x.csv", False),
+        ("my data~1.csv", False),
+        ("visits.csv", False),
+        ("x + z", False),
+        ("~ x", False),
+        ("y ~", False),
+        ("", False),
+        (None, False),
+        (3, False),
+        (pd.DataFrame({"y": [1.0]}), False),
+    ],
+)
+def test_is_formula(spec, expected):
+    assert is_formula(spec) is expected

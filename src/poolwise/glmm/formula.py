@@ -89,6 +89,23 @@ def describe(formula: str):
         raise ValueError(f"formula: could not parse {formula!r}: {err}") from None
 
 
+def is_formula(spec: object) -> bool:
+    """Whether ``spec`` is a model formula: a string that formulae's parser reads whole, with a
+    response on the left of ``~``. Paths are not formulae, even with a ``~`` in them.
+
+    Example
+    -------
+    >>> is_formula("y ~ 1 + (1|g)"), is_formula("~/visits.csv"), is_formula("data~1.csv")
+    (True, False, False)
+    """
+    if not isinstance(spec, str):
+        return False
+    try:
+        return describe(spec).response is not None
+    except ValueError:
+        return False
+
+
 def components(term) -> list:
     """The variables and calls of a term; of a group term, its expression's and its factor's."""
     if type(term).__name__ == "GroupSpecificTerm":
