@@ -186,6 +186,7 @@ def test_a_fit_with_transformed_terms_and_slope_recovers_them():
         ("p(k, n) ~ 1 + x + I(x ** 2) + (1 + np.log(x + 1)|g)", True),
         ("Sepal.Length ~ Petal.Width", True),
         ("y~x", True),
+        ("a~b.csv", True),  # b.csv may be a column, as Sepal.Length is
         ("~/visits.csv", False),
         ("data~1.csv", False),
         ("runs/y~x.parquet", False),

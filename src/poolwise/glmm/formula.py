@@ -91,7 +91,9 @@ def describe(formula: str):
 
 def is_formula(spec: object) -> bool:
     """Whether ``spec`` is a model formula: a string that formulae's parser reads whole, with a
-    response on the left of ``~``. Paths are not formulae, even with a ``~`` in them.
+    response on the left of ``~``. Paths such as ``~/visits.csv`` or ``data~1.csv`` are none;
+    a name such as ``a~b.csv`` is one (the column ``b.csv`` on the right, as in R's
+    ``Sepal.Length``), so a caller that also takes paths looks for the file first.
 
     Example
     -------
