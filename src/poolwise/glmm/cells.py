@@ -55,16 +55,15 @@ class Cells:
         return {name[2:]: self.table[name].to_numpy(np.float64) for name in STATS[self.likelihood]}
 
 
-def _check(frame, spec: FormulaSpec) -> None:
+def _check(frame, spec: FormulaSpec) -> tuple[str, ...]:
+    """Check the columns and rows; the keys of the cells."""
     schema = frame.collect_schema()
-    needed = [(role, col) for role, col in spec.response.items()] + [("term", k) for k in spec.keys]
-    for role, col in needed:
+    for role, col in spec.response.items():
         if col not in schema:
-            where = "formula" if role == "term" else f"{role}"
             raise ValueError(
-                f"{where}: no column {col!r} in the data; columns are "
-                f"{', '.join(map(repr, schema))}"
+                f"{role}: no column {col!r} in the data; columns are {', '.join(map(repr, schema))}"
             )
+    keys = spec.keys(list(schema))
     for role, col in spec.response.items():
         dtype = schema[col]
         if spec.family == "bernoulli" and dtype == nw.Boolean:
@@ -72,7 +71,7 @@ def _check(frame, spec: FormulaSpec) -> None:
         if not dtype.is_numeric() or dtype == nw.Boolean:
             raise TypeError(f"{role}: column {col!r} must be numeric, but it holds {dtype}")
     checks = {}
-    for col in {*spec.keys, *spec.response.values()}:
+    for col in {*keys, *spec.response.values()}:
         checks[f"{col}\x00null"] = nw.col(col).is_null()
         if schema[col].is_float():
             checks[f"{col}\x00nonfinite"] = ~nw.col(col).is_finite()
@@ -110,6 +109,7 @@ def _check(frame, spec: FormulaSpec) -> None:
             problems.append(f"column {col!r} has {TEXTS[what]} in {count} of {rows} rows")
     if problems:
         raise ValueError("; ".join(problems))
+    return keys
 
 
 def _aggregations(spec: FormulaSpec) -> list:
@@ -149,17 +149,17 @@ def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
     them; the cells come back as a small pandas table sorted by the keys.
     """
     frame = to_frame(data)
-    _check(frame, spec)
+    keys = _check(frame, spec)
     aggs = _aggregations(spec)
     if spec.family == "bernoulli":  # a plain column, so that every aggregation stays simple
         frame = frame.with_columns(nw.col(spec.response["y"]).cast(nw.Int64).alias("__y01"))
-    grouped = frame.group_by(*spec.keys).agg(aggs) if spec.keys else frame.select(aggs)
+    grouped = frame.group_by(*keys).agg(aggs) if keys else frame.select(aggs)
     table = collect(grouped)
-    for key in spec.keys:
+    for key in keys:
         if isinstance(table[key].dtype, pd.CategoricalDtype):
             table[key] = table[key].astype(table[key].cat.categories.dtype)
-    if spec.keys:
-        table = table.sort_values(list(spec.keys), kind="stable").reset_index(drop=True)
+    if keys:
+        table = table.sort_values(list(keys), kind="stable").reset_index(drop=True)
     if spec.family == "poisson":
         table["__exposure"] = table["__exposure"].astype(np.float64)
     if spec.family == "normal":

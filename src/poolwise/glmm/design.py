@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import Cells
-from .formula import FormulaSpec
+from .formula import FormulaSpec, components, describe, environment
 
 
 @dataclass
@@ -78,11 +78,68 @@ def _labels(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def _evaluate(expr: str, name: str, table: pd.DataFrame, namespace: dict) -> np.ndarray:
-    """A slope's expression on the cells (formulae evaluates it)."""
+def _failure(spec: FormulaSpec, table: pd.DataFrame, err: Exception) -> str:
+    """Why formulae could not build the design: the first term whose expression fails on the
+    cells, else formulae's own message."""
+    env = environment()
+    for term in describe(spec.formula).terms:
+        for comp in components(term):
+            call = getattr(comp, "call", None)
+            try:
+                if call is not None:
+                    call.eval(table, env)
+            except Exception as inner:  # whatever the expression's functions raise
+                return f"formula: term {term.name!r} cannot be computed: {inner}"
+    return f"formula: formulae could not build {spec.formula!r}: {err}"
+
+
+def _row_by_row(common, table: pd.DataFrame, what: str | None) -> None:
+    """Refuse a term whose value on a cell depends on the other cells (a mean, a rank, a running
+    sum): a cell stands for any number of identical rows, so its value would not be the rows'.
+    The cells are evaluated again, reversed and with one of them twice."""
+    probe = np.r_[np.arange(len(table))[::-1], 0]
+    again = common.evaluate_new_data(table.iloc[probe].reset_index(drop=True))
+    for name, sl in common.slices.items():
+        first = np.asarray(common.design_matrix[:, sl], dtype=np.float64)[probe]
+        second = np.asarray(again.design_matrix[:, sl], dtype=np.float64)
+        if not np.allclose(first, second, rtol=1e-12, atol=0.0):
+            raise ValueError(
+                f"formula: term {what or name!r} is not computed row by row (its value on one "
+                "row depends on the other rows), but poolwise fits cells of identical rows; "
+                "compute it as a column before fitting"
+            )
+
+
+def _common(
+    formula: str, spec: FormulaSpec, table: pd.DataFrame, check: bool, what: str | None = None
+):
+    """formulae's design of ``formula`` on the cells, its values finite; ``check`` says to make
+    sure that each term gives every cell its own value (see :func:`_row_by_row`)."""
     from formulae import design_matrices
 
-    dm = design_matrices(f"0 + {expr}", table, na_action="error", extra_namespace=namespace)
+    try:
+        with np.errstate(all="ignore"):  # a log of zero is refused below, by its term's name
+            dm = design_matrices(formula, table, na_action="error", env=environment())
+    except Exception as err:  # formulae and the expressions' functions raise their own errors
+        raise ValueError(_failure(spec, table, err)) from None
+    common = dm.common
+    if common is not None:
+        for name, sl in common.slices.items():
+            if getattr(common.terms[name], "kind", None) == "offset":  # checked as the exposure
+                continue
+            if not np.isfinite(np.asarray(common.design_matrix[:, sl], dtype=np.float64)).all():
+                raise ValueError(
+                    f"formula: term {what or name!r} is not finite on some rows (a log of zero, "
+                    "a division by zero, ...)"
+                )
+        if check:
+            _row_by_row(common, table, what)
+    return dm
+
+
+def _evaluate(expr: str, name: str, spec: FormulaSpec, table: pd.DataFrame) -> np.ndarray:
+    """A slope's expression on the cells (formulae evaluates it)."""
+    dm = _common(f"0 + {expr}", spec, table, name in spec.row_checks, name)
     values = np.asarray(dm.common.design_matrix, dtype=np.float64)
     if values.shape[1] != 1:
         raise ValueError(
@@ -124,16 +181,10 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
     >>> d.names, d.groups[0].codes.tolist()
     (['Intercept'], [0, 1])
     """
-    from formulae import design_matrices
-
     table = cells.table
     if "exposure" in spec.response:  # offset(log(col)) evaluates on the cell's total exposure
         table = table.assign(**{spec.response["exposure"]: table["__exposure"]})
-    namespace = {"log": np.log}
-    try:
-        dm = design_matrices(spec.common, table, na_action="error", extra_namespace=namespace)
-    except Exception as err:
-        raise ValueError(f"formula: formulae could not build {spec.formula!r}: {err}") from None
+    dm = _common(spec.common, spec, table, bool(spec.row_checks))
     common = dm.common
     names: list[str] = []
     terms: dict[str, list[str]] = {}
@@ -155,8 +206,6 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
             terms[term_name] = labels
             cols.append(X_all[:, sl])
     X = np.hstack(cols) if cols else np.zeros((len(table), 0))
-    if not np.isfinite(X).all():
-        raise ValueError("formula: the common terms evaluate to non-finite values on some rows")
     offset = np.zeros(len(table))
     if cells.likelihood == "poisson":
         exposure = table["__exposure"].to_numpy(np.float64)
@@ -170,7 +219,7 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
     groups = []
     for name, factor_cols in spec.groups:
         expr = "1" if name.startswith("1|") else name.split("|", 1)[0]
-        values = np.ones(len(table)) if expr == "1" else _evaluate(expr, name, table, namespace)
+        values = np.ones(len(table)) if expr == "1" else _evaluate(expr, name, spec, table)
         levels, codes = _factor_codes(table, factor_cols)
         zero_sum = spans_constant if expr == "1" else expr in terms
         groups.append(

@@ -1,19 +1,24 @@
 """Read a model formula with formulae: the family, the response columns and the cell keys.
 
-Nothing here touches the rows: the formula is parsed by :func:`formulae.model_description`, and
-the result says which columns the group-by must keep apart (the keys of the cells) and which it
-must add up (the response, the exposure).
+Nothing here touches the rows: the formula is parsed by formulae's parser, and the result says
+which columns the group-by must keep apart (the keys of the cells: every column a term reads,
+inside expressions too) and which it must add up (the response, the exposure).
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 FAMILIES = ("normal", "binomial", "bernoulli", "poisson")
 ALIASES = {"gaussian": "normal", "logistic": "bernoulli"}
-STATEFUL = ("scale", "center", "standardize")
+# the names a formula's expressions may call besides formulae's own (I, C, offset, ...)
+NAMESPACE = {"np": np, "numpy": np, "log": np.log, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs}
+# formulae's transforms that give each value alone (numpy's ufuncs do too)
+ELEMENTWISE = ("I", "C", "offset")
 
 
 @dataclass(frozen=True)
@@ -23,18 +28,130 @@ class FormulaSpec:
     Example
     -------
     >>> spec = parse_formula("p(opens, sent) ~ 1 + trial_control + (1|distribution)")
-    >>> spec.family, spec.response, spec.keys
-    ('binomial', {'successes': 'opens', 'trials': 'sent'}, ('distribution', 'trial_control'))
+    >>> spec.family, spec.response
+    ('binomial', {'successes': 'opens', 'trials': 'sent'})
+    >>> spec.keys(["opens", "sent", "trial_control", "distribution"])
+    ('distribution', 'trial_control')
     """
 
     formula: str
     family: str
     response: dict[str, str]
-    keys: tuple[str, ...]
+    # (term, column) for every column a term reads; names inside expressions that formulae could
+    # also find among its functions (a column by that name wins); terms to check row by row
+    reads: tuple[tuple[str, str], ...]
+    may_read: tuple[str, ...]
+    row_checks: tuple[str, ...]
     # the right-hand side without its group terms, and each group term's name and columns
     common: str
     groups: tuple[tuple[str, tuple[str, ...]], ...]
     intercept_only_factor: str | None
+
+    def keys(self, columns: Collection[str]) -> tuple[str, ...]:
+        """The columns the cells keep apart, sorted: every column the terms read.
+
+        A name that is neither among ``columns`` nor a function formulae knows is an error that
+        names its term.
+        """
+        for term, name in self.reads:
+            if name not in columns:
+                raise ValueError(
+                    f"formula: no column {name!r} in the data (term {term!r}); columns are "
+                    f"{', '.join(map(repr, columns))}"
+                )
+        found = {name for _, name in self.reads} | {n for n in self.may_read if n in columns}
+        return tuple(sorted(found))
+
+
+def environment():
+    """Where formulae finds a formula's names that are not columns: its own transforms and
+    encodings, then :data:`NAMESPACE` (nothing from the caller's frame)."""
+    from formulae.categorical import ENCODINGS
+    from formulae.environment import Environment
+    from formulae.transforms import TRANSFORMS
+
+    return Environment([{**TRANSFORMS, **ENCODINGS}, NAMESPACE])
+
+
+def describe(formula: str):
+    """formulae's description of ``formula``; a ValueError unless its parser reads all of it."""
+    from formulae import model_description
+    from formulae.parser import Parser
+    from formulae.scanner import Scanner
+
+    try:
+        parser = Parser(Scanner(formula).scan())
+        parser.parse()
+        if not parser.at_end():  # formulae stops quietly before a token it cannot place
+            raise ValueError(f"unexpected {parser.peek().lexeme!r}")
+        return model_description(formula)
+    except Exception as err:  # formulae raises its own error types
+        raise ValueError(f"formula: could not parse {formula!r}: {err}") from None
+
+
+def is_formula(spec: object) -> bool:
+    """Whether ``spec`` is a model formula: a string that formulae's parser reads whole, with a
+    response on the left of ``~``. Paths such as ``~/visits.csv`` or ``data~1.csv`` are none;
+    a name such as ``a~b.csv`` is one (the column ``b.csv`` on the right, as in R's
+    ``Sepal.Length``), so a caller that also takes paths looks for the file first.
+
+    Example
+    -------
+    >>> is_formula("y ~ 1 + (1|g)"), is_formula("~/visits.csv"), is_formula("data~1.csv")
+    (True, False, False)
+    """
+    if not isinstance(spec, str):
+        return False
+    try:
+        return describe(spec).response is not None
+    except ValueError:
+        return False
+
+
+def components(term) -> list:
+    """The variables and calls of a term; of a group term, its expression's and its factor's."""
+    if type(term).__name__ == "GroupSpecificTerm":
+        return [*getattr(term.expr, "components", []), *term.factor.components]
+    return list(getattr(term, "components", []))
+
+
+def _calls(node) -> Iterator:
+    """The calls in one of formulae's lazy expressions, outermost first."""
+    if hasattr(node, "callee"):
+        yield node
+    for arg in (*getattr(node, "args", ()), *getattr(node, "kwargs", {}).values()):
+        yield from _calls(arg)
+
+
+def _term_names(term, formula: str) -> tuple[list[str], list[str], bool]:
+    """The columns ``term`` reads, the names it reads that may be functions instead, and whether
+    it calls a function that is not known to give each value alone."""
+    from formulae.terms.call_resolver import get_function_from_module
+
+    env = environment()
+    columns, maybe, check = [], [], False
+    for comp in components(term):
+        call = getattr(comp, "call", None)
+        if call is None:
+            columns.append(comp.name)
+            continue
+        for node in _calls(call):
+            try:
+                function = get_function_from_module(node.callee, env)
+            except (KeyError, AttributeError):
+                raise ValueError(
+                    f"formula: term {term.name!r} calls {node.callee}(), which is not defined; "
+                    f"use numpy's functions as np.name(...) ({', '.join(NAMESPACE)} are known)"
+                ) from None
+            if getattr(function, "__stateful_transform__", False):
+                raise ValueError(
+                    f"formula: {node.callee}() is computed over all rows, but poolwise fits "
+                    f"cells of identical rows; transform the column before fitting ({formula!r})"
+                )
+            check |= not (isinstance(function, np.ufunc) or node.callee in ELEMENTWISE)
+        for name in sorted(comp.var_names - {""}):  # "" stands for a literal
+            (maybe if name in env.namespace else columns).append(name)
+    return columns, maybe, check
 
 
 def _callee(term) -> str | None:
@@ -99,8 +216,6 @@ def parse_formula(
     >>> parse_formula("c ~ 1 + (1|pump)", exposure="t").family
     'poisson'
     """
-    from formulae import model_description
-
     if not isinstance(formula, str):
         raise TypeError(f"formula must be a str, got {type(formula).__name__}")
     if formula.count("~") != 1:
@@ -117,16 +232,7 @@ def parse_formula(
             )
     if exposure is not None and not isinstance(exposure, str):
         raise TypeError(f"exposure: expected a column name (str), got {type(exposure).__name__}")
-    for name in STATEFUL:
-        if re.search(rf"\b{name}\(", formula):
-            raise ValueError(
-                f"formula: {name}() is computed over all rows, but poolwise fits cells of "
-                f"identical rows; transform the column before fitting ({formula!r})"
-            )
-    try:
-        desc = model_description(formula)
-    except Exception as err:  # formulae raises its own error types
-        raise ValueError(f"formula: could not parse {formula!r}: {err}") from None
+    desc = describe(formula)
     if desc.response is None:
         raise ValueError(f"formula: no response on the left of '~' in {formula!r}")
     rterm = desc.response.term
@@ -186,14 +292,19 @@ def parse_formula(
         if exposure is not None:
             response["exposure"] = exposure
     used = set(response.values())
-    keys = set()
+    reads, may_read, row_checks = [], set(), []
     for term in desc.terms:
         if _callee(term) == "offset":
             continue
-        keys |= set(term.var_names)
-    if keys & used:
+        columns, maybe, check = _term_names(term, formula)
+        reads += [(term.name, c) for c in dict.fromkeys(columns)]
+        may_read |= set(maybe)
+        if check:
+            row_checks.append(term.name)
+    both = ({c for _, c in reads} | may_read) & used
+    if both:
         raise ValueError(
-            f"formula: column(s) {', '.join(sorted(keys & used))} appear on both sides of '~'"
+            f"formula: column(s) {', '.join(sorted(both))} appear on both sides of '~'"
         )
     factor = None
     names = [getattr(t, "name", "") for t in desc.terms]
@@ -211,7 +322,9 @@ def parse_formula(
         formula=formula,
         family=family,
         response=response,
-        keys=tuple(sorted(keys)),
+        reads=tuple(reads),
+        may_read=tuple(sorted(may_read)),
+        row_checks=tuple(row_checks),
         common=_common_rhs(formula.split("~", 1)[1]),
         groups=tuple(
             (g.name, tuple(_factor_column(c, g.name) for c in g.factor.components)) for g in groups
