@@ -228,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
     }
     if args.command == "example":
-        source, columns = example_path(args.name), EXAMPLES[args.name]
+        # a bundled example is small: pandas reads it at once (starting DuckDB takes longer)
+        source, columns = pd.read_csv(example_path(args.name)), EXAMPLES[args.name]
     else:
         source = args.file[0] if len(args.file) == 1 else args.file
         names = ("group", "y", "se", "successes", "trials", "counts", "exposure", "n", "sd")
