@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import matplotlib
 
@@ -13,10 +14,12 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 import poolwise
 from poolwise.cli import main
+from poolwise.report import draw_svgs
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -177,6 +180,57 @@ def test_report_with_many_groups_and_warnings(tmp_path):
     text = flat.report(tmp_path / "flat.html").read_text(encoding="utf-8")
     assert '<ul class="warnings"><li>kappa was estimated at the edge of its range' in text
     assert "No warnings" not in text
+
+
+def undated(text):
+    """A report or figure without its time stamps (the SVGs' date, the footer)."""
+    return re.sub(r"<dc:date>.*?</dc:date>|<footer>.*?</footer>", "", text)
+
+
+def test_report_drawn_in_two_processes_is_the_same(rats, rats_report, tmp_path):
+    path = rats.report(tmp_path / "two.html", title="Rat tumours", processes=2)
+    assert undated(path.read_text(encoding="utf-8")) == undated(rats_report.read_text("utf-8"))
+
+
+def line_figure():
+    fig = Figure(figsize=(2, 1))
+    fig.add_subplot().plot([0, 1])
+    return fig
+
+
+def test_figures_are_drawn_by_two_processes_and_errors_raised_here(tmp_path):
+    here = os.getpid()
+
+    def job(name, fail_in_copy=False):
+        def draw():
+            (tmp_path / f"{name}-{os.getpid()}").touch()
+            if fail_in_copy and os.getpid() != here:
+                raise RuntimeError("not drawn in the copy")
+            time.sleep(0.2)  # each process takes some of the jobs
+            return line_figure()
+
+        return draw
+
+    names = list("abcdef")
+    svgs = draw_svgs({n: job(n) for n in names}, processes=2)
+    assert list(svgs) == names
+    serial = draw_svgs({n: job(n) for n in names})
+    assert [undated(svgs[n]) for n in names] == [undated(serial[n]) for n in names]
+    drawers = {p.name.split("-")[1] for p in tmp_path.iterdir()}
+    assert len(drawers) == 2 and str(here) in drawers
+
+    # a job the copy fails is drawn again here; a job that fails here raises its error
+    for p in tmp_path.iterdir():
+        p.unlink()
+    svgs = draw_svgs({n: job(n, fail_in_copy=True) for n in names}, processes=2)
+    assert [undated(svgs[n]) for n in names] == [undated(serial[n]) for n in names]
+    assert len({p.name.split("-")[1] for p in tmp_path.iterdir()}) == 2
+
+    def broken():
+        raise ValueError("no figure")
+
+    with pytest.raises(ValueError, match="no figure"):
+        draw_svgs({"a": job("a"), "b": broken, "c": job("c")}, processes=2)
 
 
 def test_report_errors(rats, tmp_path):

@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                written = fit.report(path)
+                written = fit.report(path, processes=2)
         except (ValueError, TypeError, OSError) as err:
             print(f"poolwise: error: {err}", file=sys.stderr)
             return 2

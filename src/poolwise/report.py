@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import os
+import signal
+import warnings
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -146,8 +150,78 @@ def table(frame: pd.DataFrame, caption: str | None = None) -> str:
     )
 
 
-def _figure(fig: Figure, salt: str, caption: str) -> str:
-    return f'<figure role="img" aria-label="{html.escape(caption)}">{svg(fig, salt)}<figcaption>{caption}</figcaption></figure>'
+def draw_svgs(jobs: Mapping[str, Callable[[], Figure]], processes: int = 1) -> dict[str, str]:
+    """Each job's figure as inline SVG (:func:`svg`, salted by the job's name), in two processes
+    when ``processes`` is 2 or more, fork is at hand (Linux) and there are CPUs to spare.
+
+    The two processes take the jobs in turn from a shared queue (a pipe of job numbers: list the
+    costliest first); the forked copy sends back what it drew. A job it could not draw is drawn
+    here, so that any error is raised in this process.
+
+    Example
+    -------
+    >>> from matplotlib.figure import Figure
+    >>> def line():
+    ...     fig = Figure(figsize=(2, 1)); _ = fig.add_subplot().plot([0, 1]); return fig
+    >>> svgs = draw_svgs({"a": line, "b": line}, processes=2)
+    >>> list(svgs), all(text.startswith("<svg") for text in svgs.values())
+    (['a', 'b'], True)
+    """
+    names = list(jobs)
+    drawn: dict[str, str] = {}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if processes > 1 and 1 < len(names) <= 256 and cpus > 1 and hasattr(os, "fork"):
+        drawn = _forked(jobs)
+    return {name: drawn[name] if name in drawn else svg(jobs[name](), name) for name in names}
+
+
+def _forked(jobs: Mapping[str, Callable[[], Figure]]) -> dict[str, str]:
+    import matplotlib.backends.backend_svg  # noqa: F401 (imported once, before the fork)
+    import matplotlib.figure  # noqa: F401
+
+    queue, queue_in = os.pipe()
+    os.write(queue_in, bytes(range(len(jobs))))
+    os.close(queue_in)
+    results, results_in = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns of a fork with threads running (numpy's, DuckDB's): the copy only
+        # draws with matplotlib, and leaves with os._exit
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the copy: draw, send, and leave at once (none of this process's exit work)
+        status = 1
+        try:
+            os.close(results)
+            with os.fdopen(results_in, "w", encoding="utf-8") as out:
+                json.dump(_take(jobs, queue), out)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(results_in)
+    reader = os.fdopen(results, encoding="utf-8")
+    try:
+        drawn = _take(jobs, queue)
+        sent = reader.read()
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        reader.close()
+        os.close(queue)
+        status = os.waitpid(pid, 0)[1]
+    if status == 0:  # else the copy failed, and what it took is drawn here
+        drawn.update(json.loads(sent))
+    return drawn
+
+
+def _take(jobs: Mapping[str, Callable[[], Figure]], queue: int) -> dict[str, str]:
+    """Draw the jobs whose numbers this process reads from ``queue`` until it is empty."""
+    names = list(jobs)
+    drawn = {}
+    while taken := os.read(queue, 1):
+        name = names[taken[0]]
+        drawn[name] = svg(jobs[name](), name)
+    return drawn
 
 
 def _priors(fit: PoolFit) -> pd.DataFrame:
@@ -242,7 +316,14 @@ def _diagnostics(fit: PoolFit, ppc: Any) -> str:
     return f'<dl class="diag">{dl}</dl><h3>Warnings</h3>{warn}'
 
 
-def render(fit: PoolFit, *, title: str | None = None, best: str = "high", top: int = 3) -> str:
+def render(
+    fit: PoolFit,
+    *,
+    title: str | None = None,
+    best: str = "high",
+    top: int = 3,
+    processes: int = 1,
+) -> str:
     """The report as an HTML string (see :func:`report`)."""
     from . import __version__
     from .plots import plot_estimates, plot_forest, plot_population, plot_shrinkage
@@ -262,21 +343,37 @@ def render(fit: PoolFit, *, title: str | None = None, best: str = "high", top: i
     )
     sections.append(("model", "Model", model))
 
-    pop = _figure(
-        plot_population(fit),
+    ppc = check(fit, draws=min(500, len(next(iter(fit.hyper_draws.values())))))
+    # the costliest first: drawn in two processes, each takes the next one left
+    svgs = draw_svgs(
+        {
+            "population": lambda: plot_population(fit),
+            "estimates": lambda: plot_estimates(fit),
+            "shrinkage": lambda: plot_shrinkage(fit),
+            "forest": lambda: plot_forest(fit),
+            "check": ppc.plot,
+        },
+        processes,
+    )
+
+    def figure(name: str, caption: str) -> str:
+        return (
+            f'<figure role="img" aria-label="{html.escape(caption)}">{svgs[name]}'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+
+    pop = figure(
         "population",
         "Posterior of each population hyperparameter (bars), its prior (dashed) and HDI (black).",
     )
     sections.append(("population", "Population", table(fit.population) + pop))
 
-    shrink = _figure(
-        plot_shrinkage(fit),
+    shrink = figure(
         "shrinkage",
         "Each group's raw estimate (left) and partially pooled estimate (right). Marker area grows "
         "with the group's size; the dashed line is the population mean.",
     )
-    estimates = _figure(
-        plot_estimates(fit),
+    estimates = figure(
         "estimates",
         "Estimates and HDIs against group size, each group alone (left) and partially pooled "
         "(right): small groups are pulled towards the population mean.",
@@ -299,8 +396,7 @@ def render(fit: PoolFit, *, title: str | None = None, best: str = "high", top: i
         "extremes by luck.</p>"
         + note
         + f'<div class="scroll">{table(shown)}</div>'
-        + _figure(
-            plot_forest(fit),
+        + figure(
             "forest",
             "Groups sorted by posterior mean with HDIs; crosses are the raw estimates.",
         )
@@ -317,9 +413,7 @@ def render(fit: PoolFit, *, title: str | None = None, best: str = "high", top: i
         )
     sections.append(("groups", "Groups", gnote + f'<div class="scroll">{table(groups)}</div>'))
 
-    ppc = check(fit, draws=min(500, len(next(iter(fit.hyper_draws.values())))))
-    ppc_html = _figure(
-        ppc.plot(),
+    ppc_html = figure(
         "check",
         f"Posterior predictive check: the {html.escape(ppc.description)} in data replicated from "
         f"the fitted model (bars) and in the observed data (black line); p = {ppc.p_value:.2f}.",
@@ -354,6 +448,7 @@ def report(
     title: str | None = None,
     best: str = "high",
     top: int = 3,
+    processes: int = 1,
 ) -> Path:
     """Write a self-contained HTML report of ``fit`` to ``path`` and return the path.
 
@@ -361,6 +456,8 @@ def report(
     a league table (``best="low"`` when a low theta is better, e.g. mortality; ``top`` for
     P(top k)), the shrinkage, estimates, forest and population plots as inline SVG, a posterior
     predictive check, and the fit's diagnostics and warnings. Nothing is loaded from the network.
+    ``processes=2`` draws the five figures in two processes where it can (see :func:`draw_svgs`;
+    the ``poolwise`` command does this).
 
     Example
     -------
@@ -378,6 +475,6 @@ def report(
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"path: {str(out)!r} is a directory; give a file name such as report.html")
-    text = render(fit, title=title, best=best, top=top)
+    text = render(fit, title=title, best=best, top=top, processes=processes)
     out.write_text(text, encoding="utf-8")
     return out
