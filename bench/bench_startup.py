@@ -12,9 +12,10 @@ Measured, in seconds:
 * ``import pandas`` and ``import poolwise``: the time of the import statement (interpreter start
   excluded), and their ratio; importing poolwise includes importing pandas.
 * ``poolwise example eight_schools``: the wall time of the whole command (interpreter start, fit,
-  tables on the terminal, the HTML report written), and, in a separate run of the same command in
-  one script, each step's share: importing the command line, the fit, the tables, the report
-  (its figures drawn as the command draws them: in two processes where it can).
+  tables on the terminal, the HTML report written) and its CPU time (all its processes), and, in
+  a separate run of the same command in one script, each step's share: importing the command
+  line, the fit, the tables, the report (its figures drawn as the command draws them: in two
+  processes where it can).
 * the same command on a fresh machine: matplotlib's font cache empty (a new ``MPLCONFIGDIR`` for
   each run, as on CI), so that matplotlib first builds its list of the system's fonts.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -65,6 +67,12 @@ def run(code: list[str], src: str, cwd: str, **environ: str) -> str:
     return done.stdout
 
 
+def children_cpu() -> float:
+    """User and system CPU seconds of the finished subprocesses (and theirs), so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(src: str, cwd: str) -> dict[str, list[float]]:
     """One run of each measurement with poolwise from ``src``."""
     out: dict[str, list[float]] = {}
@@ -73,9 +81,10 @@ def measure(src: str, cwd: str) -> dict[str, list[float]]:
             float(run([sys.executable, "-c", IMPORT.format(module=module)], src, cwd))
         ]
     command = [sys.executable, "-m", "poolwise.cli", "example", "eight_schools"]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), children_cpu()
     run(command, src, cwd)
     out["poolwise example eight_schools"] = [time.perf_counter() - start]
+    out["  its CPU time (all processes)"] = [children_cpu() - cpu]
     steps = [float(x) for x in run([sys.executable, "-c", STEPS], src, cwd).split()]
     for name, value in zip(STEP_NAMES, steps, strict=True):
         out[name] = [value]

@@ -1,5 +1,6 @@
 """The HTML report: self-contained, complete, and rendered by a real browser."""
 
+import gc
 import json
 import os
 import re
@@ -231,6 +232,24 @@ def test_figures_are_drawn_by_two_processes_and_errors_raised_here(tmp_path):
 
     with pytest.raises(ValueError, match="no figure"):
         draw_svgs({"a": job("a"), "b": broken, "c": job("c")}, processes=2)
+
+
+def test_garbage_collection_is_paused_while_drawing_and_restored():
+    seen = []
+
+    def job():
+        seen.append(gc.isenabled())
+        return line_figure()
+
+    assert gc.isenabled()
+    draw_svgs({"a": job})
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        draw_svgs({"a": job})
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
 
 
 def test_report_errors(rats, tmp_path):

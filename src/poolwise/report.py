@@ -6,13 +6,15 @@ file opens offline, can be mailed around, and prints cleanly.
 
 from __future__ import annotations
 
+import gc
 import html
 import io
 import json
 import os
 import signal
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -170,9 +172,25 @@ def draw_svgs(jobs: Mapping[str, Callable[[], Figure]], processes: int = 1) -> d
     names = list(jobs)
     drawn: dict[str, str] = {}
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    if processes > 1 and 1 < len(names) <= 256 and cpus > 1 and hasattr(os, "fork"):
-        drawn = _forked(jobs)
-    return {name: drawn[name] if name in drawn else svg(jobs[name](), name) for name in names}
+    with _collection_paused():
+        if processes > 1 and 1 < len(names) <= 256 and cpus > 1 and hasattr(os, "fork"):
+            drawn = _forked(jobs)
+        return {name: drawn[name] if name in drawn else svg(jobs[name](), name) for name in names}
+
+
+@contextmanager
+def _collection_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (then restored as it was): matplotlib makes many
+    lasting objects while it draws, and the full collections they set off walk every object of
+    the process (pandas', scipy's, matplotlib's): 7 % of the report's time. The figures'
+    reference cycles are freed at the next collection."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _forked(jobs: Mapping[str, Callable[[], Figure]]) -> dict[str, str]:
