@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -154,7 +155,8 @@ def table(frame: pd.DataFrame, caption: str | None = None) -> str:
 
 def draw_svgs(jobs: Mapping[str, Callable[[], Figure]], processes: int = 1) -> dict[str, str]:
     """Each job's figure as inline SVG (:func:`svg`, salted by the job's name), in two processes
-    when ``processes`` is 2 or more, fork is at hand (Linux) and there are CPUs to spare.
+    when ``processes`` is 2 or more, fork is at hand (Linux), there are CPUs to spare and JAX is
+    not loaded.
 
     The two processes take the jobs in turn from a shared queue (a pipe of job numbers: list the
     costliest first); the forked copy sends back what it drew. A job it could not draw is drawn
@@ -172,8 +174,10 @@ def draw_svgs(jobs: Mapping[str, Callable[[], Figure]], processes: int = 1) -> d
     names = list(jobs)
     drawn: dict[str, str] = {}
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    # JAX's threads (a NUTS fit) make a fork unsafe: it says so itself, and it is not done then
+    can_fork = hasattr(os, "fork") and cpus > 1 and "jax" not in sys.modules
     with _collection_paused():
-        if processes > 1 and 1 < len(names) <= 256 and cpus > 1 and hasattr(os, "fork"):
+        if processes > 1 and 1 < len(names) <= 256 and can_fork:
             drawn = _forked(jobs)
         return {name: drawn[name] if name in drawn else svg(jobs[name](), name) for name in names}
 
