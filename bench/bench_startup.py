@@ -12,14 +12,19 @@ Measured, in seconds:
 * ``import pandas`` and ``import poolwise``: the time of the import statement (interpreter start
   excluded), and their ratio; importing poolwise includes importing pandas.
 * ``poolwise example eight_schools``: the wall time of the whole command (interpreter start, fit,
-  tables on the terminal, the HTML report written), and, in a separate run of the same steps in one
-  script, each step's share: importing the command line, the fit, the tables, the report.
+  tables on the terminal, the HTML report written) and its CPU time (all its processes), and, in
+  a separate run of the same command in one script, each step's share: importing the command
+  line, the fit, the tables, the report (its figures drawn as the command draws them: in two
+  processes where it can).
+* the same command on a fresh machine: matplotlib's font cache empty (a new ``MPLCONFIGDIR`` for
+  each run, as on CI), so that matplotlib first builds its list of the system's fonts.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,28 +35,42 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 IMPORT = "import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
 STEPS = """
-import contextlib, io, time, warnings
+import contextlib, io, time
 t0 = time.perf_counter()
-import poolwise
+import poolwise, poolwise.results
 from poolwise import cli
 t1 = time.perf_counter()
-warnings.simplefilter("ignore")
-fit = poolwise.fit(poolwise.example_path("eight_schools"), **cli.EXAMPLES["eight_schools"])
-t2 = time.perf_counter()
-with contextlib.redirect_stdout(io.StringIO()):
-    cli._show(fit, False)
-t3 = time.perf_counter()
-fit.report("steps.html")
-t4 = time.perf_counter()
-print(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+spent = {}
+
+def timed(name, function):
+    def run(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+    return run
+
+poolwise.fit = timed("fit", poolwise.fit)
+cli._show = timed("tables", cli._show)
+poolwise.results.PoolFit.report = timed("report", poolwise.results.PoolFit.report)
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    assert cli.main(["example", "eight_schools"]) == 0
+print(t1 - t0, spent["fit"], spent["tables"], spent["report"])
 """
 STEP_NAMES = ("  import poolwise.cli", "  fit", "  tables", "  report")
 
 
-def run(code: list[str], src: str, cwd: str) -> str:
-    env = dict(os.environ, PYTHONPATH=src)
+def run(code: list[str], src: str, cwd: str, **environ: str) -> str:
+    env = dict(os.environ, PYTHONPATH=src, **environ)
     done = subprocess.run(code, env=env, cwd=cwd, capture_output=True, text=True, check=True)
     return done.stdout
+
+
+def children_cpu() -> float:
+    """User and system CPU seconds of the finished subprocesses (and theirs), so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(src: str, cwd: str) -> dict[str, list[float]]:
@@ -61,12 +80,18 @@ def measure(src: str, cwd: str) -> dict[str, list[float]]:
         out[f"import {module}"] = [
             float(run([sys.executable, "-c", IMPORT.format(module=module)], src, cwd))
         ]
-    start = time.perf_counter()
-    run([sys.executable, "-m", "poolwise.cli", "example", "eight_schools"], src, cwd)
+    command = [sys.executable, "-m", "poolwise.cli", "example", "eight_schools"]
+    start, cpu = time.perf_counter(), children_cpu()
+    run(command, src, cwd)
     out["poolwise example eight_schools"] = [time.perf_counter() - start]
+    out["  its CPU time (all processes)"] = [children_cpu() - cpu]
     steps = [float(x) for x in run([sys.executable, "-c", STEPS], src, cwd).split()]
     for name, value in zip(STEP_NAMES, steps, strict=True):
         out[name] = [value]
+    with tempfile.TemporaryDirectory() as fonts:
+        start = time.perf_counter()
+        run(command, src, cwd, MPLCONFIGDIR=fonts)
+        out["  the same, font cache empty"] = [time.perf_counter() - start]
     return out
 
 

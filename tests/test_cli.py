@@ -1,6 +1,7 @@
 """The command line: tables, JSON, and exit status 2 with a one-line reason."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -46,6 +47,30 @@ def test_errors_exit_2_with_one_line(args, message, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0
+
+
+def test_python_m_poolwise_flushes_its_output_and_exit_status(tmp_path):
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+    def program(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "poolwise", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=buffered,
+        )
+
+    done = program("example", "eight_schools", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    # the whole output arrives (the program leaves without the interpreter's teardown)
+    assert "Population" in done.stdout and done.stdout.rstrip().splitlines()[-1].startswith("H ")
+    assert done.stderr.strip() == "report written to eight_schools.html"
+    assert (tmp_path / "eight_schools.html").read_text(encoding="utf-8").count("<svg") == 5
+    done = program("example", "pumps", "--json", "--report", "pumps.html")  # print(), buffered
+    assert done.returncode == 0 and json.loads(done.stdout)["family"] == "poisson"
+    done = program("fit", "nowhere.csv", "--group", "g", "--y", "y")
+    assert done.returncode == 2 and "data: no file matches 'nowhere.csv'" in done.stderr
 
 
 def test_console_script_runs(tmp_path):
