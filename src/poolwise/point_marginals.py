@@ -110,12 +110,17 @@ def edge_notes(model: PoolModel, post: PointPosterior) -> list[str]:
         )
         named.update(rows)
     rest = [n for n in edge_rows(model, post, names, loose(post)) if n not in named]
+    flat = [model.names[i] for i in loose(post) if i not in post.boundary]
+    cause = (
+        f"the marginal likelihood is nearly flat in {', '.join(flat)} about its maximum (an sd "
+        f"over {RUNAWAY:g} on the log or logit scale)"
+        if flat
+        else "the estimate over- or underflows"
+    )
     if rest:
         notes.append(
-            "the data leave the marginal likelihood flat around its maximum (the curvature gives "
-            f"a spread of over {RUNAWAY:g} on the log or logit scale) or its estimate beyond "
-            "floating point: the normal approximation of empirical Bayes says nothing there, and "
-            f"the population table shows no sd or HDI (NaN) for {', '.join(rest)}"
+            f"{cause}: the normal approximation of empirical Bayes says nothing there, and the "
+            f"population table shows no sd or HDI (NaN) for {', '.join(rest)}"
         )
     return notes
 
