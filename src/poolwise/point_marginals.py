@@ -50,17 +50,19 @@ def point_rows(
     """
     estimate = model.params(post.points)
     edge = set(edge_rows(model, post, names, loose(post)))
-    rows = {}
+    rows, normals = {}, {}
     for name in names:
         est = float(estimate[name][0, 0])
         if name in edge:
             rows[name] = (est, np.nan, est, np.nan, np.nan)
             continue
-        link, shift, scale = scaled_link(*bounds(model, name))
+        rows[name] = (est, _delta_se(model, post, name), est, est, est)
         centre, grad = _linearised(model, post, name)
         var = float(grad @ post.cov @ grad) if model.dim else 0.0
-        lo, hi = (est, est) if var == 0 else _hdi(link, centre, var, prob, shift, scale)
-        rows[name] = (est, _delta_se(model, post, name), est, lo, hi)
+        if var > 0:
+            normals[name] = (centre, var)
+    for name, (lo, hi) in _hdis(model, normals, prob).items():
+        rows[name] = (*rows[name][:3], lo, hi)
     return rows
 
 
@@ -154,14 +156,22 @@ def _linearised(model: PoolModel, post: PointPosterior, name: str) -> tuple[floa
         return centre, (ahead - behind) / (2 * STEP)
 
 
-def _hdi(
-    link: str, centre: float, var: float, prob: float, shift: float, scale: float
-) -> tuple[float, float]:
-    """HDI of shift + scale * x where x's link value is N(centre, var)."""
-    first, second = np.array([[centre]]), np.array([[var]])
-    mix = Mixture.of("normal", np.ones(1), first, second, link)
-    lo, hi, _ = mix.hdi(prob, *hdi_normal(first[0], second[0], prob))
-    return float(shift + scale * lo[0]), float(shift + scale * hi[0])
+def _hdis(
+    model: PoolModel, normals: dict[str, tuple[float, float]], prob: float
+) -> dict[str, tuple[float, float]]:
+    """HDI of each row whose link value is N(centre, var) (``normals``), the rows of one link
+    solved together."""
+    out = {}
+    links = {name: scaled_link(*bounds(model, name)) for name in normals}
+    for link in dict.fromkeys(v[0] for v in links.values()):
+        group = [name for name in normals if links[name][0] == link]
+        first, second = (np.array([[normals[name][k] for name in group]]) for k in (0, 1))
+        mix = Mixture.of("normal", np.ones(1), first, second, link)
+        lo, hi, _ = mix.hdi(prob, *hdi_normal(first[0], second[0], prob))
+        for k, name in enumerate(group):
+            _, shift, scale = links[name]
+            out[name] = (float(shift + scale * lo[k]), float(shift + scale * hi[k]))
+    return out
 
 
 def _delta_se(model: PoolModel, post: PointPosterior, name: str) -> float:
