@@ -16,6 +16,8 @@ from poolwise.families import FAMILIES
 
 RATS = pd.read_csv(poolwise.example_path("rat_tumors"))
 PUMPS = pd.read_csv(poolwise.example_path("pumps"))
+RATS_COLUMNS = {"group": "experiment", "successes": "y", "trials": "n"}
+PUMPS_COLUMNS = {"group": "pump", "counts": "x_failures", "exposure": "t_thousand_hours"}
 
 
 def test_beta_binomial_marginal_maximum_likelihood():
@@ -273,14 +275,7 @@ def test_eb_hdis_are_those_of_the_lognormal_approximation():
         "pumps", "poisson", {"counts": "x_failures", "exposure": "t_thousand_hours"}, "pump"
     )
     (m_mu, m_k), cov = post.mode, post.cov
-    fit = poolwise.fit(
-        PUMPS,
-        group="pump",
-        counts="x_failures",
-        exposure="t_thousand_hours",
-        method="eb",
-        hdi_prob=0.9,
-    )
+    fit = poolwise.fit(PUMPS, **PUMPS_COLUMNS, method="eb", hdi_prob=0.9)
     expected = {
         "mu": (m_mu, cov[0, 0]),
         "kappa": (m_k, cov[1, 1]),
@@ -302,7 +297,7 @@ def test_eb_hdis_of_logit_normal_and_linearised_rows():
         "rat_tumors", "binomial", {"successes": "y", "trials": "n"}, "experiment"
     )
     (z_phi, z_k), cov = post.mode, post.cov
-    fit = poolwise.fit(RATS, group="experiment", successes="y", trials="n", method="eb")
+    fit = poolwise.fit(RATS, **RATS_COLUMNS, method="eb")
     pop = fit.population
     lo, hi = _transformed_normal_hdi(z_phi, np.sqrt(cov[0, 0]), 0.94, special.expit)
     assert pop.loc["phi", "hdi_low"] == pytest.approx(lo, rel=1e-8)
@@ -336,10 +331,7 @@ def test_eb_hdi_of_an_unbounded_location_is_the_normal_one():
 @pytest.mark.parametrize("seed", [2, None])
 def test_eb_tables_do_not_depend_on_the_seed(seed):
     # intervals come from the approximation's distribution, not from draws of it
-    for frame, columns in [
-        (RATS, {"group": "experiment", "successes": "y", "trials": "n"}),
-        (PUMPS, {"group": "pump", "counts": "x_failures", "exposure": "t_thousand_hours"}),
-    ]:
+    for frame, columns in [(RATS, RATS_COLUMNS), (PUMPS, PUMPS_COLUMNS)]:
         one = poolwise.fit(frame, method="eb", seed=1, **columns)
         other = poolwise.fit(frame, method="eb", seed=seed, **columns)
         pd.testing.assert_frame_equal(one.population, other.population, check_exact=True)
