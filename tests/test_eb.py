@@ -154,7 +154,7 @@ def _named_missing(fit) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    ("frame", "columns", "missing"),
+    ("frame", "options", "missing"),
     [
         (  # every success zero: phi at 0, kappa flat
             pd.DataFrame({"g": list("abc"), "k": [0, 0, 0], "n": [1, 1, 4]}),
@@ -191,6 +191,11 @@ def _named_missing(fit) -> set[str]:
             {"y": "y"},
             {"tau", "sigma"},
         ),
+        (  # complete pooling: phi alone, at 0
+            pd.DataFrame({"g": list("abc"), "k": [0, 0, 0], "n": [1, 1, 4]}),
+            {"successes": "k", "trials": "n", "pooling": "complete"},
+            {"phi"},
+        ),
         (  # huge trials: nothing at an edge
             pd.DataFrame(
                 {"g": list("abcd"), "k": [10**8, 2 * 10**8, 15 * 10**7, 10**8], "n": [10**9] * 4}
@@ -207,16 +212,17 @@ def _named_missing(fit) -> set[str]:
         "poisson-zero-no-exposure",
         "normal-se-same",
         "normal-one-row",
+        "binomial-complete-zero",
         "binomial-huge",
     ],
 )
-def test_edges_give_numbers_or_named_missing_values(frame, columns, missing):
+def test_edges_give_numbers_or_named_missing_values(frame, options, missing):
     # before, all-zero successes overflowed the normal approximation's draws (a RuntimeWarning,
     # an error here, and NaN in the table) and edge rows got intervals of a normal the curvature
     # cannot give there; now a row the approximation says nothing about is missing and named
     # (no warning at all where nothing is missing: the suite turns warnings into errors)
     with pytest.warns(poolwise.PoolwiseWarning) if missing else nullcontext():
-        fit = poolwise.fit(frame, group="g", method="eb", seed=1, **columns)
+        fit = poolwise.fit(frame, group="g", method="eb", seed=1, **options)
     pop = fit.population
     assert np.isfinite(pop[["mean", "median"]].to_numpy()).all(), pop
     shown = pop[["sd", "hdi_low", "hdi_high"]]

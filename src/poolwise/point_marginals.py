@@ -99,7 +99,8 @@ def edge_notes(model: PoolModel, post: PointPosterior) -> list[str]:
     >>> edge_notes(run.model, run.posterior)[0][-33:]
     'shows no sd or HDI (NaN) for tau.'
     """
-    names = list(model.family.supports)
+    present = model.params(post.points)
+    names = [name for name in model.family.supports if name in present]
     notes, named = [], set()
     for i in post.boundary:
         rows = edge_rows(model, post, names, [i])
