@@ -71,14 +71,15 @@ def group_intervals(
     return lo, hi
 
 
-def _bounds(model: PoolModel, name: str) -> tuple[float, float]:
+def bounds(model: PoolModel, name: str) -> tuple[float, float]:
+    """The range of a hyperparameter: its transform's for a free one, else the family's."""
     if name in model.names:
         t = model.transforms[model.names.index(name)]
         return float(t.lower), float(t.upper)
     return model.family.supports[name]
 
 
-def _scaled(lower: float, upper: float) -> tuple[str, float, float]:
+def scaled_link(lower: float, upper: float) -> tuple[str, float, float]:
     """The link for a variable in (lower, upper), applied to (x - shift) / scale."""
     if math.isfinite(lower) and math.isfinite(upper):
         return "logit", lower, upper - lower
@@ -133,7 +134,7 @@ def hyper_marginals(
             out[name] = (float(x[0]),) * 3
             continue
         else:
-            link, shift, scale = _scaled(*_bounds(model, name))
+            link, shift, scale = scaled_link(*bounds(model, name))
             eta = to_link(link, (x - shift) / scale)
             width2 = sum(
                 (

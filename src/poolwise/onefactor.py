@@ -20,7 +20,7 @@ from .engines.exact import GridPosterior, fit_exact
 from .errors import PoolwiseWarning, check_count, check_prob, check_seed
 from .families import FAMILIES, Family
 from .fitdata import FitData
-from .intervals import hdi_from_draws, hdi_moments
+from .intervals import hdi_moments
 from .location import ExpandedPosterior, collapse_location
 from .marginals import (
     TAIL_AT,
@@ -30,6 +30,7 @@ from .marginals import (
     theta_mixture,
 )
 from .model import PoolModel, build_model
+from .point_marginals import edge_notes, point_rows
 
 METHODS = ("auto", "exact", "eb")
 # beyond this many groups, "auto" uses empirical Bayes: the hyperparameter posterior is then so
@@ -117,12 +118,7 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
                 "(a singular fit, whose group intervals are too narrow): quadrature instead"
             )
             return run
-        for i in posterior.boundary:
-            notes.append(
-                f"{model.names[i]} was estimated at the edge of its range (between-group variation "
-                "near zero or infinite concentration, like lme4's singular fit): the groups look "
-                "completely pooled; prefer method='exact' to see the uncertainty"
-            )
+        notes += edge_notes(model, posterior)
     return Run(model, posterior, method, reason, posterior.warnings + notes, tails)
 
 
@@ -235,21 +231,13 @@ def _group_moments(run: Run):
     return s1 + center, np.maximum(s2 - s1**2, 0.0), sb, parts
 
 
-def _population(run: Run, prob: float, rng) -> pd.DataFrame:
+def _population(run: Run, prob: float) -> pd.DataFrame:
     """The hyperparameters' table: mean, sd (missing where they do not exist), median and HDI."""
     model, post = run.model, run.posterior
     names = [n for n in model.family.supports if n in model.params(post.points[:1])]
     rows = {}
     if isinstance(post, PointPosterior):
-        interval_z = post.sample_normal(rng, 4000) if model.dim else post.points
-        p_draw = model.params(interval_z)
-        p_hat = model.params(post.points)
-        for n in names:
-            est = float(p_hat[n][0, 0])
-            draws_n = p_draw[n][:, 0]
-            lo, hi = hdi_from_draws(draws_n[:, None], prob)
-            sd = _delta_se(model, post, n)
-            rows[n] = (est, sd, est, float(lo[0]), float(hi[0]))
+        rows = point_rows(model, post, names, prob)
     else:
         p_grid = model.params(post.points)
         marginals = hyper_marginals(model, post, names, prob)
@@ -267,21 +255,6 @@ def _population(run: Run, prob: float, rng) -> pd.DataFrame:
     return table
 
 
-def _delta_se(model: PoolModel, post: PointPosterior, name: str) -> float:
-    """Standard error of a hyperparameter estimate by the delta method (0 when it is fixed)."""
-    if model.dim == 0:
-        return 0.0
-    step = 1e-6
-    base = model.params(post.points)[name][0, 0]
-    grad = np.array(
-        [
-            (model.params(post.points + step * np.eye(model.dim)[i])[name][0, 0] - base) / step
-            for i in range(model.dim)
-        ]
-    )
-    return float(np.sqrt(max(grad @ post.cov @ grad, 0.0)))
-
-
 def summarize(
     run: Run, stats: GroupStats, *, draws: int, hdi_prob: float, seed: int | None
 ) -> FitData:
@@ -293,7 +266,7 @@ def summarize(
     z_draws = post.sample(rng, draws)
     mean, var, shrinkage, parts = _group_moments(run)
     j = model.n_groups
-    population = _population(run, hdi_prob, np.random.default_rng([seed, 3]))
+    population = _population(run, hdi_prob)
     kind = THETA_KIND[model.family.name]
     if isinstance(post, PointPosterior):
         lo, hi = hdi_moments(kind, mean, var, hdi_prob)

@@ -503,8 +503,6 @@ def report(
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"path: {str(out)!r} is a directory; give a file name such as report.html")
-    text = render(
-        fit, title=title, best=best, top=top, poolings=poolings, processes=processes
-    )
+    text = render(fit, title=title, best=best, top=top, poolings=poolings, processes=processes)
     out.write_text(text, encoding="utf-8")
     return out
