@@ -41,7 +41,9 @@ BLOCK = 1 << 15
 # steps leave ends accurate to ~1e-10 of the sd
 TOL = 1e-4
 # residuals up to which one step of the solver, from the coarse grid's interval, polishes it on the
-# full grid (the two grids' intervals differ by ~1e-4 sd, and each step converges cubically)
+# full grid (the two grids' intervals differ by ~1e-4 sd, and each step converges cubically); the
+# coarse grid's own solve stops there too: one step from such residuals leaves the coarse interval
+# ~1e-6 sd from the coarse grid's, closer than that is to the full grid's
 POLISH = 1e-2
 # an interior interval leaving less than this mass beyond one end starts at the support's end:
 # the density is highest there (the interior end found sits where the grid runs out)
@@ -194,8 +196,11 @@ class Mixture:
         left out) makes the search cheaper: solved on those, then polished by one step on all."""
         tol = TOL
         if coarse is not None and 0 < coarse.sum() < coarse.size:
-            lo, hi, _ = self.part(coarse).hdi(prob, lo, hi)
+            lo, hi, _ = self.part(coarse)._blocked_hdi(prob, lo, hi, POLISH)
             lo, hi, tol = to_link(self.link, lo), to_link(self.link, hi), POLISH
+        return self._blocked_hdi(prob, lo, hi, tol)
+
+    def _blocked_hdi(self, prob: float, lo: np.ndarray, hi: np.ndarray, tol: float):
         out_lo, out_hi, sound = np.empty(self.size), np.empty(self.size), np.empty(self.size, bool)
         for sl, part in self._blocks():
             out_lo[sl], out_hi[sl], sound[sl] = part._hdi(prob, lo[sl], hi[sl], tol)
