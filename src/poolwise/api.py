@@ -374,10 +374,14 @@ def _group_moments(run: Run):
         if center is None:
             center = m[np.argmax(w[:, 0])]
             parts = (m, v) if len(weights) <= step else None
-        d = m - center
+        d = m - center  # below, in place: fresh (points x groups) arrays cost as much as sums
         s1 += (w * d).sum(axis=0)
-        s2 += (w * (v + d**2)).sum(axis=0)
-        sb += (w * b).sum(axis=0)
+        d *= d
+        d += v
+        d *= w
+        s2 += d.sum(axis=0)
+        b *= w
+        sb += b.sum(axis=0)
     return s1 + center, np.maximum(s2 - s1**2, 0.0), sb, parts
 
 

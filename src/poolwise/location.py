@@ -110,7 +110,10 @@ class CollapsedLocation:
         mean_mu, precision, _ = self.mu_given(reduced, likelihood=False)
         full = self._full(reduced, self._z_mu(mean_mu))
         m, v, b = self.model.conditional(full)
-        return m, v + b**2 / precision[:, None], b
+        extra = b * b
+        extra /= precision[:, None]
+        v += extra
+        return m, v, b
 
     def initial_point(self) -> np.ndarray:
         return np.delete(self.model.initial_point(), self.index)
