@@ -375,13 +375,13 @@ def _group_moments(run: Run):
             center = m[np.argmax(w[:, 0])]
             parts = (m, v) if len(weights) <= step else None
         d = m - center  # below, in place: fresh (points x groups) arrays cost as much as sums
-        s1 += (w * d).sum(axis=0)
+        b *= w
+        sb += b.sum(axis=0)
+        s1 += np.multiply(w, d, out=b if b.shape == d.shape else None).sum(axis=0)
         d *= d
         d += v
         d *= w
         s2 += d.sum(axis=0)
-        b *= w
-        sb += b.sum(axis=0)
     return s1 + center, np.maximum(s2 - s1**2, 0.0), sb, parts
 
 

@@ -58,14 +58,16 @@ def group_intervals(
     cols = np.flatnonzero(var > 0)
     if weights.size == 1 or cols.size == 0 or keep.size * cols.size > MIXTURE_BUDGET[kind]:
         return lo, hi
+    w = weights[keep] / weights[keep].sum()
     if kind == "normal":
         if normal_parts is None:
             return lo, hi
-        first, second = (part[keep][:, cols] for part in normal_parts)
+        mean, var = (part[np.ix_(keep, cols)] for part in normal_parts)
+        mix = Mixture(kind, w, mean, np.sqrt(var, out=var), None)
     else:
         unique = {k: v[cols] for k, v in model.unique.items()}
         first, second = model.family.conditional_parameters(model.params(points[keep]), unique)
-    mix = Mixture.of(kind, weights[keep] / weights[keep].sum(), first, second)
+        mix = Mixture.of(kind, w, first, second)
     coarse = None if grid.coarse is None else grid.coarse[keep]
     lo[cols], hi[cols], _ = mix.hdi(prob, lo[cols], hi[cols], coarse)
     return lo, hi

@@ -23,7 +23,8 @@ def _shrink(mean: np.ndarray, noise_var: np.ndarray, mu: np.ndarray, tau: np.nda
         shrinkage = np.divide(noise_var, total, out=np.empty_like(total))
     if not np.all(np.isfinite(shrinkage)):  # tau = inf (no pooling) or no variance at all
         shrinkage = np.where(np.isinf(tau2), 0.0, np.where(total == 0, 1.0, shrinkage))
-    m = mu - mean
+    shape = np.broadcast_shapes(np.shape(mu), np.shape(mean))
+    m = np.subtract(mu, mean, out=total if total.shape == shape == shrinkage.shape else None)
     m = np.multiply(shrinkage, m, out=m if m.shape == shrinkage.shape else None)
     m += mean
     v = shrinkage * noise_var
