@@ -58,17 +58,21 @@ def group_intervals(
     cols = np.flatnonzero(var > 0)
     if weights.size == 1 or cols.size == 0 or keep.size * cols.size > MIXTURE_BUDGET[kind]:
         return lo, hi
-    w = weights[keep] / weights[keep].sum()
+    coarse = grid.coarse
     if kind == "normal":
         if normal_parts is None:
             return lo, hi
-        mean, var = (part[np.ix_(keep, cols)] for part in normal_parts)
+        # the points left out weigh zero: no copy of the (points x groups) conditionals, which
+        # the mixture's blocks take apart anyway
+        w = np.zeros(weights.size)
+        w[keep] = weights[keep] / weights[keep].sum()
+        mean, var = (part if cols.size == part.shape[1] else part[:, cols] for part in normal_parts)
         mix = Mixture(kind, w, mean, np.sqrt(var, out=var), None)
     else:
         unique = {k: v[cols] for k, v in model.unique.items()}
         first, second = model.family.conditional_parameters(model.params(points[keep]), unique)
-        mix = Mixture.of(kind, w, first, second)
-    coarse = None if grid.coarse is None else grid.coarse[keep]
+        mix = Mixture.of(kind, weights[keep] / weights[keep].sum(), first, second)
+        coarse = None if coarse is None else coarse[keep]
     lo[cols], hi[cols], _ = mix.hdi(prob, lo[cols], hi[cols], coarse)
     return lo, hi
 
