@@ -22,7 +22,7 @@ from .marginals import (
     missing_moments,
     theta_mixture,
 )
-from .model import PoolModel, build_model
+from .model import CHUNK_ELEMENTS, PoolModel, build_model
 from .results import PoolFit
 
 METHODS = ("auto", "exact", "eb")
@@ -359,21 +359,18 @@ def _theta_draws(model: PoolModel, z: np.ndarray, seed: int, start: int, stop: i
 
 
 def _group_moments(run: Run):
-    """Exact posterior mean, variance and mean shrinkage of each distinct theta_j (a mixture),
-    and the conditional means and variances at every point where one pass held them (else None)."""
+    """Exact posterior mean, variance and mean shrinkage of each distinct theta_j (a mixture)."""
     conditional, grid = theta_mixture(run.model, run.posterior)
     points, weights = grid.points, grid.weights
     j = run.model.multiplicity.size
     s1, s2, sb = np.zeros(j), np.zeros(j), np.zeros(j)
     center = None  # moments about a point near the mean: no cancellation when |theta| >> sd
-    step = max(1, (1 << 22) // max(j, 1))
-    parts = None
+    step = max(1, CHUNK_ELEMENTS // max(j, 1))
     for k0 in range(0, len(weights), step):
         w = weights[k0 : k0 + step, None]
         m, v, b = conditional(points[k0 : k0 + step])
         if center is None:
             center = m[np.argmax(w[:, 0])]
-            parts = (m, v) if len(weights) <= step else None
         d = m - center  # below, in place: fresh (points x groups) arrays cost as much as sums
         b *= w
         sb += b.sum(axis=0)
@@ -382,7 +379,7 @@ def _group_moments(run: Run):
         d += v
         d *= w
         s2 += d.sum(axis=0)
-    return s1 + center, np.maximum(s2 - s1**2, 0.0), sb, parts
+    return s1 + center, np.maximum(s2 - s1**2, 0.0), sb
 
 
 def _population(run: Run, prob: float, rng) -> pd.DataFrame:
@@ -441,7 +438,7 @@ def summarize(
     model, post = run.model, run.posterior
     rng = np.random.default_rng([seed, 0])
     z_draws = post.sample(rng, draws)
-    mean, var, shrinkage, parts = _group_moments(run)
+    mean, var, shrinkage = _group_moments(run)
     j = model.n_groups
     population = _population(run, hdi_prob, np.random.default_rng([seed, 3]))
     kind = THETA_KIND[model.family.name]
@@ -451,7 +448,7 @@ def summarize(
         row = population.loc[model.family.location]
         lo, hi = np.full(mean.size, row["hdi_low"]), np.full(mean.size, row["hdi_high"])
     else:
-        lo, hi = group_intervals(model, post, kind, (mean, var), hdi_prob, parts)
+        lo, hi = group_intervals(model, post, kind, (mean, var), hdi_prob)
     lo, hi = lo[model.inverse], hi[model.inverse]
     mean, var, shrinkage = mean[model.inverse], var[model.inverse], shrinkage[model.inverse]
     family = model.family
