@@ -22,7 +22,7 @@ from .marginals import (
     missing_moments,
     theta_mixture,
 )
-from .model import CHUNK_ELEMENTS, PoolModel, build_model
+from .model import PoolModel, build_model
 from .results import PoolFit
 
 METHODS = ("auto", "exact", "eb")
@@ -30,6 +30,10 @@ METHODS = ("auto", "exact", "eb")
 # narrow that conditioning on its mode changes nothing visible, and the grid would cost seconds
 AUTO_EB_GROUPS = 20_000
 THETA_CHUNK = 4096
+# (points x groups) elements per pass of the groups' moments: one pass for all but the largest
+# grids (its few large arrays, reused by the group HDIs' smaller ones, keep the allocator from
+# mapping those afresh at every fit)
+MOMENT_CHUNK = 1 << 22
 THETA_KIND = {"normal": "normal", "normal_se": "normal", "binomial": "beta", "poisson": "gamma"}
 
 
@@ -365,7 +369,7 @@ def _group_moments(run: Run):
     j = run.model.multiplicity.size
     s1, s2, sb = np.zeros(j), np.zeros(j), np.zeros(j)
     center = None  # moments about a point near the mean: no cancellation when |theta| >> sd
-    step = max(1, CHUNK_ELEMENTS // max(j, 1))
+    step = max(1, MOMENT_CHUNK // max(j, 1))
     for k0 in range(0, len(weights), step):
         w = weights[k0 : k0 + step, None]
         m, v, b = conditional(points[k0 : k0 + step])
