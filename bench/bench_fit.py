@@ -15,7 +15,8 @@ one process: the first call, then the median of ``--inprocess-fits`` more; and t
 the same design with 1,000 and 10,000 schools (tests/reference/make_fifty_schools.py: 2 to 99 rows
 a school), fewer times (``SCHOOLS_IN_PROCESS``). With ``--baseline SRC`` (another checkout's
 ``src``) the same runs are made with that code, alternating with this checkout's, and the ratios
-baseline / this of the medians are printed.
+baseline / this of the medians are printed, of wall time and of the process's CPU time (which
+other jobs on a loaded machine disturb less).
 
 Part ``schools``: the 50-schools partial-pooling fit (mu ~ Normal(50, 10), tau ~ Exponential(1),
 sigma ~ Exponential(1); tests/reference/fifty_schools.csv), ``python -c`` that imports poolwise,
@@ -162,13 +163,14 @@ else:
     rows = design.simulate()[0]
     def data():
         return rows
-times = []
+times, cpu = [], []
 for i in range(fits + 1):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     fit = poolwise.fit(data(), group="school", y="score", priors=priors, seed=1)
     times.append(time.perf_counter() - t)
-print("RESULT" + json.dumps({"first": times[0], "times": times[1:], "rows": int(fit.n_rows),
-                             "grid": fit.info.get("grid_points")}))
+    cpu.append(time.process_time() - c)
+print("RESULT" + json.dumps({"first": times[0], "times": times[1:], "cpu": cpu[1:],
+                             "rows": int(fit.n_rows), "grid": fit.info.get("grid_points")}))
 """
 # schools, and fits per process after the first (50 schools: --inprocess-fits)
 SCHOOLS_IN_PROCESS = {50: None, 1000: 10, 10000: 5}
@@ -342,13 +344,13 @@ def in_process(args) -> list[dict]:
         sides = {"baseline": args.baseline.resolve(), **sides}
     header = (
         f"{'schools':>8} {'rows':>8} {'code':>9} {'first call ms':>14} {'median ms':>10} "
-        f"{'fastest ms':>10} {'fits':>5}"
+        f"{'fastest ms':>10} {'cpu ms':>7} {'fits':>5}"
     )
-    print(header + (f" {'baseline / this':>16}" if args.baseline else ""))
-    print("-" * (len(header) + (17 if args.baseline else 0)), flush=True)
+    print(header + (f" {'baseline / this':>16} {'in cpu':>7}" if args.baseline else ""))
+    print("-" * (len(header) + (25 if args.baseline else 0)), flush=True)
     rows = []
     for schools, fits in SCHOOLS_IN_PROCESS.items():
-        got: dict[str, dict] = {side: {"first": [], "times": []} for side in sides}
+        got: dict[str, dict] = {side: {"first": [], "times": [], "cpu": []} for side in sides}
         for _ in range(args.inprocess_runs):  # alternate, so that both see the same load
             for side, src in sides.items():
                 _, res, err = run(
@@ -364,8 +366,10 @@ def in_process(args) -> list[dict]:
                     sys.exit(f"{side} run failed: {err}")
                 got[side]["first"].append(res["first"])
                 got[side]["times"] += res["times"]
+                got[side]["cpu"] += res["cpu"]
                 got[side]["rows"] = res["rows"]
         medians = {side: statistics.median(g["times"]) for side, g in got.items()}
+        cpus = {side: statistics.median(g["cpu"]) for side, g in got.items()}
         for side, g in got.items():
             row = {
                 "schools": schools,
@@ -374,16 +378,18 @@ def in_process(args) -> list[dict]:
                 "first_s": statistics.median(g["first"]),
                 "median_s": medians[side],
                 "fastest_s": min(g["times"]),
+                "cpu_s": cpus[side],
                 "fits": len(g["times"]),
             }
             ratio = ""
             if side == "this" and args.baseline:
                 row["ratio"] = medians["baseline"] / medians["this"]
-                ratio = f" {row['ratio']:>15.1f}x"
+                row["cpu_ratio"] = cpus["baseline"] / cpus["this"]
+                ratio = f" {row['ratio']:>15.2f}x {row['cpu_ratio']:>6.2f}x"
             print(
                 f"{schools:>8} {g['rows']:>8} {side:>9} {row['first_s'] * 1e3:>14.1f} "
                 f"{row['median_s'] * 1e3:>10.1f} {row['fastest_s'] * 1e3:>10.1f} "
-                f"{row['fits']:>5}{ratio}",
+                f"{row['cpu_s'] * 1e3:>7.1f} {row['fits']:>5}{ratio}",
                 flush=True,
             )
             rows.append(row)

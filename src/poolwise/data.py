@@ -8,6 +8,8 @@ results, one row and one row per group, are collected into Python.
 
 from __future__ import annotations
 
+import functools
+import operator
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -194,7 +196,9 @@ def _problems(
 ) -> list[str]:
     """One engine-side pass counting bad rows; the messages, in a fixed order.
 
-    Checks that ``facts`` rule out for every row are left out of the pass.
+    Checks that ``facts`` rule out for every row are left out of the pass. The pass counts the
+    rows where any check holds (one aggregate, not one a check); only where there are such rows,
+    a second pass counts each check's.
     """
     checks = _checks(frame.collect_schema(), group, columns, kind)
     names = {"group": group, **columns}
@@ -203,7 +207,10 @@ def _problems(
         fact = facts.get(names[role])
         if fact is not None and what in RULED_OUT and RULED_OUT[what](fact):
             del checks[key]
-    rows, counts = count_rows(frame, checks)
+    anywhere = {"any": functools.reduce(operator.or_, checks.values())} if checks else {}
+    rows, counts = count_rows(frame, anywhere)
+    if counts:
+        rows, counts = count_rows(frame, checks)
     if rows == 0:
         return ["data: the table has no rows"]
     out = []

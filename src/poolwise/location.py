@@ -103,14 +103,19 @@ class CollapsedLocation:
         out = self.model.log_prior(full, skip="mu") + self.mu_given(reduced)[2]
         return np.where(np.isnan(out), -np.inf, out)
 
-    def conditional(self, reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean, variance and shrinkage of each distinct theta_j given the other hyperparameters,
-        mu integrated out: theta_j's mean moves with mu's posterior mean by the shrinkage B_j,
-        and its variance gains B_j² / precision(mu)."""
+    def conditional(
+        self, reduced: np.ndarray, groups: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, variance and shrinkage of each distinct theta_j (or of the distinct groups
+        ``groups``) given the other hyperparameters, mu integrated out: theta_j's mean moves with
+        mu's posterior mean by the shrinkage B_j, and its variance gains B_j² / precision(mu)."""
         mean_mu, precision, _ = self.mu_given(reduced, likelihood=False)
         full = self._full(reduced, self._z_mu(mean_mu))
-        m, v, b = self.model.conditional(full)
-        return m, v + b**2 / precision[:, None], b
+        m, v, b = self.model.conditional(full, groups)
+        extra = b * b
+        extra /= precision[:, None]
+        v += extra
+        return m, v, b
 
     def initial_point(self) -> np.ndarray:
         return np.delete(self.model.initial_point(), self.index)

@@ -17,7 +17,7 @@ import numpy as np
 from .engines.exact import GridPosterior
 from .intervals import hdi_moments, hdi_normal
 from .location import ExpandedPosterior
-from .mixture import Mixture, prune, to_link
+from .mixture import BLOCK, Mixture, prune, to_link
 from .model import PoolModel
 
 # (grid points x distinct groups) up to which group intervals come from the mixture (by the cost of
@@ -42,32 +42,37 @@ def group_intervals(
     kind: str,
     moments: tuple[np.ndarray, np.ndarray],
     prob: float,
-    normal_parts: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """HDIs of each distinct group's theta, from its mixture over the grid.
 
     ``moments`` are the mixtures' exact means and variances (the start: the normal, beta or gamma
-    HDI with those moments); ``normal_parts`` the normal conditionals' means and variances at
-    every grid point (None where they were not kept: the moments' HDIs are returned).
+    HDI with those moments). The groups' conditionals are built a block of groups at a time,
+    a block's (points x groups) arrays cache-sized.
     """
     mean, var = moments
     lo, hi = hdi_moments(kind, mean, var, prob)
-    _, grid = theta_mixture(model, posterior)
+    conditional, grid = theta_mixture(model, posterior)
     points, weights = grid.points, grid.weights
     keep = prune(weights)
     cols = np.flatnonzero(var > 0)
-    if weights.size == 1 or cols.size == 0 or keep.size * cols.size > MIXTURE_BUDGET[kind]:
+    # normal: the budget counts every point and distinct group
+    size = weights.size * var.size if kind == "normal" else keep.size * cols.size
+    if weights.size == 1 or cols.size == 0 or size > MIXTURE_BUDGET[kind]:
         return lo, hi
-    if kind == "normal":
-        if normal_parts is None:
-            return lo, hi
-        first, second = (part[keep][:, cols] for part in normal_parts)
-    else:
-        unique = {k: v[cols] for k, v in model.unique.items()}
-        first, second = model.family.conditional_parameters(model.params(points[keep]), unique)
-    mix = Mixture.of(kind, weights[keep] / weights[keep].sum(), first, second)
+    w = weights[keep] / weights[keep].sum()
     coarse = None if grid.coarse is None else grid.coarse[keep]
-    lo[cols], hi[cols], _ = mix.hdi(prob, lo[cols], hi[cols], coarse)
+    at = points[keep]
+    params = None if kind == "normal" else model.params(at)
+    step = max(1, BLOCK // keep.size)
+    for start in range(0, cols.size, step):
+        c = cols[start : start + step]
+        if kind == "normal":
+            m, v, _ = conditional(at, c)
+            mix = Mixture(kind, w, m, np.sqrt(v, out=v), None)
+        else:
+            unique = {k: u[c] for k, u in model.unique.items()}
+            mix = Mixture.of(kind, w, *model.family.conditional_parameters(params, unique))
+        lo[c], hi[c], _ = mix.hdi(prob, lo[c], hi[c], coarse)
     return lo, hi
 
 

@@ -41,7 +41,9 @@ BLOCK = 1 << 15
 # steps leave ends accurate to ~1e-10 of the sd
 TOL = 1e-4
 # residuals up to which one step of the solver, from the coarse grid's interval, polishes it on the
-# full grid (the two grids' intervals differ by ~1e-4 sd, and each step converges cubically)
+# full grid (the two grids' intervals differ by ~1e-4 sd, and each step converges cubically); the
+# coarse grid's own solve stops there too: one step from such residuals leaves the coarse interval
+# ~1e-6 sd from the coarse grid's, closer than that is to the full grid's
 POLISH = 1e-2
 # an interior interval leaving less than this mass beyond one end starts at the support's end:
 # the density is highest there (the interior end found sits where the grid runs out)
@@ -110,17 +112,19 @@ class Mixture:
     def evaluate(self, x: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, ...]:
         """F, F', F'' of the variable and log f, (log f)', (log f)'' of x's density at x (see
         :func:`poolwise.intervals.solve_hdi`), for the variables ``i``."""
-        if self.kind == "normal":
-            cdf, pdf, d1, d2 = _normal_parts(self.first[:, i], self.second[:, i], x)
-        elif self.kind == "kernel":
-            cdf, pdf, d1, d2 = kernel_terms(self.first[:, i], self.second[:, i], x)
-        else:
-            args = self.first[:, i], self.second[:, i], self.log_norm[:, i], x
-            cdf, log_pdf, g, dg = TERMS[self.kind](*args)
-            pdf = np.exp(log_pdf)
-            d1, d2 = pdf * g, pdf * (g * g + dg)
         w = self.weights
-        f, d1, d2 = w @ pdf, w @ d1, w @ d2
+        if self.kind == "normal":
+            mean, sd = (np.take(a, i, axis=1) for a in (self.first, self.second))
+            cdf, f, d1, d2 = _normal_sums(w, mean, sd, x)
+        else:
+            if self.kind == "kernel":
+                cdf, pdf, d1, d2 = kernel_terms(self.first[:, i], self.second[:, i], x)
+            else:
+                args = self.first[:, i], self.second[:, i], self.log_norm[:, i], x
+                cdf, log_pdf, g, dg = TERMS[self.kind](*args)
+                pdf = np.exp(log_pdf)
+                d1, d2 = pdf * g, pdf * (g * g + dg)
+            cdf, f, d1, d2 = w @ cdf, w @ pdf, w @ d1, w @ d2
         ell, slope = np.log(f), d1 / f
         curve = d2 / f - slope**2
         if self.link == "log":  # x = e^v: f_x = f_v / x
@@ -129,7 +133,7 @@ class Mixture:
             p = special.expit(x)
             ell = ell - special.log_expit(x) - special.log_expit(-x)
             slope, curve = slope + 2 * p - 1, curve + 2 * p * (1 - p)
-        return w @ cdf, f, d1, ell, slope, curve
+        return cdf, f, d1, ell, slope, curve
 
     def natural(self, v: np.ndarray) -> np.ndarray:
         """The variable on its own scale (undoing the link)."""
@@ -192,8 +196,11 @@ class Mixture:
         left out) makes the search cheaper: solved on those, then polished by one step on all."""
         tol = TOL
         if coarse is not None and 0 < coarse.sum() < coarse.size:
-            lo, hi, _ = self.part(coarse).hdi(prob, lo, hi)
+            lo, hi, _ = self.part(coarse)._blocked_hdi(prob, lo, hi, POLISH)
             lo, hi, tol = to_link(self.link, lo), to_link(self.link, hi), POLISH
+        return self._blocked_hdi(prob, lo, hi, tol)
+
+    def _blocked_hdi(self, prob: float, lo: np.ndarray, hi: np.ndarray, tol: float):
         out_lo, out_hi, sound = np.empty(self.size), np.empty(self.size), np.empty(self.size, bool)
         for sl, part in self._blocks():
             out_lo[sl], out_hi[sl], sound[sl] = part._hdi(prob, lo[sl], hi[sl], tol)
@@ -263,15 +270,29 @@ def to_link(link: str, x: np.ndarray) -> np.ndarray:
         return x
 
 
-def _normal_parts(mean: np.ndarray, sd: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Normal components' CDF, density and the density's first and second derivatives at x
-    (the mixture's costliest case: one ndtr and one exp an element, few temporaries)."""
-    inv = 1.0 / sd
-    z = (x - mean) * inv
-    pdf = np.exp(-0.5 * z * z)
-    pdf *= inv * INV_SQRT_2PI
-    g = z * inv  # minus the log density's slope
-    return special.ndtr(z), pdf, -pdf * g, pdf * (g * g - inv * inv)
+def _normal_sums(
+    weights: np.ndarray, mean: np.ndarray, sd: np.ndarray, x: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """The weighted sums over normal components (rows of ``mean`` and ``sd``, which are
+    overwritten) of their CDF, density and the density's first and second derivatives at x:
+    the mixture's costliest case, one ndtr and one exp an element, computed in place (a large
+    temporary costs as much as the arithmetic, in fresh memory)."""
+    inv = np.divide(1.0, sd, out=sd)
+    z = np.subtract(x, mean, out=mean)
+    z *= inv
+    cdf = weights @ special.ndtr(z)
+    pdf = np.multiply(z, z, out=np.empty_like(z))
+    pdf *= -0.5
+    np.exp(pdf, out=pdf)
+    pdf *= inv
+    w = weights * INV_SQRT_2PI
+    f = w @ pdf
+    g = np.multiply(z, inv, out=z)  # minus the log density's slope
+    inv *= inv
+    inv -= g * g
+    inv *= pdf
+    pdf *= g
+    return cdf, f, -(w @ pdf), -(w @ inv)
 
 
 def _subset(evaluate: Evaluate, idx: np.ndarray) -> Evaluate:

@@ -18,7 +18,11 @@ from .priors import Flat, Prior
 from .transforms import Transform, intersect
 
 POOLINGS = ("partial", "none", "complete")
-CHUNK_ELEMENTS = 1 << 22
+# (points x groups) elements per pass over the groups: arrays of a quarter megabyte, which the
+# allocator hands out again from memory already in use; ones of a few megabytes, the same size each
+# time, are mapped afresh on every use, and each page's first touch costs about as much as the
+# arithmetic on it
+CHUNK_ELEMENTS = 1 << 15
 
 
 def _chunks(k: int, j: int):
@@ -140,15 +144,19 @@ class PoolModel:
         out = lp + ll
         return np.where(np.isnan(out), -np.inf, out)
 
-    def conditional(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean, variance and shrinkage at each point z for each *distinct* group, each (K, U).
+    def conditional(
+        self, z: np.ndarray, groups: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, variance and shrinkage at each point z for each *distinct* group (or the
+        distinct groups ``groups``), each (K, U).
 
         Index the last axis with :attr:`inverse` to get every group.
         """
         p = self.params(z)
+        unique = self.unique if groups is None else {k: v[groups] for k, v in self.unique.items()}
         if self.pooling == "complete":
-            return self.family.pooled_conditional(p, self.unique)
-        return self.family.conditional(p, self.unique)
+            return self.family.pooled_conditional(p, unique)
+        return self.family.conditional(p, unique)
 
     def sample_theta(self, z: np.ndarray, rng: np.random.Generator, groups: slice) -> np.ndarray:
         """One theta_j draw per row of ``z`` for the groups in ``groups``, shape (D, len)."""

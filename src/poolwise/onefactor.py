@@ -36,6 +36,10 @@ METHODS = ("auto", "exact", "eb")
 # beyond this many groups, "auto" uses empirical Bayes: the hyperparameter posterior is then so
 # narrow that conditioning on its mode changes nothing visible, and the grid would cost seconds
 AUTO_EB_GROUPS = 20_000
+# (points x groups) elements per pass of the groups' moments: one pass for all but the largest
+# grids (its few large arrays, reused by the group HDIs' smaller ones, keep the allocator from
+# mapping those afresh at every fit)
+MOMENT_CHUNK = 1 << 22
 THETA_KIND = {"normal": "normal", "normal_se": "normal", "binomial": "beta", "poisson": "gamma"}
 
 
@@ -209,26 +213,27 @@ def fit_groups(
 
 
 def _group_moments(run: Run):
-    """Exact posterior mean, variance and mean shrinkage of each distinct theta_j (a mixture),
-    and the conditional means and variances at every point where one pass held them (else None)."""
+    """Exact posterior mean, variance and mean shrinkage of each distinct theta_j (a mixture)."""
     conditional, grid = theta_mixture(run.model, run.posterior)
     points, weights = grid.points, grid.weights
     j = run.model.multiplicity.size
     s1, s2, sb = np.zeros(j), np.zeros(j), np.zeros(j)
     center = None  # moments about a point near the mean: no cancellation when |theta| >> sd
-    step = max(1, (1 << 22) // max(j, 1))
-    parts = None
+    step = max(1, MOMENT_CHUNK // max(j, 1))
     for k0 in range(0, len(weights), step):
         w = weights[k0 : k0 + step, None]
         m, v, b = conditional(points[k0 : k0 + step])
         if center is None:
             center = m[np.argmax(w[:, 0])]
-            parts = (m, v) if len(weights) <= step else None
-        d = m - center
-        s1 += (w * d).sum(axis=0)
-        s2 += (w * (v + d**2)).sum(axis=0)
-        sb += (w * b).sum(axis=0)
-    return s1 + center, np.maximum(s2 - s1**2, 0.0), sb, parts
+        d = m - center  # below, in place: fresh (points x groups) arrays cost as much as sums
+        b *= w
+        sb += b.sum(axis=0)
+        s1 += np.multiply(w, d, out=b if b.shape == d.shape else None).sum(axis=0)
+        d *= d
+        d += v
+        d *= w
+        s2 += d.sum(axis=0)
+    return s1 + center, np.maximum(s2 - s1**2, 0.0), sb
 
 
 def _population(run: Run, prob: float) -> pd.DataFrame:
@@ -264,7 +269,7 @@ def summarize(
     model, post = run.model, run.posterior
     rng = np.random.default_rng([seed, 0])
     z_draws = post.sample(rng, draws)
-    mean, var, shrinkage, parts = _group_moments(run)
+    mean, var, shrinkage = _group_moments(run)
     j = model.n_groups
     population = _population(run, hdi_prob)
     kind = THETA_KIND[model.family.name]
@@ -274,7 +279,7 @@ def summarize(
         row = population.loc[model.family.location]
         lo, hi = np.full(mean.size, row["hdi_low"]), np.full(mean.size, row["hdi_high"])
     else:
-        lo, hi = group_intervals(model, post, kind, (mean, var), hdi_prob, parts)
+        lo, hi = group_intervals(model, post, kind, (mean, var), hdi_prob)
     lo, hi = lo[model.inverse], hi[model.inverse]
     mean, var, shrinkage = mean[model.inverse], var[model.inverse], shrinkage[model.inverse]
     family = model.family

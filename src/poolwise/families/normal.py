@@ -15,15 +15,20 @@ INF = math.inf
 
 
 def _shrink(mean: np.ndarray, noise_var: np.ndarray, mu: np.ndarray, tau: np.ndarray):
-    """Conditional N(m, v) of theta given an estimate with variance ``noise_var`` and N(mu, tau²)."""
+    """Conditional N(m, v) of theta given an estimate with variance ``noise_var`` and N(mu, tau²)
+    (in place where the arrays are (points x groups): fresh ones cost as much as the arithmetic)."""
     tau2 = tau**2
     total = noise_var + tau2
     with np.errstate(invalid="ignore", divide="ignore"):
-        shrinkage = noise_var / total
+        shrinkage = np.divide(noise_var, total, out=np.empty_like(total))
     if not np.all(np.isfinite(shrinkage)):  # tau = inf (no pooling) or no variance at all
         shrinkage = np.where(np.isinf(tau2), 0.0, np.where(total == 0, 1.0, shrinkage))
-    m = mean + shrinkage * (mu - mean)
-    v = noise_var - shrinkage * noise_var
+    shape = np.broadcast_shapes(np.shape(mu), np.shape(mean))
+    m = np.subtract(mu, mean, out=total if total.shape == shape == shrinkage.shape else None)
+    m = np.multiply(shrinkage, m, out=m if m.shape == shrinkage.shape else None)
+    m += mean
+    v = shrinkage * noise_var
+    np.subtract(noise_var, v, out=v)
     return m, v, shrinkage
 
 
