@@ -10,9 +10,9 @@ import pytest
 from scipy import optimize, special, stats
 
 import poolwise
-from poolwise.onefactor import run_engine
 from poolwise.data import reduce
 from poolwise.families import FAMILIES
+from poolwise.onefactor import run_engine
 
 RATS = pd.read_csv(poolwise.example_path("rat_tumors"))
 PUMPS = pd.read_csv(poolwise.example_path("pumps"))

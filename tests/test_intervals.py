@@ -112,7 +112,9 @@ def test_linked_kernel_mixtures_are_the_shortest_intervals_on_the_natural_scale(
 
 def _run(df, family, columns, priors=None):
     stats_ = reduce(df, columns.pop("group"), family, columns)
-    return onefactor.run_engine(FAMILIES[family](), stats_.stats, "partial", "exact", priors), stats_
+    return onefactor.run_engine(
+        FAMILIES[family](), stats_.stats, "partial", "exact", priors
+    ), stats_
 
 
 @pytest.mark.parametrize(
