@@ -85,11 +85,11 @@ def fit(
     hdi_prob: float = 0.94,
     seed: int | None = None,
     family: str | None = None,
-    parametrization: str = "auto",
-    chains: int = 4,
-    tune: int = 1000,
-    target_accept: float = 0.8,
-    progress: bool = True,
+    parametrization: str | None = None,
+    chains: int | None = None,
+    tune: int | None = None,
+    target_accept: float | None = None,
+    progress: bool | None = None,
 ) -> PoolFit:
     """Fit a no-, complete- or partial-pooling model of one grouping factor.
 
@@ -110,6 +110,9 @@ def fit(
     a regression with group-specific effects fitted by NUTS (``family``, ``exposure``,
     ``parametrization``, ``chains``, ``tune``, ``target_accept``, ``progress``; see
     :func:`poolwise.glmm.fit_formula`); ``"y ~ 1 + (1|g)"`` goes to the one-factor engines.
+    A string is a formula when formulae's parser reads it as one and no such file exists. An
+    option the chosen path does not use (``chains`` for a one-factor fit, ``group`` for a
+    formula) is a TypeError naming it.
 
     ``priors`` maps hyperparameter names to priors (``poolwise.HalfCauchy(5)``) or numbers (which
     fix them); missing ones get weakly informative defaults scaled to the data. ``method`` is
@@ -127,9 +130,22 @@ def fit(
     >>> round(float(fit.population.loc["mu", "mean"]), 2)
     4.4
     """
-    if isinstance(spec, str) and "~" in spec:  # a formula: see poolwise.glmm
+    nuts = {
+        k: v
+        for k, v in dict(
+            parametrization=parametrization,
+            chains=chains,
+            tune=tune,
+            target_accept=target_accept,
+            progress=progress,
+        ).items()
+        if v is not None
+    }
+    if _is_formula(spec):  # a regression: see poolwise.glmm
         from .glmm.fit import fit_from_api
 
+        columns = dict(group=group, y=y, se=se, successes=successes, trials=trials)
+        _refuse("a formula names its columns", {**columns, "counts": counts, "n": n, "sd": sd})
         return _result(
             fit_from_api(
                 spec,
@@ -142,13 +158,10 @@ def fit(
                 draws=draws,
                 hdi_prob=hdi_prob,
                 seed=seed,
-                parametrization=parametrization,
-                chains=chains,
-                tune=tune,
-                target_accept=target_accept,
-                progress=progress,
+                **nuts,
             )
         )
+    _refuse("they apply to a formula fit by NUTS", {"family": family, **nuts})
     if spec is None:
         spec = data
     elif data is not None:
@@ -202,6 +215,26 @@ def fit_stats(
         seed=seed,
     )
     return PoolFit.of(data)
+
+
+def _is_formula(spec: Any) -> bool:
+    """A string that parses as a formula and names no existing file."""
+    if not isinstance(spec, str) or "~" not in spec:
+        return False
+    from pathlib import Path
+
+    from .glmm.formula import is_formula
+
+    return is_formula(spec) and not Path(spec).expanduser().exists()
+
+
+def _refuse(why: str, options: dict[str, Any]) -> None:
+    given = [k for k, v in options.items() if v is not None]
+    if given:
+        raise TypeError(
+            f"fit: {', '.join(given)} not used here ({why}); leave "
+            f"{'it' if len(given) == 1 else 'them'} out"
+        )
 
 
 def _result(data: FitData) -> PoolFit:

@@ -460,13 +460,17 @@ def fit_from_api(
     **nuts: Any,
 ) -> FitData:
     """The formula door of :func:`poolwise.fit`: one factor with an intercept only goes to the
-    one-factor engines (the same numbers as ``fit(data, group=...)``), the rest to NUTS."""
+    one-factor engines (the same numbers as ``fit(data, group=...)``), unless NUTS is asked for
+    (``method="nuts"`` or any of its options in ``nuts``); the rest goes to NUTS."""
     if data is None:
         raise TypeError("fit(formula, data=...): give the data with data=")
     spec = parse_formula(formula, family, exposure)
-    one_factor = (
-        spec.intercept_only_factor is not None and nuts.get("parametrization", "auto") == "auto"
-    )
+    if method in ("exact", "eb") and nuts:
+        raise TypeError(
+            f"fit: {', '.join(nuts)} not used by method={method!r} (they apply to NUTS); "
+            "leave them out or pass method='nuts'"
+        )
+    one_factor = spec.intercept_only_factor is not None and not nuts
     if method in ("exact", "eb", "auto") and one_factor:
         columns = dict(spec.response)
         name = spec.family
