@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -112,3 +113,60 @@ def test_numbers_in_the_tables_are_short():
     cells = [_number(v) for v in (0.000153412, -0.000123456, 3013898856040.0, 123456.7, 1e-300)]
     assert cells == ["0.000153", "-0.00012", "3.01e+12", "1.23e+05", "1e-300"]
     assert all(len(c) <= 8 for c in cells) and _number(float("nan")) == "–"
+
+
+THREAD_CSV = "distribution,trial_control,opens,sent\na,0,30,100\na,1,40,100\nb,0,20,100\n"
+THREAD_CSV += "b,1,28,100\nc,0,35,100\nc,1,45,100\n"
+
+
+def test_fit_a_formula_with_priors_and_hdi_prob(tmp_path, capsys):
+    path = tmp_path / "thread.csv"
+    path.write_text(THREAD_CSV)
+    formula = "p(opens, sent) ~ 1 + trial_control + (1|distribution)"
+    argv = ["fit", str(path), "--formula", formula, "--prior", "trial_control=Normal(0, 1)",
+            "--prior", "1|distribution_sigma=0.5", "--hdi-prob", "0.9", "--draws", "400",
+            "--seed", "1", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "nuts"
+    assert out["priors"]["trial_control"] == repr(poolwise.Normal(0, 1))
+    assert out["priors"]["1|distribution_sigma"] == "0.5"
+    assert {row["level"] for row in out["groups"]} == {"a", "b", "c"}
+    # the same fit from Python (its short chains warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.PoolwiseWarning)
+        fit = poolwise.fit(
+            formula,
+            data=str(path),
+            priors={"trial_control": poolwise.Normal(0, 1), "1|distribution_sigma": 0.5},
+            hdi_prob=0.9,
+            draws=400,
+            seed=1,
+        )
+    assert out["population"]["trial_control"]["mean"] == pytest.approx(
+        float(fit.population.loc["trial_control", "mean"]), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--group", "distribution"], "a formula names its columns itself"),
+        (["--prior", "tau"], "expected NAME=PRIOR"),
+        (["--prior", "x=Cauchy(0, 1)"], "is not a number or a poolwise prior"),
+        (["--family", "poisson"], "poisson"),
+    ],
+)
+def test_formula_errors_exit_2(tmp_path, capsys, extra, message):
+    path = tmp_path / "thread.csv"
+    path.write_text(THREAD_CSV)
+    argv = ["fit", str(path), "--formula", "p(opens, sent) ~ 1 + (1|distribution)", *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_one_factor_fit_needs_a_group_or_a_formula(tmp_path, capsys):
+    path = tmp_path / "thread.csv"
+    path.write_text(THREAD_CSV)
+    assert main(["fit", str(path), "--successes", "opens", "--trials", "sent"]) == 2
+    assert "--group, or give --formula" in capsys.readouterr().err

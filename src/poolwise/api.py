@@ -218,14 +218,18 @@ def fit_stats(
 
 
 def _is_formula(spec: Any) -> bool:
-    """A string that parses as a formula and names no existing file."""
+    """A string with a '~' that names no existing file, and that formulae parses as a formula or
+    that does not look like a file name (then parsing it says what is wrong with it)."""
     if not isinstance(spec, str) or "~" not in spec:
         return False
     from pathlib import Path
 
     from .glmm.formula import is_formula
 
-    return is_formula(spec) and not Path(spec).expanduser().exists()
+    path = Path(spec).expanduser()
+    if path.exists():
+        return False
+    return is_formula(spec) or not (path.suffix[1:].isalpha() or "/" in spec or "\\" in spec)
 
 
 def _refuse(why: str, options: dict[str, Any]) -> None:

@@ -6,9 +6,10 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -27,13 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="poolwise", description="Partial pooling for grouped data."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("fit", help="fit one grouping factor from a CSV or Parquet file (or glob)")
-    fit.add_argument("file", nargs="+", help="CSV or Parquet files, globs or a directory")
-    fit.add_argument("--group", required=True)
-    for name in ("y", "se", "successes", "trials", "counts", "exposure"):
-        fit.add_argument(f"--{name}")
-    fit.add_argument("--n", help="per-group summaries: the column of group sizes (with --y, --sd)")
-    fit.add_argument("--sd", help="per-group summaries: the column of sample sds (ddof=1)")
+    fit = sub.add_parser(
+        "fit", help="fit a grouping factor or a formula from CSV or Parquet files (or globs)"
+    )
+    _data_options(fit)
     _common(fit)
     fit.add_argument("--report", metavar="FILE", help="also write an HTML report to FILE")
     example = sub.add_parser("example", help="fit a bundled example data set")
@@ -46,10 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _report_and_simulate_parsers(sub) -> None:
     report = sub.add_parser("report", help="fit a file and write a self-contained HTML report")
-    report.add_argument("file", nargs="+", help="CSV or Parquet files, globs or a directory")
-    report.add_argument("--group", required=True)
-    for name in ("y", "se", "successes", "trials", "counts", "exposure", "n", "sd"):
-        report.add_argument(f"--{name}")
+    _data_options(report)
     _common(report)
     report.add_argument("-o", "--output", default="report.html", help="default report.html")
     sim = sub.add_parser("simulate", help="simulate grouped data from the hierarchy, as CSV")
@@ -100,12 +95,61 @@ def _report_path(args) -> str | None:
     return args.report
 
 
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="+", help="CSV or Parquet files, globs or a directory")
+    p.add_argument("--group", help="the grouping column (one factor; or give --formula)")
+    p.add_argument(
+        "--formula", help="an lme4-style formula, e.g. 'p(k, n) ~ 1 + x + (1|g)' (not with --group)"
+    )
+    p.add_argument("--family", choices=["normal", "binomial", "bernoulli", "poisson"],
+                   help="with --formula: the outcome's family (default: from the response)")  # fmt: skip
+    for name in ("y", "se", "successes", "trials", "counts", "exposure"):
+        p.add_argument(f"--{name}")
+    p.add_argument("--n", help="per-group summaries: the column of group sizes (with --y, --sd)")
+    p.add_argument("--sd", help="per-group summaries: the column of sample sds (ddof=1)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", default="partial", choices=["partial", "none", "complete"])
-    p.add_argument("--method", default="auto", choices=["auto", "exact", "eb"])
+    p.add_argument("--method", default="auto", choices=["auto", "exact", "eb", "nuts"])
     p.add_argument("--draws", type=int, default=4000)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--hdi-prob", type=float, default=0.94, help="the HDIs' probability")
+    p.add_argument("--prior", action="append", default=[], metavar="NAME=PRIOR",
+                   help="e.g. tau=HalfNormal(5), 'x=Normal(0, 1)', '1|g_sigma=0.5'; repeatable")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def parse_prior(text: str) -> tuple[str, Any]:
+    """``NAME=PRIOR`` of the command line: a poolwise prior with numeric arguments, or a number.
+
+    Example
+    -------
+    >>> parse_prior("tau=HalfNormal(5)")
+    ('tau', HalfNormal(sigma=5.0))
+    >>> parse_prior("1|g_sigma=0.5")
+    ('1|g_sigma', 0.5)
+    """
+    from . import priors
+
+    name, sep, value = (part.strip() for part in text.partition("="))
+    if not sep or not name or not value:
+        raise ValueError(f"prior: expected NAME=PRIOR such as tau=HalfNormal(5), got {text!r}")
+    try:
+        return name, float(value)
+    except ValueError:
+        pass
+    match = re.fullmatch(r"([A-Za-z]\w*)\((.*)\)", value)
+    cls = getattr(priors, match.group(1), None) if match else None
+    if not (isinstance(cls, type) and issubclass(cls, priors.Prior)):
+        raise ValueError(
+            f"prior {name!r}: {value!r} is not a number or a poolwise prior such as Normal(0, 1)"
+        )
+    try:
+        args = [float(a) for a in match.group(2).split(",") if a.strip()]
+        return name, cls(*args)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"prior {name!r}: {value!r}: {err}") from None
 
 
 # the most characters a number takes in the terminal tables (fewer significant digits beyond)
@@ -143,8 +187,8 @@ def _table(title: str, frame: pd.DataFrame):
         pad_edge=False,
         collapse_padding=True,
     )
-    labels = [str(label) for label in frame.index]
-    name = str(frame.index.name or "")
+    labels = [" ".join(map(str, x)) if isinstance(x, tuple) else str(x) for x in frame.index]
+    name = " ".join(str(n) for n in frame.index.names if n is not None)
     # the labels' column keeps its header and short labels whole; a long label folds, never cut
     widest = max([len(name), *(min(len(x), 20) for x in labels)])
     table.add_column(name, style="bold", overflow="fold", min_width=widest)
@@ -168,10 +212,10 @@ def _show(fit, as_json: bool) -> None:
             "population": json.loads(fit.population.to_json(orient="index", double_precision=15)),
             "groups": json.loads(
                 fit.groups.reset_index()
-                .astype({fit.groups.index.name or "index": str})
+                .astype({name or "index": str for name in fit.groups.index.names})
                 .to_json(orient="records", double_precision=15)
             ),
-            "warnings": fit.warnings,
+            "warnings": list(fit.warnings),
         }
         print(json.dumps(out, indent=2))
         return
@@ -181,9 +225,10 @@ def _show(fit, as_json: bool) -> None:
     for line in fit._header():
         console.print(line, highlight=False)
     # the hyperparameters' median and HDI: their means may not exist (fit.population has them)
-    console.print(
-        _table("Population", fit.population.drop(columns=["mean", "sd"], errors="ignore"))
-    )
+    population = fit.population
+    if "median" in population:
+        population = population.drop(columns=["mean", "sd"])
+    console.print(_table("Population", population))
     console.print(_table("Groups", fit.groups))
     for w in fit.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
@@ -213,6 +258,17 @@ def _fit_files(source, columns: dict, options: dict):
     return fit_stats(stats, family, **options)
 
 
+def _fit_formula(source, args, columns: dict, options: dict):
+    """A formula fit of the files; only ``--exposure`` of the column options applies."""
+    from . import fit as fit_fn
+
+    exposure = columns.pop("exposure", None)
+    if columns:
+        flags = ", ".join(f"--{k}" for k in columns)
+        raise TypeError(f"{flags}: a formula names its columns itself; leave them out")
+    return fit_fn(args.formula, data=source, family=args.family, exposure=exposure, **options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poolwise`` command."""
     import warnings
@@ -223,26 +279,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
         return _simulate(args)
-    options = {
-        "pooling": args.pooling,
-        "method": args.method,
-        "draws": args.draws,
-        "seed": args.seed,
-    }
-    if args.command == "example":
-        # a bundled example is small: pandas reads it at once (starting DuckDB takes longer)
-        source, columns = pd.read_csv(example_path(args.name)), EXAMPLES[args.name]
-    else:
-        source = args.file[0] if len(args.file) == 1 else args.file
-        names = ("group", "y", "se", "successes", "trials", "counts", "exposure", "n", "sd")
-        columns = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     try:
+        options = {
+            "pooling": args.pooling,
+            "method": args.method,
+            "draws": args.draws,
+            "seed": args.seed,
+            "hdi_prob": args.hdi_prob,
+            "priors": dict(parse_prior(p) for p in args.prior) or None,
+        }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if args.command in ("fit", "report"):
-                fit = _fit_files(source, columns, options)
+            if args.command == "example":
+                # a bundled example is small: pandas reads it at once (DuckDB takes longer to start)
+                source = pd.read_csv(example_path(args.name))
+                fit = fit_fn(source, **EXAMPLES[args.name], **options)
             else:
-                fit = fit_fn(source, **columns, **options)
+                source = args.file[0] if len(args.file) == 1 else args.file
+                names = ("group", "y", "se", "successes", "trials", "counts", "exposure", "n", "sd")
+                columns = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+                if args.formula is not None:
+                    fit = _fit_formula(source, args, columns, options)
+                elif args.family is not None:
+                    raise TypeError("--family applies to --formula; a one-factor fit takes its "
+                                    "family from the columns named")  # fmt: skip
+                elif "group" not in columns:
+                    raise TypeError("name the grouping column with --group, or give --formula")
+                else:
+                    fit = _fit_files(source, columns, options)
     except (ValueError, TypeError) as err:
         print(f"poolwise: error: {err}", file=sys.stderr)
         return 2

@@ -52,6 +52,8 @@ class FitData:
     info: dict[str, Any] = field(default_factory=dict)
     model: PoolModel | None = field(default=None, repr=False, compare=False)
     z_draws: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # the groups' draws themselves, where a sampler made them (else drawn from ``model``)
+    draws_of_groups: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_groups(self) -> int:
@@ -65,6 +67,8 @@ class FitData:
     def theta_draws(self) -> np.ndarray:
         """Posterior draws of every group's theta, shape (draws, groups): the same draws at
         every call (fixed chunks of groups, each with its own random stream from ``seed``)."""
+        if self.draws_of_groups is not None:
+            return self.draws_of_groups
         model, z = self.model, self.z_draws
         if model is None or z is None:
             raise ValueError("theta_draws: this fit keeps no model to draw the groups from")
@@ -113,6 +117,62 @@ class RegressionData(FitData):
     def factors(self) -> tuple[str, ...]:
         """The group-specific terms, e.g. ``("1|county", "floor|county")``."""
         return tuple(t.name for t in self.design.groups) if self.design else ()
+
+    def factor(self, term: str | None = None) -> FitData:
+        """One group-specific term's levels as a one-factor record (``term`` None: the first):
+        their effects on the link scale, sized by their data, for the verbs of one factor.
+
+        Example
+        -------
+        >>> import pandas as pd, poolwise, warnings
+        >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7],
+        ...                    "n": [10] * 6})
+        >>> with warnings.catch_warnings():  # short chains: their r_hat warns
+        ...     warnings.simplefilter("ignore")
+        ...     fit = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df, seed=1, draws=400,
+        ...                        tune=300, progress=False)
+        >>> view = fit.factor()
+        >>> view.groups.index.name, view.groups["n"].tolist()
+        ('1|g', [20, 20, 20])
+        """
+        from .glmm.model import LevelEffects
+
+        names = self.factors
+        if not names:
+            raise ValueError("factor: this regression has no group-specific terms")
+        term = names[0] if term is None else term
+        if term not in names:
+            raise ValueError(f"factor: no term {term!r}; the terms are {', '.join(names)}")
+        t = self.design.groups[names.index(term)]
+        groups = self.groups.loc[term].copy()
+        groups.index = pd.Index(list(groups.index), name=term)
+        family = LevelEffects(
+            name=f"{term} effects",
+            description=f"effects of {t.factor} in {self.family.description}",
+            size_label=self.family.size_label,
+        )
+        sd = (
+            {t.sigma_name: self.hyper_draws[t.sigma_name]}
+            if t.sigma_name in self.hyper_draws
+            else {}
+        )
+        return FitData(
+            family=family,
+            pooling="partial",
+            method=self.method,
+            method_reason=self.method_reason,
+            priors=self.priors,
+            groups=groups,
+            population=self.population.loc[[n for n in self.population.index if n in sd]],
+            hdi_prob=self.hdi_prob,
+            n_rows=self.n_rows,
+            seed=self.seed,
+            observed={"n": groups["n"].to_numpy()},
+            hyper_draws=sd,
+            warnings=self.warnings,
+            info=self.info,
+            draws_of_groups=self.draws[term].reshape(-1, t.n_levels),
+        )
 
     def theta_draws(self) -> np.ndarray:
         """Draws of every group effect, (draws, levels of all terms), in ``groups`` order."""

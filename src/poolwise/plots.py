@@ -27,19 +27,6 @@ RASTER_GROUPS = 1000
 # the forest plot shows this many groups at each end when there are too many to list
 FOREST_DEFAULT = 20
 
-SIZE_LABEL = {
-    "normal": "rows",
-    "normal_se": "precision 1/se²",
-    "binomial": "trials",
-    "poisson": "exposure",
-}
-RAW_LABEL = {
-    "normal": "group mean",
-    "normal_se": "estimate y",
-    "binomial": "successes / trials",
-    "poisson": "counts / exposure",
-}
-
 
 # ----------------------------------------------------------------------- helpers
 def _new_figure(width: float, height: float) -> Figure:
@@ -153,8 +140,11 @@ def posterior_centre(row: pd.Series) -> float:
 
 
 def population_mean(fit: FitData) -> float:
-    """The posterior mean of the population location (mu or phi), the line estimates shrink to."""
+    """The posterior mean of the population location (mu or phi), the line estimates shrink to
+    (0 for a regression's level effects, deviations whose family has no location)."""
     loc = fit.family.location
+    if loc is None:
+        return 0.0
     if loc in fit.population.index:
         row = fit.population.loc[loc]
         if np.isnan(row["mean"]) and "median" in row:  # a mean that does not exist
@@ -306,11 +296,11 @@ def plot_shrinkage(
             },
         )
     ax.set_xlim(-0.3, 2.1 if len(chosen) else 1.3)
-    ax.set_xticks([0, 1], [f"raw\n{RAW_LABEL[fit.family.name]}", "partial pooling\nposterior mean"])
+    ax.set_xticks([0, 1], [f"raw\n{fit.family.raw_label}", "partial pooling\nposterior mean"])
     ax.set_ylabel("theta")
     ax.legend(loc="best", fontsize=8, frameon=False, handles=ax.get_lines()[:1])
     ax.set_title(
-        title or f"Shrinkage of {j:,} groups (marker area ∝ {SIZE_LABEL[fit.family.name]})",
+        title or f"Shrinkage of {j:,} groups (marker area ∝ {fit.family.size_label})",
         fontsize=10,
     )
     ax.grid(axis="y", alpha=0.3)
@@ -417,7 +407,7 @@ def _draw_estimates(
     _population_line(ax, reference)
     ax.autoscale_view()
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel(f"group size ({SIZE_LABEL[fit.family.name]})")
+    ax.set_xlabel(f"group size ({fit.family.size_label})")
     ax.set_ylabel("theta")
     ax.legend(fontsize=8, loc="best", frameon=False)
     ax.grid(alpha=0.3)

@@ -30,6 +30,9 @@ class Family(ABC):
     # the population mean: the one shared theta under complete pooling
     location: ClassVar[str]
     theta_support: ClassVar[tuple[float, float]]
+    # what a group's size counts, and what its raw estimate is (labels of plots and reports)
+    size_label: ClassVar[str]
+    raw_label: ClassVar[str]
 
     def free_names(self, pooling: str, prior_names: set[str]) -> tuple[str, ...]:
         """Hyperparameters a pooling leaves to be learned, in the parametrization the priors use."""

@@ -32,6 +32,8 @@ class Binomial(Family):
 
     name = "binomial"
     description = "binomial successes out of trials, beta population"
+    size_label = "trials"
+    raw_label = "successes / trials"
     columns = ("successes", "trials")
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "phi": (0.0, 1.0),

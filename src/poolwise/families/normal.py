@@ -99,6 +99,8 @@ class NormalRows(_NormalBase):
 
     name = "normal"
     description = "normal rows, unknown within-group sd"
+    size_label = "rows"
+    raw_label = "group mean"
     columns = ("y",)
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "mu": (-INF, INF),
@@ -215,6 +217,8 @@ class NormalKnownSE(_NormalBase):
 
     name = "normal_se"
     description = "normal estimates with known standard errors"
+    size_label = "precision 1/se²"
+    raw_label = "estimate y"
     columns = ("y", "se")
     supports: ClassVar[dict[str, tuple[float, float]]] = {"mu": (-INF, INF), "tau": (0.0, INF)}
 

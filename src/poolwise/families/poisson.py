@@ -29,6 +29,8 @@ class Poisson(Family):
 
     name = "poisson"
     description = "Poisson counts over exposure, gamma population"
+    size_label = "exposure"
+    raw_label = "counts / exposure"
     columns = ("counts", "exposure")
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "mu": (0.0, INF),

@@ -465,7 +465,7 @@ def fit_from_api(
     if data is None:
         raise TypeError("fit(formula, data=...): give the data with data=")
     spec = parse_formula(formula, family, exposure)
-    if method in ("exact", "eb") and nuts:
+    if method in ("exact", "eb") and spec.intercept_only_factor is not None and nuts:
         raise TypeError(
             f"fit: {', '.join(nuts)} not used by method={method!r} (they apply to NUTS); "
             "leave them out or pass method='nuts'"

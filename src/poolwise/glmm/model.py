@@ -33,6 +33,30 @@ class GlmmFamily:
     link: str
     description: str
 
+    @property
+    def size_label(self) -> str:
+        """What a level's size counts."""
+        return SIZE_LABELS[self.name]
+
+
+SIZE_LABELS = {"binomial": "trials", "bernoulli": "rows", "poisson": "exposure", "normal": "rows"}
+
+
+@dataclass(frozen=True)
+class LevelEffects:
+    """The family of one grouping factor's effects in a regression (a per-factor view): its
+    levels' effects on the link scale, deviations around 0 (``location`` None), sized by data."""
+
+    name: str
+    description: str
+    size_label: str
+    raw_label: str = "raw level effect"
+    location: None = None
+
+    def size(self, observed: dict) -> np.ndarray:
+        """Each level's size (trials, exposure or rows)."""
+        return np.asarray(observed["n"], dtype=float)
+
 
 @dataclass(frozen=True)
 class TermPlan:

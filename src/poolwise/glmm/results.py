@@ -33,6 +33,63 @@ class GlmmFit(PoolFit, RegressionData):
     ['1|g']
     """
 
+    # the verbs of one factor, per group-specific term (``factor``: its name; None: the first)
+    def plot_shrinkage(self, ax: Any = None, *, factor: str | None = None, **kwargs: Any) -> Any:
+        """Raw level effect → pooled effect of one term's levels (marker area by the level's
+        data); see :func:`poolwise.plots.plot_shrinkage`."""
+        from ..plots import plot_shrinkage
+
+        return plot_shrinkage(self.factor(factor), ax=ax, **kwargs)
+
+    def plot_forest(self, ax: Any = None, *, factor: str | None = None, **kwargs: Any) -> Any:
+        """Sorted caterpillar plot of one term's level effects; see :mod:`poolwise.plots`."""
+        from ..plots import plot_forest
+
+        return plot_forest(self.factor(factor), ax=ax, **kwargs)
+
+    def plot_estimates(self, ax: Any = None, *, factor: str | None = None, **kwargs: Any) -> Any:
+        """One term's pooled level effects and HDIs against the levels' sizes."""
+        from ..plots import plot_estimates
+
+        return plot_estimates(self.factor(factor), ax=ax, **kwargs)
+
+    def ranks(
+        self,
+        top: int = 3,
+        best: str = "high",
+        prob: float | None = None,
+        *,
+        factor: str | None = None,
+    ) -> pd.DataFrame:
+        """League table of one term's levels by their effects: mean rank, rank interval,
+        P(best), P(top k); see :func:`poolwise.ranks.ranks`."""
+        from ..ranks import ranks
+
+        return ranks(self.factor(factor), top=top, best=best, prob=prob)
+
+    def _not_yet(self, verb: str) -> None:
+        raise TypeError(
+            f"{verb}() is not available for a formula fit yet; per term, plot_shrinkage, "
+            "plot_forest, plot_estimates and ranks take factor=, and fit.factor(term) is that "
+            "term's levels as a one-factor record"
+        )
+
+    def plot_population(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Not available for a formula fit yet (a TypeError that says so)."""
+        self._not_yet("plot_population")
+
+    def simulate(self, draws: int = 1, seed: int | None = None) -> pd.DataFrame:
+        """Not available for a formula fit yet (a TypeError that says so)."""
+        self._not_yet("simulate")
+
+    def check(self, statistic: str = "sd", draws: int = 1000, seed: int | None = None) -> Any:
+        """Not available for a formula fit yet (a TypeError that says so)."""
+        self._not_yet("check")
+
+    def report(self, path: Any = "report.html", **kwargs: Any) -> Any:
+        """Not available for a formula fit yet (a TypeError that says so)."""
+        self._not_yet("report")
+
     def summary(self) -> pd.DataFrame:
         """One row per parameter (Bambi's names; ``term[level]`` for group effects): mean, sd,
         HDI, ess_bulk, ess_tail, r_hat."""
