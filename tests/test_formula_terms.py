@@ -153,6 +153,17 @@ def test_a_fit_recovers_a_known_quadratic():
     pop = fit.population
     for name, value in truth.items():
         assert abs(pop.loc[name, "mean"] - value) <= 4.5 * pop.loc[name, "sd"], name
+    # prediction evaluates the same terms on new rows: eta of the draws, exactly
+    new = pd.DataFrame({"x": [1.5, -2.0], "g": [0, 3]})
+    predicted = fit.predict(new)["mean"].to_numpy()
+    d = fit.draws
+    b0 = d["1|g"].reshape(-1, 6)
+    expected = [
+        np.mean(d["Intercept"].ravel() + d["x"].ravel() * v + d["I(x ** 2)"].ravel() * v**2
+                + b0[:, level])
+        for v, level in zip(new["x"], new["g"], strict=True)
+    ]  # fmt: skip
+    np.testing.assert_allclose(predicted, expected, rtol=1e-12)
 
 
 # an ESS near 200 leaves a Monte Carlo error near sd / 14, far inside the 4.5 sds allowed

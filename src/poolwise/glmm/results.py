@@ -157,7 +157,7 @@ class GlmmFit(PoolFit, RegressionData):
         if common is not None and design.names:
             for col in common.terms:
                 for var in getattr(common.terms[col], "var_names", ()):
-                    if var not in frame:
+                    if var and var not in frame:  # "" stands for a literal
                         if getattr(common.terms[col], "kind", None) == "offset":
                             frame[var] = 1.0
                         else:
