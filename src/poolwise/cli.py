@@ -126,7 +126,7 @@ def parse_prior(text: str) -> tuple[str, Any]:
     Example
     -------
     >>> parse_prior("tau=HalfNormal(5)")
-    ('tau', HalfNormal(sigma=5.0))
+    ('tau', HalfNormal(sigma=5))
     >>> parse_prior("1|g_sigma=0.5")
     ('1|g_sigma', 0.5)
     """
