@@ -137,7 +137,7 @@ def test_group_hdis_are_those_of_the_grid_mixture(df, family, columns, label):
     j = model.inverse[list(stats_.labels).index(label)]
     conditional, grid = theta_mixture(model, run.posterior)
     points, weights = grid.points, grid.weights
-    kind = onefactor.THETA_KIND[family]
+    kind = FAMILIES[family].theta_kind
     if kind == "normal":
         first, second, _ = conditional(points)
     else:

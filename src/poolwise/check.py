@@ -53,7 +53,7 @@ class CalibrationSpec:
     by NUTS. ``group_sizes`` are as in :func:`poolwise.simulate` (rows, standard errors, trials
     or exposures; for the regression, the trials of each of a group's two cells). ``priors``
     (proper) are used both to draw the truth and to fit; ``None`` takes
-    :data:`poolwise.simulate.SIMULATION_PRIORS` (or :data:`REGRESSION_PRIORS`). ``draws`` is L,
+    the family's ``simulation_priors`` (or :data:`REGRESSION_PRIORS`). ``draws`` is L,
     the posterior draws each truth is ranked among (ranks run 0..L). NUTS runs ``chains`` chains
     of ``tune`` warm-up and ``thin * draws / chains`` kept steps, thinned to L draws.
 
@@ -105,9 +105,7 @@ class CalibrationSpec:
             return dict(self.priors)
         if self.family == "regression":
             return dict(REGRESSION_PRIORS)
-        from .simulate import SIMULATION_PRIORS
-
-        return dict(SIMULATION_PRIORS[self.family])
+        return dict(FAMILIES[self.family].simulation_priors)
 
     def parameters(self) -> list[str]:
         """Names of the ranked parameters: hyperparameters, then theta of the first and last group."""

@@ -40,7 +40,6 @@ AUTO_EB_GROUPS = 20_000
 # grids (its few large arrays, reused by the group HDIs' smaller ones, keep the allocator from
 # mapping those afresh at every fit)
 MOMENT_CHUNK = 1 << 22
-THETA_KIND = {"normal": "normal", "normal_se": "normal", "binomial": "beta", "poisson": "gamma"}
 
 
 @dataclass
@@ -272,7 +271,7 @@ def summarize(
     mean, var, shrinkage = _group_moments(run)
     j = model.n_groups
     population = _population(run, hdi_prob)
-    kind = THETA_KIND[model.family.name]
+    kind = model.family.theta_kind
     if isinstance(post, PointPosterior):
         lo, hi = hdi_moments(kind, mean, var, hdi_prob)
     elif model.pooling == "complete" and model.dim > 0:  # every theta_j is the location

@@ -17,28 +17,12 @@ import numpy as np
 import pandas as pd
 
 from .families import FAMILIES, Family
-from .priors import Beta, HalfNormal, Lomax, Normal, Prior
+from .priors import Prior
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .fitdata import FitData
-
-# priors for hyperparameters that ``simulate`` is not given (there is no data to scale them to)
-SIMULATION_PRIORS: dict[str, dict[str, Prior]] = {
-    "normal": {"mu": Normal(0.0, 1.0), "tau": HalfNormal(1.0), "sigma": HalfNormal(1.0)},
-    "normal_se": {"mu": Normal(0.0, 1.0), "tau": HalfNormal(1.0)},
-    "binomial": {"phi": Beta(2.0, 2.0), "kappa": Lomax(0.5, 1.0)},
-    "poisson": {"mu": HalfNormal(1.0), "kappa": Lomax(0.5, 1.0)},
-}
-
-# what a group's size means, per family, in the words of the error messages
-SIZE_MEANING = {
-    "normal": "rows per group (positive integers)",
-    "normal_se": "standard errors of the group estimates (positive numbers)",
-    "binomial": "trials per group (positive integers)",
-    "poisson": "exposures per group (positive numbers)",
-}
 
 
 def _family(family: str | Family) -> Family:
@@ -64,7 +48,7 @@ def _sizes(family: Family, group_sizes: Any) -> tuple[pd.Index, np.ndarray]:
             "group_sizes must be a sequence of sizes or a mapping from group label to size, "
             f"got {type(group_sizes).__name__}"
         )
-    meaning = SIZE_MEANING[family.name]
+    meaning = family.size_meaning
     if values.ndim != 1 or len(values) == 0:
         raise ValueError(f"group_sizes: give one size per group ({meaning}); got none")
     if not (np.issubdtype(values.dtype, np.number) and values.dtype != bool):
@@ -93,7 +77,7 @@ def _hyperparameters(
     family.parametrization(set(priors), "priors")
     chosen = family.parametrization(set(given) | set(priors), "hyperparameters")
     names = (chosen or family.parametrizations[0]) + family.nuisance
-    defaults = SIMULATION_PRIORS[family.name]
+    defaults = family.simulation_priors
     values: dict[str, float] = {}
     for name in names:
         lo, hi = family.supports[name]

@@ -85,14 +85,6 @@ def _log_marginal_sum(family: str, p: dict, stats: tuple) -> Any:
     return jnp.sum(_log_rising(alpha, c) - alpha * jnp.log1p(e / beta) - c * jnp.log(beta + e))
 
 
-STAT_ORDER = {
-    "normal": ("n", "mean", "m2"),
-    "normal_se": ("y", "se"),
-    "binomial": ("successes", "trials"),
-    "poisson": ("counts", "exposure"),
-}
-
-
 def _constraint(lower: float, upper: float) -> Any:
     from numpyro.distributions import constraints
 
@@ -203,9 +195,7 @@ def _sampler(model: PoolModel, stats: tuple, chains: int, tune: int, draws: int,
 
 
 def _stats_tuple(model: PoolModel) -> tuple:
-    return tuple(
-        np.asarray(model.stats[k], dtype=np.float64) for k in STAT_ORDER[model.family.name]
-    )
+    return tuple(np.asarray(model.stats[k], dtype=np.float64) for k in model.family.statistics)
 
 
 def _check(model: PoolModel, chains: int, tune: int, draws: int) -> None:

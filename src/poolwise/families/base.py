@@ -33,6 +33,14 @@ class Family(ABC):
     # what a group's size counts, and what its raw estimate is (labels of plots and reports)
     size_label: ClassVar[str]
     raw_label: ClassVar[str]
+    # what a group's size means in the words of error messages (simulation's group sizes)
+    size_meaning: ClassVar[str]
+    # the kind of theta's conditional posterior given the hyperparameters: normal, beta or gamma
+    theta_kind: ClassVar[str]
+    # the order of the sufficient statistics in the compiled models' inputs
+    statistics: ClassVar[tuple[str, ...]]
+    # priors of the hyperparameters that simulation is not given (no data to scale them to)
+    simulation_priors: ClassVar[dict[str, Prior]]
 
     def free_names(self, pooling: str, prior_names: set[str]) -> tuple[str, ...]:
         """Hyperparameters a pooling leaves to be learned, in the parametrization the priors use."""

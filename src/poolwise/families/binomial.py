@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._lazy import gammaln, xlog1py, xlogy
-from ..priors import Beta, Lomax
+from ..priors import Beta, Lomax, Prior
 from .base import Family
 from .special import log_rising
 
@@ -34,6 +34,13 @@ class Binomial(Family):
     description = "binomial successes out of trials, beta population"
     size_label = "trials"
     raw_label = "successes / trials"
+    size_meaning = "trials per group (positive integers)"
+    theta_kind = "beta"
+    statistics = ("successes", "trials")
+    simulation_priors: ClassVar[dict[str, Prior]] = {
+        "phi": Beta(2.0, 2.0),
+        "kappa": Lomax(0.5, 1.0),
+    }
     columns = ("successes", "trials")
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "phi": (0.0, 1.0),

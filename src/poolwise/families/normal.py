@@ -101,6 +101,14 @@ class NormalRows(_NormalBase):
     description = "normal rows, unknown within-group sd"
     size_label = "rows"
     raw_label = "group mean"
+    size_meaning = "rows per group (positive integers)"
+    theta_kind = "normal"
+    statistics = ("n", "mean", "m2")
+    simulation_priors: ClassVar[dict[str, Prior]] = {
+        "mu": Normal(0.0, 1.0),
+        "tau": HalfNormal(1.0),
+        "sigma": HalfNormal(1.0),
+    }
     columns = ("y",)
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "mu": (-INF, INF),
@@ -219,6 +227,10 @@ class NormalKnownSE(_NormalBase):
     description = "normal estimates with known standard errors"
     size_label = "precision 1/se²"
     raw_label = "estimate y"
+    size_meaning = "standard errors of the group estimates (positive numbers)"
+    theta_kind = "normal"
+    statistics = ("y", "se")
+    simulation_priors: ClassVar[dict[str, Prior]] = {"mu": Normal(0.0, 1.0), "tau": HalfNormal(1.0)}
     columns = ("y", "se")
     supports: ClassVar[dict[str, tuple[float, float]]] = {"mu": (-INF, INF), "tau": (0.0, INF)}
 

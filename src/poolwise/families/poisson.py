@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._lazy import gammaln, xlogy
-from ..priors import HalfNormal, Lomax
+from ..priors import HalfNormal, Lomax, Prior
 from .base import Family
 from .special import log_rising
 
@@ -31,6 +31,13 @@ class Poisson(Family):
     description = "Poisson counts over exposure, gamma population"
     size_label = "exposure"
     raw_label = "counts / exposure"
+    size_meaning = "exposures per group (positive numbers)"
+    theta_kind = "gamma"
+    statistics = ("counts", "exposure")
+    simulation_priors: ClassVar[dict[str, Prior]] = {
+        "mu": HalfNormal(1.0),
+        "kappa": Lomax(0.5, 1.0),
+    }
     columns = ("counts", "exposure")
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "mu": (0.0, INF),

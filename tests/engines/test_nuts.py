@@ -9,7 +9,7 @@ import pytest
 
 import poolwise
 
-REF = Path(__file__).parent / "reference"
+REF = Path(__file__).resolve().parents[1] / "reference"
 FIFTY = pd.read_csv(REF / "fifty_schools.csv")
 
 

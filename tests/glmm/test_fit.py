@@ -30,7 +30,7 @@ THREAD = pd.DataFrame(
     }
 )
 THREAD_PRIORS = {"Intercept": Normal(-math.log(4), 0.125), "trial_control": Normal(0, 0.5)}
-REFERENCES = Path(__file__).resolve().parent / "reference"
+REFERENCES = Path(__file__).resolve().parents[1] / "reference"
 # the stored long runs' script, whose functions build the data sets the runs were made on
 _spec = importlib.util.spec_from_file_location("references", REFERENCES / "run_glmm_references.py")
 references = importlib.util.module_from_spec(_spec)
