@@ -521,6 +521,8 @@ def plot_forest(
 # ----------------------------------------------------------------------- population
 def _free_names(fit: FitData) -> list[str]:
     fam = fit.family
+    if not hasattr(fam, "parametrizations"):  # a regression: every sampled parameter
+        return [n for n in fit.population.index if n in fit.hyper_draws]
     if fit.pooling == "none":
         candidates = list(fam.nuisance)
     elif fit.pooling == "complete":

@@ -71,7 +71,18 @@ def test_forest_and_estimates_plots_draw_every_level(fit):
     assert fit.plot_estimates().axes
 
 
-@pytest.mark.parametrize("verb", ["plot_population", "check", "simulate", "report"])
+def test_population_plot_shows_every_sampled_parameter_with_its_prior(fit):
+    fig = fit.plot_population()
+    names = ["Intercept", "trial_control", "1|distribution_sigma"]
+    assert [a.get_title() for a in fig.axes[:3]] == names
+    for ax, name in zip(fig.axes[:3], names, strict=True):
+        assert any(x.get_gid() == "prior" for x in ax.get_lines()), name
+    # the table's median is the draws' median
+    draws = fit.hyper_draws["trial_control"]
+    assert fit.population.loc["trial_control", "median"] == np.median(draws)
+
+
+@pytest.mark.parametrize("verb", ["check", "simulate", "report"])
 def test_verbs_not_yet_available_say_so(fit, verb):
     with pytest.raises(TypeError, match=f"{verb}\\(\\) is not available for a formula fit yet"):
         getattr(fit, verb)()

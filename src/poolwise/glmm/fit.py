@@ -401,6 +401,7 @@ def fit_formula(
     messages += found
     pop = table.loc[keep].iloc[:, :4].copy()
     pop.columns = ["mean", "sd", "hdi_low", "hdi_high"]
+    pop.insert(2, "median", [float(np.median(population_draws[k])) for k in keep])
     pop.index.name = "parameter"
     groups = _groups_table(cells, design, plan, all_draws, hdi_prob)
     flat = {k: v.reshape(-1) for k, v in population_draws.items()}

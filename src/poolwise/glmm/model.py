@@ -38,6 +38,19 @@ class GlmmFamily:
         """What a level's size counts."""
         return SIZE_LABELS[self.name]
 
+    @property
+    def supports(self) -> dict[str, tuple[float, float]]:
+        """Supports of the parameters that are not the whole line: sds (names ending in
+        ``sigma``) are positive; the rest, common effects, are not listed."""
+        return _PositiveNames()
+
+
+class _PositiveNames(dict):
+    """name → support, (0, inf) for an sd (a name ending in "sigma") and absent otherwise."""
+
+    def get(self, name: str, default=None):
+        return (0.0, math.inf) if name.endswith("sigma") else default
+
 
 SIZE_LABELS = {"binomial": "trials", "bernoulli": "rows", "poisson": "exposure", "normal": "rows"}
 

@@ -69,14 +69,10 @@ class GlmmFit(PoolFit, RegressionData):
 
     def _not_yet(self, verb: str) -> None:
         raise TypeError(
-            f"{verb}() is not available for a formula fit yet; per term, plot_shrinkage, "
-            "plot_forest, plot_estimates and ranks take factor=, and fit.factor(term) is that "
-            "term's levels as a one-factor record"
+            f"{verb}() is not available for a formula fit yet; plot_population, and per "
+            "term plot_shrinkage, plot_forest, plot_estimates and ranks (factor=) are, and "
+            "fit.factor(term) is that term's levels as a one-factor record"
         )
-
-    def plot_population(self, ax: Any = None, **kwargs: Any) -> Any:
-        """Not available for a formula fit yet (a TypeError that says so)."""
-        self._not_yet("plot_population")
 
     def simulate(self, draws: int = 1, seed: int | None = None) -> pd.DataFrame:
         """Not available for a formula fit yet (a TypeError that says so)."""
