@@ -174,6 +174,18 @@ class RegressionData(FitData):
             draws_of_groups=self.draws[term].reshape(-1, t.n_levels),
         )
 
+    def linear_predictor(self, index: np.ndarray) -> np.ndarray:
+        """Each cell's linear predictor (offset included) at the posterior draws ``index`` (into
+        the draws of all chains), shape (len(index), cells)."""
+        design = self.design
+        eta = np.tile(design.offset, (len(index), 1))
+        for i, name in enumerate(design.names):
+            eta += self.draws[name].reshape(-1)[index, None] * design.X[:, i]
+        for t in design.groups:
+            effects = self.draws[t.name].reshape(-1, t.n_levels)[index]
+            eta += effects[:, t.codes] * t.values
+        return eta
+
     def theta_draws(self) -> np.ndarray:
         """Draws of every group effect, (draws, levels of all terms), in ``groups`` order."""
         parts = [

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .errors import check_count
 from .families import FAMILIES, Family
 from .priors import Prior
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .fitdata import FitData
+    from .fitdata import FitData, RegressionData
 
 
 def _family(family: str | Family) -> Family:
@@ -310,6 +311,66 @@ def check(
     return PredictiveCheck(
         statistic=statistic,
         description=description,
+        observed=observed,
+        replicated=replicated,
+        p_value=float(np.mean(replicated >= observed)),
+    )
+
+
+def check_cells(
+    fit: RegressionData,
+    statistic: str = "sd",
+    draws: int = 1000,
+    seed: int | None = None,
+) -> PredictiveCheck:
+    """Posterior predictive check of a regression on its cells: ``statistic`` (as in
+    :func:`check`) of the cells' raw estimates (successes/trials, counts/exposure or the cell's
+    mean), observed and in data replicated at each posterior draw (the cells' sizes kept).
+
+    Example
+    -------
+    >>> import pandas as pd, poolwise, warnings
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7],
+    ...                    "n": [10] * 6})
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     fit = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df, seed=1, draws=400, tune=300,
+    ...                        progress=False)
+    >>> ppc = fit.check(draws=200, seed=0)
+    >>> round(ppc.observed, 4), ppc.replicated.shape
+    (0.1871, (200,))
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(
+            f"statistic must be one of {', '.join(map(repr, STATISTICS))}, got {statistic!r}"
+        )
+    fn, description = STATISTICS[statistic]
+    rng = np.random.default_rng([fit.seed if seed is None else seed, 6])
+    total = next(iter(fit.draws.values())).shape[0] * next(iter(fit.draws.values())).shape[1]
+    if isinstance(draws, int | np.integer) and not isinstance(draws, bool) and draws > total:
+        draws = total
+    check_count("draws", draws)
+    index = np.sort(rng.choice(total, size=draws, replace=False))
+    eta = fit.linear_predictor(index)
+    s = fit.observed
+    likelihood = fit.plan.likelihood
+    if likelihood == "binomial":
+        size = s["trials"]
+        observed_raw = s["successes"] / size
+        replicated_raw = rng.binomial(size.astype(np.int64), 1.0 / (1.0 + np.exp(-eta))) / size
+    elif likelihood == "poisson":
+        size = s["exposure"]
+        observed_raw = s["counts"] / size
+        replicated_raw = rng.poisson(np.exp(eta)) / size
+    else:
+        sigma = fit.draws["sigma"].reshape(-1)[index, None]
+        observed_raw = s["mean"]
+        replicated_raw = eta + sigma / np.sqrt(s["n"]) * rng.standard_normal(eta.shape)
+    observed = float(fn(observed_raw))
+    replicated = np.asarray(fn(replicated_raw), dtype=float)
+    return PredictiveCheck(
+        statistic=statistic,
+        description=description.replace("group estimates", "cell estimates"),
         observed=observed,
         replicated=replicated,
         p_value=float(np.mean(replicated >= observed)),

@@ -82,7 +82,20 @@ def test_population_plot_shows_every_sampled_parameter_with_its_prior(fit):
     assert fit.population.loc["trial_control", "median"] == np.median(draws)
 
 
-@pytest.mark.parametrize("verb", ["check", "simulate", "report"])
+def test_check_replicates_the_cells_from_the_posterior(fit):
+    rates = (THREAD["opens"] / THREAD["sent"]).to_numpy()
+    ppc = fit.check(statistic="sd", draws=800, seed=3)
+    assert ppc.observed == pytest.approx(np.std(rates, ddof=1), rel=1e-12)
+    assert 0.05 < ppc.p_value < 0.95  # the model reproduces the spread of its own data
+    # the replicated mean rate averages the posterior predictive mean, expit(eta), over the draws
+    mean = fit.check(statistic="mean", draws=800, seed=3)
+    expected = (1 / (1 + np.exp(-fit.linear_predictor(np.arange(800))))).mean()
+    mc_error = mean.replicated.std() / np.sqrt(800)
+    assert abs(mean.replicated.mean() - expected) < 4 * mc_error
+    assert "cell estimates" in ppc.description
+
+
+@pytest.mark.parametrize("verb", ["simulate", "report"])
 def test_verbs_not_yet_available_say_so(fit, verb):
     with pytest.raises(TypeError, match=f"{verb}\\(\\) is not available for a formula fit yet"):
         getattr(fit, verb)()

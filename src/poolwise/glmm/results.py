@@ -69,8 +69,8 @@ class GlmmFit(PoolFit, RegressionData):
 
     def _not_yet(self, verb: str) -> None:
         raise TypeError(
-            f"{verb}() is not available for a formula fit yet; plot_population, and per "
-            "term plot_shrinkage, plot_forest, plot_estimates and ranks (factor=) are, and "
+            f"{verb}() is not available for a formula fit yet; check, plot_population, and "
+            "per term plot_shrinkage, plot_forest, plot_estimates and ranks (factor=) are, and "
             "fit.factor(term) is that term's levels as a one-factor record"
         )
 
@@ -79,8 +79,10 @@ class GlmmFit(PoolFit, RegressionData):
         self._not_yet("simulate")
 
     def check(self, statistic: str = "sd", draws: int = 1000, seed: int | None = None) -> Any:
-        """Not available for a formula fit yet (a TypeError that says so)."""
-        self._not_yet("check")
+        """Posterior predictive check on the cells; see :func:`poolwise.simulate.check_cells`."""
+        from ..simulate import check_cells
+
+        return check_cells(self, statistic=statistic, draws=draws, seed=seed)
 
     def report(self, path: Any = "report.html", **kwargs: Any) -> Any:
         """Not available for a formula fit yet (a TypeError that says so)."""
