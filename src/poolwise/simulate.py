@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .errors import check_count
 from .families import FAMILIES, Family
 from .priors import Prior
 
@@ -182,8 +181,11 @@ def _data_frame(
 
 
 # ----------------------------------------------------------------------- posterior predictive
-def _draw_index(fit: FitData, draws: int, rng: np.random.Generator) -> np.ndarray:
-    total = len(next(iter(fit.hyper_draws.values()))) if fit.hyper_draws else 0
+def _n_draws(fit: FitData) -> int:
+    return len(next(iter(fit.hyper_draws.values()))) if fit.hyper_draws else 0
+
+
+def _draw_index(total: int, draws: int, rng: np.random.Generator) -> np.ndarray:
     if isinstance(draws, bool) or not isinstance(draws, int | np.integer) or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
     if draws > total:
@@ -214,7 +216,7 @@ def replicate(fit: FitData, draws: int = 1, seed: int | None = None) -> pd.DataF
     (['draw', 'group', 'counts', 'exposure', 'theta'], 6)
     """
     rng = np.random.default_rng([fit.seed if seed is None else seed, 5])
-    index = _draw_index(fit, draws, rng)
+    index = _draw_index(_n_draws(fit), draws, rng)
     theta = fit.theta_draws()[index]
     sizes = _sizes_of(fit)
     labels = fit.groups.index
@@ -290,31 +292,14 @@ def check(
     >>> round(ppc.observed, 3), 0.05 < ppc.p_value < 0.95
     (0.104, True)
     """
-    if statistic not in STATISTICS:
-        raise ValueError(
-            f"statistic must be one of {', '.join(map(repr, STATISTICS))}, got {statistic!r}"
-        )
-    fn, description = STATISTICS[statistic]
-    rng = np.random.default_rng([fit.seed if seed is None else seed, 6])
-    total = len(next(iter(fit.hyper_draws.values())))
-    if isinstance(draws, int | np.integer) and not isinstance(draws, bool) and draws > total:
-        draws = total
-    index = _draw_index(fit, draws, rng)
+    rng, index = _replicates(fit, statistic, draws, seed, _n_draws(fit))
     theta = fit.theta_draws()[index]
     sizes = _sizes_of(fit)
     params = {name: v[index, None] for name, v in fit.hyper_draws.items()}
     data = fit.family.sample_data(theta, sizes[None, :], rng, params)
     observed_raw = fit.family.raw(fit.observed)
     replicated_raw = fit.family.raw(_as_stats(fit, data, sizes))
-    observed = float(fn(observed_raw))
-    replicated = np.asarray(fn(replicated_raw), dtype=float)
-    return PredictiveCheck(
-        statistic=statistic,
-        description=description,
-        observed=observed,
-        replicated=replicated,
-        p_value=float(np.mean(replicated >= observed)),
-    )
+    return _compare(statistic, observed_raw, replicated_raw, "group")
 
 
 def check_cells(
@@ -340,17 +325,8 @@ def check_cells(
     >>> round(ppc.observed, 4), ppc.replicated.shape
     (0.1871, (200,))
     """
-    if statistic not in STATISTICS:
-        raise ValueError(
-            f"statistic must be one of {', '.join(map(repr, STATISTICS))}, got {statistic!r}"
-        )
-    fn, description = STATISTICS[statistic]
-    rng = np.random.default_rng([fit.seed if seed is None else seed, 6])
-    total = next(iter(fit.draws.values())).shape[0] * next(iter(fit.draws.values())).shape[1]
-    if isinstance(draws, int | np.integer) and not isinstance(draws, bool) and draws > total:
-        draws = total
-    check_count("draws", draws)
-    index = np.sort(rng.choice(total, size=draws, replace=False))
+    first = next(iter(fit.draws.values()))
+    rng, index = _replicates(fit, statistic, draws, seed, first.shape[0] * first.shape[1])
     eta = fit.linear_predictor(index)
     s = fit.observed
     likelihood = fit.plan.likelihood
@@ -366,11 +342,32 @@ def check_cells(
         sigma = fit.draws["sigma"].reshape(-1)[index, None]
         observed_raw = s["mean"]
         replicated_raw = eta + sigma / np.sqrt(s["n"]) * rng.standard_normal(eta.shape)
+    return _compare(statistic, observed_raw, replicated_raw, "cell")
+
+
+def _replicates(
+    fit: FitData, statistic: str, draws: int, seed: int | None, total: int
+) -> tuple[np.random.Generator, np.ndarray]:
+    """The random stream of a check and the posterior draws it replicates at (all of the
+    ``total`` where fewer than ``draws``)."""
+    if statistic not in STATISTICS:
+        raise ValueError(
+            f"statistic must be one of {', '.join(map(repr, STATISTICS))}, got {statistic!r}"
+        )
+    rng = np.random.default_rng([fit.seed if seed is None else seed, 6])
+    if isinstance(draws, int | np.integer) and not isinstance(draws, bool) and draws > total:
+        draws = total
+    return rng, _draw_index(total, draws, rng)
+
+
+def _compare(statistic: str, observed_raw, replicated_raw, unit: str) -> PredictiveCheck:
+    """The check of ``statistic`` of the raw estimates (of each ``unit``: group or cell)."""
+    fn, description = STATISTICS[statistic]
     observed = float(fn(observed_raw))
     replicated = np.asarray(fn(replicated_raw), dtype=float)
     return PredictiveCheck(
         statistic=statistic,
-        description=description.replace("group estimates", "cell estimates"),
+        description=description.replace("group", unit),
         observed=observed,
         replicated=replicated,
         p_value=float(np.mean(replicated >= observed)),

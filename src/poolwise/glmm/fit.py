@@ -421,7 +421,12 @@ def fit_formula(
         info["identifiability"] = skipped
     fam = spec.family
     return RegressionData(
-        family=GlmmFamily(fam, LINKS[cells.likelihood], DESCRIPTIONS[fam]),
+        family=GlmmFamily(
+            fam,
+            LINKS[cells.likelihood],
+            DESCRIPTIONS[fam],
+            sds=tuple(k for k in keep if k not in design.names),
+        ),
         pooling="partial",
         method="nuts",
         method_reason=f"regression with group-specific terms: numpyro NUTS, {chains} chains",

@@ -32,6 +32,8 @@ class GlmmFamily:
     name: str
     link: str
     description: str
+    # the sampled sds (group sds, sigma): the parameters that are positive
+    sds: tuple[str, ...] = ()
 
     @property
     def size_label(self) -> str:
@@ -40,16 +42,8 @@ class GlmmFamily:
 
     @property
     def supports(self) -> dict[str, tuple[float, float]]:
-        """Supports of the parameters that are not the whole line: sds (names ending in
-        ``sigma``) are positive; the rest, common effects, are not listed."""
-        return _PositiveNames()
-
-
-class _PositiveNames(dict):
-    """name → support, (0, inf) for an sd (a name ending in "sigma") and absent otherwise."""
-
-    def get(self, name: str, default=None):
-        return (0.0, math.inf) if name.endswith("sigma") else default
+        """Supports of the parameters that are not the whole line: the sds'."""
+        return dict.fromkeys(self.sds, (0.0, math.inf))
 
 
 SIZE_LABELS = {"binomial": "trials", "bernoulli": "rows", "poisson": "exposure", "normal": "rows"}

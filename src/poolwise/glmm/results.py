@@ -93,10 +93,6 @@ class GlmmFit(PoolFit, RegressionData):
         HDI, ess_bulk, ess_tail, r_hat."""
         return self.table.copy()
 
-    def theta_draws(self) -> np.ndarray:
-        """Draws of every group effect, (draws, levels of all terms), in ``groups`` order."""
-        return RegressionData.theta_draws(self)
-
     def to_arviz(self) -> Any:
         """ArviZ ``InferenceData``: posterior by chain, with levels as coords, and sample stats."""
         az = import_arviz()
