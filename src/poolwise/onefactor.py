@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ._threads import one_blas_thread
 from .data import GroupStats
 from .engines.eb import PointPosterior, fit_eb
 from .engines.exact import GridPosterior, fit_exact
@@ -207,8 +208,9 @@ def fit_groups(
     [0.35, 0.65]
     """
     check_options(method, draws, hdi_prob, seed)
-    run = run_engine(FAMILIES[family](), stats.stats, pooling, method, priors)
-    return summarize(run, stats, draws=draws, hdi_prob=hdi_prob, seed=seed)
+    with one_blas_thread():
+        run = run_engine(FAMILIES[family](), stats.stats, pooling, method, priors)
+        return summarize(run, stats, draws=draws, hdi_prob=hdi_prob, seed=seed)
 
 
 def _group_moments(run: Run):

@@ -1,0 +1,47 @@
+"""One BLAS thread inside a fit, and the process's own setting restored after it."""
+
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import poolwise
+from poolwise import onefactor
+from poolwise._threads import one_blas_thread
+
+
+def _blas_threads() -> list[int]:
+    """numpy's BLAS threads (the library its matrix products use)."""
+    return [
+        lib["num_threads"]
+        for lib in threadpool_info()
+        if lib["user_api"] == "blas" and "numpy" in lib["filepath"]
+    ]
+
+
+@pytest.fixture
+def two_blas_threads():
+    with threadpool_limits(limits=2, user_api="blas"):
+        yield _blas_threads()
+
+
+def test_a_fit_runs_on_one_blas_thread_and_restores_the_setting(monkeypatch, two_blas_threads):
+    assert two_blas_threads and all(n == 2 for n in two_blas_threads)
+    seen = []
+    summarize = onefactor.summarize
+
+    def spy(*args, **kwargs):
+        seen.append(_blas_threads())
+        return summarize(*args, **kwargs)
+
+    monkeypatch.setattr(onefactor, "summarize", spy)
+    df = pd.DataFrame({"g": [1, 2, 3], "k": [1, 4, 2], "n": [5, 6, 7]})
+    poolwise.fit(df, group="g", successes="k", trials="n", priors={"a": 2, "b": 3})
+    assert seen == [[1] * len(two_blas_threads)]
+    assert _blas_threads() == two_blas_threads
+
+
+def test_the_block_restores_the_setting_after_an_error(two_blas_threads):
+    with pytest.raises(RuntimeError), one_blas_thread():
+        assert all(n == 1 for n in _blas_threads())
+        raise RuntimeError("inside")
+    assert _blas_threads() == two_blas_threads
