@@ -95,7 +95,7 @@ def test_check_replicates_the_cells_from_the_posterior(fit):
     assert "cell estimates" in ppc.description
 
 
-@pytest.mark.parametrize("verb", ["simulate", "report"])
+@pytest.mark.parametrize("verb", ["report"])
 def test_verbs_not_yet_available_say_so(fit, verb):
     with pytest.raises(TypeError, match=f"{verb}\\(\\) is not available for a formula fit yet"):
         getattr(fit, verb)()

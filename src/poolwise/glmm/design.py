@@ -9,7 +9,7 @@ so that no (cells x levels) indicator matrix is ever built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,7 +54,10 @@ class GroupTerm:
 
 @dataclass
 class Design:
-    """Common design matrix of the cells (dense, cells x columns), offset and group terms."""
+    """Common design matrix of the cells (dense, cells x columns), offset and group terms;
+    ``keys`` the cells' columns as the data held them (one row per cell), ``response`` the
+    formula's outcome columns by role (``successes``, ``trials``; ``counts``, ``exposure``; ``y``).
+    """
 
     X: np.ndarray
     names: list[str]
@@ -64,6 +67,8 @@ class Design:
     offset: np.ndarray
     groups: list[GroupTerm]
     matrices: Any
+    keys: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    response: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_cells(self) -> int:
@@ -234,7 +239,32 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
                 zero_sum=zero_sum,
             )
         )
-    return Design(X, names, terms, intercept, spans_constant, offset, groups, dm)
+    keys = cells.table[[c for c in cells.table.columns if not c.startswith("__")]]
+    return Design(
+        X, names, terms, intercept, spans_constant, offset, groups, dm, keys, dict(spec.response)
+    )
+
+
+def slope_values(term: GroupTerm, frame: pd.DataFrame) -> np.ndarray:
+    """What ``term``'s effects multiply on the rows of ``frame``: 1 for an intercept, else its
+    expression evaluated by formulae (a ValueError names a column the rows lack).
+
+    Example
+    -------
+    >>> t = GroupTerm("I(x ** 2)|g", "I(x ** 2)", "g", ("g",), ["a"], np.zeros(1), np.ones(1))
+    >>> slope_values(t, pd.DataFrame({"x": [2.0, 3.0]})).tolist()
+    [4.0, 9.0]
+    """
+    if term.expr == "1":
+        return np.ones(len(frame))
+    from formulae import design_matrices
+
+    for comp in components(describe(f"0 + {term.expr}").terms[0]):
+        for name in sorted(comp.var_names - {""}):
+            if name not in frame and name not in environment().namespace:
+                raise ValueError(f"no column {name!r} in the new data (term {term.name!r})")
+    dm = design_matrices(f"0 + {term.expr}", frame, na_action="error", env=environment())
+    return np.asarray(dm.common.design_matrix, dtype=np.float64).reshape(-1)
 
 
 def new_codes(term: GroupTerm, frame: pd.DataFrame) -> np.ndarray:

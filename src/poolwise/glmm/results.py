@@ -12,9 +12,7 @@ from .._arviz import import_arviz
 from ..fitdata import RegressionData
 from ..intervals import hdi_from_draws
 from ..results import PoolFit
-from .design import new_codes
-
-UNSEEN = ("raise", "population", "draw")
+from .predictive import inverse_link, linear_predictor_of
 
 
 @dataclass(frozen=True, repr=False)
@@ -67,26 +65,31 @@ class GlmmFit(PoolFit, RegressionData):
 
         return ranks(self.factor(factor), top=top, best=best, prob=prob)
 
-    def _not_yet(self, verb: str) -> None:
-        raise TypeError(
-            f"{verb}() is not available for a formula fit yet; check, plot_population, and "
-            "per term plot_shrinkage, plot_forest, plot_estimates and ranks (factor=) are, and "
-            "fit.factor(term) is that term's levels as a one-factor record"
-        )
+    def simulate(
+        self,
+        draws: int = 1,
+        seed: int | None = None,
+        *,
+        data: pd.DataFrame | None = None,
+        unseen: str | None = None,
+    ) -> pd.DataFrame:
+        """Data sets replicated from the fitted model, the fit's own data or the rows of
+        ``data`` (new levels by ``unseen``); see
+        :func:`poolwise.glmm.predictive.replicate_regression`."""
+        from .predictive import replicate_regression
 
-    def simulate(self, draws: int = 1, seed: int | None = None) -> pd.DataFrame:
-        """Not available for a formula fit yet (a TypeError that says so)."""
-        self._not_yet("simulate")
+        return replicate_regression(self, draws, seed, data=data, unseen=unseen)
 
     def check(self, statistic: str = "sd", draws: int = 1000, seed: int | None = None) -> Any:
-        """Posterior predictive check on the cells; see :func:`poolwise.simulate.check_cells`."""
-        from ..simulate import check_cells
+        """Posterior predictive check on the cells; see
+        :func:`poolwise.glmm.predictive.check_cells`."""
+        from .predictive import check_cells
 
         return check_cells(self, statistic=statistic, draws=draws, seed=seed)
 
     def report(self, path: Any = "report.html", **kwargs: Any) -> Any:
         """Not available for a formula fit yet (a TypeError that says so)."""
-        self._not_yet("report")
+        raise TypeError("report() is not available for a formula fit yet")
 
     def summary(self) -> pd.DataFrame:
         """One row per parameter (Bambi's names; ``term[level]`` for group effects): mean, sd,
@@ -136,82 +139,15 @@ class GlmmFit(PoolFit, RegressionData):
         """
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"predict: data must be a pandas DataFrame, got {type(data).__name__}")
-        if unseen not in UNSEEN:
-            raise ValueError(
-                f"unseen must be one of {', '.join(map(repr, UNSEEN))}, got {unseen!r}"
-            )
-        design, plan = self.design, self.plan
         rng = np.random.default_rng([self.seed if seed is None else seed, 7])
-        frame = data.copy()
-        common = design.matrices.common
-        n_draws = (
-            next(iter(self.draws.values())).shape[0] * next(iter(self.draws.values())).shape[1]
-        )
-        eta = np.zeros((n_draws, len(frame)))
-        if common is not None and design.names:
-            for col in common.terms:
-                for var in getattr(common.terms[col], "var_names", ()):
-                    if var and var not in frame:  # "" stands for a literal
-                        if getattr(common.terms[col], "kind", None) == "offset":
-                            frame[var] = 1.0
-                        else:
-                            raise ValueError(f"predict: no column {var!r} in the new data")
-            X_all = np.asarray(common.evaluate_new_data(frame).design_matrix, dtype=float)
-            cols = []
-            for term_name, term in common.terms.items():
-                if getattr(term, "kind", None) == "offset":
-                    continue
-                cols.append(X_all[:, common.slices[term_name]])
-            X = np.hstack(cols)
-            for i, name in enumerate(design.names):
-                eta += self.draws[name].reshape(-1, 1) * X[:, i]
-        for t in design.groups:
-            for c in t.factor_columns + ((t.expr,) if t.expr != "1" else ()):
-                if c not in frame:
-                    raise ValueError(f"predict: no column {c!r} in the new data (term {t.name!r})")
-            codes = new_codes(t, frame)
-            b = self.draws[t.name].reshape(n_draws, t.n_levels)
-            effect = b[:, np.maximum(codes, 0)]
-            missing = codes < 0
-            if missing.any():
-                labels = sorted(
-                    set(
-                        np.asarray(frame[list(t.factor_columns)].astype(str).agg(":".join, axis=1))[
-                            missing
-                        ]
-                    )
-                )
-                if unseen == "raise":
-                    raise ValueError(
-                        f"predict: level(s) {', '.join(map(repr, labels[:5]))} of {t.factor!r} "
-                        "were not in the fit; pass unseen='population' (the population mean) "
-                        "or unseen='draw' (a new group's effect drawn from the group sd)"
-                    )
-                if unseen == "population":
-                    effect[:, missing] = 0.0
-                else:
-                    sd = (
-                        self.draws[t.sigma_name].reshape(-1)
-                        if t.sigma_name in self.draws
-                        else np.full(n_draws, float(plan.terms[design.groups.index(t)].sd))
-                    )
-                    effect[:, missing] = sd[:, None] * rng.standard_normal(
-                        (n_draws, int(missing.sum()))
-                    )
-            value = frame[t.expr].to_numpy(float) if t.expr != "1" else 1.0
-            eta += effect * value
-        mean = _inverse_link(self.family.link, eta)
+        try:
+            eta = linear_predictor_of(self, data, unseen, rng)
+        except ValueError as err:
+            raise ValueError(f"predict: {err}") from None
+        mean = inverse_link(self.family.link, eta)
         lo, hi = hdi_from_draws(mean, self.hdi_prob)
         out = pd.DataFrame(
             {"mean": mean.mean(axis=0), "sd": mean.std(axis=0), "hdi_low": lo, "hdi_high": hi},
-            index=frame.index,
+            index=data.index,
         )
         return out
-
-
-def _inverse_link(link: str, eta: np.ndarray) -> np.ndarray:
-    if link == "logit":
-        return 1.0 / (1.0 + np.exp(-eta))
-    if link == "log":
-        return np.exp(eta)
-    return eta
