@@ -86,7 +86,8 @@ _POOLING_WORDS = {
 }
 
 
-def _priors(fit: FitData) -> pd.DataFrame:
+def priors_table(fit: FitData) -> pd.DataFrame:
+    """Each prior (its repr) or fixed value, by parameter."""
     from .priors import Prior
 
     rows = {}
@@ -190,7 +191,7 @@ def render(
     model = (
         f"<p>{words}</p><p>{html.escape(_POOLING_WORDS[fit.pooling])}</p>"
         f'<div class="math">{"".join(f"<div>{s}</div>" for s in symbols)}</div>'
-        "<h3>Priors</h3>" + table(_priors(fit))
+        "<h3>Priors</h3>" + table(priors_table(fit))
     )
     sections.append(("model", "Model", model))
 

@@ -93,9 +93,3 @@ def test_check_replicates_the_cells_from_the_posterior(fit):
     mc_error = mean.replicated.std() / np.sqrt(800)
     assert abs(mean.replicated.mean() - expected) < 4 * mc_error
     assert "cell estimates" in ppc.description
-
-
-@pytest.mark.parametrize("verb", ["report"])
-def test_verbs_not_yet_available_say_so(fit, verb):
-    with pytest.raises(TypeError, match=f"{verb}\\(\\) is not available for a formula fit yet"):
-        getattr(fit, verb)()

@@ -223,13 +223,10 @@ def replicate_regression(
 
     Example
     -------
-    >>> import pandas as pd, poolwise, warnings
-    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7],
-    ...                    "n": [10] * 6})
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     fit = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df, seed=1, draws=400, tune=300,
-    ...                        progress=False)
+    >>> import pandas as pd, poolwise
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": 10})
+    >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, priors={"1|g_sigma": 0.5}, seed=1,
+    ...                    draws=2000, progress=False)
     >>> rep = fit.simulate(draws=2, seed=0)
     >>> list(rep.columns), len(rep)
     (['draw', 'g', 'x', 'k', 'n', 'theta'], 12)
@@ -281,13 +278,10 @@ def check_cells(
 
     Example
     -------
-    >>> import pandas as pd, poolwise, warnings
-    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7],
-    ...                    "n": [10] * 6})
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     fit = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df, seed=1, draws=400, tune=300,
-    ...                        progress=False)
+    >>> import pandas as pd, poolwise
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": 10})
+    >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, priors={"1|g_sigma": 0.5}, seed=1,
+    ...                    draws=2000, progress=False)
     >>> ppc = fit.check(draws=200, seed=0)
     >>> round(ppc.observed, 4), ppc.replicated.shape
     (0.1871, (200,))

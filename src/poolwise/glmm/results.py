@@ -23,12 +23,11 @@ class GlmmFit(PoolFit, RegressionData):
     Example
     -------
     >>> import pandas as pd, poolwise
-    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7],
-    ...                    "n": [10] * 6})
-    >>> fit = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df, seed=1, draws=400, tune=300,
-    ...                    progress=False)
-    >>> list(fit.groups.index.get_level_values("term").unique())
-    ['1|g']
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": 10})
+    >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, priors={"1|g_sigma": 0.5}, seed=1,
+    ...                    draws=2000, progress=False)
+    >>> fit.groups.index.get_level_values("term").unique().tolist(), fit.factors
+    (['1|g'], ('1|g',))
     """
 
     # the verbs of one factor, per group-specific term (``factor``: its name; None: the first)
@@ -88,8 +87,10 @@ class GlmmFit(PoolFit, RegressionData):
         return check_cells(self, statistic=statistic, draws=draws, seed=seed)
 
     def report(self, path: Any = "report.html", **kwargs: Any) -> Any:
-        """Not available for a formula fit yet (a TypeError that says so)."""
-        raise TypeError("report() is not available for a formula fit yet")
+        """Write the HTML report of the regression; see :func:`poolwise.glmm.report.report`."""
+        from .report import report
+
+        return report(self, path, **kwargs)
 
     def summary(self) -> pd.DataFrame:
         """One row per parameter (Bambi's names; ``term[level]`` for group effects): mean, sd,
@@ -131,11 +132,12 @@ class GlmmFit(PoolFit, RegressionData):
         Example
         -------
         >>> import pandas as pd, poolwise
-        >>> df = pd.DataFrame({"g": list("aabb"), "y": [1.0, 1.2, 2.0, 2.2]})
-        >>> fit = poolwise.fit("y ~ 1 + (1|g)", data=df, method="nuts", seed=1, draws=400,
-        ...                    tune=300, progress=False)
-        >>> fit.predict(pd.DataFrame({"g": ["c"]}), unseen="population").shape[0]
-        1
+        >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7]})
+        >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df.assign(n=10), seed=1,
+        ...                    priors={"1|g_sigma": 0.5}, draws=2000, progress=False)
+        >>> new = pd.DataFrame({"g": ["a", "z"], "x": [1, 1]})
+        >>> fit.predict(new, unseen="population").columns.tolist()
+        ['mean', 'sd', 'hdi_low', 'hdi_high']
         """
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"predict: data must be a pandas DataFrame, got {type(data).__name__}")
