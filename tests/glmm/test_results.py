@@ -1,5 +1,6 @@
 """The verbs of one factor on a formula fit, per group-specific term."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -93,3 +94,10 @@ def test_check_replicates_the_cells_from_the_posterior(fit):
     mc_error = mean.replicated.std() / np.sqrt(800)
     assert abs(mean.replicated.mean() - expected) < 4 * mc_error
     assert "cell estimates" in ppc.description
+
+
+def test_a_formula_fit_is_frozen(fit):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fit.method = "eb"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fit.draws = {}

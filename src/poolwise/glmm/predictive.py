@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..simulate import PredictiveCheck, _compare, _draw_index, _replicates
 from .design import new_codes, slope_values
+from .formula import environment
 
 if TYPE_CHECKING:
     from ..fitdata import RegressionData
@@ -93,9 +94,10 @@ def linear_predictor_of(
     common = design.matrices.common
     eta = np.zeros((len(index), len(frame)))
     if common is not None and design.names:
+        known = environment().namespace  # functions and encodings, such as np and Sum
         for col in common.terms:
             for var in getattr(common.terms[col], "var_names", ()):
-                if var and var not in frame:  # "" stands for a literal
+                if var and var not in frame and var not in known:  # "" stands for a literal
                     if getattr(common.terms[col], "kind", None) == "offset":
                         frame[var] = 1.0
                     else:
