@@ -221,9 +221,11 @@ def _show(fit, as_json: bool) -> None:
         return
     from rich.console import Console
 
+    from rich.markup import escape
+
     console = Console()
     for line in fit._header():
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     # the hyperparameters' median and HDI: their means may not exist (fit.population has them)
     population = fit.population
     if "median" in population:
@@ -231,7 +233,7 @@ def _show(fit, as_json: bool) -> None:
     console.print(_table("Population", population))
     console.print(_table("Groups", fit.groups))
     for w in fit.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")  # a level's [name] kept
 
 
 def _fit_files(source, columns: dict, options: dict):

@@ -92,6 +92,18 @@ class GlmmFit(PoolFit, RegressionData):
 
         return report(self, path, **kwargs)
 
+    def _header(self) -> list[str]:
+        _, method, _, priors = super()._header()
+        levels = ", ".join(f"{t.n_levels} of {t.factor}" for t in self.design.groups)
+        return [
+            f"GlmmFit: {self.formula}",
+            f"  {self.family.description}",
+            method,
+            f"  levels: {levels or 'none'}; {self.design.n_cells} cells, {self.n_rows} rows; "
+            f"{int(self.hdi_prob * 100)}% HDI",
+            priors,
+        ]
+
     def summary(self) -> pd.DataFrame:
         """One row per parameter (Bambi's names; ``term[level]`` for group effects): mean, sd,
         HDI, ess_bulk, ess_tail, r_hat."""
