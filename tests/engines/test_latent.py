@@ -104,11 +104,13 @@ def test_laplace_marginal_matches_dense(kind, batch, monkeypatch):
         np.testing.assert_allclose(cond.log_marginal[k] - cond.log_marginal[0], lm - lm0, atol=1e-7)
 
 
-def test_draws_have_the_conditional_covariance():
+@pytest.mark.parametrize("batch", [64, 0])
+def test_draws_have_the_conditional_covariance(batch, monkeypatch):
+    monkeypatch.setattr(blocks, "BATCH_REST", batch)
     model, _ = _model("binomial")
     cond = model.conditional(np.array([[-0.5, 0.2]]))
-    z = np.random.default_rng(1).normal(size=(cond.x.shape[1], 40_000))
-    x = cond.sample(0, z)
+    z = np.random.default_rng(1).normal(size=(40_000, cond.x.shape[1]))
+    x = cond.sample(np.zeros(40_000, dtype=int), z)
     np.testing.assert_allclose(x[:, 2:7].sum(axis=1), 0, atol=1e-10)  # zero-sum kept
     np.testing.assert_allclose(x.var(axis=0), cond.variances()[0], rtol=0.04)
     np.testing.assert_allclose(x.mean(axis=0), cond.x[0], atol=0.02 * np.sqrt(x.var(axis=0).max()))

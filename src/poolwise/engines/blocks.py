@@ -216,7 +216,7 @@ class Factor:
         x1 = (z1 * np.sqrt(self.D)[:, :, None] - self._C(x2, False)) / self.D[:, :, None]
         return self._join(x1, x2)
 
-    def take(self, k: int) -> Factor:
-        """The factor at point k alone (K = 1)."""
-        C = self.C[k : k + 1]
-        return Factor(self.s, self.D[k : k + 1], C, self.L[k : k + 1])
+    def take(self, points: np.ndarray) -> Factor:
+        """The factor at the ``points`` (indices; repeats allowed)."""
+        C = self.C[points] if self.s.batched else [self.C[k] for k in points]
+        return Factor(self.s, self.D[points], C, self.L[points])

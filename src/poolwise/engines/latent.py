@@ -87,14 +87,26 @@ class Conditional:
             var = var - (half**2).sum(axis=1)
         return np.maximum(var, 0.0)
 
-    def sample(self, k: int, z: np.ndarray) -> np.ndarray:
-        """Draws (r, dim) of the effects at point k from standard normals z (dim, r)."""
-        f = self.factor.take(k)
-        x = f.sample(z[None])[0]
-        if self.V is not None:
-            V, M = self.V[k], self.M[k]
-            x = x - V @ np.linalg.solve(M, self.constraints @ x)
-        return (self.x[k][:, None] + x).T
+    def sample(self, points: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """One draw (n, dim) of the effects at each of the ``points`` (indices, n) from standard
+        normals z (n, dim)."""
+        x = np.empty_like(z)
+        if self.factor.s.batched:
+            groups = [(np.arange(len(points)), points)]
+        else:
+            groups = [
+                (at, np.full(at.size, k))
+                for k in np.unique(points)
+                for at in [np.flatnonzero(points == k)]
+            ]
+        for at, idx in groups:
+            f = self.factor.take(idx)
+            y = f.sample(z[at][:, :, None])[:, :, 0]
+            if self.V is not None:
+                lam = np.linalg.solve(self.M[idx], (y @ self.constraints.T)[:, :, None])
+                y = y - (self.V[idx] @ lam)[:, :, 0]
+            x[at] = self.x[idx] + y
+        return x
 
 
 @dataclass
@@ -159,14 +171,21 @@ class LatentModel:
         return q
 
     def _start(self, theta: np.ndarray) -> np.ndarray:
-        """Each point's start: the mode at the nearest point solved so far (else the prior mean)."""
-        if not self._seen:
+        """Each point's start: the mode at the nearest point solved so far (else the prior mean;
+        always for a normal outcome, whose mode is one step from anywhere)."""
+        if not self._seen or self.likelihood == "normal":
             return np.tile(self.prior_mean, (len(theta), 1))
+        from scipy.spatial import cKDTree
+
         seen = np.concatenate(self._seen)
-        d2 = ((theta[:, None, :] - seen[None, :, :]) ** 2).sum(axis=2)
-        return np.concatenate(self._modes)[np.argmin(d2, axis=1)]
+        if theta.shape[1] == 0:
+            return np.tile(self._modes[-1][-1], (len(theta), 1))
+        _, nearest = cKDTree(seen).query(theta)
+        return np.concatenate(self._modes)[nearest]
 
     def _remember(self, theta: np.ndarray, x: np.ndarray) -> None:
+        if self.likelihood == "normal":
+            return
         ok = np.all(np.isfinite(x), axis=1)
         self._seen.append(theta[ok])
         self._modes.append(x[ok])
@@ -191,17 +210,20 @@ class LatentModel:
         fac = V = M = None
         for _ in range(NEWTON_STEPS):
             f, d, w, dev = self._objective(x, q, sigma)
-            if fac is None or not gaussian:
-                fac = s.factor(w, q)
-                if C is not None:
-                    V = fac.solve(np.broadcast_to(C.T, (len(theta), *C.T.shape)).copy())
-                    M = np.einsum("rd,kds->krs", C, V)
+            fac = s.factor(w, q)
+            if C is not None:
+                V = fac.solve(np.broadcast_to(C.T, (len(theta), *C.T.shape)).copy())
+                M = np.einsum("rd,kds->krs", C, V)
             g = s.gradient(d) - q * dev
             step = fac.solve(g)
             if C is not None:
                 lagrange = np.linalg.solve(M, (step @ C.T)[:, :, None])[:, :, 0]
                 step -= np.einsum("kdr,kr->kd", V, lagrange)
             dec = (g * step).sum(axis=1)
+            if gaussian:  # the exact mode, one step from anywhere
+                x = x + step
+                f = self._objective(x, q, sigma)[0]
+                break
             if np.all(dec < DECREMENT * (1 + np.abs(f) * 1e-3)):
                 break
             t = np.ones(len(theta))
