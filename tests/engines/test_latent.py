@@ -114,3 +114,14 @@ def test_draws_have_the_conditional_covariance(batch, monkeypatch):
     np.testing.assert_allclose(x[:, 2:7].sum(axis=1), 0, atol=1e-10)  # zero-sum kept
     np.testing.assert_allclose(x.var(axis=0), cond.variances()[0], rtol=0.04)
     np.testing.assert_allclose(x.mean(axis=0), cond.x[0], atol=0.02 * np.sqrt(x.var(axis=0).max()))
+
+
+def test_points_in_batches_give_the_same_answers(monkeypatch):
+    from poolwise.engines import latent
+
+    thetas = np.array([[-0.5, 0.2], [0.3, -1.0], [-2.0, 0.5]])
+    whole = _model("binomial")[0].conditional(thetas)
+    monkeypatch.setattr(latent, "BATCH_FLOATS", 1)  # one point a batch
+    parts = _model("binomial")[0].conditional(thetas)
+    np.testing.assert_allclose(parts.log_marginal, whole.log_marginal, atol=1e-9)
+    np.testing.assert_allclose(parts.variances(), whole.variances(), rtol=1e-9)

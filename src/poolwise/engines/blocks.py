@@ -30,6 +30,8 @@ import numpy as np
 
 # rest sizes (other terms' levels + p) up to which every point is factored at once, densely
 BATCH_REST = 64
+# ... and while the cells' products R_a R_b (cells x m^2) stay this small
+BATCH_CELLS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,16 @@ class Structure:
         blocks = [sparse.csr_matrix(self.X)] + [self.Z[i] for i in others]
         self.R = sparse.hstack(blocks, format="csr")
         self.m = self.R.shape[1]
-        self.batched = self.m <= BATCH_REST
+        self.batched = self.m <= BATCH_REST and n * self.m**2 <= BATCH_CELLS
+        # floats a point takes in a batch (its cells' arrays, its blocks)
+        self.point_size = n * (self.m + 4) + (self.dim + 1) * (self.m + 2)
         self.R_dense = self.R.toarray() if self.batched else None
+        # the products R_a R_b of every cell, (cells, m * m): E = W @ RR, one matrix product
+        self.RR = (
+            (self.R_dense[:, :, None] * self.R_dense[:, None, :]).reshape(n, -1)
+            if self.batched
+            else None
+        )
 
     # products with A = [X, Z_1, ...] (K points at once)
     def eta(self, x: np.ndarray) -> np.ndarray:
@@ -104,42 +114,58 @@ class Structure:
         parts = [g @ self.X] + [(zt @ g.T).T for zt in self.ZT]
         return np.concatenate(parts, axis=1)
 
-    def factor(self, W: np.ndarray, q: np.ndarray) -> Factor:
-        """The factor of ``A' diag(W_k) A + diag(q_k)`` at each of the K points."""
+    def _blocks(self, W: np.ndarray):
+        """``A' diag(W_k) A`` by blocks: D (K, levels), C (K, levels, m; a list of sparse
+        matrices where the rest is large) and E (K, m, m)."""
         K = W.shape[0]
         if self.elim is None:
             D = np.zeros((K, 0))
         else:
             t = self.terms[self.elim]
-            D = (self.ZT[self.elim] @ (W * t.values**2).T).T + q[:, self.first]
-        q_rest = q[:, self.rest]
+            D = (self.ZT[self.elim] @ (W * t.values**2).T).T
         if self.batched:
-            R = self.R_dense
-            E = np.einsum("kn,na,nb->kab", W, R, R, optimize=True)
-            E[:, np.arange(self.m), np.arange(self.m)] += q_rest
-            if self.elim is not None:
-                zt = self.ZT[self.elim]
-                v = self.terms[self.elim].values
-                # C[k] = Z_e' diag(W_k) R: (K, levels, m)
-                WR = (W * v)[:, :, None] * R[None]
-                C = (zt @ WR.transpose(1, 0, 2).reshape(self.n, -1)).reshape(-1, K, self.m)
-                C = C.transpose(1, 0, 2)
-                E -= np.einsum("kja,kj,kjb->kab", C, 1.0 / D, C, optimize=True)
-            else:
-                C = np.zeros((K, 0, self.m))
-            return Factor(self, D, C, np.linalg.cholesky(E))
-        Cs, Ls = [], []
+            E = (W @ self.RR).reshape(K, self.m, self.m)
+            if self.elim is None:
+                return D, np.zeros((K, 0, self.m)), E
+            # C[k] = Z_e' diag(W_k) R: (K, levels, m)
+            WR = (W * self.terms[self.elim].values)[:, :, None] * self.R_dense[None]
+            C = (self.ZT[self.elim] @ WR.transpose(1, 0, 2).reshape(self.n, -1)).reshape(
+                -1, K, self.m
+            )
+            return D, C.transpose(1, 0, 2), E
+        Cs, Es = [], []
         for k in range(K):
-            Wk = self._diag(W[k])
-            E = (self.R.T @ Wk @ self.R).toarray()
-            E[np.diag_indices(self.m)] += q_rest[k]
-            C = (
-                self.ZT[self.elim] @ self._diag(W[k] * self.terms[self.elim].values) @ self.R
-            ).tocsr()
-            E -= (C.T @ self._diag(1.0 / D[k]) @ C).toarray()
-            Cs.append(C)
-            Ls.append(np.linalg.cholesky(E))
-        return Factor(self, D, Cs, np.stack(Ls))
+            E = (self.R.T @ self._diag(W[k]) @ self.R).toarray()
+            C = self.ZT[self.elim] @ self._diag(W[k] * self.terms[self.elim].values) @ self.R
+            Cs.append(C.tocsr())
+            Es.append(E)
+        return D, Cs, np.stack(Es)
+
+    def _finish(self, D: np.ndarray, C, E: np.ndarray, q: np.ndarray) -> Factor:
+        """The factor once the prior precision ``q`` is added to the blocks."""
+        D = D + q[:, self.first]
+        E = E.copy()
+        E[:, np.arange(self.m), np.arange(self.m)] += q[:, self.rest]
+        if self.batched:
+            E -= np.swapaxes(C / D[:, :, None], 1, 2) @ C
+        else:
+            for k, c in enumerate(C):
+                E[k] -= (c.T @ self._diag(1.0 / D[k]) @ c).toarray()
+        return Factor(self, D, C, np.linalg.cholesky(E))
+
+    def factor(self, W: np.ndarray, q: np.ndarray) -> Factor:
+        """The factor of ``A' diag(W_k) A + diag(q_k)`` at each of the K points."""
+        return self._finish(*self._blocks(W), q)
+
+    def factor_scaled(self, scale: np.ndarray, w0: np.ndarray, q: np.ndarray) -> Factor:
+        """The factor of ``scale_k A' diag(w0) A + diag(q_k)``: one set of cell weights scaled
+        per point (a normal outcome's n / sigma^2), its blocks formed once and cached."""
+        if getattr(self, "_scaled_for", None) is not w0:
+            self._scaled_for, self._scaled = w0, self._blocks(w0[None])
+        D0, C0, E0 = self._scaled
+        s = scale[:, None]
+        C = s[:, :, None] * C0 if self.batched else [C0[0] * float(k) for k in scale]
+        return self._finish(s * D0, C, s[:, :, None] * E0, q)
 
     @staticmethod
     def _diag(w: np.ndarray):
@@ -158,7 +184,7 @@ class Factor:
     def _C(self, v: np.ndarray, transpose: bool) -> np.ndarray:
         """C v (v: (K, m, r)) or C' v (v: (K, J, r)) per point."""
         if self.s.batched:
-            return np.einsum("kja,kj...->ka..." if transpose else "kja,ka...->kj...", self.C, v)
+            return (np.swapaxes(self.C, 1, 2) if transpose else self.C) @ v
         return np.stack([(c.T if transpose else c) @ vk for c, vk in zip(self.C, v, strict=True)])
 
     def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +225,7 @@ class Factor:
         Sinv = np.swapaxes(Linv, 1, 2) @ Linv
         rest = np.diagonal(Sinv, axis1=1, axis2=2)
         if self.s.batched:
-            quad = np.einsum("kja,kab,kjb->kj", self.C, Sinv, self.C, optimize=True)
+            quad = ((self.C @ Sinv) * self.C).sum(axis=2)
         else:
             quad = np.stack(
                 [
@@ -215,6 +241,17 @@ class Factor:
         x2 = np.linalg.solve(np.swapaxes(self.L, 1, 2), z2)
         x1 = (z1 * np.sqrt(self.D)[:, :, None] - self._C(x2, False)) / self.D[:, :, None]
         return self._join(x1, x2)
+
+    @staticmethod
+    def concat(parts: list[Factor]) -> Factor:
+        """The factors of several batches of points as one."""
+        first = parts[0]
+        if first.s.batched:
+            C = np.concatenate([f.C for f in parts])
+        else:
+            C = [c for f in parts for c in f.C]
+        D = np.concatenate([f.D for f in parts])
+        return Factor(first.s, D, C, np.concatenate([f.L for f in parts]))
 
     def take(self, points: np.ndarray) -> Factor:
         """The factor at the ``points`` (indices; repeats allowed)."""

@@ -38,6 +38,8 @@ NEWTON_STEPS = 60
 DECREMENT = 1e-12
 # warm starts kept (modes of the points solved so far)
 KEEP_MODES = 4096
+# floats of the arrays of one batch of points (larger sets of points go in batches)
+BATCH_FLOATS = 20_000_000
 
 
 def loglik(kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None):
@@ -171,9 +173,8 @@ class LatentModel:
         return q
 
     def _start(self, theta: np.ndarray) -> np.ndarray:
-        """Each point's start: the mode at the nearest point solved so far (else the prior mean;
-        always for a normal outcome, whose mode is one step from anywhere)."""
-        if not self._seen or self.likelihood == "normal":
+        """Each point's start: the mode at the nearest point solved so far (else the prior mean)."""
+        if not self._seen:
             return np.tile(self.prior_mean, (len(theta), 1))
         from scipy.spatial import cKDTree
 
@@ -184,8 +185,6 @@ class LatentModel:
         return np.concatenate(self._modes)[nearest]
 
     def _remember(self, theta: np.ndarray, x: np.ndarray) -> None:
-        if self.likelihood == "normal":
-            return
         ok = np.all(np.isfinite(x), axis=1)
         self._seen.append(theta[ok])
         self._modes.append(x[ok])
@@ -198,33 +197,32 @@ class LatentModel:
         dev = x - self.prior_mean
         return ll - 0.5 * (q * dev**2).sum(axis=1), d, w, dev
 
-    def conditional(self, theta: np.ndarray) -> Conditional:
-        """The mode and curvature of the effects at each point of ``theta`` (K, d)."""
-        theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        s, C = self.structure, self.constraints
-        sds = self.sds(theta)
-        q = self._precision(sds)
-        sigma = None if self.sigma_index is None else np.exp(theta[:, self.sigma_index])
+    def _constrain(self, fac: Factor, K: int):
+        """V = H^-1 C' and M = C V at each point (None without constraints)."""
+        C = self.constraints
+        if C is None:
+            return None, None
+        V = fac.solve(np.broadcast_to(C.T, (K, *C.T.shape)).copy())
+        return V, C @ V
+
+    def _project(self, step: np.ndarray, V, M) -> np.ndarray:
+        """The Newton step restricted to the constraints (C step = 0)."""
+        if V is None:
+            return step
+        lagrange = np.linalg.solve(M, (step @ self.constraints.T)[:, :, None])
+        return step - (V @ lagrange)[:, :, 0]
+
+    def _newton(self, theta, q, sigma):
+        """The mode by damped, projected Newton steps (binomial, Poisson)."""
+        s = self.structure
         x = self._start(theta)
-        gaussian = self.likelihood == "normal"
-        fac = V = M = None
         for _ in range(NEWTON_STEPS):
             f, d, w, dev = self._objective(x, q, sigma)
             fac = s.factor(w, q)
-            if C is not None:
-                V = fac.solve(np.broadcast_to(C.T, (len(theta), *C.T.shape)).copy())
-                M = np.einsum("rd,kds->krs", C, V)
+            V, M = self._constrain(fac, len(theta))
             g = s.gradient(d) - q * dev
-            step = fac.solve(g)
-            if C is not None:
-                lagrange = np.linalg.solve(M, (step @ C.T)[:, :, None])[:, :, 0]
-                step -= np.einsum("kdr,kr->kd", V, lagrange)
-            dec = (g * step).sum(axis=1)
-            if gaussian:  # the exact mode, one step from anywhere
-                x = x + step
-                f = self._objective(x, q, sigma)[0]
-                break
-            if np.all(dec < DECREMENT * (1 + np.abs(f) * 1e-3)):
+            step = self._project(fac.solve(g), V, M)
+            if np.all((g * step).sum(axis=1) < DECREMENT * (1 + np.abs(f) * 1e-3)):
                 break
             t = np.ones(len(theta))
             for _ in range(40):  # halve the step where the objective falls
@@ -235,14 +233,61 @@ class LatentModel:
                     break
                 t[worse] /= 2
             x = new
+        self._remember(theta, x)
+        return x, f, fac, V, M
+
+    def _gaussian(self, q, sigma):
+        """The mode of a normal outcome in closed form: the cells' weights n / sigma^2 are one
+        set scaled per point, so the design's blocks and ``b0 = A' N r0`` (r0: the residuals at
+        the prior mean) are formed once; then ``x = m + H^-1 s b0`` (projected) and
+        ``f = -N log sigma - s (M2 + r0' N r0 - step' b0) / 2`` with ``s = 1 / sigma^2``."""
+        s = self.structure
+        if not hasattr(self, "_normal_stats"):
+            n, mean, m2 = self.stats
+            r0 = mean - self.offset - s.eta(self.prior_mean[None])[0]
+            b0 = s.gradient((n * r0)[None])[0]
+            self._normal_stats = (n, b0, float(m2.sum() + (n * r0**2).sum()), float(n.sum()))
+        n, b0, rr, total = self._normal_stats
+        scale = sigma**-2
+        fac = s.factor_scaled(scale, n, q)
+        V, M = self._constrain(fac, len(q))
+        step = self._project(fac.solve(scale[:, None] * b0), V, M)
+        f = -total * np.log(sigma) - 0.5 * scale * (rr - step @ b0)
+        return self.prior_mean + step, f, fac, V, M
+
+    def conditional(self, theta: np.ndarray) -> Conditional:
+        """The mode and curvature of the effects at each point of ``theta`` (K, d), in batches
+        of points whose arrays fit ``BATCH_FLOATS``."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        size = max(1, BATCH_FLOATS // self.structure.point_size)
+        if len(theta) <= size:
+            return self._conditional(theta)
+        parts = [self._conditional(theta[i : i + size]) for i in range(0, len(theta), size)]
+
+        def cat(name):
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else np.concatenate(values)
+
+        factor = Factor.concat([p.factor for p in parts])
+        return Conditional(
+            cat("x"), factor, cat("V"), cat("M"), self.constraints, cat("log_marginal")
+        )
+
+    def _conditional(self, theta: np.ndarray) -> Conditional:
+        s = self.structure
+        sds = self.sds(theta)
+        q = self._precision(sds)
+        if self.likelihood == "normal":
+            x, f, fac, V, M = self._gaussian(q, np.exp(theta[:, self.sigma_index]))
+        else:
+            x, f, fac, V, M = self._newton(theta, q, None)
         logdet = fac.logdet()
-        if C is not None:
+        if V is not None:
             logdet = logdet + np.linalg.slogdet(M)[1]
         n_free = np.array([t.n_levels - zs for t, zs in zip(s.terms, self.zero_sum, strict=True)])
         norm = -(np.log(sds) * n_free).sum(axis=1)
         lm = f + norm - 0.5 * logdet + self.log_prior(theta)
-        self._remember(theta, x)
-        return Conditional(x, fac, V, M, C, np.where(np.isfinite(lm), lm, -np.inf))
+        return Conditional(x, fac, V, M, self.constraints, np.where(np.isfinite(lm), lm, -np.inf))
 
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
