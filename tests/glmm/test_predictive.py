@@ -200,3 +200,18 @@ def test_slopes_of_expressions_predict_and_simulate_on_new_rows():
     np.testing.assert_allclose(rep["theta"], eta.reshape(-1), rtol=1e-12)
     with pytest.raises(ValueError, match=r"predict: no column 'x' in the new data"):
         fit.predict(pd.DataFrame({"g": [0]}))
+
+
+def test_a_laplace_fit_replicates_from_its_mixture_draws():
+    """Draws of one chain from the Laplace engine's mixture: the same replicates."""
+    df = pd.DataFrame(
+        {"g": list("aabbcc") * 2, "x": [0, 1] * 6, "k": [3, 6, 2, 5, 4, 7] * 2, "n": 10}
+    )
+    fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, method="laplace", seed=1, draws=1000)
+    assert fit.draws["x"].shape == (1, 1000)
+    rep = fit.simulate(draws=1000, seed=2)
+    theta = _expit(fit.linear_predictor(np.arange(1000)))
+    np.testing.assert_allclose(rep["theta"], theta.reshape(-1), rtol=1e-12)
+    k, n, p = rep["k"].to_numpy(), rep["n"].to_numpy(), rep["theta"].to_numpy()
+    np.testing.assert_array_equal(n[:6], [20] * 6)  # two rows of 10 trials in each cell
+    assert abs((k - n * p).sum()) / np.sqrt((n * p * (1 - p)).sum()) < Z

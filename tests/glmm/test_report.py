@@ -163,11 +163,12 @@ def test_command_line_reports_a_formula(tmp_path, capsys):
     assert main(argv) == 0
     text = out.read_text(encoding="utf-8")
     assert "Normal(mu=0, sigma=1)" in text and "90% HDI" in text
+    assert "not applicable: the laplace engine runs no Markov chains" in text  # auto: laplace
     assert re.findall(r'<section id="(term-\d)">', text) == ["term-0", "term-1"]
     # fit --report: the tables as JSON and the report beside them
     out2 = tmp_path / "fit.html"
     argv = ["fit", str(data), "--formula", FORMULA, "--draws", "400", "--seed", "1", "--json",
-            "--report", str(out2)]  # fmt: skip
+            "--method", "nuts", "--report", str(out2)]  # fmt: skip
     capsys.readouterr()
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -182,7 +183,7 @@ def test_command_line_reports_a_formula(tmp_path, capsys):
         (["--formula", FORMULA, "--successes", "opens"], "--successes: a formula names"),
         (["--formula", FORMULA, "--prior", "nope=Normal(0, 1)"], "priors: no term 'nope'"),
         (["--formula", FORMULA, "--hdi-prob", "1.5"], "hdi_prob"),
-        (["--formula", FORMULA, "--pooling", "none"], "a formula fit by NUTS pools partially"),
+        (["--formula", FORMULA, "--pooling", "none"], "a formula fit pools partially"),
     ],
 )
 def test_command_line_report_exits_2_on_bad_input(tmp_path, capsys, extra, message):

@@ -104,6 +104,9 @@ def _diagnostics(fit: RegressionData, ppc: Any) -> str:
         ("engine", f"{fit.method}: {fit.method_reason}"),
         ("draws", f"{n_draws(fit):,}{chains}; seed {fit.seed}"),
     ]
+    if "grid_points" in info:
+        kept = info.get("kept_points", info["grid_points"])
+        items.append(("variance parameters' grid", f"{kept:,} of {info['grid_points']:,} points"))
     absent = f"not applicable: the {fit.method} engine runs no Markov chains"
     divergences = format_number(info["divergences"]) if "divergences" in info else absent
     items.append(("divergences", divergences))
@@ -134,9 +137,7 @@ def _diagnostics(fit: RegressionData, ppc: Any) -> str:
             draws = fit.hyper_draws[t.sigma_name]
             if is_singular(draws, prior_scale(tp.sd_prior)):
                 singular.append(f"{t.sigma_name} (median {np.median(draws):.3g})")
-    items.append(
-        ("singular factors", ", ".join(singular) or "none: every sampled sd is away from 0")
-    )
+    items.append(("singular factors", ", ".join(singular) or "none: every group sd is away from 0"))
     items.append(("posterior predictive check", verdict(ppc)))
     return diagnostics_list(items, fit.warnings)
 
