@@ -60,6 +60,7 @@ def _report_and_simulate_parsers(sub) -> None:
 
 
 def _simulate(args) -> int:
+    from .families import family_of
     from .simulate import simulate
 
     try:
@@ -74,7 +75,7 @@ def _simulate(args) -> int:
             if len(sizes) != 1:
                 raise ValueError("sizes: give one size to repeat with --groups")
             sizes = sizes * args.groups
-        if args.family in ("normal", "binomial") and all(x == int(x) for x in sizes):
+        if family_of(args.family).integer_sizes and all(x == int(x) for x in sizes):
             sizes = [int(x) for x in sizes]
         df = simulate(args.family, hyper, sizes, seed=args.seed)
     except (ValueError, TypeError) as err:
@@ -242,8 +243,7 @@ def _fit_files(source, columns: dict, options: dict):
     from .api import family_for, fit_stats
     from .data import reduce
 
-    roles = ("y", "se", "successes", "trials", "counts", "exposure", "n", "sd")
-    family, mapping = family_for(*(columns.get(r) for r in roles))
+    family, mapping = family_for(**{r: c for r, c in columns.items() if r != "group"})
     err = Console(stderr=True)
     columns_shown = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
     with Progress(*columns_shown, TimeElapsedColumn(), console=err, transient=True) as bar:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._lazy import narwhals as nw
+from .families import Family, Layout, RowCheck, family_of
 from .sources import (
     ColumnFacts,
     collect,
@@ -31,17 +32,7 @@ from .sources import (
     to_frame,
 )
 
-__all__ = ["ROLES", "GroupStats", "example_path", "read_path", "reduce"]
-
-# which columns each layout of the data reads, and what each column must satisfy. The normal
-# family reads raw rows (y) or per-group summaries (y as the mean, n, sd); see ``layout``.
-ROLES: dict[str, dict[str, str]] = {
-    "normal": {"y": "real"},
-    "normal_stats": {"y": "real", "n": "size", "sd": "sd"},
-    "normal_se": {"y": "real", "se": "positive"},
-    "binomial": {"successes": "count", "trials": "count"},
-    "poisson": {"counts": "count", "exposure": "nonnegative"},
-}
+__all__ = ["GroupStats", "example_path", "read_path", "reduce"]
 
 TEXTS = {
     "null": "missing values",
@@ -53,6 +44,16 @@ TEXTS = {
     "small": "values below 1 (each row summarises at least one observation)",
     "nonfinite": "non-finite values (NaN or ±inf)",
     "notbinary": "values other than 0 and 1 (a bernoulli response is 0/1 per row)",
+}
+
+# the rules of a layout's roles (see poolwise.families.Layout): the checks each one runs
+RULES = {
+    "real": (),
+    "positive": ("nonpositive",),
+    "nonnegative": ("negative",),
+    "count": ("fraction", "negative"),
+    "size": ("fraction", "small"),
+    "sd": ("negative",),
 }
 
 Progress = Callable[[str, float | None], None]
@@ -97,22 +98,26 @@ def example_path(name: str) -> str:
     return str(path)
 
 
-def layout(family: str, columns: dict[str, str]) -> str:
-    """How the rows hold the family's data: ``normal`` with ``n`` and ``sd`` is per-group summaries.
+def layout(family: str | Family, columns: dict[str, str]) -> Layout:
+    """How the rows hold the family's data: the family's layout whose roles ``columns`` name
+    (normal ``y`` with ``n`` and ``sd`` is per-group summaries).
 
     Example
     -------
-    >>> layout("normal", {"y": "mean", "n": "size", "sd": "sd"})
-    'normal_stats'
+    >>> layout("normal", {"y": "mean", "n": "size", "sd": "sd"}).reduction
+    'summaries'
     """
-    if family == "normal" and {"n", "sd"} <= set(columns):
-        return "normal_stats"
-    if family not in ROLES:
-        raise ValueError(f"family must be one of {', '.join(ROLES)}, got {family!r}")
-    return family
+    fam = family_of(family)
+    for option in fam.layouts:
+        if option.reads(set(columns)):
+            return option
+    reads = " or ".join(", ".join(option.roles) for option in fam.layouts)
+    raise ValueError(
+        f"columns: the {fam.name} family reads {reads}, got {', '.join(sorted(columns)) or 'none'}"
+    )
 
 
-def _check_columns(frame, group: str, columns: dict[str, str], kind: str) -> None:
+def _check_columns(frame, group: str, columns: dict[str, str]) -> None:
     schema = frame.collect_schema()
     for role, name in [("group", group), *columns.items()]:
         if not isinstance(name, str):
@@ -122,43 +127,35 @@ def _check_columns(frame, group: str, columns: dict[str, str], kind: str) -> Non
                 f"{role}: no column {name!r} in the data; "
                 f"columns are {', '.join(map(repr, schema))}"
             )
-    known = set(ROLES[kind])
-    required = known - {"exposure"}
-    if not required <= set(columns) <= known:
-        raise ValueError(
-            f"columns: the {kind} layout reads {', '.join(sorted(known))}, "
-            f"got {', '.join(sorted(columns)) or 'none'}"
-        )
     for role, name in columns.items():
         dtype = schema[name]
         if not dtype.is_numeric() or dtype == nw.Boolean:
             raise TypeError(f"{role}: column {name!r} must be numeric, but it holds {dtype}")
 
 
-def _checks(schema, group: str, columns: dict[str, str], kind: str) -> dict[str, Any]:
+def _checks(schema, group: str, columns: dict[str, str], family: Family, lay: Layout):
     """Boolean expressions that are true on bad rows, keyed ``role__what``."""
     checks: dict[str, Any] = {"group__null": nw.col(group).is_null()}
     for role, name in columns.items():
-        c, rule, is_float = nw.col(name), ROLES[kind][role], schema[name].is_float()
+        c, rule, is_float = nw.col(name), lay.roles[role], schema[name].is_float()
         missing = (c.is_null() | ~c.is_finite()) if is_float else c.is_null()
         if rule == "sd":
-            checks[f"{role}__missing_sd"] = missing & (nw.col(columns["n"]) > 1)
+            size = next(r for r, rule in lay.roles.items() if rule == "size")
+            checks[f"{role}__missing_sd"] = missing & (nw.col(columns[size]) > 1)
         else:
             checks[f"{role}__{'missing' if is_float else 'null'}"] = missing
-        if rule in ("count", "size") and is_float:
-            checks[f"{role}__fraction"] = (c != c.round(0)) & c.is_finite()
-        if rule in ("count", "nonnegative", "sd"):
-            checks[f"{role}__negative"] = c < 0
-        elif rule == "positive":
-            checks[f"{role}__nonpositive"] = c <= 0
-        elif rule == "size":
-            checks[f"{role}__small"] = c < 1
-    if kind == "binomial":
-        checks["successes__excess"] = nw.col(columns["successes"]) > nw.col(columns["trials"])
-    if kind == "poisson":
-        checks["counts__unexposed"] = (nw.col(columns["exposure"]) == 0) & (
-            nw.col(columns["counts"]) > 0
-        )
+        for what in RULES[rule]:
+            if what == "fraction":
+                if is_float:
+                    checks[f"{role}__fraction"] = (c != c.round(0)) & c.is_finite()
+            else:
+                checks[f"{role}__{what}"] = {
+                    "negative": c < 0,
+                    "nonpositive": c <= 0,
+                    "small": c < 1,
+                }[what]
+    for i, check in enumerate(family.row_checks):
+        checks[f"{check.role}__check{i}"] = check.bad(lambda role: nw.col(columns[role]))
     return checks
 
 
@@ -183,16 +180,18 @@ def count_rows(frame, checks: dict[str, Any]) -> tuple[int, dict[str, int]]:
     return rows, {key: int(count) for key, count in counts.items() if count}
 
 
-def excess_message(successes: str, trials: str, count: int, rows: int) -> str:
-    """The message for rows whose successes exceed their trials."""
-    return (
-        f"successes: column {successes!r} exceeds trials column {trials!r} in {count} of "
-        f"{rows} rows"
-    )
+def row_check_message(check: RowCheck, columns: dict[str, str], count: int, rows: int) -> str:
+    """The message of a family's row check that holds in ``count`` of ``rows`` rows."""
+    return check.message.format(count=count, rows=rows, **columns)
 
 
 def _problems(
-    frame, group: str, columns: dict[str, str], kind: str, facts: dict[str, ColumnFacts]
+    frame,
+    group: str,
+    columns: dict[str, str],
+    family: Family,
+    lay: Layout,
+    facts: dict[str, ColumnFacts],
 ) -> list[str]:
     """One engine-side pass counting bad rows; the messages, in a fixed order.
 
@@ -200,7 +199,7 @@ def _problems(
     rows where any check holds (one aggregate, not one a check); only where there are such rows,
     a second pass counts each check's.
     """
-    checks = _checks(frame.collect_schema(), group, columns, kind)
+    checks = _checks(frame.collect_schema(), group, columns, family, lay)
     names = {"group": group, **columns}
     for key in list(checks):
         role, what = key.split("__")
@@ -218,14 +217,9 @@ def _problems(
         role, what = key.split("__")
         if key == "group__null":
             out.append(f"group: column {group!r} has missing labels in {count} of {rows} rows")
-        elif what == "excess":
-            out.append(excess_message(columns["successes"], columns["trials"], count, rows))
-        elif what == "unexposed":
-            out.append(
-                f"exposure: column {columns['exposure']!r} is zero where counts column "
-                f"{columns['counts']!r} is positive in {count} of {rows} rows (events need "
-                "exposure)"
-            )
+        elif what.startswith("check"):
+            check = family.row_checks[int(what[5:])]
+            out.append(row_check_message(check, columns, count, rows))
         else:
             out.append(
                 f"{role}: column {columns[role]!r} has {TEXTS[what]} in {count} of {rows} rows"
@@ -233,13 +227,18 @@ def _problems(
     return out
 
 
-def _aggregations(frame, kind: str, columns: dict[str, str]):
+def _by_rule(lay: Layout, columns: dict[str, str], *rules: str) -> list[Any]:
+    """The column expressions of the roles with these rules, in that order."""
+    return [nw.col(columns[next(r for r, x in lay.roles.items() if x == rule)]) for rule in rules]
+
+
+def _aggregations(frame, lay: Layout, columns: dict[str, str]):
     """The frame with any derived columns, and the per-group aggregations of the layout."""
-    if kind == "normal":
-        y = nw.col(columns["y"])
+    if lay.reduction == "moments":
+        (y,) = _by_rule(lay, columns, "real")
         return frame, [nw.len().alias("n"), y.mean().alias("mean"), y.var(ddof=0).alias("var")]
-    if kind == "normal_stats":
-        n, y, sd = (nw.col(columns[r]) for r in ("n", "y", "sd"))
+    if lay.reduction == "summaries":
+        y, n, sd = _by_rule(lay, columns, "real", "size", "sd")
         # within-row sums of squares (n - 1) sd², and n ȳ and n ȳ² for the between-row part
         frame = frame.with_columns(
             nw.when(n > 1).then((n - 1) * sd * sd).otherwise(0.0).alias("__m2"),
@@ -254,22 +253,19 @@ def _aggregations(frame, kind: str, columns: dict[str, str]):
             nw.col("__s2").sum().alias("s2"),
             nw.col("__m2").sum().alias("m2"),
         ]
-    if kind == "normal_se":
-        return frame, [
-            nw.len().alias("rows"),
-            nw.col(columns["y"]).mean().alias("y"),
-            nw.col(columns["se"]).mean().alias("se"),
-        ]
+    if lay.reduction == "single":
+        means = [nw.col(c).mean().alias(role) for role, c in columns.items()]
+        return frame, [nw.len().alias("rows"), *means]
     aggs = [nw.len().alias("rows")] + [nw.col(c).sum().alias(role) for role, c in columns.items()]
     return frame, aggs
 
 
-def _finish(kind: str, table: pd.DataFrame, group: str) -> dict[str, np.ndarray]:
-    if kind == "normal":
+def _finish(family: Family, lay: Layout, table: pd.DataFrame, group: str) -> dict[str, np.ndarray]:
+    if lay.reduction == "moments":
         n = table["n"].to_numpy(np.int64)
         var = table["var"].fillna(0.0).to_numpy(np.float64)
         return {"n": n, "mean": table["mean"].to_numpy(np.float64), "m2": var * n}
-    if kind == "normal_stats":
+    if lay.reduction == "summaries":
         rows = table["rows"].to_numpy(np.int64)
         n = table["n"].round().to_numpy(np.int64)
         s1 = table["s1"].to_numpy(np.float64)
@@ -279,18 +275,20 @@ def _finish(kind: str, table: pd.DataFrame, group: str) -> dict[str, np.ndarray]
         between = np.where(single, 0.0, table["s2"].to_numpy(np.float64) - s1 * s1 / n)
         m2 = table["m2"].to_numpy(np.float64) + np.maximum(between, 0.0)
         return {"n": n, "mean": mean, "m2": m2}
-    if kind == "normal_se":
+    if lay.reduction == "single":
         many = table.loc[table["rows"] > 1]
         if len(many):
             raise ValueError(
-                f"se: expected one estimate per group, but group {many[group].iloc[0]!r} has "
-                f"{int(many['rows'].iloc[0])} rows"
+                f"{list(lay.roles)[-1]}: expected one estimate per group, but group "
+                f"{many[group].iloc[0]!r} has {int(many['rows'].iloc[0])} rows"
             )
-        return {"y": table["y"].to_numpy(np.float64), "se": table["se"].to_numpy(np.float64)}
+        return {role: table[role].to_numpy(np.float64) for role in lay.roles}
     out = {}
-    for role, rule in ROLES[kind].items():
+    for role, rule in lay.roles.items():
         col = table[role]
         out[role] = col.round().to_numpy(np.int64) if rule == "count" else col.to_numpy(np.float64)
+    if "rows" in family.statistics:
+        out["rows"] = table["rows"].to_numpy(np.int64)
     return out
 
 
@@ -352,7 +350,8 @@ def reduce(
     >>> stats.stats["mean"].tolist(), stats.stats["m2"].tolist(), stats.n_rows
     ([2.0, 5.5], [2.0, 0.5], 4)
     """
-    kind = layout(family, columns)
+    family = family_of(family)
+    lay = layout(family, columns)
     con, facts = None, {}
     if is_path(data):
         import duckdb
@@ -364,24 +363,25 @@ def reduce(
     try:
         with quiet_backends():
             frame = to_frame(data, connection=con)
-            _check_columns(frame, group, columns, kind)
-            if kind == "poisson" and "exposure" not in columns:
-                frame = frame.with_columns(nw.lit(1.0).alias("__exposure"))
-                columns = {**columns, "exposure": "__exposure"}
+            _check_columns(frame, group, columns)
+            for role, value in lay.optional.items():
+                if role not in columns:
+                    frame = frame.with_columns(nw.lit(value).alias(f"__{role}"))
+                    columns = {**columns, role: f"__{role}"}
             with _watch(con, progress, "checking rows"):
-                problems = _problems(frame, group, columns, kind, facts)
+                problems = _problems(frame, group, columns, family, lay, facts)
             if problems:
                 raise ValueError("; ".join(problems))
-            frame, aggs = _aggregations(frame, kind, columns)
+            frame, aggs = _aggregations(frame, lay, columns)
             with _watch(con, progress, "grouping"):
                 table = collect(frame.group_by(group).agg(aggs))
     finally:
         if con is not None:
             con.close()
-    return _stats(kind, table, group)
+    return _stats(family, lay, table, group)
 
 
-def _stats(kind: str, table: pd.DataFrame, group: str) -> GroupStats:
+def _stats(family: Family, lay: Layout, table: pd.DataFrame, group: str) -> GroupStats:
     if isinstance(table[group].dtype, pd.CategoricalDtype):
         table[group] = table[group].astype(object)
     table = _sorted(table, group)
@@ -390,9 +390,9 @@ def _stats(kind: str, table: pd.DataFrame, group: str) -> GroupStats:
             f"group: column {group!r} has a single group ({table[group].iloc[0]!r}); "
             "pooling needs at least two groups"
         )
-    stats = _finish(kind, table, group)
-    _check_groups_hold_data(kind, stats, table[group])
-    n_rows = int(table["n"].sum() if kind == "normal" else table["rows"].sum())
+    stats = _finish(family, lay, table, group)
+    _check_groups_hold_data(family.empty_role, stats, table[group])
+    n_rows = int(table["n"].sum() if lay.reduction == "moments" else table["rows"].sum())
     return GroupStats(_labels(table[group]), stats, n_rows, group)
 
 
@@ -406,12 +406,10 @@ def _labels(column: pd.Series) -> pd.Index:
     return pd.Index(column.to_list(), name=column.name)
 
 
-# the size of a group's data, per layout: a group where it is zero holds no data at all
-EMPTY = {"binomial": "trials", "poisson": "exposure"}
-
-
-def _check_groups_hold_data(kind: str, stats: dict[str, np.ndarray], labels: pd.Series) -> None:
-    role = EMPTY.get(kind)
+def _check_groups_hold_data(
+    role: str | None, stats: dict[str, np.ndarray], labels: pd.Series
+) -> None:
+    """A group whose ``role`` (the family's size of its data) is zero holds no data at all."""
     if role is None:
         return
     empty = np.flatnonzero(stats[role] == 0)

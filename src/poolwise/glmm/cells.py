@@ -15,7 +15,8 @@ import narwhals as nw
 import numpy as np
 import pandas as pd
 
-from ..data import TEXTS, count_rows, excess_message
+from ..data import TEXTS, count_rows, row_check_message
+from ..families import Binomial
 from ..sources import collect, to_frame
 from .formula import FormulaSpec
 
@@ -93,9 +94,10 @@ def _check(frame, spec: FormulaSpec) -> tuple[str, ...]:
                 checks[f"{col}\x00fraction"] = (c != c.round(0)) & c.is_finite()
             elif what == "notbinary":
                 checks[f"{col}\x00notbinary"] = (c != 0) & (c != 1)
+    # the binomial family's own check of its rows: successes above trials
+    (excess,) = Binomial.row_checks
     if spec.family == "binomial":
-        k, n = spec.response["successes"], spec.response["trials"]
-        checks["\x00excess"] = nw.col(k) > nw.col(n)
+        checks["\x00excess"] = excess.bad(lambda role: nw.col(spec.response[role]))
     rows, counts = count_rows(frame, checks)
     if rows == 0:
         raise ValueError("data: the table has no rows")
@@ -103,8 +105,7 @@ def _check(frame, spec: FormulaSpec) -> tuple[str, ...]:
     for key, count in counts.items():
         col, what = key.split("\x00")
         if what == "excess":
-            r = spec.response
-            problems.append(excess_message(r["successes"], r["trials"], count, rows))
+            problems.append(row_check_message(excess, dict(spec.response), count, rows))
         else:
             problems.append(f"column {col!r} has {TEXTS[what]} in {count} of {rows} rows")
     if problems:
