@@ -11,7 +11,7 @@ from typing import Any
 
 from .data import GroupStats, reduce
 from .errors import PoolwiseWarning
-from .families import FAMILIES, Layout
+from .families import FAMILIES, Family, Layout
 from .fitdata import FitData, RegressionData
 from .onefactor import fit_groups
 from .results import PoolFit
@@ -30,8 +30,8 @@ def family_for(**roles: str) -> tuple[str, dict[str, str]]:
     unknown = sorted(set(roles) - known)
     if unknown:
         raise TypeError(
-            f"fit: unknown keyword {', '.join(map(repr, unknown))}; the families' columns are "
-            f"{', '.join(sorted(known))}"
+            f"unknown keyword {', '.join(map(repr, unknown))}: no registered family reads such a "
+            f"column; the families' columns are {', '.join(sorted(known))}"
         )
     given = {k: v for k, v in roles.items() if v is not None}
     for name, cls in FAMILIES.items():
@@ -167,7 +167,7 @@ def fit(
 
 def fit_stats(
     stats: GroupStats,
-    family: str,
+    family: str | Family,
     *,
     pooling: str = "partial",
     method: str = "auto",

@@ -41,8 +41,8 @@ ECDF_REPLICATES = 2000
 class CalibrationSpec:
     """What to calibrate: a model, its priors, the group sizes and the engine.
 
-    ``family`` is a one-factor family (``"normal"``, ``"normal_se"``, ``"binomial"``,
-    ``"poisson"``) with ``method`` ``"exact"``, ``"eb"`` or ``"nuts"``, or ``"regression"`` for a
+    ``family`` is a registered one-factor family (``"normal"``, ``"normal_se"``, ``"binomial"``,
+    ``"poisson"``, ...) with ``method`` ``"exact"``, ``"eb"`` or ``"nuts"``, or ``"regression"`` for a
     binomial regression ``p(successes, trials) ~ 1 + x + (1|group)`` with ``x`` in {0, 1}, fitted
     by NUTS. ``group_sizes`` are as in :func:`poolwise.simulate` (rows, standard errors, trials
     or exposures; for the regression, the trials of each of a group's two cells). ``priors``

@@ -49,7 +49,7 @@ def _report_and_simulate_parsers(sub) -> None:
     report.add_argument("-o", "--output", default="report.html", help="default report.html")
     sim = sub.add_parser("simulate", help="simulate grouped data from the hierarchy, as CSV")
     sim.add_argument("--family", default="binomial",
-                     choices=["normal", "normal_se", "binomial", "poisson"])  # fmt: skip
+                     help="a registered family: normal, normal_se, binomial, poisson, ...")  # fmt: skip
     sim.add_argument("--hyperparameters", default="", metavar="NAME=VALUE,...",
                      help="e.g. phi=0.6,kappa=10; missing ones are drawn from default priors")  # fmt: skip
     sim.add_argument("--sizes", default="10,10,10,10,10,10", metavar="S1,S2,...",

@@ -21,10 +21,19 @@ import numpy as np
 import pandas as pd
 
 from ._lazy import narwhals as nw
-from .families import Family, Layout, RowCheck, family_of
+from .families import Family, Layout, family_of
+from .rows import (
+    TEXTS,
+    count_rows,
+    family_checks,
+    group_rows,
+    group_stats,
+    row_check_message,
+    rule_checks,
+    with_defaults,
+)
 from .sources import (
     ColumnFacts,
-    collect,
     is_path,
     parquet_facts,
     quiet_backends,
@@ -33,28 +42,6 @@ from .sources import (
 )
 
 __all__ = ["GroupStats", "example_path", "read_path", "reduce"]
-
-TEXTS = {
-    "null": "missing values",
-    "missing": "missing or non-finite values (null, NaN or ±inf)",
-    "missing_sd": "missing or non-finite values (null, NaN or ±inf) in rows with n > 1",
-    "negative": "negative values",
-    "fraction": "values that are not whole numbers",
-    "nonpositive": "values that are zero or negative (a standard error must be positive)",
-    "small": "values below 1 (each row summarises at least one observation)",
-    "nonfinite": "non-finite values (NaN or ±inf)",
-    "notbinary": "values other than 0 and 1 (a bernoulli response is 0/1 per row)",
-}
-
-# the rules of a layout's roles (see poolwise.families.Layout): the checks each one runs
-RULES = {
-    "real": (),
-    "positive": ("nonpositive",),
-    "nonnegative": ("negative",),
-    "count": ("fraction", "negative"),
-    "size": ("fraction", "small"),
-    "sd": ("negative",),
-}
 
 Progress = Callable[[str, float | None], None]
 
@@ -144,19 +131,8 @@ def _checks(schema, group: str, columns: dict[str, str], family: Family, lay: La
             checks[f"{role}__missing_sd"] = missing & (nw.col(columns[size]) > 1)
         else:
             checks[f"{role}__{'missing' if is_float else 'null'}"] = missing
-        for what in RULES[rule]:
-            if what == "fraction":
-                if is_float:
-                    checks[f"{role}__fraction"] = (c != c.round(0)) & c.is_finite()
-            else:
-                checks[f"{role}__{what}"] = {
-                    "negative": c < 0,
-                    "nonpositive": c <= 0,
-                    "small": c < 1,
-                }[what]
-    for i, check in enumerate(family.row_checks):
-        checks[f"{check.role}__check{i}"] = check.bad(lambda role: nw.col(columns[role]))
-    return checks
+        checks.update({f"{role}__{what}": e for what, e in rule_checks(c, rule, is_float).items()})
+    return checks | family_checks(family, columns)
 
 
 # which column facts (from a Parquet file's statistics) rule out each kind of bad value
@@ -168,21 +144,6 @@ RULED_OUT: dict[str, Callable[[ColumnFacts], bool]] = {
     "nonpositive": lambda f: f.low > 0,
     "small": lambda f: f.low >= 1,
 }
-
-
-def count_rows(frame, checks: dict[str, Any]) -> tuple[int, dict[str, int]]:
-    """One pass of the engine that holds ``frame``: its number of rows, and for each check (an
-    expression true on a bad row) the rows where it holds (the checks that hold somewhere)."""
-    exprs = [nw.len().alias("__rows")]
-    exprs += [e.cast(nw.Int64).sum().alias(key) for key, e in checks.items()]
-    counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(np.int64).to_dict()
-    rows = int(counts.pop("__rows"))
-    return rows, {key: int(count) for key, count in counts.items() if count}
-
-
-def row_check_message(check: RowCheck, columns: dict[str, str], count: int, rows: int) -> str:
-    """The message of a family's row check that holds in ``count`` of ``rows`` rows."""
-    return check.message.format(count=count, rows=rows, **columns)
 
 
 def _problems(
@@ -224,71 +185,6 @@ def _problems(
             out.append(
                 f"{role}: column {columns[role]!r} has {TEXTS[what]} in {count} of {rows} rows"
             )
-    return out
-
-
-def _by_rule(lay: Layout, columns: dict[str, str], *rules: str) -> list[Any]:
-    """The column expressions of the roles with these rules, in that order."""
-    return [nw.col(columns[next(r for r, x in lay.roles.items() if x == rule)]) for rule in rules]
-
-
-def _aggregations(frame, lay: Layout, columns: dict[str, str]):
-    """The frame with any derived columns, and the per-group aggregations of the layout."""
-    if lay.reduction == "moments":
-        (y,) = _by_rule(lay, columns, "real")
-        return frame, [nw.len().alias("n"), y.mean().alias("mean"), y.var(ddof=0).alias("var")]
-    if lay.reduction == "summaries":
-        y, n, sd = _by_rule(lay, columns, "real", "size", "sd")
-        # within-row sums of squares (n - 1) sd², and n ȳ and n ȳ² for the between-row part
-        frame = frame.with_columns(
-            nw.when(n > 1).then((n - 1) * sd * sd).otherwise(0.0).alias("__m2"),
-            (n * y).alias("__s1"),
-            (n * y * y).alias("__s2"),
-        )
-        return frame, [
-            nw.len().alias("rows"),
-            n.sum().alias("n"),
-            y.mean().alias("y"),
-            nw.col("__s1").sum().alias("s1"),
-            nw.col("__s2").sum().alias("s2"),
-            nw.col("__m2").sum().alias("m2"),
-        ]
-    if lay.reduction == "single":
-        means = [nw.col(c).mean().alias(role) for role, c in columns.items()]
-        return frame, [nw.len().alias("rows"), *means]
-    aggs = [nw.len().alias("rows")] + [nw.col(c).sum().alias(role) for role, c in columns.items()]
-    return frame, aggs
-
-
-def _finish(family: Family, lay: Layout, table: pd.DataFrame, group: str) -> dict[str, np.ndarray]:
-    if lay.reduction == "moments":
-        n = table["n"].to_numpy(np.int64)
-        var = table["var"].fillna(0.0).to_numpy(np.float64)
-        return {"n": n, "mean": table["mean"].to_numpy(np.float64), "m2": var * n}
-    if lay.reduction == "summaries":
-        rows = table["rows"].to_numpy(np.int64)
-        n = table["n"].round().to_numpy(np.int64)
-        s1 = table["s1"].to_numpy(np.float64)
-        single = rows == 1
-        mean = np.where(single, table["y"].to_numpy(np.float64), s1 / n)
-        # Σ n_i (ȳ_i - ȳ)² = Σ n_i ȳ_i² - n ȳ²: zero for groups given as one row
-        between = np.where(single, 0.0, table["s2"].to_numpy(np.float64) - s1 * s1 / n)
-        m2 = table["m2"].to_numpy(np.float64) + np.maximum(between, 0.0)
-        return {"n": n, "mean": mean, "m2": m2}
-    if lay.reduction == "single":
-        many = table.loc[table["rows"] > 1]
-        if len(many):
-            raise ValueError(
-                f"{list(lay.roles)[-1]}: expected one estimate per group, but group "
-                f"{many[group].iloc[0]!r} has {int(many['rows'].iloc[0])} rows"
-            )
-        return {role: table[role].to_numpy(np.float64) for role in lay.roles}
-    out = {}
-    for role, rule in lay.roles.items():
-        col = table[role]
-        out[role] = col.round().to_numpy(np.int64) if rule == "count" else col.to_numpy(np.float64)
-    if "rows" in family.statistics:
-        out["rows"] = table["rows"].to_numpy(np.int64)
     return out
 
 
@@ -364,17 +260,13 @@ def reduce(
         with quiet_backends():
             frame = to_frame(data, connection=con)
             _check_columns(frame, group, columns)
-            for role, value in lay.optional.items():
-                if role not in columns:
-                    frame = frame.with_columns(nw.lit(value).alias(f"__{role}"))
-                    columns = {**columns, role: f"__{role}"}
+            frame, columns = with_defaults(frame, lay, columns)
             with _watch(con, progress, "checking rows"):
                 problems = _problems(frame, group, columns, family, lay, facts)
             if problems:
                 raise ValueError("; ".join(problems))
-            frame, aggs = _aggregations(frame, lay, columns)
             with _watch(con, progress, "grouping"):
-                table = collect(frame.group_by(group).agg(aggs))
+                table = group_rows(frame, [group], lay, columns)
     finally:
         if con is not None:
             con.close()
@@ -390,9 +282,9 @@ def _stats(family: Family, lay: Layout, table: pd.DataFrame, group: str) -> Grou
             f"group: column {group!r} has a single group ({table[group].iloc[0]!r}); "
             "pooling needs at least two groups"
         )
-    stats = _finish(family, lay, table, group)
+    stats = group_stats(family, lay, table, group)
     _check_groups_hold_data(family.empty_role, stats, table[group])
-    n_rows = int(table["n"].sum() if lay.reduction == "moments" else table["rows"].sum())
+    n_rows = int(table["__rows"].sum())
     return GroupStats(_labels(table[group]), stats, n_rows, group)
 
 

@@ -103,7 +103,7 @@ def _hyperparameters(
 
 
 def simulate(
-    family: str = "binomial",
+    family: str | Family = "binomial",
     hyperparameters: Mapping[str, float] | None = None,
     group_sizes: Sequence[float] | Mapping[Any, float] | pd.Series = (10,) * 6,
     *,
@@ -113,7 +113,8 @@ def simulate(
     """Simulate grouped data from the hierarchy: hyperparameters → each group's theta → data.
 
     ``family`` is ``"normal"`` (rows), ``"normal_se"`` (estimates with known standard errors),
-    ``"binomial"`` or ``"poisson"``. ``hyperparameters`` may use either parametrization of the
+    ``"binomial"``, ``"poisson"`` or another registered family (see
+    :func:`poolwise.families.register_family`). ``hyperparameters`` may use either parametrization of the
     population (binomial ``phi``/``kappa`` or ``a``/``b``; Poisson ``mu``/``kappa`` or
     ``alpha``/``beta``; normal ``mu``, ``tau`` and, for rows, ``sigma``); any that are missing are
     drawn from ``priors`` (or from weakly informative defaults). ``group_sizes`` gives, per group,

@@ -27,7 +27,6 @@ class Geometric(Family):
 
     name = "geometric"
     description = "geometric failures before a success, beta population"
-    columns = ("failures",)
     supports: ClassVar = {"phi": (0.0, 1.0), "kappa": (0.0, np.inf), "a": (0.0, np.inf),
                           "b": (0.0, np.inf)}  # fmt: skip
     parametrizations: ClassVar = (("phi", "kappa"), ("a", "b"))
@@ -230,3 +229,5 @@ def test_unknown_role_is_a_type_error_naming_it():
     df, _, _ = rows()
     with pytest.raises(TypeError, match="unknown keyword 'failure'"):
         poolwise.fit(df, group="g", failure="f")
+    with pytest.raises(TypeError, match="unknown keyword 'succeses'"):
+        poolwise.compare(df, group="g", succeses="f", trials="f")

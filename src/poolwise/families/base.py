@@ -77,7 +77,6 @@ class Family(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
-    columns: ClassVar[tuple[str, ...]]
     # support of every hyperparameter name the family understands
     supports: ClassVar[dict[str, tuple[float, float]]]
     # the free hyperparameters of the partial-pooling model, in each accepted parametrization

@@ -41,7 +41,6 @@ class Binomial(Family):
         "phi": Beta(2.0, 2.0),
         "kappa": Lomax(0.5, 1.0),
     }
-    columns = ("successes", "trials")
     layouts = (Layout({"successes": "count", "trials": "count"}, "sums"),)
     row_checks = (
         RowCheck(

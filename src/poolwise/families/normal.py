@@ -110,7 +110,6 @@ class NormalRows(_NormalBase):
         "tau": HalfNormal(1.0),
         "sigma": HalfNormal(1.0),
     }
-    columns = ("y",)
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "mu": (-INF, INF),
         "tau": (0.0, INF),
@@ -290,7 +289,6 @@ class NormalKnownSE(_NormalBase):
     theta_kind = "normal"
     statistics = ("y", "se")
     simulation_priors: ClassVar[dict[str, Prior]] = {"mu": Normal(0.0, 1.0), "tau": HalfNormal(1.0)}
-    columns = ("y", "se")
     supports: ClassVar[dict[str, tuple[float, float]]] = {"mu": (-INF, INF), "tau": (0.0, INF)}
     layouts = (Layout({"y": "real", "se": "positive"}, "single"),)
     size_stat, data_stat = "se", "y"

@@ -38,7 +38,6 @@ class Poisson(Family):
         "mu": HalfNormal(1.0),
         "kappa": Lomax(0.5, 1.0),
     }
-    columns = ("counts", "exposure")
     # exposure left out: one unit per row
     layouts = (Layout({"counts": "count", "exposure": "nonnegative"}, "sums", {"exposure": 1.0}),)
     row_checks = (
