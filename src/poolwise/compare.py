@@ -81,6 +81,9 @@ def compare(
 ) -> Comparison:
     """Fit each pooling and put their estimates and predictive scores side by side.
 
+    The columns are named by their roles, as in :func:`poolwise.fit` (``successes="k"``, ...);
+    a role no registered family reads is a TypeError naming it.
+
     Example
     -------
     >>> import pandas as pd, poolwise
