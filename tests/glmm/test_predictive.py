@@ -13,11 +13,12 @@ from poolwise.glmm.formula import parse_formula
 
 # z-scores of sums of many independent draws: a failure rate near 6e-5 per check
 Z = 4.0
-SHORT = {"seed": 2, "draws": 800, "tune": 400, "progress": False}
+# the Laplace engine: draws from its mixture in a second, where NUTS would compile for each model
+SHORT = {"seed": 2, "draws": 800, "method": "laplace"}
 
 
 def _fit(formula, data, **options):
-    with warnings.catch_warnings():  # short chains may warn of their ESS
+    with warnings.catch_warnings():  # a sd at its boundary warns
         warnings.simplefilter("ignore", poolwise.PoolwiseWarning)
         return poolwise.fit(formula, data=data, **{**SHORT, **options})
 
@@ -202,15 +203,16 @@ def test_slopes_of_expressions_predict_and_simulate_on_new_rows():
         fit.predict(pd.DataFrame({"g": [0]}))
 
 
-def test_a_laplace_fit_replicates_from_its_mixture_draws():
-    """Draws of one chain from the Laplace engine's mixture: the same replicates."""
+def test_a_nuts_fit_replicates_from_the_draws_of_all_its_chains():
+    """Draws by chain (4 chains of 500): the same layout and moments as the Laplace engine's."""
     df = pd.DataFrame(
         {"g": list("aabbcc") * 2, "x": [0, 1] * 6, "k": [3, 6, 2, 5, 4, 7] * 2, "n": 10}
     )
-    fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, method="laplace", seed=1, draws=1000)
-    assert fit.draws["x"].shape == (1, 1000)
-    rep = fit.simulate(draws=1000, seed=2)
-    theta = _expit(fit.linear_predictor(np.arange(1000)))
+    fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, priors={"1|g_sigma": 0.5}, seed=1,
+                       draws=2000, progress=False)  # fmt: skip
+    assert fit.method == "nuts" and fit.draws["x"].shape == (4, 500)
+    rep = fit.simulate(draws=2000, seed=2)
+    theta = _expit(fit.linear_predictor(np.arange(2000)))
     np.testing.assert_allclose(rep["theta"], theta.reshape(-1), rtol=1e-12)
     k, n, p = rep["k"].to_numpy(), rep["n"].to_numpy(), rep["theta"].to_numpy()
     np.testing.assert_array_equal(n[:6], [20] * 6)  # two rows of 10 trials in each cell
