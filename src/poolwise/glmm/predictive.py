@@ -281,12 +281,11 @@ def check_cells(
     Example
     -------
     >>> import pandas as pd, poolwise
-    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": 10})
-    >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, priors={"1|g_sigma": 0.5}, seed=1,
-    ...                    draws=2000, progress=False)
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "c": [3, 9, 2, 7, 4, 12]})
+    >>> fit = poolwise.fit("c ~ x + (1|g)", data=df, family="poisson", method="laplace", seed=1)
     >>> ppc = fit.check(draws=200, seed=0)
-    >>> round(ppc.observed, 4), ppc.replicated.shape
-    (0.1871, (200,))
+    >>> ppc.description, ppc.replicated.shape
+    ('sd of the raw cell estimates', (200,))
     """
     rng, index = _replicates(fit, statistic, draws, seed, n_draws(fit))
     eta = fit.linear_predictor(index)

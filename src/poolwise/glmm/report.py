@@ -16,16 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..htmlpage import (
-    card_row,
-    diagnostics_list,
-    draw_svgs,
-    figure_html,
-    format_number,
-    output_path,
-    page,
-    table,
-)
+from .. import htmlpage
 from ..report import MAX_GROUP_ROWS, MAX_LEAGUE_ROWS, priors_table, verdict
 from .checks import is_singular
 from .model import prior_scale
@@ -81,8 +72,8 @@ def _cards(fit: RegressionData) -> str:
             cards.append(
                 (
                     f"{t.sigma_name}: sd of the {t.factor} effects, median",
-                    format_number(row["median"]),
-                    f"{hdi} {format_number(row['hdi_low'])} – {format_number(row['hdi_high'])}",
+                    htmlpage.format_number(row["median"]),
+                    f"{hdi} {htmlpage.format_number(row['hdi_low'])} – {htmlpage.format_number(row['hdi_high'])}",
                 )
             )
     levels = sum(t.n_levels for t in design.groups)
@@ -94,7 +85,7 @@ def _cards(fit: RegressionData) -> str:
         )
     )
     cards.append(("cells · rows", f"{design.n_cells:,} · {fit.n_rows:,}", f"{fit.method} engine"))
-    return card_row(cards)
+    return htmlpage.card_row(cards)
 
 
 def _diagnostics(fit: RegressionData, ppc: Any) -> str:
@@ -108,7 +99,7 @@ def _diagnostics(fit: RegressionData, ppc: Any) -> str:
         kept = info.get("kept_points", info["grid_points"])
         items.append(("variance parameters' grid", f"{kept:,} of {info['grid_points']:,} points"))
     absent = f"not applicable: the {fit.method} engine runs no Markov chains"
-    divergences = format_number(info["divergences"]) if "divergences" in info else absent
+    divergences = htmlpage.format_number(info["divergences"]) if "divergences" in info else absent
     items.append(("divergences", divergences))
     stats = fit.table if fit.table is not None else pd.DataFrame()
     if "r_hat" in stats and stats["r_hat"].notna().any():
@@ -139,7 +130,7 @@ def _diagnostics(fit: RegressionData, ppc: Any) -> str:
                 singular.append(f"{t.sigma_name} (median {np.median(draws):.3g})")
     items.append(("singular factors", ", ".join(singular) or "none: every group sd is away from 0"))
     items.append(("posterior predictive check", verdict(ppc)))
-    return diagnostics_list(items, fit.warnings)
+    return htmlpage.diagnostics_list(items, fit.warnings)
 
 
 def render(
@@ -163,7 +154,7 @@ def render(
         jobs[f"{i}-shrinkage"] = lambda view=view: plot_shrinkage(view)
         jobs[f"{i}-forest"] = lambda view=view: plot_forest(view)
     jobs["check"] = ppc.plot
-    svgs = draw_svgs(jobs, processes)
+    svgs = htmlpage.draw_svgs(jobs, processes)
 
     sections = [("summary", "Summary", _cards(fit))]
     model = (
@@ -171,7 +162,7 @@ def render(
         " Each grouping term's effects are deviations drawn from Normal(0, sd), one sd per term "
         "(named <code>term_sigma</code>); where the common part holds the same term they sum to "
         "zero, so the common effects and the group effects cannot trade level.</p>"
-        "<h3>Priors</h3>" + table(priors_table(fit))
+        "<h3>Priors</h3>" + htmlpage.table(priors_table(fit))
     )
     sections.append(("model", "Model", model))
     hdi = f"{int(fit.hdi_prob * 100)}% HDI"
@@ -180,20 +171,24 @@ def render(
             "common",
             "Common effects",
             f"<p>On the link scale, with the posterior mean, sd, median and {hdi}.</p>"
-            + table(common_effects(fit)),
+            + htmlpage.table(common_effects(fit)),
         )
     )
-    population = figure_html(
+    population = htmlpage.figure_html(
         svgs["population"],
         "Posterior of each common effect and group sd (bars), its prior (dashed) and HDI "
         "(black), with the chains' traces and rank plots where a sampler made the draws.",
     )
     sections.append(
-        ("population", "Group sds and population", table(variance_parameters(fit)) + population)
+        (
+            "population",
+            "Group sds and population",
+            htmlpage.table(variance_parameters(fit)) + population,
+        )
     )
     for i, (name, view) in enumerate(views.items()):
         sections.append((_anchor(i), name, _term_section(fit, i, name, view, svgs, best, top)))
-    check = figure_html(
+    check = htmlpage.figure_html(
         svgs["check"],
         f"Posterior predictive check: the {html.escape(ppc.description)} in data replicated from "
         f"the fitted model (bars) and in the observed data (black line); p = {ppc.p_value:.2f}.",
@@ -204,7 +199,7 @@ def render(
         f"{html.escape(fit.family.description)} · {fit.method} engine · "
         f"{len(design.groups)} grouping term(s) · {design.n_cells:,} cells · {fit.n_rows:,} rows"
     )
-    return page(title, meta, sections)
+    return htmlpage.page(title, meta, sections)
 
 
 def _term_section(
@@ -225,17 +220,17 @@ def _term_section(
     league = ranks(view, top=min(top, view.n_groups), best=best)
     shown = league.head(MAX_LEAGUE_ROWS)
     figures = (
-        figure_html(
+        htmlpage.figure_html(
             svgs[f"{i}-shrinkage"],
             "Each level's raw effect (left: its data alone) and pooled effect (right), on the "
             "link scale; marker area grows with the level's data.",
         )
-        + figure_html(
+        + htmlpage.figure_html(
             svgs[f"{i}-estimates"],
             "Pooled effects and HDIs against the level's data: levels with little data are "
             "pulled towards 0.",
         )
-        + figure_html(
+        + htmlpage.figure_html(
             svgs[f"{i}-forest"], "Levels sorted by posterior mean with HDIs; crosses are raw."
         )
     )
@@ -243,10 +238,10 @@ def _term_section(
         f"<p>Levels of {html.escape(name.split('|', 1)[1])}: size, raw effect, pooled mean, sd, "
         f"HDI and shrinkage (the share of the raw effect pulled back to 0).</p>"
         + note
-        + f'<div class="scroll">{table(groups)}</div>'
+        + f'<div class="scroll">{htmlpage.table(groups)}</div>'
         + f"<h3>League table</h3><p>Ordered by posterior mean rank (1 = "
         f"{'highest' if best == 'high' else 'lowest'} effect).</p>"
-        + f'<div class="scroll">{table(shown)}</div>'
+        + f'<div class="scroll">{htmlpage.table(shown)}</div>'
         + figures
     )
 
@@ -271,14 +266,13 @@ def report(
     Example
     -------
     >>> import pandas as pd, poolwise, tempfile, os
-    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": 10})
-    >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, priors={"1|g_sigma": 0.5}, seed=1,
-    ...                    draws=2000, progress=False)
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "y": [1, 2.1, 1.2, 2, 0.9, 2.2]})
+    >>> fit = poolwise.fit("y ~ x + (1|g)", data=df, seed=1)  # by the Laplace engine
     >>> path = fit.report(os.path.join(tempfile.mkdtemp(), "fit.html"))
     >>> path.read_text().count("<svg")
     5
     """
-    out = output_path(path, best)
+    out = htmlpage.output_path(path, best)
     text = render(fit, title=title, best=best, top=top, processes=processes)
     out.write_text(text, encoding="utf-8")
     return out

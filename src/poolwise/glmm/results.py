@@ -17,15 +17,15 @@ from .predictive import inverse_link, linear_predictor_of
 
 @dataclass(frozen=True, repr=False)
 class GlmmFit(PoolFit, RegressionData):
-    """A regression fitted by NUTS. ``groups`` is indexed by (term, level); ``population`` holds
-    the common effects, the group sds and sigma; ``draws`` the posterior by chain.
+    """A regression's fit (by the Laplace engine, empirical Bayes or NUTS). ``groups`` is indexed
+    by (term, level); ``population`` holds the common effects, the group sds and sigma; ``draws``
+    the posterior by chain.
 
     Example
     -------
     >>> import pandas as pd, poolwise
     >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": 10})
-    >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, priors={"1|g_sigma": 0.5}, seed=1,
-    ...                    draws=2000, progress=False)
+    >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, method="laplace", seed=1)
     >>> fit.groups.index.get_level_values("term").unique().tolist(), fit.factors
     (['1|g'], ('1|g',))
     """
