@@ -455,7 +455,7 @@ def test_one_factor_formula_is_the_exact_engine(formula, kwargs, direct):
             THREAD,
             {"method": "exact"},
             ValueError,
-            "needs method='nuts'",
+            "needs method='laplace', 'eb', 'nuts'",
         ),
     ],
 )
