@@ -128,7 +128,7 @@ def test_fit_a_formula_with_priors_and_hdi_prob(tmp_path, capsys):
             "--seed", "1", "--json"]  # fmt: skip
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["method"] == "nuts"
+    assert out["method"] == "laplace"  # auto: a latent Gaussian model
     assert out["priors"]["trial_control"] == repr(poolwise.Normal(0, 1))
     assert out["priors"]["1|distribution_sigma"] == "0.5"
     assert {row["level"] for row in out["groups"]} == {"a", "b", "c"}

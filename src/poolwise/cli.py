@@ -112,7 +112,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", default="partial", choices=["partial", "none", "complete"])
-    p.add_argument("--method", default="auto", choices=["auto", "exact", "eb", "nuts"])
+    p.add_argument("--method", default="auto", choices=["auto", "exact", "eb", "laplace", "nuts"])
     p.add_argument("--draws", type=int, default=4000)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--hdi-prob", type=float, default=0.94, help="the HDIs' probability")
