@@ -14,6 +14,7 @@ from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
 from ..fitdata import FitData, RegressionData
 from ..onefactor import fit_groups
 from ..priors import Flat, HalfNormal, Normal, Prior
+from .blocks import block_plans, block_priors, unify_centering
 from .cells import Cells, reduce_cells
 from .checks import diagnose, identifiability, stats_table
 from .design import Design, build_design
@@ -82,6 +83,7 @@ def _resolve_priors(
     valid = set(design.names) | set(design.terms)
     for t in design.groups:
         valid |= {t.name, t.sigma_name}
+    valid |= {b.corr_name for b in design.blocks}
     if cells.likelihood == "normal":
         valid.add("sigma")
     for name, value in priors.items():
@@ -146,6 +148,7 @@ def _resolve_priors(
             prior = default_sd_prior(scales, sd_x)
             sds.append((None, prior))
             used[t.sigma_name] = prior
+    used.update(block_priors(priors, design))
     sigma = None
     if cells.likelihood == "normal":
         sigma = priors.get("sigma")
@@ -163,9 +166,9 @@ def _plan(
     sds: list,
     sigma: Prior | None,
     parametrization: str,
+    lkj: dict,
 ) -> tuple[ModelPlan, list[str]]:
     notes = []
-    terms = []
     for t, (sd, sd_prior) in zip(design.groups, sds, strict=True):
         if parametrization == "as-written":
             t.zero_sum = False
@@ -184,17 +187,19 @@ def _plan(
                 )
             else:
                 notes.append(f"{t.name}: non-centered, some levels have little data")
-        terms.append(
-            TermPlan(
-                name=t.name,
-                n_levels=t.n_levels,
-                zero_sum=t.sums_to_zero,
-                centered=t.centered,
-                slope=t.expr != "1",
-                sd=sd,
-                sd_prior=sd_prior,
-            )
+    notes += unify_centering(design)
+    terms = [
+        TermPlan(
+            name=t.name,
+            n_levels=t.n_levels,
+            zero_sum=t.sums_to_zero,
+            centered=t.centered,
+            slope=t.expr != "1",
+            sd=sd,
+            sd_prior=sd_prior,
         )
+        for t, (sd, sd_prior) in zip(design.groups, sds, strict=True)
+    ]
     intercept = design.names.index("Intercept") if design.intercept else None
     plan = ModelPlan(
         likelihood=cells.likelihood,
@@ -203,6 +208,7 @@ def _plan(
         intercept=intercept,
         terms=tuple(terms),
         sigma_prior=sigma,
+        blocks=block_plans(design, lkj),
     )
     return plan, notes
 
@@ -358,7 +364,7 @@ def fit_formula(
     design = build_design(cells, spec)
     scales = data_scales(cells.likelihood, cells.stats())
     common, sds, sigma, used = _resolve_priors(priors, design, cells, scales, parametrization)
-    plan, notes = _plan(cells, design, scales, common, sds, sigma, parametrization)
+    plan, notes = _plan(cells, design, scales, common, sds, sigma, parametrization, used)
     problems, skipped = identifiability(design)
     messages = list(problems)
     for m in problems:
@@ -382,6 +388,7 @@ def fit_formula(
     for t in design.groups:
         if t.sigma_name in result.samples:
             keep.append(t.sigma_name)
+    keep += [row for block in plan.blocks for row in block.rows]
     if "sigma" in result.samples:
         keep.append("sigma")
     population_draws = {k: result.samples[k] for k in keep}
@@ -425,7 +432,8 @@ def fit_formula(
             fam,
             LINKS[cells.likelihood],
             DESCRIPTIONS[fam],
-            sds=tuple(k for k in keep if k not in design.names),
+            sds=tuple(t.sigma_name for t in design.groups if t.sigma_name in keep)
+            + (("sigma",) if "sigma" in keep else ()),
         ),
         pooling="partial",
         method="nuts",

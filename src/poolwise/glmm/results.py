@@ -122,8 +122,9 @@ class GlmmFit(PoolFit, RegressionData):
 
         ``unseen`` says what a level not in the fit gets: ``"raise"`` (a ValueError naming it),
         ``"population"`` (no deviation: the population mean) or ``"draw"`` (a new group's effect
-        drawn from N(0, sd) per posterior draw, seeded by ``seed``). Poisson rates are per unit
-        of exposure.
+        drawn from N(0, sd) per posterior draw, seeded by ``seed``; the terms of a correlated
+        block ``(1 + x|g)`` draw a new level's intercept and slope together, from each draw's
+        sds and correlations). Poisson rates are per unit of exposure.
 
         Example
         -------
@@ -165,6 +166,7 @@ class GlmmFit(PoolFit, RegressionData):
             X = np.hstack(cols)
             for i, name in enumerate(design.names):
                 eta += self.draws[name].reshape(-1, 1) * X[:, i]
+        joint = self._new_block_levels(frame, rng) if unseen == "draw" else {}
         for t in design.groups:
             for c in t.factor_columns + ((t.expr,) if t.expr != "1" else ()):
                 if c not in frame:
@@ -189,6 +191,8 @@ class GlmmFit(PoolFit, RegressionData):
                     )
                 if unseen == "population":
                     effect[:, missing] = 0.0
+                elif t.name in joint:
+                    effect[:, missing] = joint[t.name][:, missing]
                 else:
                     sd = (
                         self.draws[t.sigma_name].reshape(-1)
@@ -206,6 +210,41 @@ class GlmmFit(PoolFit, RegressionData):
             {"mean": mean.mean(axis=0), "sd": mean.std(axis=0), "hdi_low": lo, "hdi_high": hi},
             index=frame.index,
         )
+        return out
+
+    def _new_block_levels(self, frame: pd.DataFrame, rng: np.random.Generator) -> dict:
+        """For each term of a correlated block: the effects of the rows' levels not in the fit,
+        (draws, rows), drawn per new level from the block's fitted covariance (each posterior
+        draw's sds and correlations), so that a new level's intercept and slope are drawn
+        together; rows of fitted levels get 0 (not used)."""
+        from .blocks import correlation_matrices, new_level_effects
+
+        out = {}
+        groups = {t.name: t for t in self.design.groups}
+        for block in self.plan.blocks:
+            terms = [self.plan.terms[i] for i in block.terms]
+            first = groups[terms[0].name]
+            if any(c not in frame for c in first.factor_columns):
+                continue  # predict names the missing column
+            codes = new_codes(first, frame)
+            if not (codes < 0).any():
+                continue
+            labels = frame[list(first.factor_columns)].astype(str).agg(":".join, axis=1)
+            new, inverse = np.unique(np.asarray(labels)[codes < 0], return_inverse=True)
+            R = correlation_matrices(self.draws, block)
+            sds = np.column_stack(
+                [
+                    self.draws[f"{t.name}_sigma"].reshape(-1)
+                    if t.sd is None
+                    else np.full(R.shape[0], float(t.sd))
+                    for t in terms
+                ]
+            )
+            effects = new_level_effects(sds, R, len(new), rng)
+            for col, t in enumerate(terms):
+                column = np.zeros((R.shape[0], len(frame)))
+                column[:, codes < 0] = effects[:, inverse.reshape(-1), col]
+                out[t.name] = column
         return out
 
 
