@@ -326,27 +326,23 @@ def test_block_prior_by_its_correlations_name():
     import numpyro
     from numpyro import handlers
 
-    from poolwise.glmm import fit as pipeline
-    from poolwise.glmm.model import data_scales, make_model
+    from poolwise.glmm.model import make_model
+    from poolwise.glmm.sampling import _model_data
+    from poolwise.glmm.setup import prepare
 
     df = references.radon_data()
     with pytest.raises(TypeError, match=r"correlations of a block take an LKJ prior.*Normal"):
         poolwise.fit(RADON, data=df, priors={"1 + floor|county_corr": Normal(0, 1)})
     with pytest.raises(ValueError, match=r"valid names are .*1 \+ floor\|county_corr"):
         poolwise.fit(RADON, data=df, priors={"1 + floor|county_cor": LKJ(2)})
-    spec = parse_formula(RADON)
-    cells = reduce_cells(df, spec)
-    design = build_design(cells, spec)
-    scales = data_scales(cells.likelihood, cells.stats())
-    priors = {"1 + floor|county_corr": LKJ(4.0)}
-    common, sds, sigma, used = pipeline._resolve_priors(priors, design, cells, scales, "auto")
-    assert used["1 + floor|county_corr"] == LKJ(4.0)
-    plan, notes = pipeline._plan(cells, design, scales, common, sds, sigma, "auto", used)
-    assert plan.correlated and "1 + floor|county: non-centered as a block" in " ".join(notes)
-    model = make_model(plan)
+    prep = prepare(RADON, df, priors={"1 + floor|county_corr": LKJ(4.0)})
+    assert prep.used["1 + floor|county_corr"] == LKJ(4.0)
+    assert prep.plan.correlated
+    assert "1 + floor|county: non-centered as a block" in " ".join(prep.notes)
+    model = make_model(prep.plan)
     improper = {"_Intercept_centered": 0.0}  # a flat site has nothing to draw from
     seeded = handlers.seed(handlers.substitute(model, data=improper), rng_seed=0)
-    trace = handlers.trace(seeded).get_trace(**pipeline._model_data(cells, design, scales))
+    trace = handlers.trace(seeded).get_trace(**_model_data(prep.cells, prep.design, prep.scales))
     fn = trace["_1 + floor|county_cholesky"]["fn"]
     assert isinstance(fn, numpyro.distributions.LKJCholesky)
     assert (fn.dimension, float(fn.concentration)) == (2, 4.0)
