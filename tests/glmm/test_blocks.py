@@ -347,3 +347,18 @@ def test_block_prior_by_its_correlations_name():
     assert isinstance(fn, numpyro.distributions.LKJCholesky)
     assert (fn.dimension, float(fn.concentration)) == (2, 4.0)
     assert trace["floor|county"]["value"].shape == (85,)
+
+
+def test_laplace_routes_a_block_to_nuts():
+    """The Laplace engine does not take correlated blocks yet: method='auto' samples by NUTS
+    and says why, method='laplace' is refused by name."""
+    from poolwise.glmm.laplace import refusal
+    from poolwise.glmm.setup import prepare
+
+    df = references.radon_data()
+    assert (
+        refusal(prepare(RADON, df)) == "correlated group effects are not in the Laplace engine yet"
+    )
+    assert refusal(prepare("log_radon ~ 1 + floor + (floor||county)", df)) is None
+    with pytest.raises(ValueError, match="method='laplace': correlated group effects"):
+        poolwise.fit(RADON, data=df, method="laplace")
