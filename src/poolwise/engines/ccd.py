@@ -14,8 +14,9 @@ import itertools
 
 import numpy as np
 
+from .base import Target
 from .exact import GridPosterior
-from .optimize import LogDensity, covariance, find_mode, hessian
+from .optimize import covariance, find_mode, hessian
 
 F0 = 1.1
 # an off-centre point whose density exceeds the normal approximation's by this much (log) says
@@ -23,17 +24,20 @@ F0 = 1.1
 HEAVY = 2.0
 
 
-def fit_ccd(log_density: LogDensity, z0: np.ndarray, names: tuple[str, ...] = ()) -> GridPosterior:
-    """Integrate ``exp(log_density)`` over R^d by a central composite design.
+def fit(model: Target) -> GridPosterior:
+    """Integrate the model's posterior density, ``exp(log_posterior)``, over R^d by a central
+    composite design.
 
     Example
     -------
-    >>> post = fit_ccd(lambda z: -0.5 * ((z - 1.0) ** 2).sum(axis=1), np.zeros(4))
+    >>> from poolwise.engines.base import Density
+    >>> post = fit(Density(lambda z: -0.5 * ((z - 1.0) ** 2).sum(axis=1), np.zeros(4)))
     >>> round(float(post.weights @ post.points[:, 0]), 6), round(float(post.weights @ (post.points[:, 0] - 1) ** 2), 6)
     (1.0, 1.0)
     """
+    log_density, z0 = model.log_posterior, model.initial_point()
     d = z0.size
-    names = names or tuple(f"z{i}" for i in range(d))
+    names = tuple(model.names) or tuple(f"z{i}" for i in range(d))
     mode, ok = find_mode(log_density, np.asarray(z0, dtype=float))
     if not ok:
         raise ValueError(

@@ -182,9 +182,7 @@ def fit_laplace(
     >>> round(float(fit.population.loc["x", "mean"]), 1)
     1.1
     """
-    from ..engines.ccd import fit_ccd
-    from ..engines.eb import fit_eb
-    from ..engines.exact import fit_exact
+    from ..engines import ENGINES, Density
 
     check_count("draws", draws)
     check_prob(hdi_prob)
@@ -200,13 +198,14 @@ def fit_laplace(
     messages = list(prep.messages)
     boundary: tuple[int, ...] = ()
     if method == "eb":
-        post = fit_eb(model.log_marginal, z0)
+        post = ENGINES["eb"](Density(model.log_marginal, z0, tuple(names)))
         boundary = post.boundary
         points, weights, var = post.points, post.weights, np.diag(post.cov)[None, :]
         keep, coarse = np.arange(1), None
         grid = post
     else:
-        grid = (fit_exact if d <= GRID_MAX else fit_ccd)(model.log_marginal, z0, tuple(names))
+        engine = ENGINES["exact" if d <= GRID_MAX else "ccd"]
+        grid = engine(Density(model.log_marginal, z0, tuple(names)))
         keep = prune(grid.weights)
         weights = grid.weights[keep] / grid.weights[keep].sum()
         points = grid.points[keep]
