@@ -198,7 +198,8 @@ def test_a_fit_recovers_a_known_quadratic():
 @pytest.mark.filterwarnings("ignore:low effective sample size")
 def test_a_fit_with_transformed_terms_and_slope_recovers_them():
     """p(k, n) ~ np.log(x + 1) + (1 + I(x - 2)|g): binomial rows whose logit is
-    -0.5 + 0.8 log(x + 1) plus a group intercept and a group slope on x - 2; the common
+    -0.5 + 0.8 log(x + 1) plus a group intercept and a group slope on x - 2 (a correlated
+    block; the slope's effects do not sum to zero, no common term holds it); the common
     coefficients lie within 4.5 posterior sds of their true values (the intercept's is the mean
     over the groups)."""
     rng = np.random.default_rng(8)
@@ -210,7 +211,11 @@ def test_a_fit_with_transformed_terms_and_slope_recovers_them():
     k = rng.binomial(40, 1 / (1 + np.exp(-eta)))
     truth["Intercept"] += a.mean()  # the group intercepts are deviations that sum to zero
     df = pd.DataFrame({"x": x, "g": g, "k": k, "n": 40})
-    fit = poolwise.fit("p(k, n) ~ np.log(x + 1) + (1 + I(x - 2)|g)", data=df, **FIT)
+    # (1 + I(x - 2)|g) is a correlated block; at 500 warm-up steps one chain of two has not
+    # settled (r_hat 1.01-1.017 over seeds), at 1000 it has (1.005)
+    fit = poolwise.fit(
+        "p(k, n) ~ np.log(x + 1) + (1 + I(x - 2)|g)", data=df, **{**FIT, "tune": 1000}
+    )
     assert fit.info["cells"] == 5 * 8
     pop = fit.population
     for name, value in truth.items():

@@ -52,11 +52,45 @@ class GroupTerm:
         return f"{self.name}_sigma"
 
 
+@dataclass(frozen=True)
+class Block:
+    """A correlated block: the group terms of one ``(1 + x|g)`` (lme4's and brms' default for
+    several coefficients of one factor), whose effects of each level are drawn together from a
+    multivariate normal with one sd per term and a correlation matrix (LKJ prior).
+
+    ``name`` is the block's coefficients and factor (``"1 + x|g"``), ``terms`` the names of its
+    group terms in :attr:`Design.groups` (``("1|g", "x|g")``).
+    """
+
+    name: str
+    terms: tuple[str, ...]
+
+    @property
+    def corr_name(self) -> str:
+        """The name of the block's correlations (draws, tables, the LKJ prior's key)."""
+        return f"{self.name}_corr"
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """The (row, column) of each correlation below the diagonal, row by row."""
+        return [(i, j) for i in range(len(self.terms)) for j in range(i)]
+
+    @property
+    def pair_labels(self) -> list[str]:
+        """Each correlation's label, ``"1, x"`` (its coefficients' expressions)."""
+        exprs = [t.split("|", 1)[0] for t in self.terms]
+        return [f"{exprs[j]}, {exprs[i]}" for i, j in self.pairs]
+
+
 @dataclass
 class Design:
     """Common design matrix of the cells (dense, cells x columns), offset and group terms;
     ``keys`` the cells' columns as the data held them (one row per cell), ``response`` the
     formula's outcome columns by role (``successes``, ``trials``; ``counts``, ``exposure``; ``y``).
+
+    ``blocks`` marks the correlated blocks among the group terms (empty when every group term
+    is independent); :attr:`correlated` says whether there is any, for engines that do not
+    handle them yet.
     """
 
     X: np.ndarray
@@ -69,10 +103,16 @@ class Design:
     matrices: Any
     keys: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     response: dict[str, str] = field(default_factory=dict)
+    blocks: list[Block] = field(default_factory=list)
 
     @property
     def n_cells(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def correlated(self) -> bool:
+        """Whether some group terms form a correlated block (``(1 + x|g)``)."""
+        return bool(self.blocks)
 
 
 def _labels(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
@@ -240,8 +280,10 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
             )
         )
     keys = cells.table[[c for c in cells.table.columns if not c.startswith("__")]]
+    blocks = [Block(name, members) for name, members in spec.blocks]
+    response = dict(spec.response)
     return Design(
-        X, names, terms, intercept, spans_constant, offset, groups, dm, keys, dict(spec.response)
+        X, names, terms, intercept, spans_constant, offset, groups, dm, keys, response, blocks
     )
 
 

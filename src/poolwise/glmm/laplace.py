@@ -61,7 +61,7 @@ def refusal(prep: Prepared) -> str | None:
                 f"the prior of {name} is {prior!r}; the Laplace engine takes Normal or Flat "
                 "priors on common effects"
             )
-    if any(getattr(t, "correlated", False) for t in plan.terms):
+    if plan.correlated:
         return "correlated group effects are not in the Laplace engine yet"
     return None
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..simulate import PredictiveCheck, _compare, _draw_index, _replicates
+from .blocks import correlation_matrices, new_level_effects
 from .design import new_codes, slope_values
 from .formula import environment
 
@@ -111,6 +112,7 @@ def linear_predictor_of(
         X = np.hstack(cols)
         for i, name in enumerate(design.names):
             eta += fit.draws[name].reshape(-1)[index, None] * X[:, i]
+    joint = _new_block_levels(fit, frame, rng, index) if unseen == "draw" else {}
     for t in design.groups:
         for c in t.factor_columns:
             if c not in frame:
@@ -136,6 +138,8 @@ def linear_predictor_of(
                 )
             if unseen == "population":
                 effect[:, missing] = 0.0
+            elif t.name in joint:
+                effect[:, missing] = joint[t.name][:, missing]
             else:
                 sd = (
                     fit.draws[t.sigma_name].reshape(-1)[index]
@@ -147,6 +151,42 @@ def linear_predictor_of(
                 )
         eta += effect * value
     return eta
+
+
+def _new_block_levels(
+    fit: RegressionData, frame: pd.DataFrame, rng: np.random.Generator, index: np.ndarray
+) -> dict[str, np.ndarray]:
+    """For each term of a correlated block: the effects of the rows' levels not in the fit,
+    (draws, rows), drawn per new level from the block's fitted covariance (each posterior draw's
+    sds and correlations), so that a new level's intercept and slope are drawn together; rows of
+    fitted levels get 0 (not used)."""
+    out = {}
+    groups = {t.name: t for t in fit.design.groups}
+    for block in fit.plan.blocks:
+        terms = [fit.plan.terms[i] for i in block.terms]
+        first = groups[terms[0].name]
+        if any(c not in frame for c in first.factor_columns):
+            continue  # the caller names the missing column
+        codes = new_codes(first, frame)
+        if not (codes < 0).any():
+            continue
+        labels = frame[list(first.factor_columns)].astype(str).agg(":".join, axis=1)
+        new, inverse = np.unique(np.asarray(labels)[codes < 0], return_inverse=True)
+        R = correlation_matrices(fit.draws, block)[index]
+        sds = np.column_stack(
+            [
+                fit.draws[f"{t.name}_sigma"].reshape(-1)[index]
+                if t.sd is None
+                else np.full(len(index), float(t.sd))
+                for t in terms
+            ]
+        )
+        effects = new_level_effects(sds, R, len(new), rng)
+        for col, t in enumerate(terms):
+            column = np.zeros((len(index), len(frame)))
+            column[:, codes < 0] = effects[:, inverse.reshape(-1), col]
+            out[t.name] = column
+    return out
 
 
 def _new_rows(fit: RegressionData, data: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

@@ -155,6 +155,7 @@ def _sample(
     for t in design.groups:
         if t.sigma_name in result.samples:
             keep.append(t.sigma_name)
+    keep += [row for block in plan.blocks for row in block.rows]
     if "sigma" in result.samples:
         keep.append("sigma")
     population_draws = {k: result.samples[k] for k in keep}
