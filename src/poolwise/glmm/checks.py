@@ -175,13 +175,26 @@ def diagnose(
         )
     for name, (draws, scale) in sd_terms.items():
         draws = np.asarray(draws).ravel()
-        if np.quantile(draws, 0.5) < 0.1 * scale and np.mean(draws < 0.02 * scale) > 0.05:
+        if is_singular(draws, scale):
             out.append(
                 f"{name} sits at its lower boundary (posterior median {np.median(draws):.3g}, "
                 f"prior scale {scale:g}): the levels barely differ beyond noise, as in lme4's "
                 "singular fit; read the factor's effects as completely pooled, or drop the term"
             )
     return out
+
+
+def is_singular(draws: np.ndarray, scale: float) -> bool:
+    """Whether a group sd's posterior sits at zero (lme4's singular fit): its median below a tenth
+    of the prior's scale, and more than 5 % of its draws below a fiftieth.
+
+    Example
+    -------
+    >>> is_singular(np.array([0.0, 0.01, 0.02, 0.5]), 1.0), is_singular(np.ones(4), 1.0)
+    (True, False)
+    """
+    draws = np.asarray(draws).ravel()
+    return bool(np.quantile(draws, 0.5) < 0.1 * scale and np.mean(draws < 0.02 * scale) > 0.05)
 
 
 def stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float):

@@ -84,7 +84,9 @@ class Block:
 
 @dataclass
 class Design:
-    """Common design matrix of the cells (dense, cells x columns), offset and group terms.
+    """Common design matrix of the cells (dense, cells x columns), offset and group terms;
+    ``keys`` the cells' columns as the data held them (one row per cell), ``response`` the
+    formula's outcome columns by role (``successes``, ``trials``; ``counts``, ``exposure``; ``y``).
 
     ``blocks`` marks the correlated blocks among the group terms (empty when every group term
     is independent); :attr:`correlated` says whether there is any, for engines that do not
@@ -99,6 +101,8 @@ class Design:
     offset: np.ndarray
     groups: list[GroupTerm]
     matrices: Any
+    keys: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    response: dict[str, str] = field(default_factory=dict)
     blocks: list[Block] = field(default_factory=list)
 
     @property
@@ -275,8 +279,43 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
                 zero_sum=zero_sum,
             )
         )
+    keys = cells.table[[c for c in cells.table.columns if not c.startswith("__")]]
     blocks = [Block(name, members) for name, members in spec.blocks]
-    return Design(X, names, terms, intercept, spans_constant, offset, groups, dm, blocks)
+    return Design(
+        X,
+        names,
+        terms,
+        intercept,
+        spans_constant,
+        offset,
+        groups,
+        dm,
+        keys,
+        dict(spec.response),
+        blocks,
+    )
+
+
+def slope_values(term: GroupTerm, frame: pd.DataFrame) -> np.ndarray:
+    """What ``term``'s effects multiply on the rows of ``frame``: 1 for an intercept, else its
+    expression evaluated by formulae (a ValueError names a column the rows lack).
+
+    Example
+    -------
+    >>> t = GroupTerm("I(x ** 2)|g", "I(x ** 2)", "g", ("g",), ["a"], np.zeros(1), np.ones(1))
+    >>> slope_values(t, pd.DataFrame({"x": [2.0, 3.0]})).tolist()
+    [4.0, 9.0]
+    """
+    if term.expr == "1":
+        return np.ones(len(frame))
+    from formulae import design_matrices
+
+    for comp in components(describe(f"0 + {term.expr}").terms[0]):
+        for name in sorted(comp.var_names - {""}):
+            if name not in frame and name not in environment().namespace:
+                raise ValueError(f"no column {name!r} in the new data (term {term.name!r})")
+    dm = design_matrices(f"0 + {term.expr}", frame, na_action="error", env=environment())
+    return np.asarray(dm.common.design_matrix, dtype=np.float64).reshape(-1)
 
 
 def new_codes(term: GroupTerm, frame: pd.DataFrame) -> np.ndarray:
