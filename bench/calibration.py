@@ -29,6 +29,8 @@ import calibration_laplace as lp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import poolwise.check as pc  # noqa: E402
+from poolwise import HalfNormal  # noqa: E402
+from poolwise.simulate_formula import PRIORS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "calibration_results"
@@ -73,6 +75,11 @@ def jobs(kind: str) -> dict[str, tuple[pc.CalibrationSpec, int]]:
             for method in ("laplace", "eb") if family in lp.WITH_EB else ("laplace",):
                 spec = pc.CalibrationSpec(family, sizes, method=method, draws=99)
                 out[f"{family}_{method}"] = (spec, lp.N_SIMS)
+        wide = {**PRIORS["bernoulli"], "1|group_sigma": HalfNormal(lp.WIDE_SD)}
+        spec = pc.CalibrationSpec(
+            "regression_bernoulli", lp.SIZES["regression_bernoulli"], "laplace", wide, draws=99
+        )
+        out["regression_bernoulli_laplace_wide"] = (spec, lp.N_SIMS)
     else:
         raise SystemExit(f"unknown job kind {kind!r}")
     return out
@@ -162,7 +169,8 @@ def run(kind: str, names: list[str]) -> None:
         }
         path.write_text(json.dumps(record))
         if not name.startswith("eb_") or name.endswith(("_J5", "_J1000")):
-            fig = cal.plot()
+            plain = name == f"{spec.family}_{spec.method}"
+            fig = cal.plot(None if plain else f"{name}: {n_sims} simulations")
             fig.savefig(PLOTS / f"{name}.png", dpi=72)
             matplotlib.pyplot.close(fig)
         print(f"{name}: {record['seconds']:.0f}s, min p {cal.min_p:.3g}", flush=True)

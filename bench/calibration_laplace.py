@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from poolwise.simulate_formula import FORMULAS, OPTIONS
+from poolwise.simulate_formula import FORMULAS, OPTIONS, PRIORS
 
 # regressions 1 + x + (1|group) fitted by the Laplace engine (poolwise.simulate_formula)
 SIZES = {
@@ -18,6 +18,9 @@ SIZES = {
     "regression_normal": (2, 3, 4, 5, 8, 10, 15, 20),  # rows per level
 }
 WITH_EB = ("regression", "regression_normal")
+# Laplace is weakest for binary outcomes in small levels with a large group sd: the Bernoulli
+# model again, with the group sd's prior HalfNormal(WIDE_SD) instead of HalfNormal(1)
+WIDE_SD = 2.5
 N_SIMS = 500
 HEADING = "## Formula fits by the Laplace engine"
 MARK = "- Laplace engine"  # every finding of this section starts so
@@ -31,31 +34,82 @@ DESCRIBE = {
 }
 
 
+# what explains each run's ranks, by job name (numbers from the runs, and from comparisons with
+# long NUTS runs of the same data sets made while writing them, stated where they are used)
+EXPLAIN = {
+    "regression_laplace": "Cells of 30 trials: the Gaussian conditional at the mode is close "
+    "enough, as NUTS on the same model (the regression row above).",
+    "regression_eb": "As the one-factor eb rows: the effects are drawn given the estimated sd as "
+    "if it were known, so the levels' intervals are too narrow; the sd's ranks pile at L "
+    "(67 of 500 at exactly 99) because eb puts the sd at its boundary (~0, no standard error) "
+    "whenever the levels barely differ, and the truth is then above every draw.",
+    "regression_bernoulli_laplace": "Bernoulli rows are reduced to binomial cells of 1 to 3 "
+    "trials. The lean of the group sd's ranks (the posterior too low) is the known bias of "
+    "Laplace for binary outcomes in small clusters (Breslow and Lin 1995; Joe 2008); under this "
+    "prior most sds are below 1.5, where the bias is small, so the run passes.",
+    "regression_bernoulli_laplace_wide": "The same model with the group sd's prior "
+    "HalfNormal(2.5): larger sds, where Laplace's downward bias for binary data in small levels "
+    "grows, and the run fails: the sd's posterior sits below the truth and the intercept's "
+    "intervals are too narrow. This is the case for adaptive Gauss-Hermite quadrature of each "
+    'level (one scalar factor) and for routing to NUTS (`method="auto"`) elsewhere; until '
+    "then, prefer NUTS for Bernoulli outcomes in levels of a few rows when the sd may be large. "
+    "This model has one scalar factor, the case AGHQ is for.",
+    "regression_poisson_laplace": "Not a bug: the engine applies no skewness correction yet "
+    "(the docstring of `poolwise.glmm.laplace` says so). Given theta, the effects are Gaussian "
+    "at their joint mode, and a Poisson log rate's mode lies above its mean by about "
+    "1/(2 x count) (log c - digamma(c) for a flat prior); the intercept, the mean of the "
+    "levels' log rates, adds these shifts up while its sd shrinks with the number of levels, "
+    "so it leans most. Against long NUTS runs (8,000 draws) of the first 12 simulated data "
+    "sets, the Laplace posterior mean of the Intercept is 0.34 +- 0.03 posterior sds above "
+    "NUTS's (group[7] 0.24 +- 0.03 below, x 0.03, the group sd -0.03), and still 0.22 +- 0.02 "
+    "with an exposure of 50 in every cell (about 50 counts a cell): beyond issue 14's 0.1 sd. "
+    "The simplified-Laplace correction, or AGHQ (this model has one scalar factor), is what "
+    "fixes it.",
+    "regression_normal_laplace": "A normal outcome's effects are exactly Gaussian given theta: "
+    "the engine is exact up to quadrature error.",
+    "regression_normal_eb": "As the binomial eb run: the levels' intervals too narrow, and the "
+    "sd at its boundary in 55 of 500 fits (ranks of exactly 99); the residual sigma, which 67 "
+    "rows determine well, is nearly uniform.",
+}
+
+
 def is_laplace(record: dict) -> bool:
     """Whether a result belongs to this section (a regression not fitted by NUTS)."""
     return record["family"] in SIZES and record["method"] != "nuts"
 
 
 def _family(record: dict) -> str:
-    return "binomial" if record["family"] == "regression" else record["family"].split("_")[1]
+    """The outcome family, and the group sd's prior where it is not the family's default."""
+    family = _outcome(record["family"])
+    sd = record["priors"]["1|group_sigma"]
+    return family if sd == repr(PRIORS[family]["1|group_sigma"]) else f"{family}, sd ~ {sd}"
+
+
+def _outcome(name: str) -> str:
+    return "binomial" if name == "regression" else name.split("_")[1]
 
 
 def _shape(ranks: list[int], L: int) -> str:
-    """How ranks depart from uniform: their mean on 0..1 and their share in the outer tenths."""
+    """How ranks depart from uniform: their mean on 0..1 (and which way the posterior leans, where
+    the mean is more than two standard errors from 1/2) and their share in the outer tenths."""
     r = np.asarray(ranks) / L
     ends = np.mean((r < 0.1) | (r > 0.9))
-    side = "above" if r.mean() > 0.5 else "below"
-    return (
-        f"mean rank {r.mean():.2f} of 1 (the truth lies {side} the posterior's centre more "
-        f"often than not), {ends:.0%} of ranks in the outer tenths (uniform: 20%)"
-    )
+    z = (r.mean() - 0.5) / np.sqrt(1 / 12 / r.size)
+    out = f"mean rank {r.mean():.3f}"
+    if abs(z) > 2:
+        side = "below" if z > 0 else "above"
+        out += f", {abs(z):.1f} standard errors from 1/2: the posterior sits {side} the truth"
+    out += f"; {ends:.0%} of ranks in the outer tenths against 20%"
+    if abs(ends - 0.2) > 3 * np.sqrt(0.16 / r.size):
+        out += ", intervals too " + ("narrow" if ends > 0.2 else "wide")
+    return out
 
 
 def section(records: dict[str, dict], verdict) -> list[str]:
     """The section's lines: the table, the models, their priors."""
     rows = sorted(
         (r for r in records.values() if is_laplace(r)),
-        key=lambda r: (list(SIZES).index(r["family"]), r["method"]),
+        key=lambda r: (list(SIZES).index(r["family"]), r["method"] == "eb"),
     )
     lines = [
         HEADING,
@@ -83,37 +137,38 @@ def section(records: dict[str, dict], verdict) -> list[str]:
         )
     lines += ["", "Models (the job's name, the formula and options, the levels):", ""]
     for family, text in DESCRIBE.items():
-        f = "binomial" if family == "regression" else family.split("_")[1]
+        f = _outcome(family)
         options = "".join(f', {k}="{v}"' for k, v in OPTIONS[f].items())
         lines.append(f"- {family}: `{FORMULAS[f]}`{options}; {text}.")
     lines += ["", "Priors (the same draw the truth and fit):", ""]
     seen = set()
     for r in rows:
-        if r["family"] not in seen:
-            seen.add(r["family"])
+        if _family(r) not in seen:
+            seen.add(_family(r))
             priors = ", ".join(f"{k} ~ {v}" for k, v in r["priors"].items())
-            lines.append(f"- {r['family']}: {priors}")
+            lines.append(f"- {_family(r)}: {priors}")
     return lines + [""]
 
 
 def findings(records: dict[str, dict], verdict) -> list[str]:
-    """One finding per run: uniform or not, and how the ranks of each failing parameter lean."""
+    """One finding per run: uniform or not, how the ranks of each parameter with an unadjusted
+    p-value under 0.05 lean, and what explains it (:data:`EXPLAIN`)."""
     out = []
-    for r in sorted((r for r in records.values() if is_laplace(r)), key=lambda r: r["name"]):
+    runs = (r for r in records.values() if is_laplace(r))
+    for r in sorted(runs, key=lambda r: (list(SIZES).index(r["family"]), r["method"] == "eb")):
         p, ok = verdict(r["tests"])
         head = f"{MARK}, {_family(r)} ({r['method']}, {r['n_sims']} simulations):"
-        if ok:
-            out.append(f"{head} uniform (smallest p {p:.2g}).")
-            continue
-        m = 2 * len(r["tests"])
-        bad = [t for t in r["tests"] if min(t["chi2_p"], t["ecdf_p"]) * m <= 0.01]
+        low = [t for t in r["tests"] if min(t["chi2_p"], t["ecdf_p"]) < 0.05]
         parts = [
             f"{t['parameter']} (p {min(t['chi2_p'], t['ecdf_p']):.2g}: "
             f"{_shape(r['ranks'][t['parameter']], r['draws'])})"
-            for t in bad
+            for t in low
         ]
-        out.append(f"{head} **not uniform** in " + "; ".join(parts) + ".")
-    return out
+        text = f"{head} uniform (smallest p {p:.2g})" if ok else f"{head} **not uniform**"
+        if parts:
+            text += ("; but " if ok else " in ") + "; ".join(parts)
+        out.append(text + ". " + EXPLAIN.get((r["name"]), ""))
+    return [line.rstrip() for line in out]
 
 
 def splice(text: str, lines: list[str], found: list[str], plots: list[str]) -> str:
