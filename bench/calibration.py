@@ -280,15 +280,9 @@ def report() -> None:
     for name, r in records.items():
         if name.startswith("eb_"):
             continue
-        p, ok = _verdict(r["tests"])
-        cells = "; ".join(
-            f"{t['parameter']} {t['chi2_p']:.3f} / {t['ecdf_p']:.3f}" for t in r["tests"]
-        )
-        lines.append(
-            f"| {r['family']} | {r['method']} | {r['n_sims']} | {r['draws']} | "
-            f"{'yes' if ok else '**no**'} | {p:.2g} | {cells} | {r['warnings']} | "
-            f"{r['divergences']} | {r['seconds']:.0f} |"
-        )
+        first = [r["family"], r["method"], r["n_sims"], r["draws"]]
+        last = [r["warnings"], r["divergences"], f"{r['seconds']:.0f}"]
+        lines.append(lp.table_row(first, r, _verdict, last))
     lines += ["", "Group sizes (theta[0] is the smallest group, theta[7] the largest):", ""]
     for family, sizes in SIZES.items():
         lines.append(f"- {family}: {', '.join(f'{s:g}' for s in sizes)}")

@@ -105,6 +105,16 @@ def _shape(ranks: list[int], L: int) -> str:
     return out
 
 
+def table_row(first: list, record: dict, verdict, last: list) -> str:
+    """A table row: ``first``, the verdict, the smallest p, every p-value, then ``last``."""
+    p, ok = verdict(record["tests"])
+    cells = "; ".join(
+        f"{t['parameter']} {t['chi2_p']:.3f} / {t['ecdf_p']:.3f}" for t in record["tests"]
+    )
+    middle = ["yes" if ok else "**no**", f"{p:.2g}", cells]
+    return "| " + " | ".join(str(c) for c in [*first, *middle, *last]) + " |"
+
+
 def section(records: dict[str, dict], verdict) -> list[str]:
     """The section's lines: the table, the models, their priors."""
     rows = sorted(
@@ -126,15 +136,8 @@ def section(records: dict[str, dict], verdict) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        p, ok = verdict(r["tests"])
-        cells = "; ".join(
-            f"{t['parameter']} {t['chi2_p']:.3f} / {t['ecdf_p']:.3f}" for t in r["tests"]
-        )
-        lines.append(
-            f"| {_family(r)} | {r['method']} | {r['groups']} | {r['n_sims']} | {r['draws']} | "
-            f"{'yes' if ok else '**no**'} | {p:.2g} | {cells} | {r['warnings']} | "
-            f"{r['seconds']:.0f} |"
-        )
+        first = [_family(r), r["method"], r["groups"], r["n_sims"], r["draws"]]
+        lines.append(table_row(first, r, verdict, [r["warnings"], f"{r['seconds']:.0f}"]))
     lines += ["", "Models (the job's name, the formula and options, the levels):", ""]
     for family, text in DESCRIBE.items():
         f = _outcome(family)
