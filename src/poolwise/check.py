@@ -7,8 +7,10 @@ model the data came from, every rank is uniform on 0..L; a U shape says the post
 
 :func:`calibration` runs this for one :class:`CalibrationSpec`: a one-factor family with the exact,
 empirical-Bayes (``eb``) or NUTS-on-the-collapsed-model (``nuts``) engine, or a formula regression
-fitted by NUTS. Empirical Bayes is checked with what it reports: group draws given the estimated
-hyperparameters, and its asymptotic normal approximation for the hyperparameters themselves.
+``1 + x + (1|group)`` (binomial, Bernoulli, Poisson or normal, :mod:`poolwise.simulate_formula`)
+fitted by NUTS, the Laplace engine or its empirical Bayes. Empirical Bayes is checked with what it
+reports: group draws given the estimated hyperparameters, and its asymptotic normal approximation
+for the hyperparameters themselves.
 """
 
 from __future__ import annotations
