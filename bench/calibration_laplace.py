@@ -53,9 +53,11 @@ EXPLAIN = {
     "intervals are too narrow. Against long NUTS runs (8,000 draws) of the first 10 simulated "
     "data sets, the Laplace posterior of the group sd has its mean 0.25 +- 0.01 NUTS posterior "
     "sds lower and its sd 8 % narrower; the Intercept's sd is 10 % narrower (its mean differs "
-    "by 0.10 +- 0.10 sd, either way), x's 5 % narrower: the group sd's mean is beyond issue 14's 0.1 posterior sd, the widths at "
-    "its 10 % limit (`python bench/laplace_vs_nuts.py bernoulli_wide`). This is the case for adaptive Gauss-Hermite quadrature of each "
-    'level (one scalar factor) and for routing to NUTS (`method="auto"`) elsewhere; until '
+    "by 0.10 +- 0.10 sd, either way), x's 5 % and the levels' effects' 12-16 % narrower: "
+    "beyond issue 14's 0.1 posterior sd in the group sd's mean and its 10 % in the widths "
+    "(`python bench/laplace_vs_nuts.py bernoulli_wide`). "
+    "This is the case for adaptive Gauss-Hermite quadrature of each level (one scalar factor)"
+    ' and for routing to NUTS (`method="auto"`) elsewhere; until '
     "then, prefer NUTS for Bernoulli outcomes in levels of a few rows when the sd may be large. "
     "This model has one scalar factor, the case AGHQ is for.",
     "regression_poisson_laplace": "Not a bug: the engine applies no skewness correction yet "
