@@ -1,4 +1,4 @@
-"""Long-run NUTS reference posteriors of three regressions, written with numpyro (never poolwise).
+"""Long-run NUTS reference posteriors of four regressions, written with numpyro (never poolwise).
 
 The suite compares poolwise's formula fits with these stored summaries instead of sampling an
 independent reference on every run. Each model is fitted to its data set (built here, with fixed
@@ -7,7 +7,7 @@ seeds, by the functions the tests import) with 4 chains in float64 and written t
 error of the mean, bulk ESS, the ESS of its squared deviations (which sets the Monte Carlo error
 of an sd) and its kurtosis.
 
-    python tests/reference/run_glmm_references.py                 # all three
+    python tests/reference/run_glmm_references.py                 # all four
     python tests/reference/run_glmm_references.py radon --samples 2000 --dry
 
 Models (zero-sum group effects built as c - mean(c), c iid N(0, sd): the marginal of c - mean(c)
@@ -15,6 +15,10 @@ is poolwise's zero-sum normal, and mean(c) is not in the likelihood):
 
 - ``radon``: log_radon ~ 1 + floor + (1|county), Minnesota radon (919 homes, 85 counties);
   Intercept ~ N(1.5, 2), floor ~ N(0, 2), county sd ~ HalfNormal(1), sigma ~ HalfNormal(2).
+- ``radon_slopes``: log_radon ~ 1 + floor + (1 + floor|county), a correlated county intercept
+  and floor slope (Gelman and Hill's M3): Intercept ~ N(1.5, 2), floor ~ N(0, 2), both sds ~
+  HalfNormal(1), their correlation ~ LKJ(1), sigma ~ HalfNormal(2); each county's (intercept,
+  slope) = diag(sd) L z with z standard normal, then centred over the counties.
 - ``binomial_crossed``: p(k, n) ~ 1 + x + (1|a) + (1|b), 2,000 rows, 8 x 6 crossed levels;
   Intercept ~ N(0, 2), x ~ N(0, 1), both sds ~ HalfNormal(1).
 - ``poisson_crossed``: c ~ 1 + x + (1|a) + (1|b) + offset(log(t)), the same design with exposure.
@@ -90,6 +94,28 @@ def radon_model(y, floor, county, n):
     numpyro.sample("y", dist.Normal(a + b * floor + u[county], sigma), obs=y)
 
 
+def radon_slopes_model(y, floor, county, n):
+    import numpyro
+    import numpyro.distributions as dist
+
+    a = numpyro.sample("a", dist.Normal(1.5, 2))
+    b = numpyro.sample("b", dist.Normal(0, 2))
+    sd = numpyro.sample("sd", dist.HalfNormal(1).expand([2]).to_event(1))
+    L = numpyro.sample("L", dist.LKJCholesky(2, 1.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2))
+    z = numpyro.sample("z", dist.Normal(0, 1).expand([n, 2]).to_event(2))
+    c = z @ (sd[:, None] * L).T
+    u = c - c.mean(axis=0)
+    numpyro.deterministic("u0", u[:, 0])
+    numpyro.deterministic("u1", u[:, 1])
+    numpyro.deterministic("sd0", sd[0])
+    numpyro.deterministic("sd1", sd[1])
+    numpyro.deterministic("rho", L[1, 0])
+    numpyro.sample(
+        "y", dist.Normal(a + b * floor + u[county, 0] + u[county, 1] * floor, sigma), obs=y
+    )
+
+
 def _crossed_effects():
     import numpyro
     import numpyro.distributions as dist
@@ -147,6 +173,21 @@ MODELS = {
             "1|county_sigma": "tau",
             "sigma": "sigma",
             "1|county": "u",
+        },
+    ),
+    "radon_slopes": (
+        radon_slopes_model,
+        _radon_args,
+        10,
+        {
+            "Intercept": "a",
+            "floor": "b",
+            "1|county_sigma": "sd0",
+            "floor|county_sigma": "sd1",
+            "1 + floor|county_corr": "rho",
+            "sigma": "sigma",
+            "1|county": "u0",
+            "floor|county": "u1",
         },
     ),
     "binomial_crossed": (
