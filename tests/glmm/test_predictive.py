@@ -183,11 +183,12 @@ def test_bad_new_rows_are_refused_by_name(binomial, new, options, error, match):
 
 
 def test_slopes_of_expressions_predict_and_simulate_on_new_rows():
-    """(1 + I(x ** 2)|g): the slope is the expression's value on the new rows."""
+    """(I(x ** 2)||g) (independent intercept and slope, for the Laplace engine): the slope is
+    the expression's value on the new rows."""
     rng = np.random.default_rng(4)
     df = pd.DataFrame({"g": rng.integers(0, 4, 120), "x": rng.integers(-2, 3, 120)})
     df["y"] = 1 + 0.2 * df["x"] ** 2 + rng.normal(size=120)
-    fit = _fit("y ~ np.log(x + 10) + (1 + I(x ** 2)|g)", df)
+    fit = _fit("y ~ np.log(x + 10) + (I(x ** 2)||g)", df)
     new = pd.DataFrame({"g": [0, 3], "x": [2.0, -1.0]})
     d = fit.draws
     eta = (

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from ..simulate import PredictiveCheck, _compare, _draw_index, _replicates
-from .blocks import correlation_matrices, new_level_effects
 from .design import new_codes, slope_values
 from .formula import environment
 
@@ -86,7 +85,8 @@ def linear_predictor_of(
     """The linear predictor of each row of ``frame`` (no offset) at the posterior draws ``index``
     (None: all), shape (draws, rows). A level not in the fit is refused (``unseen="raise"``),
     gets no deviation (``"population"``) or an effect drawn from N(0, sd) per draw (``"draw"``,
-    from ``rng``)."""
+    from ``rng``; a correlated block's coefficients of a new level are drawn together, see
+    :func:`_new_block_levels`)."""
     if unseen not in UNSEEN:
         raise ValueError(f"unseen must be one of {', '.join(map(repr, UNSEEN))}, got {unseen!r}")
     design, plan = fit.design, fit.plan
@@ -151,42 +151,6 @@ def linear_predictor_of(
                 )
         eta += effect * value
     return eta
-
-
-def _new_block_levels(
-    fit: RegressionData, frame: pd.DataFrame, rng: np.random.Generator, index: np.ndarray
-) -> dict[str, np.ndarray]:
-    """For each term of a correlated block: the effects of the rows' levels not in the fit,
-    (draws, rows), drawn per new level from the block's fitted covariance (each posterior draw's
-    sds and correlations), so that a new level's intercept and slope are drawn together; rows of
-    fitted levels get 0 (not used)."""
-    out = {}
-    groups = {t.name: t for t in fit.design.groups}
-    for block in fit.plan.blocks:
-        terms = [fit.plan.terms[i] for i in block.terms]
-        first = groups[terms[0].name]
-        if any(c not in frame for c in first.factor_columns):
-            continue  # the caller names the missing column
-        codes = new_codes(first, frame)
-        if not (codes < 0).any():
-            continue
-        labels = frame[list(first.factor_columns)].astype(str).agg(":".join, axis=1)
-        new, inverse = np.unique(np.asarray(labels)[codes < 0], return_inverse=True)
-        R = correlation_matrices(fit.draws, block)[index]
-        sds = np.column_stack(
-            [
-                fit.draws[f"{t.name}_sigma"].reshape(-1)[index]
-                if t.sd is None
-                else np.full(len(index), float(t.sd))
-                for t in terms
-            ]
-        )
-        effects = new_level_effects(sds, R, len(new), rng)
-        for col, t in enumerate(terms):
-            column = np.zeros((len(index), len(frame)))
-            column[:, codes < 0] = effects[:, inverse.reshape(-1), col]
-            out[t.name] = column
-    return out
 
 
 def _new_rows(fit: RegressionData, data: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -338,3 +302,41 @@ def check_cells(
         return _compare(statistic, s["mean"], replicated, "cell")
     value = "successes" if likelihood == "binomial" else "counts"
     return _compare(statistic, s[value] / s[size], replicated / s[size], "cell")
+
+
+def _new_block_levels(
+    fit: RegressionData, frame: pd.DataFrame, rng: np.random.Generator, index: np.ndarray
+) -> dict[str, np.ndarray]:
+    """For each term of a correlated block: the effects of the rows' levels not in the fit,
+    (draws, rows), drawn per new level from the block's covariance at each posterior draw of
+    ``index`` (its sds and correlations), so that a new level's intercept and slope are drawn
+    together; rows of fitted levels get 0 (not used)."""
+    from .blocks import correlation_matrices, new_level_effects
+
+    out = {}
+    groups = {t.name: t for t in fit.design.groups}
+    for block in fit.plan.blocks:
+        terms = [fit.plan.terms[i] for i in block.terms]
+        first = groups[terms[0].name]
+        if any(c not in frame for c in first.factor_columns):
+            continue  # the caller names the missing column
+        codes = new_codes(first, frame)
+        if not (codes < 0).any():
+            continue
+        labels = frame[list(first.factor_columns)].astype(str).agg(":".join, axis=1)
+        new, inverse = np.unique(np.asarray(labels)[codes < 0], return_inverse=True)
+        R = correlation_matrices(fit.draws, block)[index]
+        sds = np.column_stack(
+            [
+                fit.draws[f"{t.name}_sigma"].reshape(-1)[index]
+                if t.sd is None
+                else np.full(len(index), float(t.sd))
+                for t in terms
+            ]
+        )
+        effects = new_level_effects(sds, R, len(new), rng)
+        for col, t in enumerate(terms):
+            column = np.zeros((len(index), len(frame)))
+            column[:, codes < 0] = effects[:, inverse.reshape(-1), col]
+            out[t.name] = column
+    return out

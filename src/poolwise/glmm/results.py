@@ -140,9 +140,9 @@ class GlmmFit(PoolFit, RegressionData):
 
         ``unseen`` says what a level not in the fit gets: ``"raise"`` (a ValueError naming it),
         ``"population"`` (no deviation: the population mean) or ``"draw"`` (a new group's effect
-        drawn from N(0, sd) per posterior draw, seeded by ``seed``; the terms of a correlated
-        block ``(1 + x|g)`` draw a new level's intercept and slope together, from each draw's
-        sds and correlations). Poisson rates are per unit of exposure.
+        drawn from N(0, sd) per posterior draw, seeded by ``seed``; a correlated block
+        ``(1 + x|g)`` draws a new level's intercept and slope together). Poisson rates are per
+        unit of exposure.
 
         Example
         -------
