@@ -147,6 +147,19 @@ def diagnose(
             f"low effective sample size (< 400) for {len(low)} parameter(s), lowest {worst}: "
             "means and intervals of these are noisy; draw more (draws=) or reparametrize"
         )
+    return out + boundary_notes(sd_terms)
+
+
+def boundary_notes(sd_terms: dict[str, tuple[np.ndarray, float]]) -> list[str]:
+    """A note for each group sd whose posterior sits at zero (a fact about the data, whichever
+    engine found it); ``sd_terms`` maps a name to its draws and its prior's scale.
+
+    Example
+    -------
+    >>> boundary_notes({"1|g_sigma": (np.full(100, 0.001), 1.0)})[0][:34]
+    '1|g_sigma sits at its lower bounda'
+    """
+    out = []
     for name, (draws, scale) in sd_terms.items():
         draws = np.asarray(draws).ravel()
         if np.quantile(draws, 0.5) < 0.1 * scale and np.mean(draws < 0.02 * scale) > 0.05:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..data import reduce
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
 from ..fitdata import FitData, RegressionData
 from ..onefactor import fit_groups
 from ..priors import Flat, HalfNormal, Normal, Prior
+from .aghq import Declined, fit_aghq
 from .cells import Cells, reduce_cells
-from .checks import diagnose, identifiability, stats_table
+from .checks import boundary_notes, diagnose, identifiability, stats_table
 from .design import Design, build_design
 from .formula import FormulaSpec, parse_formula
 from .model import (
@@ -30,6 +33,7 @@ from .model import (
     make_model,
     prior_scale,
 )
+from .tables import groups_table, population_table
 
 PARAMETRIZATIONS = ("auto", "non-centered", "centered", "as-written")
 # a full (dense) mass matrix is adapted when the model has at most this many unconstrained
@@ -240,66 +244,38 @@ def _model_data(cells: Cells, design: Design, scales: Scales) -> dict[str, Any]:
     }
 
 
-def _groups_table(cells: Cells, design: Design, plan: ModelPlan, draws: dict, prob: float):
-    """Per (term, level): size, raw (the level's data-only estimate), pooled mean/sd/HDI, shrinkage.
+@dataclass
+class _Prepared:
+    """A formula model ready for an engine: its cells, design, priors and plan, and the
+    messages found on the way (identifiability)."""
 
-    ``raw`` is one Newton step of the likelihood alone from the pooled effect, the other
-    parameters at their posterior means; ``shrinkage`` is prior precision / (prior + data
-    precision) averaged over the sd draws (DESIGN.md's B_j for this model).
-    """
-    from ..intervals import hdi_from_draws
+    formula: str
+    spec: FormulaSpec
+    cells: Cells
+    design: Design
+    scales: Scales
+    plan: ModelPlan
+    notes: list[str]
+    used: dict
+    messages: list[str]
+    skipped: str | None
+    hdi_prob: float = 0.94
+    seed: int = 0
 
-    s = cells.stats()
-    eta = design.offset.copy()
-    for i, name in enumerate(design.names):
-        eta = eta + design.X[:, i] * float(draws[name].mean())
-    for t in design.groups:
-        eta = eta + draws[t.name].reshape(-1, t.n_levels).mean(axis=0)[t.codes] * t.values
-    if cells.likelihood == "binomial":
-        p = 1.0 / (1.0 + np.exp(-eta))
-        score, w, size = s["successes"] - s["trials"] * p, s["trials"] * p * (1 - p), s["trials"]
-    elif cells.likelihood == "poisson":
-        mu = np.exp(eta)
-        score, w, size = s["counts"] - mu, mu, s["exposure"]
-    else:
-        s2 = float(np.mean(draws["sigma"] ** 2))
-        score, w, size = s["n"] * (s["mean"] - eta) / s2, s["n"] / s2, s["n"]
-    frames = []
-    for t, tp in zip(design.groups, plan.terms, strict=True):
-        b = draws[t.name].reshape(-1, t.n_levels)
-        L = t.n_levels
-        sc = np.bincount(t.codes, weights=score * t.values, minlength=L)
-        info = np.bincount(t.codes, weights=w * t.values**2, minlength=L)
-        n = np.bincount(t.codes, weights=size, minlength=L)
-        mean = b.mean(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            raw = np.where(info > 0, mean + sc / info, np.nan)
-        sd = draws[t.sigma_name].reshape(-1) if t.sigma_name in draws else np.array([tp.sd])
-        shrink = (1.0 / (1.0 + info[None, :] * sd[:, None] ** 2)).mean(axis=0)
-        lo, hi = hdi_from_draws(b, prob)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "n": n,
-                    "raw": raw,
-                    "mean": mean,
-                    "sd": b.std(axis=0),
-                    "hdi_low": lo,
-                    "hdi_high": hi,
-                    "shrinkage": shrink,
-                },
-                index=pd.MultiIndex.from_arrays([[t.name] * L, t.levels], names=["term", "level"]),
-            )
-        )
-    if not frames:
-        return pd.DataFrame(
-            columns=["n", "raw", "mean", "sd", "hdi_low", "hdi_high", "shrinkage"],
-            index=pd.MultiIndex.from_arrays([[], []], names=["term", "level"]),
-        )
-    out = pd.concat(frames)
-    if cells.likelihood != "poisson":
-        out["n"] = out["n"].round().astype(np.int64)
-    return out
+
+def _prepare(formula, data, family, exposure, priors, parametrization, spec) -> _Prepared:
+    spec = spec or parse_formula(formula, family, exposure)
+    cells = reduce_cells(data, spec)
+    design = build_design(cells, spec)
+    scales = data_scales(cells.likelihood, cells.stats())
+    common, sds, sigma, used = _resolve_priors(priors, design, cells, scales, parametrization)
+    plan, notes = _plan(cells, design, scales, common, sds, sigma, parametrization)
+    problems, skipped = identifiability(design)
+    for m in problems:
+        warnings.warn(m, PoolwiseWarning, stacklevel=4)
+    return _Prepared(
+        formula, spec, cells, design, scales, plan, notes, used, list(problems), skipped
+    )
 
 
 def fit_formula(
@@ -320,6 +296,7 @@ def fit_formula(
     spec: FormulaSpec | None = None,
     dense_mass: bool | None = None,
     chain_method: str = "auto",
+    method: str = "nuts",
 ) -> RegressionData:
     """Fit a regression with group-specific effects by NUTS (see :func:`poolwise.fit`).
 
@@ -353,16 +330,15 @@ def fit_formula(
     check_seed(seed)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
-    spec = spec or parse_formula(formula, family, exposure)
-    cells = reduce_cells(data, spec)
-    design = build_design(cells, spec)
-    scales = data_scales(cells.likelihood, cells.stats())
-    common, sds, sigma, used = _resolve_priors(priors, design, cells, scales, parametrization)
-    plan, notes = _plan(cells, design, scales, common, sds, sigma, parametrization)
-    problems, skipped = identifiability(design)
-    messages = list(problems)
-    for m in problems:
-        warnings.warn(m, PoolwiseWarning, stacklevel=3)
+    model = _prepare(formula, data, family, exposure, priors, parametrization, spec)
+    model.hdi_prob, model.seed = hdi_prob, int(seed)
+    if method != "nuts":
+        try:
+            return _aghq_record(model, draws)
+        except Declined as err:
+            if method == "laplace":
+                raise ValueError(f"method='laplace': {err}; use method='nuts'") from None
+    cells, design, scales, plan = model.cells, model.design, model.scales, model.plan
     if dense_mass is None:
         dense_mass = plan.size <= DENSE_MAX and all(t.sd is not None for t in plan.terms)
     result = sample_nuts(
@@ -378,36 +354,9 @@ def fit_formula(
         program_key=f"poolwise.glmm:{plan!r}",
         chain_method=chain_method,
     )
-    keep = [*design.names]
-    for t in design.groups:
-        if t.sigma_name in result.samples:
-            keep.append(t.sigma_name)
-    if "sigma" in result.samples:
-        keep.append("sigma")
-    population_draws = {k: result.samples[k] for k in keep}
-    group_draws = {t.name: result.samples[t.name] for t in design.groups}
-    all_draws = {**population_draws, **group_draws}
-    coords = {t.name: t.levels for t in design.groups}
-    table = stats_table(all_draws, coords, hdi_prob)
-    n_total = result.diverging.size
-    sd_terms = {
-        t.sigma_name: (result.samples[t.sigma_name], prior_scale(tp.sd_prior))
-        for t, tp in zip(design.groups, plan.terms, strict=True)
-        if t.sigma_name in result.samples
-    }
-    found = diagnose(table, result.divergences, n_total, sd_terms)
-    for m in found:
-        warnings.warn(m, PoolwiseWarning, stacklevel=3)
-    messages += found
-    pop = table.loc[keep].iloc[:, :4].copy()
-    pop.columns = ["mean", "sd", "hdi_low", "hdi_high"]
-    pop.insert(2, "median", [float(np.median(population_draws[k])) for k in keep])
-    pop.index.name = "parameter"
-    groups = _groups_table(cells, design, plan, all_draws, hdi_prob)
-    flat = {k: v.reshape(-1) for k, v in population_draws.items()}
     info = {
         "parametrization": parametrization,
-        "centering": notes,
+        "centering": model.notes,
         "divergences": result.divergences,
         "seconds": result.seconds,
         "time_to_first_draw": result.time_to_first_draw,
@@ -417,9 +366,54 @@ def fit_formula(
         "dense_mass": bool(dense_mass),
         "chain_method": result.info["chain_method"],
     }
-    if skipped:
-        info["identifiability"] = skipped
-    fam = spec.family
+    return _record(
+        model,
+        result.samples,
+        "nuts",
+        f"regression with group-specific terms: numpyro NUTS, {chains} chains",
+        info,
+        lambda table, sd_terms: diagnose(
+            table, result.divergences, result.diverging.size, sd_terms
+        ),
+        divergences=result.divergences,
+        sample_stats={"diverging": result.diverging, "tree_depth": result.tree_depth},
+    )
+
+
+def _record(
+    model: _Prepared,
+    samples: dict[str, np.ndarray],
+    method: str,
+    reason: str,
+    info: dict,
+    diagnostics: Callable[[Any, dict], list[str]],
+    **extra: Any,
+) -> RegressionData:
+    """The fit's record from its draws, (chains, draws, ...) per parameter: tables, the
+    engine's ``diagnostics`` (warned and kept), the model behind it."""
+    cells, design, plan = model.cells, model.design, model.plan
+    keep = [*design.names]
+    for t in design.groups:
+        if t.sigma_name in samples:
+            keep.append(t.sigma_name)
+    if "sigma" in samples:
+        keep.append("sigma")
+    population_draws = {k: samples[k] for k in keep}
+    group_draws = {t.name: samples[t.name] for t in design.groups}
+    all_draws = {**population_draws, **group_draws}
+    coords = {t.name: t.levels for t in design.groups}
+    table = stats_table(all_draws, coords, model.hdi_prob)
+    sd_terms = {
+        t.sigma_name: (samples[t.sigma_name], prior_scale(tp.sd_prior))
+        for t, tp in zip(design.groups, plan.terms, strict=True)
+        if t.sigma_name in samples
+    }
+    found = diagnostics(table, sd_terms)
+    for m in found:
+        warnings.warn(m, PoolwiseWarning, stacklevel=4)
+    if model.skipped:
+        info["identifiability"] = model.skipped
+    fam = model.spec.family
     return RegressionData(
         family=GlmmFamily(
             fam,
@@ -428,26 +422,51 @@ def fit_formula(
             sds=tuple(k for k in keep if k not in design.names),
         ),
         pooling="partial",
-        method="nuts",
-        method_reason=f"regression with group-specific terms: numpyro NUTS, {chains} chains",
-        priors=used,
-        groups=groups,
-        population=pop,
-        hdi_prob=hdi_prob,
+        method=method,
+        method_reason=reason,
+        priors=model.used,
+        groups=groups_table(cells, design, plan, all_draws, model.hdi_prob),
+        population=population_table(table, population_draws),
+        hdi_prob=model.hdi_prob,
         n_rows=cells.n_rows,
-        seed=int(seed),
+        seed=model.seed,
         observed={k: v for k, v in cells.stats().items()},
-        hyper_draws=flat,
-        warnings=tuple(messages),
+        hyper_draws={k: v.reshape(-1) for k, v in population_draws.items()},
+        warnings=tuple(model.messages + found),
         info=info,
-        formula=formula,
+        formula=model.formula,
         draws=all_draws,
         coords=coords,
         design=design,
         plan=plan,
-        divergences=result.divergences,
-        sample_stats={"diverging": result.diverging, "tree_depth": result.tree_depth},
         table=table,
+        **extra,
+    )
+
+
+def _aghq_record(model: _Prepared, draws: int) -> RegressionData:
+    """The fit by adaptive Gauss–Hermite quadrature (:mod:`poolwise.glmm.aghq`), as one chain of
+    independent draws; raises :class:`~poolwise.glmm.aghq.Declined` where it does not apply."""
+    start = time.perf_counter()
+    rng = np.random.default_rng([model.seed, 7])
+    samples, facts, notes = fit_aghq(model.cells, model.design, model.plan, draws, rng)
+    for m in notes:
+        warnings.warn(m, PoolwiseWarning, stacklevel=4)
+    model.messages.extend(notes)
+    info = {"seconds": time.perf_counter() - start, "cells": model.design.n_cells, **facts}
+    what = "binomial" if model.cells.likelihood == "binomial" else "poisson"
+    reason = (
+        f"one scalar grouping factor of a {what} regression: each level's effect integrated by "
+        f"adaptive Gauss–Hermite, {facts['nodes']} nodes; the common effects Gaussian given the "
+        "group sd (Laplace on that exact likelihood); the sd by adaptive quadrature"
+    )
+    return _record(
+        model,
+        {k: v[None] for k, v in samples.items()},
+        "laplace",
+        reason,
+        info,
+        lambda table, sd_terms: boundary_notes(sd_terms),
     )
 
 
@@ -467,11 +486,13 @@ def fit_from_api(
 ) -> FitData:
     """The formula door of :func:`poolwise.fit`: one factor with an intercept only goes to the
     one-factor engines (the same numbers as ``fit(data, group=...)``), unless NUTS is asked for
-    (``method="nuts"`` or any of its options in ``nuts``); the rest goes to NUTS."""
+    (``method="nuts"`` or any of its options in ``nuts``); with ``"laplace"`` or ``"auto"``, one
+    scalar factor of a binomial or poisson regression goes to adaptive Gauss–Hermite quadrature
+    (:mod:`poolwise.glmm.aghq`); the rest goes to NUTS."""
     if data is None:
         raise TypeError("fit(formula, data=...): give the data with data=")
     spec = parse_formula(formula, family, exposure)
-    if method in ("exact", "eb") and spec.intercept_only_factor is not None and nuts:
+    if nuts and (method == "laplace" or (method in ("exact", "eb") and spec.intercept_only_factor)):
         raise TypeError(
             f"fit: {', '.join(nuts)} not used by method={method!r} (they apply to NUTS); "
             "leave them out or pass method='nuts'"
@@ -496,8 +517,10 @@ def fit_from_api(
             f"method={method!r} fits one grouping factor with an intercept only, "
             f"'y ~ 1 + (1|g)'; {formula!r} needs method='nuts' (or 'auto')"
         )
-    if method not in ("auto", "nuts"):
-        raise ValueError(f"method must be one of 'auto', 'exact', 'eb', 'nuts', got {method!r}")
+    if method not in ("auto", "nuts", "laplace"):
+        raise ValueError(
+            f"method must be one of 'auto', 'exact', 'eb', 'laplace', 'nuts', got {method!r}"
+        )
     if pooling != "partial":
         raise ValueError(
             f"pooling={pooling!r}: a formula fit by NUTS pools partially; for no pooling write "
@@ -513,5 +536,6 @@ def fit_from_api(
         hdi_prob=hdi_prob,
         seed=seed,
         spec=spec,
+        method="nuts" if nuts else method,
         **nuts,
     )
