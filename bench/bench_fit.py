@@ -21,8 +21,9 @@ other jobs on a loaded machine disturb less).
 Part ``schools``: the 50-schools partial-pooling fit (mu ~ Normal(50, 10), tau ~ Exponential(1),
 sigma ~ Exponential(1); tests/reference/fifty_schools.csv), ``python -c`` that imports poolwise,
 reads the CSV and fits, against the same model written for PyMC as the usual centered model on raw
-rows and sampled with ``pm.sample()`` defaults (compilation included). Printed: median wall times,
-their ratio, and the largest disagreement between the two posteriors in posterior sd (and in
+rows and sampled with ``pm.sample()`` defaults but for ``--pymc-chains`` (4, its default on a
+machine of 4 CPUs or more; compilation included), the two alternating run by run. Printed: median
+wall times, their ratio, and the largest disagreement between the two posteriors in posterior sd (and in
 PyMC's Monte Carlo standard errors, to tell disagreement from sampling noise), over mu, tau,
 sigma and every theta_j; poolwise is also checked against the long NUTS reference run
 tests/reference/fifty_schools_partial.json.
@@ -85,7 +86,7 @@ with pm.Model(coords={"school": schools}):
     theta = pm.Normal("theta", mu, tau, dims="school")
     sigma = pm.Exponential("sigma", 1)
     pm.Normal("y", theta[idx], sigma, observed=df["score"].to_numpy())
-    idata = pm.sample(progressbar=False, random_seed=int(sys.argv[2]))
+    idata = pm.sample(progressbar=False, random_seed=int(sys.argv[2]), chains=int(sys.argv[3]))
 t2 = time.perf_counter()
 post = idata.posterior
 mcse = az.mcse(idata)
@@ -224,21 +225,24 @@ def disagreement(a: dict, b: dict, keys: list[str]) -> dict:
 
 def schools(args) -> dict:
     print(f"== 50 schools, whole process ({len(os.sched_getaffinity(0))} cores) ==", flush=True)
-    pw_walls, pw = [], None
-    for i in range(args.repeat):
-        wall, res, err = run(POOLWISE_50, str(CSV), timeout=300)
-        if res is None:
-            sys.exit(f"poolwise run failed: {err}")
-        pw_walls.append(wall)
-        pw = res
-        print(
-            f"  poolwise run {i + 1}: {wall:6.2f} s  (import {res['import_s']:.2f} s, "
-            f"read+fit {res['fit_s']:.2f} s)",
-            flush=True,
-        )
-    pm_walls, pm_runs = [], []
-    for i in range(args.pymc_runs):
-        wall, res, err = run(PYMC_50, str(CSV), str(i + 1), timeout=590)
+    pw_walls, pw, pm_walls, pm_runs = [], None, [], []
+    # alternating, so that a change in the machine's load falls on both alike
+    for i in range(max(args.repeat, args.pymc_runs)):
+        if i < args.repeat:
+            wall, res, err = run(POOLWISE_50, str(CSV), timeout=300)
+            if res is None:
+                sys.exit(f"poolwise run failed: {err}")
+            pw_walls.append(wall)
+            pw = res
+            print(
+                f"  poolwise run {i + 1}: {wall:6.2f} s  (import {res['import_s']:.2f} s, "
+                f"read+fit {res['fit_s']:.2f} s)",
+                flush=True,
+            )
+        if i >= args.pymc_runs:
+            continue
+        chains = str(args.pymc_chains)
+        wall, res, err = run(PYMC_50, str(CSV), str(i + 1), chains, timeout=590)
         if res is None:
             print(f"  pymc run {i + 1}: failed: {err}", flush=True)
             continue
@@ -402,6 +406,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5, help="poolwise runs of the 50 schools")
     p.add_argument("--fits", type=int, default=3, help="fits per size (median)")
     p.add_argument("--pymc-runs", type=int, default=2)
+    p.add_argument(
+        "--pymc-chains", type=int, default=4, help="PyMC's chains (4: its default on 4 CPUs)"
+    )
     p.add_argument("--sizes", nargs="+", default=["1e3", "1e4", "1e5", "1e6"])
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     p.add_argument("--methods", nargs="+", default=["auto", "exact"], choices=("auto", "exact"))

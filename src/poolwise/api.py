@@ -11,58 +11,46 @@ from typing import Any
 
 from .data import GroupStats, reduce
 from .errors import PoolwiseWarning
+from .families import FAMILIES, Family, Layout
 from .fitdata import FitData, RegressionData
 from .onefactor import fit_groups
 from .results import PoolFit
 
 
-def family_for(
-    y: str | None,
-    se: str | None,
-    successes: str | None,
-    trials: str | None,
-    counts: str | None,
-    exposure: str | None,
-    n: str | None = None,
-    sd: str | None = None,
-) -> tuple[str, dict[str, str]]:
-    """The family implied by the columns named, and the role → column mapping.
+def family_for(**roles: str) -> tuple[str, dict[str, str]]:
+    """The registered family whose layout reads exactly the roles named, and the role → column
+    mapping. A role no family reads is a TypeError naming it.
 
     Example
     -------
-    >>> family_for("mean", None, None, None, None, None, n="size", sd="sd")
+    >>> family_for(y="mean", n="size", sd="sd")
     ('normal', {'y': 'mean', 'n': 'size', 'sd': 'sd'})
     """
-    given = {
-        k: v
-        for k, v in dict(
-            y=y,
-            se=se,
-            successes=successes,
-            trials=trials,
-            counts=counts,
-            exposure=exposure,
-            n=n,
-            sd=sd,
-        ).items()
-        if v is not None
-    }
-    options = [
-        ("binomial", {"successes", "trials"}, set()),
-        ("poisson", {"counts"}, {"exposure"}),
-        ("normal_se", {"y", "se"}, set()),
-        ("normal", {"y", "n", "sd"}, set()),
-        ("normal", {"y"}, set()),
-    ]
-    for name, required, optional in options:
-        if required <= set(given) and set(given) <= required | optional:
+    known = {role for cls in FAMILIES.values() for lay in cls.layouts for role in lay.roles}
+    unknown = sorted(set(roles) - known)
+    if unknown:
+        raise TypeError(
+            f"unknown keyword {', '.join(map(repr, unknown))}: no registered family reads such a "
+            f"column; the families' columns are {', '.join(sorted(known))}"
+        )
+    given = {k: v for k, v in roles.items() if v is not None}
+    for name, cls in FAMILIES.items():
+        if any(lay.reads(set(given)) for lay in cls.layouts):
             return name, given
+    shown = [f"{_roles_text(lay)} ({cls.name})" for cls in FAMILIES.values() for lay in cls.layouts]
     raise TypeError(
-        "name the outcome columns of one family: y (normal rows), y with n and sd (normal, one "
-        "row per group of its size, mean and sd), y and se (known standard errors), successes "
-        "and trials (binomial), or counts with optional exposure (Poisson); "
+        f"name the outcome columns of one family: {', '.join(shown)}; "
         f"got {', '.join(f'{k}={v!r}' for k, v in given.items()) or 'none'}"
     )
+
+
+def _roles_text(lay: Layout) -> str:
+    """A layout's roles in words: ``y with n and sd``, ``counts with optional exposure``."""
+    first, *rest = lay.required
+    more = [" and ".join(rest)] if rest else []
+    if lay.optional:
+        more.append(f"optional {' and '.join(lay.optional)}")
+    return first + (f" with {' and '.join(more)}" if more else "")
 
 
 def fit(
@@ -70,14 +58,6 @@ def fit(
     data: Any = None,
     *,
     group: str | None = None,
-    y: str | None = None,
-    se: str | None = None,
-    successes: str | None = None,
-    trials: str | None = None,
-    counts: str | None = None,
-    exposure: str | None = None,
-    n: str | None = None,
-    sd: str | None = None,
     pooling: str = "partial",
     method: str = "auto",
     priors: dict | None = None,
@@ -90,10 +70,13 @@ def fit(
     tune: int | None = None,
     target_accept: float | None = None,
     progress: bool | None = None,
+    **roles: str,
 ) -> PoolFit:
     """Fit a no-, complete- or partial-pooling model of one grouping factor.
 
-    ``spec`` is the data (a dataframe or a path). The family follows from the columns named: ``y`` alone → normal rows with an unknown
+    ``spec`` is the data (a dataframe or a path). The family follows from the columns named, each
+    by its role as a keyword (the roles of a registered family: see
+    :func:`poolwise.families.register_family`): ``y`` alone → normal rows with an unknown
     within-group sd; ``y`` and ``se`` → estimates with known standard errors; ``successes`` and
     ``trials`` → binomial with a beta population; ``counts`` (and ``exposure``) → Poisson with a
     gamma population. Several rows of a group are combined, so a table of per-group totals
@@ -144,8 +127,8 @@ def fit(
     if _is_formula(spec):  # a regression: see poolwise.glmm
         from .glmm.fit import fit_from_api
 
-        columns = dict(group=group, y=y, se=se, successes=successes, trials=trials)
-        _refuse("a formula names its columns", {**columns, "counts": counts, "n": n, "sd": sd})
+        exposure = roles.pop("exposure", None)
+        _refuse("a formula names its columns", {"group": group, **roles})
         return _result(
             fit_from_api(
                 spec,
@@ -168,7 +151,7 @@ def fit(
         raise TypeError("fit(data, group=...): pass the data once, positionally or as data=")
     if group is None:
         raise TypeError("fit: name the grouping column with group=")
-    family_name, columns = family_for(y, se, successes, trials, counts, exposure, n, sd)
+    family_name, columns = family_for(**roles)
     stats = reduce(spec, group, family_name, columns)
     return fit_stats(
         stats,
@@ -184,7 +167,7 @@ def fit(
 
 def fit_stats(
     stats: GroupStats,
-    family: str,
+    family: str | Family,
     *,
     pooling: str = "partial",
     method: str = "auto",

@@ -21,19 +21,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .families import FAMILIES
+from .families import FAMILIES, family_of
 from .priors import HalfNormal, Normal, Prior
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 METHODS = ("exact", "eb", "nuts")
-COLUMNS = {
-    "normal": {"y": "y"},
-    "normal_se": {"y": "y", "se": "se"},
-    "binomial": {"successes": "successes", "trials": "trials"},
-    "poisson": {"counts": "counts", "exposure": "exposure"},
-}
 REGRESSION_PRIORS: dict[str, Prior] = {
     "Intercept": Normal(0.0, 1.0),
     "x": Normal(0.0, 1.0),
@@ -47,8 +41,8 @@ ECDF_REPLICATES = 2000
 class CalibrationSpec:
     """What to calibrate: a model, its priors, the group sizes and the engine.
 
-    ``family`` is a one-factor family (``"normal"``, ``"normal_se"``, ``"binomial"``,
-    ``"poisson"``) with ``method`` ``"exact"``, ``"eb"`` or ``"nuts"``, or ``"regression"`` for a
+    ``family`` is a registered one-factor family (``"normal"``, ``"normal_se"``, ``"binomial"``,
+    ``"poisson"``, ...) with ``method`` ``"exact"``, ``"eb"`` or ``"nuts"``, or ``"regression"`` for a
     binomial regression ``p(successes, trials) ~ 1 + x + (1|group)`` with ``x`` in {0, 1}, fitted
     by NUTS. ``group_sizes`` are as in :func:`poolwise.simulate` (rows, standard errors, trials
     or exposures; for the regression, the trials of each of a group's two cells). ``priors``
@@ -105,14 +99,14 @@ class CalibrationSpec:
             return dict(self.priors)
         if self.family == "regression":
             return dict(REGRESSION_PRIORS)
-        return dict(FAMILIES[self.family].simulation_priors)
+        return dict(family_of(self.family).simulation_priors)
 
     def parameters(self) -> list[str]:
         """Names of the ranked parameters: hyperparameters, then theta of the first and last group."""
         j = len(self.group_sizes)
         if self.family == "regression":
             return ["Intercept", "x", "1|group_sigma", "1|group[0]", f"1|group[{j - 1}]"]
-        family = FAMILIES[self.family]()
+        family = family_of(self.family)
         names = family.free_names("partial", set(self.used_priors()))
         return [*names, "theta[0]", f"theta[{j - 1}]"]
 
@@ -255,24 +249,14 @@ def _choose_bins(n: int, L: int) -> int:
 
 
 # ------------------------------------------------------------------------ one-factor engines
-def _group_stats(family: str, df: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The sufficient statistics :func:`poolwise.data.reduce` would give, straight from numpy
-    (simulated groups are labelled 0..J-1 in order, with no bad rows to report)."""
-    if family == "normal":
-        g = df["group"].to_numpy()
-        y = df["y"].to_numpy(np.float64)
-        n = np.bincount(g)
-        mean = np.bincount(g, weights=y) / n
-        m2 = np.bincount(g, weights=(y - mean[g]) ** 2)
-        return {"n": n.astype(np.int64), "mean": mean, "m2": m2}
-    return {role: df[column].to_numpy() for role, column in COLUMNS[family].items()}
-
-
 def _simulate_stats(spec: CalibrationSpec, seed: int):
     from .simulate import simulate
 
     df = simulate(spec.family, None, list(spec.group_sizes), priors=spec.used_priors(), seed=seed)
-    stats = _group_stats(spec.family, df)
+    # the statistics reduce() would give, straight from numpy (groups 0..J-1, no bad rows)
+    family = family_of(spec.family)
+    columns = {role: df[role].to_numpy() for role in family.layouts[0].roles if role in df}
+    stats = family.reduce_rows(df["group"].to_numpy(), columns)
     theta = df.groupby("group", sort=True)["theta"].first().to_numpy()
     return stats, df.attrs["hyperparameters"], theta
 
@@ -290,7 +274,7 @@ def _draws_one_factor(
 
 
 def _run_one_factor(spec: CalibrationSpec, n_sims: int, seed: int, progress):
-    from .engines.collapsed_nuts import sample_collapsed_many
+    from .engines.collapsed_nuts import fit_many
     from .onefactor import run_engine
 
     names = spec.parameters()
@@ -310,30 +294,24 @@ def _run_one_factor(spec: CalibrationSpec, n_sims: int, seed: int, progress):
             from .model import build_model
 
             models = [
-                build_model(FAMILIES[spec.family](), st, "partial", spec.used_priors())
+                build_model(family_of(spec.family), st, "partial", spec.used_priors())
                 for st, _ in built
             ]
             per_chain = -(-spec.thin * L // spec.chains)
-            results = sample_collapsed_many(
+            results = fit_many(
                 models, draws=per_chain, tune=spec.tune, chains=spec.chains, seed=seed + start
             )
             for s, model, res, (_, truth) in zip(sims, models, results, built, strict=True):
                 divergences += res.divergences
-                flat = res.flat()
-                keep = np.linspace(0, flat[model.names[0]].size - 1, L).round().astype(int)
-                z = np.column_stack(
-                    [
-                        t.inverse(flat[n][keep])
-                        for n, t in zip(model.names, model.transforms, strict=True)
-                    ]
-                )
+                keep = np.linspace(0, len(res.points) - 1, L).round().astype(int)
+                z = res.points[keep]
                 rng = np.random.default_rng([seed, s, 1])
                 draws = _draws_one_factor(spec, model, z, rng)
                 rows.append([_ranks(truth[n], draws[n], rng) for n in names])
         else:
             for s, (stats, truth) in zip(sims, built, strict=True):
                 run = run_engine(
-                    FAMILIES[spec.family](), stats, "partial", spec.method, spec.used_priors()
+                    family_of(spec.family), stats, "partial", spec.method, spec.used_priors()
                 )
                 warned += bool(run.warnings)
                 rng = np.random.default_rng([seed, s, 1])

@@ -49,7 +49,7 @@ def _report_and_simulate_parsers(sub) -> None:
     report.add_argument("-o", "--output", default="report.html", help="default report.html")
     sim = sub.add_parser("simulate", help="simulate grouped data from the hierarchy, as CSV")
     sim.add_argument("--family", default="binomial",
-                     choices=["normal", "normal_se", "binomial", "poisson"])  # fmt: skip
+                     help="a registered family: normal, normal_se, binomial, poisson, ...")  # fmt: skip
     sim.add_argument("--hyperparameters", default="", metavar="NAME=VALUE,...",
                      help="e.g. phi=0.6,kappa=10; missing ones are drawn from default priors")  # fmt: skip
     sim.add_argument("--sizes", default="10,10,10,10,10,10", metavar="S1,S2,...",
@@ -60,6 +60,7 @@ def _report_and_simulate_parsers(sub) -> None:
 
 
 def _simulate(args) -> int:
+    from .families import family_of
     from .simulate import simulate
 
     try:
@@ -74,7 +75,7 @@ def _simulate(args) -> int:
             if len(sizes) != 1:
                 raise ValueError("sizes: give one size to repeat with --groups")
             sizes = sizes * args.groups
-        if args.family in ("normal", "binomial") and all(x == int(x) for x in sizes):
+        if family_of(args.family).integer_sizes and all(x == int(x) for x in sizes):
             sizes = [int(x) for x in sizes]
         df = simulate(args.family, hyper, sizes, seed=args.seed)
     except (ValueError, TypeError) as err:
@@ -242,8 +243,7 @@ def _fit_files(source, columns: dict, options: dict):
     from .api import family_for, fit_stats
     from .data import reduce
 
-    roles = ("y", "se", "successes", "trials", "counts", "exposure", "n", "sd")
-    family, mapping = family_for(*(columns.get(r) for r in roles))
+    family, mapping = family_for(**{r: c for r, c in columns.items() if r != "group"})
     err = Console(stderr=True)
     columns_shown = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
     with Progress(*columns_shown, TimeElapsedColumn(), console=err, transient=True) as bar:

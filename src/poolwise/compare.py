@@ -11,7 +11,7 @@ import pandas as pd
 from ._lazy import logsumexp
 from .api import family_for
 from .data import reduce
-from .families import FAMILIES
+from .families import family_of
 from .model import POOLINGS, PoolModel
 from .onefactor import check_options, run_engine, summarize
 from .results import PoolFit
@@ -71,22 +71,18 @@ def compare(
     data: Any,
     *,
     group: str,
-    y: str | None = None,
-    se: str | None = None,
-    successes: str | None = None,
-    trials: str | None = None,
-    counts: str | None = None,
-    exposure: str | None = None,
-    n: str | None = None,
-    sd: str | None = None,
     poolings: tuple[str, ...] = ("none", "complete", "partial"),
     method: str = "auto",
     priors: dict | None = None,
     draws: int = 4000,
     hdi_prob: float = 0.94,
     seed: int | None = None,
+    **roles: str,
 ) -> Comparison:
     """Fit each pooling and put their estimates and predictive scores side by side.
+
+    The columns are named by their roles, as in :func:`poolwise.fit` (``successes="k"``, ...);
+    a role no registered family reads is a TypeError naming it.
 
     Example
     -------
@@ -101,9 +97,9 @@ def compare(
             f"poolings must be a non-empty tuple of {', '.join(POOLINGS)}; got {poolings!r}"
         )
     check_options(method, draws, hdi_prob, seed)
-    family_name, columns = family_for(y, se, successes, trials, counts, exposure, n, sd)
+    family_name, columns = family_for(**roles)
     stats = reduce(data, group, family_name, columns)
-    family = FAMILIES[family_name]()
+    family = family_of(family_name)
     fits, elpd = {}, {}
     for pooling in poolings:
         run = run_engine(family, stats.stats, pooling, method, priors)

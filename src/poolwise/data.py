@@ -21,9 +21,19 @@ import numpy as np
 import pandas as pd
 
 from ._lazy import narwhals as nw
+from .families import Family, Layout, family_of
+from .rows import (
+    TEXTS,
+    count_rows,
+    family_checks,
+    group_rows,
+    group_stats,
+    row_check_message,
+    rule_checks,
+    with_defaults,
+)
 from .sources import (
     ColumnFacts,
-    collect,
     is_path,
     parquet_facts,
     quiet_backends,
@@ -31,29 +41,7 @@ from .sources import (
     to_frame,
 )
 
-__all__ = ["ROLES", "GroupStats", "example_path", "read_path", "reduce"]
-
-# which columns each layout of the data reads, and what each column must satisfy. The normal
-# family reads raw rows (y) or per-group summaries (y as the mean, n, sd); see ``layout``.
-ROLES: dict[str, dict[str, str]] = {
-    "normal": {"y": "real"},
-    "normal_stats": {"y": "real", "n": "size", "sd": "sd"},
-    "normal_se": {"y": "real", "se": "positive"},
-    "binomial": {"successes": "count", "trials": "count"},
-    "poisson": {"counts": "count", "exposure": "nonnegative"},
-}
-
-TEXTS = {
-    "null": "missing values",
-    "missing": "missing or non-finite values (null, NaN or ±inf)",
-    "missing_sd": "missing or non-finite values (null, NaN or ±inf) in rows with n > 1",
-    "negative": "negative values",
-    "fraction": "values that are not whole numbers",
-    "nonpositive": "values that are zero or negative (a standard error must be positive)",
-    "small": "values below 1 (each row summarises at least one observation)",
-    "nonfinite": "non-finite values (NaN or ±inf)",
-    "notbinary": "values other than 0 and 1 (a bernoulli response is 0/1 per row)",
-}
+__all__ = ["GroupStats", "example_path", "read_path", "reduce"]
 
 Progress = Callable[[str, float | None], None]
 
@@ -97,22 +85,26 @@ def example_path(name: str) -> str:
     return str(path)
 
 
-def layout(family: str, columns: dict[str, str]) -> str:
-    """How the rows hold the family's data: ``normal`` with ``n`` and ``sd`` is per-group summaries.
+def layout(family: str | Family, columns: dict[str, str]) -> Layout:
+    """How the rows hold the family's data: the family's layout whose roles ``columns`` name
+    (normal ``y`` with ``n`` and ``sd`` is per-group summaries).
 
     Example
     -------
-    >>> layout("normal", {"y": "mean", "n": "size", "sd": "sd"})
-    'normal_stats'
+    >>> layout("normal", {"y": "mean", "n": "size", "sd": "sd"}).reduction
+    'summaries'
     """
-    if family == "normal" and {"n", "sd"} <= set(columns):
-        return "normal_stats"
-    if family not in ROLES:
-        raise ValueError(f"family must be one of {', '.join(ROLES)}, got {family!r}")
-    return family
+    fam = family_of(family)
+    for option in fam.layouts:
+        if option.reads(set(columns)):
+            return option
+    reads = " or ".join(", ".join(option.roles) for option in fam.layouts)
+    raise ValueError(
+        f"columns: the {fam.name} family reads {reads}, got {', '.join(sorted(columns)) or 'none'}"
+    )
 
 
-def _check_columns(frame, group: str, columns: dict[str, str], kind: str) -> None:
+def _check_columns(frame, group: str, columns: dict[str, str]) -> None:
     schema = frame.collect_schema()
     for role, name in [("group", group), *columns.items()]:
         if not isinstance(name, str):
@@ -122,44 +114,25 @@ def _check_columns(frame, group: str, columns: dict[str, str], kind: str) -> Non
                 f"{role}: no column {name!r} in the data; "
                 f"columns are {', '.join(map(repr, schema))}"
             )
-    known = set(ROLES[kind])
-    required = known - {"exposure"}
-    if not required <= set(columns) <= known:
-        raise ValueError(
-            f"columns: the {kind} layout reads {', '.join(sorted(known))}, "
-            f"got {', '.join(sorted(columns)) or 'none'}"
-        )
     for role, name in columns.items():
         dtype = schema[name]
         if not dtype.is_numeric() or dtype == nw.Boolean:
             raise TypeError(f"{role}: column {name!r} must be numeric, but it holds {dtype}")
 
 
-def _checks(schema, group: str, columns: dict[str, str], kind: str) -> dict[str, Any]:
+def _checks(schema, group: str, columns: dict[str, str], family: Family, lay: Layout):
     """Boolean expressions that are true on bad rows, keyed ``role__what``."""
     checks: dict[str, Any] = {"group__null": nw.col(group).is_null()}
     for role, name in columns.items():
-        c, rule, is_float = nw.col(name), ROLES[kind][role], schema[name].is_float()
+        c, rule, is_float = nw.col(name), lay.roles[role], schema[name].is_float()
         missing = (c.is_null() | ~c.is_finite()) if is_float else c.is_null()
         if rule == "sd":
-            checks[f"{role}__missing_sd"] = missing & (nw.col(columns["n"]) > 1)
+            size = next(r for r, rule in lay.roles.items() if rule == "size")
+            checks[f"{role}__missing_sd"] = missing & (nw.col(columns[size]) > 1)
         else:
             checks[f"{role}__{'missing' if is_float else 'null'}"] = missing
-        if rule in ("count", "size") and is_float:
-            checks[f"{role}__fraction"] = (c != c.round(0)) & c.is_finite()
-        if rule in ("count", "nonnegative", "sd"):
-            checks[f"{role}__negative"] = c < 0
-        elif rule == "positive":
-            checks[f"{role}__nonpositive"] = c <= 0
-        elif rule == "size":
-            checks[f"{role}__small"] = c < 1
-    if kind == "binomial":
-        checks["successes__excess"] = nw.col(columns["successes"]) > nw.col(columns["trials"])
-    if kind == "poisson":
-        checks["counts__unexposed"] = (nw.col(columns["exposure"]) == 0) & (
-            nw.col(columns["counts"]) > 0
-        )
-    return checks
+        checks.update({f"{role}__{what}": e for what, e in rule_checks(c, rule, is_float).items()})
+    return checks | family_checks(family, columns)
 
 
 # which column facts (from a Parquet file's statistics) rule out each kind of bad value
@@ -173,26 +146,13 @@ RULED_OUT: dict[str, Callable[[ColumnFacts], bool]] = {
 }
 
 
-def count_rows(frame, checks: dict[str, Any]) -> tuple[int, dict[str, int]]:
-    """One pass of the engine that holds ``frame``: its number of rows, and for each check (an
-    expression true on a bad row) the rows where it holds (the checks that hold somewhere)."""
-    exprs = [nw.len().alias("__rows")]
-    exprs += [e.cast(nw.Int64).sum().alias(key) for key, e in checks.items()]
-    counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(np.int64).to_dict()
-    rows = int(counts.pop("__rows"))
-    return rows, {key: int(count) for key, count in counts.items() if count}
-
-
-def excess_message(successes: str, trials: str, count: int, rows: int) -> str:
-    """The message for rows whose successes exceed their trials."""
-    return (
-        f"successes: column {successes!r} exceeds trials column {trials!r} in {count} of "
-        f"{rows} rows"
-    )
-
-
 def _problems(
-    frame, group: str, columns: dict[str, str], kind: str, facts: dict[str, ColumnFacts]
+    frame,
+    group: str,
+    columns: dict[str, str],
+    family: Family,
+    lay: Layout,
+    facts: dict[str, ColumnFacts],
 ) -> list[str]:
     """One engine-side pass counting bad rows; the messages, in a fixed order.
 
@@ -200,7 +160,7 @@ def _problems(
     rows where any check holds (one aggregate, not one a check); only where there are such rows,
     a second pass counts each check's.
     """
-    checks = _checks(frame.collect_schema(), group, columns, kind)
+    checks = _checks(frame.collect_schema(), group, columns, family, lay)
     names = {"group": group, **columns}
     for key in list(checks):
         role, what = key.split("__")
@@ -218,79 +178,13 @@ def _problems(
         role, what = key.split("__")
         if key == "group__null":
             out.append(f"group: column {group!r} has missing labels in {count} of {rows} rows")
-        elif what == "excess":
-            out.append(excess_message(columns["successes"], columns["trials"], count, rows))
-        elif what == "unexposed":
-            out.append(
-                f"exposure: column {columns['exposure']!r} is zero where counts column "
-                f"{columns['counts']!r} is positive in {count} of {rows} rows (events need "
-                "exposure)"
-            )
+        elif what.startswith("check"):
+            check = family.row_checks[int(what[5:])]
+            out.append(row_check_message(check, columns, count, rows))
         else:
             out.append(
                 f"{role}: column {columns[role]!r} has {TEXTS[what]} in {count} of {rows} rows"
             )
-    return out
-
-
-def _aggregations(frame, kind: str, columns: dict[str, str]):
-    """The frame with any derived columns, and the per-group aggregations of the layout."""
-    if kind == "normal":
-        y = nw.col(columns["y"])
-        return frame, [nw.len().alias("n"), y.mean().alias("mean"), y.var(ddof=0).alias("var")]
-    if kind == "normal_stats":
-        n, y, sd = (nw.col(columns[r]) for r in ("n", "y", "sd"))
-        # within-row sums of squares (n - 1) sd², and n ȳ and n ȳ² for the between-row part
-        frame = frame.with_columns(
-            nw.when(n > 1).then((n - 1) * sd * sd).otherwise(0.0).alias("__m2"),
-            (n * y).alias("__s1"),
-            (n * y * y).alias("__s2"),
-        )
-        return frame, [
-            nw.len().alias("rows"),
-            n.sum().alias("n"),
-            y.mean().alias("y"),
-            nw.col("__s1").sum().alias("s1"),
-            nw.col("__s2").sum().alias("s2"),
-            nw.col("__m2").sum().alias("m2"),
-        ]
-    if kind == "normal_se":
-        return frame, [
-            nw.len().alias("rows"),
-            nw.col(columns["y"]).mean().alias("y"),
-            nw.col(columns["se"]).mean().alias("se"),
-        ]
-    aggs = [nw.len().alias("rows")] + [nw.col(c).sum().alias(role) for role, c in columns.items()]
-    return frame, aggs
-
-
-def _finish(kind: str, table: pd.DataFrame, group: str) -> dict[str, np.ndarray]:
-    if kind == "normal":
-        n = table["n"].to_numpy(np.int64)
-        var = table["var"].fillna(0.0).to_numpy(np.float64)
-        return {"n": n, "mean": table["mean"].to_numpy(np.float64), "m2": var * n}
-    if kind == "normal_stats":
-        rows = table["rows"].to_numpy(np.int64)
-        n = table["n"].round().to_numpy(np.int64)
-        s1 = table["s1"].to_numpy(np.float64)
-        single = rows == 1
-        mean = np.where(single, table["y"].to_numpy(np.float64), s1 / n)
-        # Σ n_i (ȳ_i - ȳ)² = Σ n_i ȳ_i² - n ȳ²: zero for groups given as one row
-        between = np.where(single, 0.0, table["s2"].to_numpy(np.float64) - s1 * s1 / n)
-        m2 = table["m2"].to_numpy(np.float64) + np.maximum(between, 0.0)
-        return {"n": n, "mean": mean, "m2": m2}
-    if kind == "normal_se":
-        many = table.loc[table["rows"] > 1]
-        if len(many):
-            raise ValueError(
-                f"se: expected one estimate per group, but group {many[group].iloc[0]!r} has "
-                f"{int(many['rows'].iloc[0])} rows"
-            )
-        return {"y": table["y"].to_numpy(np.float64), "se": table["se"].to_numpy(np.float64)}
-    out = {}
-    for role, rule in ROLES[kind].items():
-        col = table[role]
-        out[role] = col.round().to_numpy(np.int64) if rule == "count" else col.to_numpy(np.float64)
     return out
 
 
@@ -352,7 +246,8 @@ def reduce(
     >>> stats.stats["mean"].tolist(), stats.stats["m2"].tolist(), stats.n_rows
     ([2.0, 5.5], [2.0, 0.5], 4)
     """
-    kind = layout(family, columns)
+    family = family_of(family)
+    lay = layout(family, columns)
     con, facts = None, {}
     if is_path(data):
         import duckdb
@@ -364,24 +259,21 @@ def reduce(
     try:
         with quiet_backends():
             frame = to_frame(data, connection=con)
-            _check_columns(frame, group, columns, kind)
-            if kind == "poisson" and "exposure" not in columns:
-                frame = frame.with_columns(nw.lit(1.0).alias("__exposure"))
-                columns = {**columns, "exposure": "__exposure"}
+            _check_columns(frame, group, columns)
+            frame, columns = with_defaults(frame, lay, columns)
             with _watch(con, progress, "checking rows"):
-                problems = _problems(frame, group, columns, kind, facts)
+                problems = _problems(frame, group, columns, family, lay, facts)
             if problems:
                 raise ValueError("; ".join(problems))
-            frame, aggs = _aggregations(frame, kind, columns)
             with _watch(con, progress, "grouping"):
-                table = collect(frame.group_by(group).agg(aggs))
+                table = group_rows(frame, [group], lay, columns)
     finally:
         if con is not None:
             con.close()
-    return _stats(kind, table, group)
+    return _stats(family, lay, table, group)
 
 
-def _stats(kind: str, table: pd.DataFrame, group: str) -> GroupStats:
+def _stats(family: Family, lay: Layout, table: pd.DataFrame, group: str) -> GroupStats:
     if isinstance(table[group].dtype, pd.CategoricalDtype):
         table[group] = table[group].astype(object)
     table = _sorted(table, group)
@@ -390,9 +282,9 @@ def _stats(kind: str, table: pd.DataFrame, group: str) -> GroupStats:
             f"group: column {group!r} has a single group ({table[group].iloc[0]!r}); "
             "pooling needs at least two groups"
         )
-    stats = _finish(kind, table, group)
-    _check_groups_hold_data(kind, stats, table[group])
-    n_rows = int(table["n"].sum() if kind == "normal" else table["rows"].sum())
+    stats = group_stats(family, lay, table, group)
+    _check_groups_hold_data(family.empty_role, stats, table[group])
+    n_rows = int(table["__rows"].sum())
     return GroupStats(_labels(table[group]), stats, n_rows, group)
 
 
@@ -406,12 +298,10 @@ def _labels(column: pd.Series) -> pd.Index:
     return pd.Index(column.to_list(), name=column.name)
 
 
-# the size of a group's data, per layout: a group where it is zero holds no data at all
-EMPTY = {"binomial": "trials", "poisson": "exposure"}
-
-
-def _check_groups_hold_data(kind: str, stats: dict[str, np.ndarray], labels: pd.Series) -> None:
-    role = EMPTY.get(kind)
+def _check_groups_hold_data(
+    role: str | None, stats: dict[str, np.ndarray], labels: pd.Series
+) -> None:
+    """A group whose ``role`` (the family's size of its data) is zero holds no data at all."""
     if role is None:
         return
     empty = np.flatnonzero(stats[role] == 0)

@@ -165,6 +165,12 @@ class ExpandedPosterior:
         self.points, self.weights = self.collapsed.expand(self.reduced.points, self.reduced.weights)
         self.info = {**self.reduced.info, "mu": "integrated in closed form"}
         self.warnings = self.reduced.warnings
+        self.boundary: tuple[int, ...] = ()
+
+    @property
+    def point(self) -> bool:
+        """A grid is the whole posterior, not a point estimate."""
+        return False
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return self.collapsed.complete(self.reduced.sample(rng, size), rng)

@@ -144,6 +144,13 @@ class PoolModel:
         out = lp + ll
         return np.where(np.isnan(out), -np.inf, out)
 
+    def log_objective(self, z: np.ndarray) -> np.ndarray:
+        """What empirical Bayes maximises: the log marginal likelihood, plus the log priors the
+        user gave (MAP on the natural scale, no Jacobians), shape (K,)."""
+        if self.user_priors:
+            return self.log_likelihood(z) + self.log_prior(z, jacobian=False)
+        return self.log_likelihood(z)
+
     def conditional(
         self, z: np.ndarray, groups: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,10 +16,10 @@ import pandas as pd
 
 from ._threads import one_blas_thread
 from .data import GroupStats
-from .engines.eb import PointPosterior, fit_eb
-from .engines.exact import GridPosterior, fit_exact
+from .engines import ENGINES, Posterior
+from .engines.exact import GridPosterior
 from .errors import PoolwiseWarning, check_count, check_prob, check_seed
-from .families import FAMILIES, Family
+from .families import Family, family_of
 from .fitdata import FitData
 from .intervals import hdi_moments
 from .location import ExpandedPosterior, collapse_location
@@ -48,7 +48,7 @@ class Run:
     """What one engine run produced (kept apart so that ``compare`` can reuse it)."""
 
     model: PoolModel
-    posterior: GridPosterior | ExpandedPosterior | PointPosterior
+    posterior: Posterior
     method: str
     reason: str
     warnings: list[str]
@@ -92,26 +92,19 @@ def run_engine(family: Family, stats: dict, pooling: str, method: str, priors: d
             reason = f"{n_groups} groups: quadrature over {model.dim} hyperparameter(s)"
     else:
         reason = "chosen by the user"
-    notes: list[str] = _normal_rows_notes(model)
+    notes: list[str] = family.notes(model.stats, model.names)
     tails: dict[str, tuple[float, bool]] = {}
+    engine = ENGINES[method]
     if method == "exact":
+        # a normal population's location integrates out in closed form: quadrature over the rest
         collapsed = collapse_location(model)
-        if collapsed is None:
-            posterior = fit_exact(model.log_posterior, model.initial_point(), model.names)
-            tails = _heavy_tails(model.log_posterior, posterior, model, model.names)
-        else:
-            reduced = fit_exact(collapsed.log_posterior, collapsed.initial_point(), collapsed.names)
-            posterior = ExpandedPosterior(reduced, collapsed)
-            tails = _heavy_tails(collapsed.log_posterior, reduced, model, collapsed.names)
+        target = model if collapsed is None else collapsed
+        reduced = engine(target)
+        posterior = reduced if collapsed is None else ExpandedPosterior(reduced, collapsed)
+        tails = _heavy_tails(target.log_posterior, reduced, model, target.names)
         notes += [_tail_note(name, slope) for name, (slope, held) in tails.items() if held]
     else:
-        if model.user_priors:
-
-            def objective(z):
-                return model.log_likelihood(z) + model.log_prior(z, jacobian=False)
-        else:
-            objective = model.log_likelihood
-        posterior = fit_eb(objective, model.initial_point())
+        posterior = engine(model)
         if posterior.boundary and reason != "chosen by the user":
             # a singular eb fit pools the groups completely and its group intervals collapse:
             # simulation-based calibration finds them far too narrow (CALIBRATION.md)
@@ -166,29 +159,9 @@ def _tail_note(name: str, slope: float) -> str:
     )
 
 
-def _normal_rows_notes(model: PoolModel) -> list[str]:
-    """Normal rows: refuse data with no within-group spread; say when sigma rests on the priors."""
-    if model.family.name != "normal" or "sigma" not in model.names:
-        return []
-    n, m2 = np.asarray(model.stats["n"]), np.asarray(model.stats["m2"])
-    if np.all(n == 1):
-        return [
-            "every group has a single observation, so the within-group sd (sigma) cannot be "
-            "told apart from the between-group sd (tau): the spread of the pooled groups fixes "
-            "tau² + sigma², and how it splits between them follows their priors"
-        ]
-    if not np.any(m2 > 0):
-        raise ValueError(
-            "y: the values are identical within every group that has more than one row, so the "
-            "within-group sd (sigma) would be estimated as zero and the posterior is improper; "
-            "give sigma a fixed value (priors={'sigma': ...}) or check the column"
-        )
-    return []
-
-
 def fit_groups(
     stats: GroupStats,
-    family: str,
+    family: str | Family,
     *,
     pooling: str = "partial",
     method: str = "auto",
@@ -209,7 +182,7 @@ def fit_groups(
     """
     check_options(method, draws, hdi_prob, seed)
     with one_blas_thread():
-        run = run_engine(FAMILIES[family](), stats.stats, pooling, method, priors)
+        run = run_engine(family_of(family), stats.stats, pooling, method, priors)
         return summarize(run, stats, draws=draws, hdi_prob=hdi_prob, seed=seed)
 
 
@@ -242,7 +215,7 @@ def _population(run: Run, prob: float) -> pd.DataFrame:
     model, post = run.model, run.posterior
     names = [n for n in model.family.supports if n in model.params(post.points[:1])]
     rows = {}
-    if isinstance(post, PointPosterior):
+    if post.point:
         rows = point_rows(model, post, names, prob)
     else:
         p_grid = model.params(post.points)
@@ -271,10 +244,9 @@ def summarize(
     rng = np.random.default_rng([seed, 0])
     z_draws = post.sample(rng, draws)
     mean, var, shrinkage = _group_moments(run)
-    j = model.n_groups
     population = _population(run, hdi_prob)
     kind = model.family.theta_kind
-    if isinstance(post, PointPosterior):
+    if post.point:
         lo, hi = hdi_moments(kind, mean, var, hdi_prob)
     elif model.pooling == "complete" and model.dim > 0:  # every theta_j is the location
         row = population.loc[model.family.location]
@@ -286,7 +258,7 @@ def summarize(
     family = model.family
     groups = pd.DataFrame(
         {
-            "n": family.size(model.stats) if family.name != "normal_se" else np.ones(j, int),
+            **family.size_columns(model.stats),
             "raw": family.raw(model.stats),
             "mean": mean,
             "sd": np.sqrt(var),
@@ -296,10 +268,6 @@ def summarize(
         },
         index=stats.labels,
     )
-    if family.name == "normal_se":
-        groups.insert(1, "se", model.stats["se"])
-    if family.name in ("binomial", "normal"):
-        groups["n"] = groups["n"].astype(np.int64)
     hyper = {k: v[:, 0] for k, v in model.params(z_draws).items()}
     for message in run.warnings:
         warnings.warn(message, PoolwiseWarning, stacklevel=3)

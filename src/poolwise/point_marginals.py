@@ -95,7 +95,7 @@ def edge_notes(model: PoolModel, post: PointPosterior) -> list[str]:
     >>> import poolwise
     >>> from poolwise.onefactor import run_engine
     >>> stats = {"y": np.array([1.0, 1.1, 0.9, 1.0]), "se": np.ones(4)}
-    >>> run = run_engine(poolwise.families.FAMILIES["normal_se"](), stats, "partial", "eb", None)
+    >>> run = run_engine(poolwise.families.family_of("normal_se"), stats, "partial", "eb", None)
     >>> edge_notes(run.model, run.posterior)[0][-33:]
     'shows no sd or HDI (NaN) for tau.'
     """

@@ -33,52 +33,6 @@ if TYPE_CHECKING:
 MAX_GROUP_ROWS = 200
 MAX_LEAGUE_ROWS = 50
 
-_SYMBOLS = {
-    "normal": (
-        "Each row of group <i>j</i> is normal around the group's mean θ<sub>j</sub>, with a "
-        "within-group standard deviation σ shared by all groups. The group means are drawn from a "
-        "normal population with mean μ and standard deviation τ (the between-group spread).",
-        [
-            "y<sub>ij</sub> ~ Normal(θ<sub>j</sub>, σ²)",
-            "θ<sub>j</sub> ~ Normal(μ, τ²)",
-            "shrinkage B<sub>j</sub> = σ² / (σ² + n<sub>j</sub> τ²), "
-            "E[θ<sub>j</sub>] = B<sub>j</sub> μ + (1 − B<sub>j</sub>) ȳ<sub>j</sub>",
-        ],
-    ),
-    "normal_se": (
-        "Each group reports an estimate y<sub>j</sub> with a known standard error "
-        "s<sub>j</sub>; the true effects θ<sub>j</sub> are drawn from a normal population with "
-        "mean μ and standard deviation τ (the between-group spread).",
-        [
-            "y<sub>j</sub> ~ Normal(θ<sub>j</sub>, s<sub>j</sub>²)",
-            "θ<sub>j</sub> ~ Normal(μ, τ²)",
-            "shrinkage B<sub>j</sub> = s<sub>j</sub>² / (s<sub>j</sub>² + τ²), "
-            "E[θ<sub>j</sub>] = B<sub>j</sub> μ + (1 − B<sub>j</sub>) y<sub>j</sub>",
-        ],
-    ),
-    "binomial": (
-        "Group <i>j</i> has k<sub>j</sub> successes in n<sub>j</sub> trials at its own rate "
-        "θ<sub>j</sub>; the rates are drawn from a beta population with mean φ and concentration "
-        "κ = a + b, the population's weight counted in trials.",
-        [
-            "k<sub>j</sub> ~ Binomial(n<sub>j</sub>, θ<sub>j</sub>)",
-            "θ<sub>j</sub> ~ Beta(a, b), a = φκ, b = (1 − φ)κ",
-            "E[θ<sub>j</sub> | a, b] = (a + k<sub>j</sub>) / (a + b + n<sub>j</sub>), "
-            "shrinkage B<sub>j</sub> = κ / (κ + n<sub>j</sub>)",
-        ],
-    ),
-    "poisson": (
-        "Group <i>j</i> has c<sub>j</sub> events over an exposure E<sub>j</sub> at its own rate "
-        "θ<sub>j</sub>; the rates are drawn from a gamma population with mean μ and shape κ.",
-        [
-            "c<sub>j</sub> ~ Poisson(θ<sub>j</sub> E<sub>j</sub>)",
-            "θ<sub>j</sub> ~ Gamma(α, β), α = κ, β = κ / μ",
-            "E[θ<sub>j</sub> | α, β] = (α + c<sub>j</sub>) / (β + E<sub>j</sub>), "
-            "shrinkage B<sub>j</sub> = β / (β + E<sub>j</sub>)",
-        ],
-    ),
-}
-
 _POOLING_WORDS = {
     "partial": "Partial pooling: the population is learned from all groups at once, so each "
     "group's estimate is pulled towards the population mean, more strongly the less data it has.",
@@ -275,13 +229,12 @@ def _cards(fit: FitData) -> str:
                 f"{hdi} {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
             )
         )
-    spread = "tau" if "tau" in fit.population.index else "kappa"
+    spread = fit.family.spread
     if spread in fit.population.index and fit.pooling == "partial":
         row = fit.population.loc[spread]
-        words = "between-group sd" if spread == "tau" else "concentration (prior strength)"
         cards.append(
             (
-                f"{spread}: {words}, median",
+                f"{spread}: {fit.family.spread_words}, median",
                 _num(posterior_centre(row)),
                 f"{hdi} {_num(row['hdi_low'])} – {_num(row['hdi_high'])}",
             )
@@ -353,9 +306,8 @@ def render(
     from .ranks import ranks
     from .simulate import check
 
-    family = fit.family.name
     title = title or f"Partial pooling report: {fit.n_groups:,} groups"
-    words, symbols = _SYMBOLS[family]
+    words, symbols = fit.family.symbols
     group = fit.groups.index.name or "group"
     sections: list[tuple[str, str, str]] = []
 

@@ -16,23 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .families import FAMILIES, Family
+from .families import Family, family_of
 from .priors import Prior
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .fitdata import FitData, RegressionData
-
-
-def _family(family: str | Family) -> Family:
-    if isinstance(family, Family):
-        return family
-    if not isinstance(family, str):
-        raise TypeError(f"family must be a family name (str), got {type(family).__name__}")
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {', '.join(map(repr, FAMILIES))}, got {family!r}")
-    return FAMILIES[family]()
 
 
 def _sizes(family: Family, group_sizes: Any) -> tuple[pd.Index, np.ndarray]:
@@ -54,7 +44,7 @@ def _sizes(family: Family, group_sizes: Any) -> tuple[pd.Index, np.ndarray]:
     if not (np.issubdtype(values.dtype, np.number) and values.dtype != bool):
         raise TypeError(f"group_sizes: sizes must be numbers ({meaning}), got {values.dtype}")
     values = values.astype(float)
-    integer = family.name in ("normal", "binomial")
+    integer = family.integer_sizes
     bad = ~np.isfinite(values) | (values <= 0)
     if integer:
         bad |= values != np.round(values)
@@ -113,7 +103,7 @@ def _hyperparameters(
 
 
 def simulate(
-    family: str = "binomial",
+    family: str | Family = "binomial",
     hyperparameters: Mapping[str, float] | None = None,
     group_sizes: Sequence[float] | Mapping[Any, float] | pd.Series = (10,) * 6,
     *,
@@ -123,7 +113,8 @@ def simulate(
     """Simulate grouped data from the hierarchy: hyperparameters → each group's theta → data.
 
     ``family`` is ``"normal"`` (rows), ``"normal_se"`` (estimates with known standard errors),
-    ``"binomial"`` or ``"poisson"``. ``hyperparameters`` may use either parametrization of the
+    ``"binomial"``, ``"poisson"`` or another registered family (see
+    :func:`poolwise.families.register_family`). ``hyperparameters`` may use either parametrization of the
     population (binomial ``phi``/``kappa`` or ``a``/``b``; Poisson ``mu``/``kappa`` or
     ``alpha``/``beta``; normal ``mu``, ``tau`` and, for rows, ``sigma``); any that are missing are
     drawn from ``priors`` (or from weakly informative defaults). ``group_sizes`` gives, per group,
@@ -144,7 +135,7 @@ def simulate(
     >>> df.attrs["hyperparameters"]["a"], df["trials"].tolist()
     (6.0, [100, 40, 10, 5, 2, 1])
     """
-    fam = _family(family)
+    fam = family_of(family)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
         raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
     labels, sizes = _sizes(fam, group_sizes)
@@ -166,18 +157,8 @@ def _data_frame(
     params: dict[str, np.ndarray],
 ) -> pd.DataFrame:
     """One simulated data set (theta is (J,)), laid out as ``fit`` reads it."""
-    if fam.name == "normal":
-        idx = np.repeat(np.arange(len(sizes)), sizes)
-        sigma = float(np.ravel(params["sigma"])[0])
-        y = theta[idx] + sigma * rng.standard_normal(len(idx))
-        return pd.DataFrame({"group": labels[idx], "y": y, "theta": theta[idx]})
-    data = fam.sample_data(theta, sizes, rng, params)
-    columns = {
-        "normal_se": {"y": data, "se": sizes},
-        "binomial": {"successes": data.astype(np.int64), "trials": sizes},
-        "poisson": {"counts": data.astype(np.int64), "exposure": sizes},
-    }[fam.name]
-    return pd.DataFrame({"group": labels, **columns, "theta": theta})
+    rows, columns = fam.simulate_rows(theta, sizes, rng, params)
+    return pd.DataFrame({"group": labels[rows], **columns, "theta": theta[rows]})
 
 
 # ----------------------------------------------------------------------- posterior predictive
@@ -194,8 +175,7 @@ def _draw_index(total: int, draws: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _sizes_of(fit: FitData) -> np.ndarray:
-    key = {"normal": "n", "normal_se": "se", "binomial": "trials", "poisson": "exposure"}
-    return np.asarray(fit.observed[key[fit.family.name]])
+    return np.asarray(fit.observed[fit.family.size_stat])
 
 
 def replicate(fit: FitData, draws: int = 1, seed: int | None = None) -> pd.DataFrame:
@@ -298,7 +278,7 @@ def check(
     params = {name: v[index, None] for name, v in fit.hyper_draws.items()}
     data = fit.family.sample_data(theta, sizes[None, :], rng, params)
     observed_raw = fit.family.raw(fit.observed)
-    replicated_raw = fit.family.raw(_as_stats(fit, data, sizes))
+    replicated_raw = fit.family.raw(fit.family.data_stats(data, sizes))
     return _compare(statistic, observed_raw, replicated_raw, "group")
 
 
@@ -372,14 +352,3 @@ def _compare(statistic: str, observed_raw, replicated_raw, unit: str) -> Predict
         replicated=replicated,
         p_value=float(np.mean(replicated >= observed)),
     )
-
-
-def _as_stats(fit: FitData, data: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
-    name = fit.family.name
-    if name == "normal":
-        return {"mean": data, "n": sizes}
-    if name == "normal_se":
-        return {"y": data, "se": sizes}
-    if name == "binomial":
-        return {"successes": data, "trials": sizes}
-    return {"counts": data, "exposure": sizes}

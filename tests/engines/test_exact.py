@@ -8,7 +8,8 @@ import pytest
 from scipy import integrate, special, stats
 
 import poolwise
-from poolwise.engines.exact import fit_exact
+from poolwise.engines import exact
+from poolwise.engines.base import Density
 
 SCHOOLS = pd.read_csv(poolwise.example_path("eight_schools"))
 RATS = pd.read_csv(poolwise.example_path("rat_tumors"))
@@ -135,12 +136,11 @@ def test_an_improper_posterior_is_refused():
 
 
 def test_grid_edge_check_widens_and_warns_when_mass_stays_at_the_edge(monkeypatch):
-    import poolwise.engines.exact as exact
 
     # a heavy tail (density ∝ 1/(1+z²)) keeps mass at every edge the grid can reach
     monkeypatch.setattr(exact, "MAX_WIDEN", 2)
     monkeypatch.setattr(exact, "FAR_DROP", 1.0)
-    post = exact.fit_exact(lambda z: -np.log1p(z[:, 0] ** 2), np.zeros(1), ("x",))
+    post = exact.fit(Density(lambda z: -np.log1p(z[:, 0] ** 2), np.zeros(1), ("x",)))
     assert any("edge of the quadrature grid in x (low), x (high)" in w for w in post.warnings)
     assert post.info["range_sd"]["x"][1] > 6.0
 
@@ -155,7 +155,7 @@ def test_grid_edge_carries_negligible_mass_for_a_proper_posterior():
 def test_quadrature_of_a_skewed_density_is_exact():
     # log-gamma density in z = log x: E[x] = shape / rate exactly
     shape, rate = 2.5, 4.0
-    post = fit_exact(lambda z: shape * z[:, 0] - rate * np.exp(z[:, 0]), np.zeros(1))
+    post = exact.fit(Density(lambda z: shape * z[:, 0] - rate * np.exp(z[:, 0]), np.zeros(1)))
     assert post.weights @ np.exp(post.points[:, 0]) == pytest.approx(shape / rate, rel=1e-8)
 
 
@@ -172,7 +172,7 @@ def test_refined_grid_reuses_the_coarse_points_exactly():
         evaluated.append(z.copy())
         return log_density(z)
 
-    post = fit_exact(counted, np.zeros(2))
+    post = exact.fit(Density(counted, np.zeros(2)))
     assert post.info["points_per_dim"] > 25  # refined at least once
     lp = log_density(post.points) + np.log(np.cosh(post.grid)).sum(axis=1)
     fresh = np.exp(lp - lp.max())

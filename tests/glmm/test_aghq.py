@@ -56,7 +56,11 @@ MODELS = {
 
 def _fit(name: str, **options) -> pw.PoolFit:
     formula, data, kwargs, priors = MODELS[name]
-    return pw.fit(formula, data=data(), priors=priors, seed=3, **kwargs, **options)
+    if name != "seeds":
+        return pw.fit(formula, data=data(), priors=priors, seed=3, **kwargs, **options)
+    # seeds' covariates vary between plates only: the check says the plates can trade with them
+    with pytest.warns(pw.PoolwiseWarning, match="identifiability"):
+        return pw.fit(formula, data=data(), priors=priors, seed=3, **kwargs, **options)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -81,16 +85,16 @@ def test_matches_long_nuts(name):
 
 
 def test_zero_sum_effects_are_the_nuts_model():
-    """Two levels, intercept prior N(0, 1), sd fixed at 1.2 (sd^2 / J = 0.72 of the intercept's
-    prior variance): the posterior of (Intercept, d) with d = (delta, -delta) by a direct sum on
-    a grid, against the draws. Independent effects with that intercept prior would move the
-    Intercept's sd by 9 %; the test sees 1 %."""
+    """Two levels, intercept prior N(0, 0.5), sd fixed at 0.65 (sd^2 / J = 0.85 of the
+    intercept's prior variance): the posterior of (Intercept, d) with d = (delta, -delta) by a
+    direct sum on a grid, against the draws. Independent effects with that intercept prior
+    would move the Intercept's sd by 12 % and its mean by 0.09 sd."""
     df = pd.DataFrame({"k": [2, 9], "n": [12, 12], "g": ["a", "b"]})
     fit = pw.fit(
         "p(k, n) ~ 1 + (1|g)",
         data=df,
         method="laplace",
-        priors={"Intercept": N(0, 1), "1|g_sigma": 1.2},
+        priors={"Intercept": N(0, 0.5), "1|g_sigma": 0.65},
         draws=40_000,
         seed=2,
     )
@@ -99,8 +103,10 @@ def test_zero_sum_effects_are_the_nuts_model():
 
     def log_post(a_prior_var):
         eta = [a + delta, a - delta]
-        ll = sum(k * e - n * np.logaddexp(0, e) for k, n, e in zip([2, 9], [12, 12], eta))
-        return ll - a**2 / (2 * a_prior_var) - 2 * delta**2 / (2 * 1.2**2)
+        ll = sum(
+            k * e - n * np.logaddexp(0, e) for k, n, e in zip([2, 9], [12, 12], eta, strict=True)
+        )
+        return ll - a**2 / (2 * a_prior_var) - 2 * delta**2 / (2 * 0.65**2)
 
     def moments(lp):
         w = np.exp(lp - lp.max())
@@ -108,14 +114,14 @@ def test_zero_sum_effects_are_the_nuts_model():
         mean_a, mean_d = (w * a).sum(), (w * delta).sum()
         return mean_a, np.sqrt((w * (a - mean_a) ** 2).sum()), mean_d
 
-    mean_a, sd_a, mean_d = moments(log_post(1.0))
+    mean_a, sd_a, mean_d = moments(log_post(0.25))
     draws_a = fit.population.loc["Intercept"]
     assert abs(draws_a["mean"] - mean_a) < 4 * sd_a / np.sqrt(40_000)
     assert abs(draws_a["sd"] / sd_a - 1) < 0.015
     assert abs(fit.groups.loc[("1|g", "a"), "mean"] - mean_d) < 0.01
     # the independent-effects model with the same intercept prior: a visibly other posterior
-    _, naive_sd, _ = moments(log_post(1.0 + 1.2**2 / 2))
-    assert abs(naive_sd / sd_a - 1) > 0.05
+    _, naive_sd, _ = moments(log_post(0.25 + 0.65**2 / 2))
+    assert abs(naive_sd / sd_a - 1) > 0.1
 
 
 def test_auto_takes_one_factor_regressions_and_laplace_refuses_the_rest():
@@ -132,8 +138,9 @@ def test_auto_takes_one_factor_regressions_and_laplace_refuses_the_rest():
 
 def test_the_default_priors_are_the_nuts_models():
     """The record keeps the priors the plan was built with: the same resolution as NUTS."""
-    formula, data, kwargs, _ = MODELS["seeds"]
-    fit = pw.fit(formula, data=data(), method="laplace", seed=1, draws=400)
+    formula, data, _, _ = MODELS["seeds"]
+    with pytest.warns(pw.PoolwiseWarning, match="identifiability"):
+        fit = pw.fit(formula, data=data(), method="laplace", seed=1, draws=400)
     assert fit.priors["1|plate_sigma"] == H(1.0)
     assert isinstance(fit.priors["Intercept"], N)
     assert fit.plan.terms[0].zero_sum

@@ -135,19 +135,25 @@ def level_modes(
     """
     prec = 1.0 / np.asarray(sd, dtype=float)[:, None] ** 2
     b = np.zeros((eta0.shape[0], model.n_levels)) if b is None else b.copy()
+    h = np.empty_like(b)
     lo, hi = np.full(b.shape, -np.inf), np.full(b.shape, np.inf)
+    rows = np.arange(b.shape[0])  # the rows still moving: only they are computed
     for _ in range(NEWTON_STEPS):
-        r, w = model.cell_terms(eta0 + b[:, model.codes], value=False)
-        grad = model.by_level(r, 1) - prec * b
-        h = model.by_level(w, 1) + prec
-        lo = np.where(grad > 0, b, lo)
-        hi = np.where(grad <= 0, b, hi)
-        step = np.clip(grad / h, -MAX_STEP, MAX_STEP)
-        if np.all(np.abs(step) <= LEVEL_TOL * (1.0 + np.abs(b))):
+        br = b[rows]
+        r, w = model.cell_terms(eta0[rows] + br[:, model.codes], value=False)
+        grad = model.by_level(r, 1) - prec[rows] * br
+        h[rows] = model.by_level(w, 1) + prec[rows]
+        lo[rows] = np.where(grad > 0, br, lo[rows])
+        hi[rows] = np.where(grad <= 0, br, hi[rows])
+        step = np.clip(grad / h[rows], -MAX_STEP, MAX_STEP)
+        moving = np.any(np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br)), axis=1)  # (NaN: no mode)
+        if not moving.any():
             break
-        new = b + step
-        outside = (new <= lo) | (new >= hi)
-        b = np.where(outside & np.isfinite(lo + hi), 0.5 * (lo + hi), new)
+        rows, step, br = rows[moving], step[moving], br[moving]
+        new = br + step
+        l, u = lo[rows], hi[rows]
+        outside = (new <= l) | (new >= u)
+        b[rows] = np.where(outside & np.isfinite(l + u), 0.5 * (l + u), new)
     return b, h
 
 
@@ -279,7 +285,7 @@ def beta_laplace(
         step = np.linalg.solve(H, grad[..., None])[..., 0]
         step *= np.minimum(1.0, MAX_STEP / np.maximum(np.abs(step).max(axis=1), 1e-300))[:, None]
         decrement = (grad * step).sum(axis=1)
-        done = np.all(decrement <= BETA_TOL)
+        done = not np.any(decrement > BETA_TOL)  # (a NaN: a point whose density overflows)
         for _ in range(40):
             q1, lp1 = evaluate(beta + step, q.modes)
             # a step that lowers the log density is halved, away from the mode only: near it

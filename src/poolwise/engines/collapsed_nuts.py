@@ -27,62 +27,37 @@ _SAMPLERS: OrderedDict[tuple, Any] = OrderedDict()
 
 @dataclass(frozen=True)
 class CollapsedDraws:
-    """Posterior draws of the hyperparameters (natural scale), shape (chains, draws) each.
+    """Posterior draws of the hyperparameters: ``samples`` on the natural scale, shape
+    (chains, draws) each, and ``points`` (chains × draws, d), the same draws on the model's
+    unconstrained scale, chains one after another.
 
     ``divergences`` counts divergent transitions over all chains.
     """
 
     samples: dict[str, np.ndarray]
+    points: np.ndarray
     divergences: int
     info: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    boundary: tuple[int, ...] = ()
+
+    @property
+    def point(self) -> bool:
+        """Draws describe the whole posterior."""
+        return False
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Every draw weighs the same."""
+        return np.full(len(self.points), 1.0 / len(self.points))
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``size`` of the draws, chosen at random with replacement."""
+        return self.points[rng.integers(0, len(self.points), size)]
 
     def flat(self) -> dict[str, np.ndarray]:
         """Every hyperparameter's draws, chains concatenated."""
         return {k: v.reshape(-1) for k, v in self.samples.items()}
-
-
-def _log_rising(a, k):
-    """jax twin of :func:`poolwise.families.special.log_rising`."""
-    import jax.numpy as jnp
-    from jax.scipy.special import gammaln
-
-    from ..families.special import STIRLING_FROM
-
-    big = jnp.maximum(a, 1.0)
-    ak = big + k
-    series = (
-        (big - 0.5) * jnp.log1p(k / big)
-        + k * jnp.log(ak)
-        - k
-        + (1.0 / ak - 1.0 / big) / 12.0
-        - (1.0 / ak**3 - 1.0 / big**3) / 360.0
-    )
-    small = jnp.minimum(a, STIRLING_FROM)
-    direct = gammaln(small + k) - gammaln(small)
-    return jnp.where(a > STIRLING_FROM, series, direct)
-
-
-def _log_marginal_sum(family: str, p: dict, stats: tuple) -> Any:
-    """Sum over groups of log m_j(eta) up to a constant, in jax."""
-    import jax.numpy as jnp
-
-    if family == "normal":
-        n, ybar, m2 = stats
-        s2 = p["sigma"] ** 2
-        var = p["tau"] ** 2 + s2 / n
-        within = -0.5 * (n - 1) * jnp.log(s2) - m2 / (2 * s2)
-        return jnp.sum(within - 0.5 * (jnp.log(var) + (ybar - p["mu"]) ** 2 / var))
-    if family == "normal_se":
-        y, se = stats
-        var = p["tau"] ** 2 + se**2
-        return jnp.sum(-0.5 * (jnp.log(var) + (y - p["mu"]) ** 2 / var))
-    if family == "binomial":
-        k, n = stats
-        a, b = p["a"], p["b"]
-        return jnp.sum(_log_rising(a, k) + _log_rising(b, n - k) - _log_rising(a + b, n))
-    c, e = stats
-    alpha, beta = p["alpha"], p["beta"]
-    return jnp.sum(_log_rising(alpha, c) - alpha * jnp.log1p(e / beta) - c * jnp.log(beta + e))
 
 
 def _constraint(lower: float, upper: float) -> Any:
@@ -138,7 +113,7 @@ def _make_model(model: PoolModel):
                 numpyro.factor(f"{n}_prior", log_priors[n](p[n]))
         p.update(constants)
         p = family.complete(p)
-        numpyro.factor("loglik", _log_marginal_sum(family.name, p, stats))
+        numpyro.factor("loglik", family.log_marginal_sum_jax(p, stats))
 
     return numpyro_model, {n: biject_to(d.support) for n, d in sites.items()}
 
@@ -210,7 +185,7 @@ def _check(model: PoolModel, chains: int, tune: int, draws: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def sample_collapsed_many(
+def fit_many(
     models: list[PoolModel],
     *,
     draws: int = 1000,
@@ -219,7 +194,7 @@ def sample_collapsed_many(
     seed: int = 0,
     target_accept: float = 0.9,
 ) -> list[CollapsedDraws]:
-    """:func:`sample_collapsed` for several data sets of one model structure, in one compiled call.
+    """:func:`fit` for several data sets of one model structure, in one compiled call.
 
     Every model must share the family, the free hyperparameters, their priors and the number of
     groups (as the data sets of a simulation study do); each gets its own chains and adaptation.
@@ -248,7 +223,7 @@ def sample_collapsed_many(
         if any(
             _sampler(m, stats[0], chains, tune, draws, target_accept)[0] is not run for m in models
         ):
-            raise ValueError("sample_collapsed_many: every model must have the same structure")
+            raise ValueError("fit_many: every model must have the same structure")
         z_init = {
             n: jnp.asarray(np.stack([transforms[n].inv(v[n][:, 0]) for v in inits]))
             for n in first.names
@@ -258,17 +233,19 @@ def sample_collapsed_many(
         constrained = {n: np.asarray(transforms[n](zs[n]), dtype=np.float64) for n in first.names}
         diverging = np.asarray(diverging)
     info = {"chains": chains, "tune": tune, "draws": draws, "target_accept": target_accept}
-    return [
-        CollapsedDraws(
-            samples={n: constrained[n][i] for n in first.names},
-            divergences=int(diverging[i].sum()),
-            info=info,
+    out = []
+    for i, m in enumerate(models):
+        samples = {n: constrained[n][i] for n in first.names}
+        points = np.column_stack(
+            [t.inverse(samples[n].reshape(-1)) for n, t in zip(m.names, m.transforms, strict=True)]
         )
-        for i in range(len(models))
-    ]
+        count = int(diverging[i].sum())
+        warned = [f"{count} divergent transitions: the draws may be biased"] if count else []
+        out.append(CollapsedDraws(samples, points, count, info, warned))
+    return out
 
 
-def sample_collapsed(
+def fit(
     model: PoolModel,
     *,
     draws: int = 1000,
@@ -292,10 +269,10 @@ def sample_collapsed(
     ...          "se": np.array([15., 10, 16, 11, 9, 11, 10, 18])}
     >>> model = build_model(NormalKnownSE(), stats, "partial",
     ...                     {"mu": poolwise.Normal(0, 5), "tau": poolwise.HalfCauchy(5)})
-    >>> res = sample_collapsed(model, draws=2000, tune=500, chains=2, seed=1)
+    >>> res = fit(model, draws=2000, tune=500, chains=2, seed=1)
     >>> res.samples["mu"].shape, abs(float(res.flat()["mu"].mean()) - 4.4) < 0.4
     ((2, 2000), True)
     """
-    return sample_collapsed_many(
+    return fit_many(
         [model], draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept
     )[0]

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .optimize import LogDensity, covariance, find_mode, hessian
+from .base import Target
+from .optimize import covariance, find_mode, hessian
 
 # a coordinate whose objective stays flat this much further on has run off to a boundary
 # (tau = 0, kappa = inf)
@@ -28,6 +29,11 @@ class PointPosterior:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def point(self) -> bool:
+        """The hyperparameters are fixed at the estimate."""
+        return True
+
+    @property
     def points(self) -> np.ndarray:
         return self.mode[None, :]
 
@@ -44,17 +50,20 @@ class PointPosterior:
         return rng.multivariate_normal(self.mode, self.cov, size=size, method="eigh")
 
 
-def fit_eb(objective: LogDensity, z0: np.ndarray) -> PointPosterior:
-    """Maximise ``objective`` (a log marginal likelihood, plus a log prior for MAP).
+def fit(model: Target) -> PointPosterior:
+    """Maximise the model's ``log_objective`` (a log marginal likelihood, plus a log prior for MAP).
 
     Coordinates that run off towards the edge of their support are reported in ``boundary``.
 
     Example
     -------
-    >>> post = fit_eb(lambda z: -0.5 * ((z - 3.0) ** 2).sum(axis=1), np.zeros(2))
+    >>> from poolwise.engines.base import Density
+    >>> post = fit(Density(lambda z: -0.5 * ((z - 3.0) ** 2).sum(axis=1), np.zeros(2)))
     >>> post.mode.round(4).tolist(), post.boundary
     ([3.0, 3.0], ())
     """
+    objective = model.log_objective
+    z0 = model.initial_point()
     d = z0.size
     if d == 0:
         return PointPosterior(np.zeros(0), np.zeros((0, 0)))

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .optimize import LogDensity, covariance, find_mode, hessian
+from .base import LogDensity, Target
+from .optimize import covariance, find_mode, hessian
 
 EDGE_TOL = 1e-7
 MOMENT_TOL = 2e-4
@@ -45,6 +46,12 @@ class GridPosterior:
     coarse: np.ndarray | None = None
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    boundary: tuple[int, ...] = ()
+
+    @property
+    def point(self) -> bool:
+        """A grid is the whole posterior, not a point estimate."""
+        return False
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """Draw ``size`` points: a grid cell by its weight, then uniformly inside the cell (in v)."""
@@ -95,19 +102,20 @@ def _check_tails(log_density: LogDensity, mode: np.ndarray, names: tuple[str, ..
             )
 
 
-def fit_exact(
-    log_density: LogDensity, z0: np.ndarray, names: tuple[str, ...] = ()
-) -> GridPosterior:
-    """Quadrature of ``exp(log_density)`` over R^d (d <= 3).
+def fit(model: Target) -> GridPosterior:
+    """Quadrature of the model's posterior density, ``exp(log_posterior)``, over R^d (d <= 3).
 
     Example
     -------
-    >>> post = fit_exact(lambda z: -0.5 * ((z - 1.0) ** 2).sum(axis=1), np.zeros(1))
+    >>> from poolwise.engines.base import Density
+    >>> post = fit(Density(lambda z: -0.5 * ((z - 1.0) ** 2).sum(axis=1), np.zeros(1)))
     >>> round(float(post.weights @ post.points[:, 0]), 6)
     1.0
     """
+    log_density: LogDensity = model.log_posterior
+    z0 = model.initial_point()
     d = z0.size
-    names = names or tuple(f"z{i}" for i in range(d))
+    names = tuple(model.names) or tuple(f"z{i}" for i in range(d))
     if d == 0:
         none = np.zeros((1, 0))
         return GridPosterior(none, np.ones(1), none, np.zeros(0), np.zeros((0, 0)), np.zeros(0))

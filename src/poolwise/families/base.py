@@ -7,7 +7,9 @@ space) and group statistics as arrays of shape ``(J,)``, so every result is ``(K
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -17,12 +19,64 @@ Params = dict[str, np.ndarray]
 Stats = dict[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How rows hold a family's data: the role of each column, and how a group's rows reduce.
+
+    ``roles`` maps each role (the keyword of :func:`poolwise.fit` that names its column) to the
+    rule its values must satisfy: ``real``, ``positive``, ``nonnegative``, ``count`` (a whole
+    number, at least 0), ``size`` (a whole number, at least 1) or ``sd`` (at least 0, may be
+    missing where the row's size is 1). ``optional`` gives the roles that may be left out, with
+    the value each row then has. ``reduction`` is how :func:`poolwise.data.reduce` turns a
+    group's rows into the family's statistics:
+
+    - ``"sums"``: each role's sum (``rows``, the group's number of rows, too, where the family's
+      statistics name it);
+    - ``"single"``: one row per group, its values;
+    - ``"moments"``: rows of one real role, to the group's ``n``, ``mean`` and ``m2`` (the sum of
+      squared deviations);
+    - ``"summaries"``: rows that summarise parts of a group by their ``real`` mean, ``size`` and
+      ``sd``, to the same ``n``, ``mean`` and ``m2``.
+
+    Example
+    -------
+    >>> Layout({"counts": "count", "exposure": "nonnegative"}, "sums", {"exposure": 1.0}).required
+    ('counts',)
+    """
+
+    roles: Mapping[str, str]
+    reduction: str
+    optional: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The roles a fit must name."""
+        return tuple(r for r in self.roles if r not in self.optional)
+
+    def reads(self, roles: set[str]) -> bool:
+        """Whether naming exactly ``roles`` selects this layout."""
+        return set(self.required) <= roles <= set(self.roles)
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """A check of each row that involves several roles (e.g. successes above trials).
+
+    ``bad`` takes a function from a role to its column expression and returns an expression true
+    on a bad row; ``message`` is formatted with the role → column names, ``count`` (the bad rows)
+    and ``rows`` (all rows).
+    """
+
+    role: str
+    bad: Callable[[Callable[[str], Any]], Any]
+    message: str
+
+
 class Family(ABC):
     """A likelihood for one group's data and a population distribution for its parameter theta."""
 
     name: ClassVar[str]
     description: ClassVar[str]
-    columns: ClassVar[tuple[str, ...]]
     # support of every hyperparameter name the family understands
     supports: ClassVar[dict[str, tuple[float, float]]]
     # the free hyperparameters of the partial-pooling model, in each accepted parametrization
@@ -41,6 +95,22 @@ class Family(ABC):
     statistics: ClassVar[tuple[str, ...]]
     # priors of the hyperparameters that simulation is not given (no data to scale them to)
     simulation_priors: ClassVar[dict[str, Prior]]
+    # how rows hold the family's data (the first is the one simulation writes)
+    layouts: ClassVar[tuple[Layout, ...]]
+    # checks of each row that involve several roles
+    row_checks: ClassVar[tuple[RowCheck, ...]] = ()
+    # the statistic whose zero says a group holds no data at all (None: no group can be empty)
+    empty_role: ClassVar[str | None] = None
+    # the statistics simulation is given (a group's size) and draws (its data), and whether the
+    # sizes are whole numbers
+    size_stat: ClassVar[str]
+    data_stat: ClassVar[str]
+    integer_sizes: ClassVar[bool] = False
+    # the hyperparameter of the population's spread, in the words of a report's summary card
+    spread: ClassVar[str]
+    spread_words: ClassVar[str]
+    # a report's model section: the model in words, and its formulas (HTML)
+    symbols: ClassVar[tuple[str, tuple[str, ...]]]
 
     def free_names(self, pooling: str, prior_names: set[str]) -> tuple[str, ...]:
         """Hyperparameters a pooling leaves to be learned, in the parametrization the priors use."""
@@ -161,6 +231,43 @@ class Family(ABC):
             params[self.location], (params[self.location].shape[0], self.n(stats))
         )
         return loc, np.zeros_like(loc), np.ones_like(loc)
+
+    def log_marginal_sum_jax(self, params: Mapping[str, Any], stats: tuple) -> Any:
+        """The sum over groups of :meth:`log_marginal` (up to a constant) in jax, for NUTS;
+        ``stats`` are the statistics in the order of :attr:`statistics`."""
+        raise NotImplementedError(
+            f"method='nuts': the {self.name} family has no log marginal likelihood in jax"
+        )
+
+    def notes(self, stats: Stats, free: tuple[str, ...]) -> list[str]:
+        """What a fit should say about these data (or raise on data it cannot fit), given the
+        free hyperparameters ``free``."""
+        return []
+
+    def size_columns(self, stats: Stats) -> dict[str, np.ndarray]:
+        """The groups table's first columns: how much data each group has (``n``)."""
+        size = self.size(stats)
+        return {"n": size.astype(np.int64) if self.integer_sizes else size}
+
+    def data_stats(self, data: np.ndarray, sizes: np.ndarray) -> Stats:
+        """The statistics of groups with simulated ``data`` of the given sizes (enough for
+        :meth:`raw`)."""
+        return {self.data_stat: data, self.size_stat: sizes}
+
+    def simulate_rows(
+        self, theta: np.ndarray, sizes: np.ndarray, rng: np.random.Generator, params: Params
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Simulated rows as :func:`poolwise.fit` reads them: each row's group (an index into
+        ``theta``) and its columns, named by their roles (one row per group by default)."""
+        data = self.sample_data(theta, sizes, rng, params)
+        if self.layouts[0].roles.get(self.data_stat) == "count":
+            data = data.astype(np.int64)
+        return np.arange(len(sizes)), {self.data_stat: data, self.size_stat: sizes}
+
+    def reduce_rows(self, group: np.ndarray, columns: Mapping[str, np.ndarray]) -> Stats:
+        """The statistics of rows from :meth:`simulate_rows` (groups 0..J-1 in order, no bad
+        rows), in numpy: what :func:`poolwise.data.reduce` would give."""
+        return {s: np.asarray(columns[s]) for s in self.statistics}
 
     def n(self, stats: Stats) -> int:
         """Number of groups."""

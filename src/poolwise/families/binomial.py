@@ -9,8 +9,8 @@ import numpy as np
 
 from .._lazy import gammaln, xlog1py, xlogy
 from ..priors import Beta, Lomax, Prior
-from .base import Family
-from .special import log_rising
+from .base import Family, Layout, RowCheck
+from .special import log_rising, log_rising_jax
 
 INF = math.inf
 
@@ -41,7 +41,29 @@ class Binomial(Family):
         "phi": Beta(2.0, 2.0),
         "kappa": Lomax(0.5, 1.0),
     }
-    columns = ("successes", "trials")
+    layouts = (Layout({"successes": "count", "trials": "count"}, "sums"),)
+    row_checks = (
+        RowCheck(
+            "successes",
+            lambda col: col("successes") > col("trials"),
+            "successes: column {successes!r} exceeds trials column {trials!r} in {count} of "
+            "{rows} rows",
+        ),
+    )
+    empty_role = "trials"
+    size_stat, data_stat, integer_sizes = "trials", "successes", True
+    spread, spread_words = "kappa", "concentration (prior strength)"
+    symbols = (
+        "Group <i>j</i> has k<sub>j</sub> successes in n<sub>j</sub> trials at its own rate "
+        "θ<sub>j</sub>; the rates are drawn from a beta population with mean φ and concentration "
+        "κ = a + b, the population's weight counted in trials.",
+        (
+            "k<sub>j</sub> ~ Binomial(n<sub>j</sub>, θ<sub>j</sub>)",
+            "θ<sub>j</sub> ~ Beta(a, b), a = φκ, b = (1 − φ)κ",
+            "E[θ<sub>j</sub> | a, b] = (a + k<sub>j</sub>) / (a + b + n<sub>j</sub>), "
+            "shrinkage B<sub>j</sub> = κ / (κ + n<sub>j</sub>)",
+        ),
+    )
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "phi": (0.0, 1.0),
         "kappa": (0.0, INF),
@@ -69,6 +91,13 @@ class Binomial(Family):
             return xlogy(k, phi) + xlog1py(n - k, -phi)
         a, b = params["a"], params["b"]
         return log_rising(a, k) + log_rising(b, n - k) - log_rising(a + b, n)
+
+    def log_marginal_sum_jax(self, params, stats):
+        import jax.numpy as jnp
+
+        k, n = stats
+        a, b = params["a"], params["b"]
+        return jnp.sum(log_rising_jax(a, k) + log_rising_jax(b, n - k) - log_rising_jax(a + b, n))
 
     def log_marginal_total(self, params, stats, weights, pooled):
         if "term" not in stats:

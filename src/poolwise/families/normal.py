@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..priors import HalfNormal, Normal, Prior
-from .base import Family, Params, Stats
+from .base import Family, Layout, Params, Stats
 
 LOG_2PI = math.log(2.0 * math.pi)
 INF = math.inf
@@ -54,6 +54,7 @@ class _NormalBase(Family):
     location: ClassVar[str] = "mu"
     theta_support: ClassVar[tuple[float, float]] = (-INF, INF)
     parametrizations: ClassVar[tuple[tuple[str, ...], ...]] = (("mu", "tau"),)
+    spread, spread_words = "tau", "between-group sd"
 
     def complete(self, params: Params) -> Params:
         return dict(params)
@@ -109,12 +110,28 @@ class NormalRows(_NormalBase):
         "tau": HalfNormal(1.0),
         "sigma": HalfNormal(1.0),
     }
-    columns = ("y",)
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "mu": (-INF, INF),
         "tau": (0.0, INF),
         "sigma": (0.0, INF),
     }
+    # raw rows, or one row per group (or part of one) with its size, mean and sd
+    layouts = (
+        Layout({"y": "real"}, "moments"),
+        Layout({"y": "real", "n": "size", "sd": "sd"}, "summaries"),
+    )
+    size_stat, data_stat, integer_sizes = "n", "mean", True
+    symbols = (
+        "Each row of group <i>j</i> is normal around the group's mean θ<sub>j</sub>, with a "
+        "within-group standard deviation σ shared by all groups. The group means are drawn from a "
+        "normal population with mean μ and standard deviation τ (the between-group spread).",
+        (
+            "y<sub>ij</sub> ~ Normal(θ<sub>j</sub>, σ²)",
+            "θ<sub>j</sub> ~ Normal(μ, τ²)",
+            "shrinkage B<sub>j</sub> = σ² / (σ² + n<sub>j</sub> τ²), "
+            "E[θ<sub>j</sub>] = B<sub>j</sub> μ + (1 − B<sub>j</sub>) ȳ<sub>j</sub>",
+        ),
+    )
 
     @property
     def nuisance(self) -> tuple[str, ...]:
@@ -128,6 +145,47 @@ class NormalRows(_NormalBase):
         if np.all(np.isinf(v)):
             return within
         return within + _log_normal_density(stats["mean"], params["mu"], v)
+
+    def log_marginal_sum_jax(self, params, stats):
+        import jax.numpy as jnp
+
+        n, ybar, m2 = stats
+        s2 = params["sigma"] ** 2
+        var = params["tau"] ** 2 + s2 / n
+        within = -0.5 * (n - 1) * jnp.log(s2) - m2 / (2 * s2)
+        return jnp.sum(within - 0.5 * (jnp.log(var) + (ybar - params["mu"]) ** 2 / var))
+
+    def notes(self, stats, free):
+        """Refuse data with no within-group spread; say when sigma rests on the priors."""
+        if "sigma" not in free:
+            return []
+        n, m2 = np.asarray(stats["n"]), np.asarray(stats["m2"])
+        if np.all(n == 1):
+            return [
+                "every group has a single observation, so the within-group sd (sigma) cannot be "
+                "told apart from the between-group sd (tau): the spread of the pooled groups "
+                "fixes tau² + sigma², and how it splits between them follows their priors"
+            ]
+        if not np.any(m2 > 0):
+            raise ValueError(
+                "y: the values are identical within every group that has more than one row, so "
+                "the within-group sd (sigma) would be estimated as zero and the posterior is "
+                "improper; give sigma a fixed value (priors={'sigma': ...}) or check the column"
+            )
+        return []
+
+    def simulate_rows(self, theta, sizes, rng, params):
+        """``size`` rows of each group."""
+        idx = np.repeat(np.arange(len(sizes)), sizes)
+        sigma = float(np.ravel(params["sigma"])[0])
+        return idx, {"y": theta[idx] + sigma * rng.standard_normal(len(idx))}
+
+    def reduce_rows(self, group, columns):
+        y = np.asarray(columns["y"], dtype=np.float64)
+        n = np.bincount(group)
+        mean = np.bincount(group, weights=y) / n
+        m2 = np.bincount(group, weights=(y - mean[group]) ** 2)
+        return {"n": n.astype(np.int64), "mean": mean, "m2": m2}
 
     def log_marginal_total(self, params, stats, weights, pooled):
         # the within-group part sums in closed form: only the group means need a pass over groups
@@ -231,14 +289,37 @@ class NormalKnownSE(_NormalBase):
     theta_kind = "normal"
     statistics = ("y", "se")
     simulation_priors: ClassVar[dict[str, Prior]] = {"mu": Normal(0.0, 1.0), "tau": HalfNormal(1.0)}
-    columns = ("y", "se")
     supports: ClassVar[dict[str, tuple[float, float]]] = {"mu": (-INF, INF), "tau": (0.0, INF)}
+    layouts = (Layout({"y": "real", "se": "positive"}, "single"),)
+    size_stat, data_stat = "se", "y"
+    symbols = (
+        "Each group reports an estimate y<sub>j</sub> with a known standard error "
+        "s<sub>j</sub>; the true effects θ<sub>j</sub> are drawn from a normal population with "
+        "mean μ and standard deviation τ (the between-group spread).",
+        (
+            "y<sub>j</sub> ~ Normal(θ<sub>j</sub>, s<sub>j</sub>²)",
+            "θ<sub>j</sub> ~ Normal(μ, τ²)",
+            "shrinkage B<sub>j</sub> = s<sub>j</sub>² / (s<sub>j</sub>² + τ²), "
+            "E[θ<sub>j</sub>] = B<sub>j</sub> μ + (1 − B<sub>j</sub>) y<sub>j</sub>",
+        ),
+    )
 
     def log_marginal(self, params, stats, pooled):
         tau2 = 0.0 if pooled else params["tau"] ** 2
         if np.all(np.isinf(tau2)):
             return np.zeros((params["mu"].shape[0], self.n(stats)))
         return _log_normal_density(stats["y"], params["mu"], tau2 + stats["se"] ** 2)
+
+    def log_marginal_sum_jax(self, params, stats):
+        import jax.numpy as jnp
+
+        y, se = stats
+        var = params["tau"] ** 2 + se**2
+        return jnp.sum(-0.5 * (jnp.log(var) + (y - params["mu"]) ** 2 / var))
+
+    def size_columns(self, stats):
+        """Each group is one estimate, with its standard error."""
+        return {"n": np.ones(self.n(stats), int), "se": stats["se"]}
 
     def location_estimates(self, stats):
         return stats["y"], None

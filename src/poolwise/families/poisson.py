@@ -9,8 +9,8 @@ import numpy as np
 
 from .._lazy import gammaln, xlogy
 from ..priors import HalfNormal, Lomax, Prior
-from .base import Family
-from .special import log_rising
+from .base import Family, Layout, RowCheck
+from .special import log_rising, log_rising_jax
 
 INF = math.inf
 
@@ -38,7 +38,29 @@ class Poisson(Family):
         "mu": HalfNormal(1.0),
         "kappa": Lomax(0.5, 1.0),
     }
-    columns = ("counts", "exposure")
+    # exposure left out: one unit per row
+    layouts = (Layout({"counts": "count", "exposure": "nonnegative"}, "sums", {"exposure": 1.0}),)
+    row_checks = (
+        RowCheck(
+            "counts",
+            lambda col: (col("exposure") == 0) & (col("counts") > 0),
+            "exposure: column {exposure!r} is zero where counts column {counts!r} is positive "
+            "in {count} of {rows} rows (events need exposure)",
+        ),
+    )
+    empty_role = "exposure"
+    size_stat, data_stat = "exposure", "counts"
+    spread, spread_words = "kappa", "concentration (prior strength)"
+    symbols = (
+        "Group <i>j</i> has c<sub>j</sub> events over an exposure E<sub>j</sub> at its own rate "
+        "θ<sub>j</sub>; the rates are drawn from a gamma population with mean μ and shape κ.",
+        (
+            "c<sub>j</sub> ~ Poisson(θ<sub>j</sub> E<sub>j</sub>)",
+            "θ<sub>j</sub> ~ Gamma(α, β), α = κ, β = κ / μ",
+            "E[θ<sub>j</sub> | α, β] = (α + c<sub>j</sub>) / (β + E<sub>j</sub>), "
+            "shrinkage B<sub>j</sub> = β / (β + E<sub>j</sub>)",
+        ),
+    )
     supports: ClassVar[dict[str, tuple[float, float]]] = {
         "mu": (0.0, INF),
         "kappa": (0.0, INF),
@@ -66,6 +88,15 @@ class Poisson(Family):
             return xlogy(c, mu) - mu * e
         alpha, beta = params["alpha"], params["beta"]
         return log_rising(alpha, c) - alpha * np.log1p(e / beta) - c * np.log(beta + e)
+
+    def log_marginal_sum_jax(self, params, stats):
+        import jax.numpy as jnp
+
+        c, e = stats
+        alpha, beta = params["alpha"], params["beta"]
+        return jnp.sum(
+            log_rising_jax(alpha, c) - alpha * jnp.log1p(e / beta) - c * jnp.log(beta + e)
+        )
 
     def constant(self, stats):
         c, e = stats["counts"], stats["exposure"]

@@ -38,3 +38,22 @@ def log_rising(a: np.ndarray, k: np.ndarray) -> np.ndarray:
             - (1.0 / akb**3 - 1.0 / ab**3) / 360.0
         )
     return out
+
+
+def log_rising_jax(a, k):
+    """jax twin of :func:`log_rising`, for the families' log marginals under NUTS."""
+    import jax.numpy as jnp
+    from jax.scipy.special import gammaln as jgammaln
+
+    big = jnp.maximum(a, 1.0)
+    ak = big + k
+    series = (
+        (big - 0.5) * jnp.log1p(k / big)
+        + k * jnp.log(ak)
+        - k
+        + (1.0 / ak - 1.0 / big) / 12.0
+        - (1.0 / ak**3 - 1.0 / big**3) / 360.0
+    )
+    small = jnp.minimum(a, STIRLING_FROM)
+    direct = jgammaln(small + k) - jgammaln(small)
+    return jnp.where(a > STIRLING_FROM, series, direct)

@@ -1,7 +1,8 @@
-"""Regressions with group-specific effects from a formula, fitted by NUTS.
+"""Regressions with group-specific effects from a formula, fitted by the Laplace engine or NUTS.
 
 formula (formulae) → cells of identical design rows (one engine-side group-by) → design with
-integer group codes → numpyro model → :class:`GlmmFit`. Importing this package does not import
+integer group codes → latent Gaussian model (Laplace, empirical Bayes) or numpyro model (NUTS)
+→ :class:`GlmmFit`. Importing this package does not import
 jax; sampling does.
 """
 

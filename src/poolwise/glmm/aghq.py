@@ -22,15 +22,20 @@ the other engines (:class:`Declined`).
 from __future__ import annotations
 
 import math
+import time
+import warnings
+from dataclasses import replace
 
 import numpy as np
 
+from ..engines import ENGINES, Density
 from ..engines.aghq import FAMILIES, NODES, LevelModel, beta_laplace, sample_levels
-from ..engines.exact import fit_exact
+from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
+from ..fitdata import RegressionData
 from ..priors import Flat, Normal
-from .cells import Cells
-from .design import Design
 from .model import ModelPlan, prior_scale
+from .sampling import draws_record
+from .setup import Prepared
 
 # common effects with which beta's Gaussian (p x p, per sd point) is the model's
 MAX_COMMON = 8
@@ -79,8 +84,9 @@ def _prior_arrays(plan: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
     return np.array(means, dtype=float), np.array(precisions, dtype=float)
 
 
-def level_model(cells: Cells, design: Design) -> LevelModel:
+def level_model(prep: Prepared) -> LevelModel:
     """The cells of the model's one factor for the quadrature engine."""
+    cells, design = prep.cells, prep.design
     s, term = cells.stats(), design.groups[0]
     if cells.likelihood == "binomial":
         y, n = s["successes"], s["trials"]
@@ -92,21 +98,73 @@ def level_model(cells: Cells, design: Design) -> LevelModel:
 
 
 def fit_aghq(
-    cells: Cells,
-    design: Design,
-    plan: ModelPlan,
-    draws: int,
-    rng: np.random.Generator,
+    prep: Prepared,
+    *,
+    draws: int = 4000,
+    hdi_prob: float = 0.94,
+    seed: int | None = None,
+    reason: str | None = None,
     nodes: int | None = None,
+) -> RegressionData:
+    """Fit the prepared model by adaptive Gauss–Hermite quadrature (``method="laplace"``):
+    tables from ``draws`` independent draws. Raises :class:`Declined` where the model is not
+    this engine's (see :func:`why_not`).
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> from poolwise.glmm.setup import prepare
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7],
+    ...                    "n": [10] * 6})
+    >>> fit = fit_aghq(prepare("p(k, n) ~ 1 + x + (1|g)", df), seed=1)
+    >>> fit.method, round(float(fit.population.loc["x", "mean"]), 1)
+    ('laplace', 1.0)
+    """
+    check_count("draws", draws)
+    check_prob(hdi_prob)
+    check_seed(seed)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**63))
+    start = time.perf_counter()
+    nodes = nodes or NODES
+    samples, facts, notes = _sample(prep, draws, np.random.default_rng([seed, 15]), nodes)
+    what = prep.cells.likelihood
+    info = {
+        "engine": "aghq",
+        "seconds": time.perf_counter() - start,
+        "cells": prep.design.n_cells,
+        **facts,
+    }
+    default = (
+        f"one scalar grouping factor of a {what} regression: each level's effect integrated by "
+        f"adaptive Gauss–Hermite, {nodes} nodes; the common effects Gaussian given the group sd "
+        "(Laplace on that exact likelihood); the sd by adaptive quadrature"
+    )
+    prep = replace(prep, messages=[*prep.messages, *notes])
+    for m in notes:
+        warnings.warn(m, PoolwiseWarning, stacklevel=3)
+    return draws_record(
+        prep,
+        {k: v[None] for k, v in samples.items()},
+        hdi_prob,
+        int(seed),
+        "laplace",
+        f"{reason}; {default}" if reason else default,
+        info,
+        mcmc=False,
+    )
+
+
+def _sample(
+    prep: Prepared, draws: int, rng: np.random.Generator, nodes: int
 ) -> tuple[dict[str, np.ndarray], dict, list[str]]:
     """Draws of the common effects, the group sd (when it has a prior) and the level effects
-    (draws, J), with the engine's facts and its warnings. Raises :class:`Declined` where the
-    model is not this engine's (see :func:`why_not`)."""
-    reason = why_not(plan)
-    if reason is not None:
-        raise Declined(f"adaptive Gauss–Hermite quadrature does not fit {reason}")
-    nodes = nodes or NODES
-    model = level_model(cells, design)
+    (draws, J), with the engine's facts and its warnings."""
+    plan, design = prep.plan, prep.design
+    why = why_not(plan)
+    if why is not None:
+        raise Declined(f"adaptive Gauss–Hermite quadrature does not fit {why}")
+    model = level_model(prep)
     term, gterm = plan.terms[0], design.groups[0]
     mean, precision = _prior_arrays(plan)
     J = term.n_levels
@@ -132,9 +190,11 @@ def fit_aghq(
         if seen:
             start = _interp(np.log(sd), seen["z"], seen["mode"])
         fit = beta_laplace(model, sd, mean, prec, start=start, k=nodes)
-        z = np.log(sd)
-        order = np.argsort(z)
-        seen["z"], seen["mode"] = z[order], fit.mode[order]
+        good = ok & np.isfinite(fit.log_marginal)  # (far points overflow: no start from them)
+        if good.any():
+            z = np.log(sd[good])
+            order = np.argsort(z)
+            seen["z"], seen["mode"] = z[order], fit.mode[good][order]
         return fit, ok
 
     facts: dict = {"nodes": nodes}
@@ -154,13 +214,17 @@ def fit_aghq(
 
         def log_density(z: np.ndarray) -> np.ndarray:
             sd = np.exp(z[:, 0])
-            fit, ok = conditional(sd)
+            # the grid's search reaches far sds (e^40), where exp overflows: those points'
+            # density is zero
+            with np.errstate(over="ignore", invalid="ignore"):
+                fit, ok = conditional(sd)
             with np.errstate(divide="ignore"):
                 lp = np.asarray(sd_prior.logpdf(sd), dtype=float) + z[:, 0] + fit.log_marginal
             return np.where(ok & np.isfinite(lp), lp, -np.inf)
 
         name = gterm.sigma_name
-        post = fit_exact(log_density, np.array([math.log(prior_scale(sd_prior))]), (name,))
+        z0 = np.array([math.log(prior_scale(sd_prior))])
+        post = ENGINES["exact"](Density(log_density, z0, (name,)))
         warnings += post.warnings
         grid = np.sort(post.points[:, 0])
         if intercept_var is not None:

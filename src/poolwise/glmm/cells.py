@@ -15,16 +15,10 @@ import narwhals as nw
 import numpy as np
 import pandas as pd
 
-from ..data import TEXTS, count_rows, excess_message
-from ..sources import collect, to_frame
+from .. import rows as shared
+from ..families import Family, family_of
+from ..sources import to_frame
 from .formula import FormulaSpec
-
-# names of the per-cell statistics; they cannot clash with formula columns (leading "__")
-STATS = {
-    "binomial": ("__successes", "__trials"),
-    "poisson": ("__counts", "__exposure"),
-    "normal": ("__n", "__mean", "__m2"),
-}
 
 
 @dataclass(frozen=True)
@@ -48,15 +42,30 @@ class Cells:
     @property
     def likelihood(self) -> str:
         """The family of the cells: bernoulli rows become binomial cells."""
-        return "binomial" if self.family == "bernoulli" else self.family
+        return _likelihood(self.family)
 
     def stats(self) -> dict[str, np.ndarray]:
-        """The statistics as float64 arrays, by short name."""
-        return {name[2:]: self.table[name].to_numpy(np.float64) for name in STATS[self.likelihood]}
+        """The statistics as float64 arrays, by short name (those of the one-factor family of
+        the same likelihood; in the table with a leading ``__``, which no formula column has)."""
+        names = family_of(self.likelihood).statistics
+        return {name: self.table[f"__{name}"].to_numpy(np.float64) for name in names}
 
 
-def _check(frame, spec: FormulaSpec) -> tuple[str, ...]:
-    """Check the columns and rows; the keys of the cells."""
+def _likelihood(family: str) -> str:
+    return "binomial" if family == "bernoulli" else family
+
+
+def _columns(spec: FormulaSpec) -> tuple[Family, dict[str, str]]:
+    """The one-factor family whose statistics the cells hold, and its role → column mapping
+    (a bernoulli row is one trial whose successes are its 0/1 response)."""
+    family = family_of(_likelihood(spec.family))
+    if spec.family == "bernoulli":
+        return family, {"successes": "__y01", "trials": "__one"}
+    return family, dict(spec.response)
+
+
+def _check(frame, spec: FormulaSpec, family: Family, columns: dict[str, str]) -> tuple[str, ...]:
+    """Check the columns and rows (``columns``: the family's roles); the keys of the cells."""
     schema = frame.collect_schema()
     for role, col in spec.response.items():
         if col not in schema:
@@ -75,71 +84,33 @@ def _check(frame, spec: FormulaSpec) -> tuple[str, ...]:
         checks[f"{col}\x00null"] = nw.col(col).is_null()
         if schema[col].is_float():
             checks[f"{col}\x00nonfinite"] = ~nw.col(col).is_finite()
-    rules = {
-        "successes": ("negative", "fraction"),
-        "trials": ("negative", "fraction"),
-        "counts": ("negative", "fraction"),
-        "exposure": ("negative",),
-        "y": ("notbinary",) if spec.family == "bernoulli" else (),
-    }
+    roles = family.layouts[0].roles
     for role, col in spec.response.items():
         c = nw.col(col)
         if schema[col] == nw.Boolean:
             continue
-        for what in rules.get(role, ()):
-            if what == "negative":
-                checks[f"{col}\x00negative"] = c < 0
-            elif what == "fraction" and schema[col].is_float():
-                checks[f"{col}\x00fraction"] = (c != c.round(0)) & c.is_finite()
-            elif what == "notbinary":
-                checks[f"{col}\x00notbinary"] = (c != 0) & (c != 1)
-    if spec.family == "binomial":
-        k, n = spec.response["successes"], spec.response["trials"]
-        checks["\x00excess"] = nw.col(k) > nw.col(n)
-    rows, counts = count_rows(frame, checks)
+        if spec.family == "bernoulli":
+            checks[f"{col}\x00notbinary"] = (c != 0) & (c != 1)
+            continue
+        for what, e in shared.rule_checks(c, roles[role], schema[col].is_float()).items():
+            checks[f"{col}\x00{what}"] = e
+    if spec.family != "bernoulli":
+        # the family's own checks of its rows (successes above trials, ...)
+        checks |= {f"\x00{k}": e for k, e in shared.family_checks(family, columns).items()}
+    rows, counts = shared.count_rows(frame, checks)
     if rows == 0:
         raise ValueError("data: the table has no rows")
     problems = []
     for key, count in counts.items():
         col, what = key.split("\x00")
-        if what == "excess":
-            r = spec.response
-            problems.append(excess_message(r["successes"], r["trials"], count, rows))
+        if "__check" in what:
+            check = family.row_checks[int(what.split("__check")[1])]
+            problems.append(shared.row_check_message(check, columns, count, rows))
         else:
-            problems.append(f"column {col!r} has {TEXTS[what]} in {count} of {rows} rows")
+            problems.append(f"column {col!r} has {shared.TEXTS[what]} in {count} of {rows} rows")
     if problems:
         raise ValueError("; ".join(problems))
     return keys
-
-
-def _aggregations(spec: FormulaSpec) -> list:
-    r = spec.response
-    if spec.family == "binomial":
-        return [
-            nw.col(r["successes"]).sum().alias("__successes"),
-            nw.col(r["trials"]).sum().alias("__trials"),
-            nw.len().alias("__rows"),
-        ]
-    if spec.family == "bernoulli":
-        return [
-            nw.col("__y01").sum().alias("__successes"),
-            nw.len().alias("__trials"),
-            nw.len().alias("__rows"),
-        ]
-    if spec.family == "poisson":
-        exposure = nw.col(r["exposure"]).sum() if "exposure" in r else nw.len()
-        return [
-            nw.col(r["counts"]).sum().alias("__counts"),
-            exposure.alias("__exposure"),
-            nw.len().alias("__rows"),
-        ]
-    y = nw.col(r["y"])
-    return [
-        nw.len().alias("__n"),
-        y.mean().alias("__mean"),
-        y.var(ddof=0).alias("__var"),
-        nw.len().alias("__rows"),
-    ]
 
 
 def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
@@ -148,22 +119,22 @@ def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
     The rows are read once for checks and once for the group-by, both by the library that holds
     them; the cells come back as a small pandas table sorted by the keys.
     """
-    frame = to_frame(data)
-    keys = _check(frame, spec)
-    aggs = _aggregations(spec)
-    if spec.family == "bernoulli":  # a plain column, so that every aggregation stays simple
-        frame = frame.with_columns(nw.col(spec.response["y"]).cast(nw.Int64).alias("__y01"))
-    grouped = frame.group_by(*keys).agg(aggs) if keys else frame.select(aggs)
-    table = collect(grouped)
+    family, columns = _columns(spec)
+    lay = family.layouts[0]
+    frame, columns = shared.with_defaults(to_frame(data), lay, columns)
+    keys = _check(frame, spec, family, columns)
+    if spec.family == "bernoulli":  # plain columns, so that every aggregation stays simple
+        frame = frame.with_columns(
+            nw.col(spec.response["y"]).cast(nw.Int64).alias("__y01"), nw.lit(1).alias("__one")
+        )
+    table = shared.group_rows(frame, list(keys), lay, columns)
     for key in keys:
         if isinstance(table[key].dtype, pd.CategoricalDtype):
             table[key] = table[key].astype(table[key].cat.categories.dtype)
     if keys:
         table = table.sort_values(list(keys), kind="stable").reset_index(drop=True)
-    if spec.family == "poisson":
-        table["__exposure"] = table["__exposure"].astype(np.float64)
-    if spec.family == "normal":
-        table["__m2"] = table.pop("__var").fillna(0.0).to_numpy(np.float64) * table["__n"]
+    stats = shared.group_stats(family, lay, table, "cell")
+    table = table[[*keys, "__rows"]].assign(**{f"__{k}": v for k, v in stats.items()})
     if spec.family == "binomial" and (table["__trials"] <= 0).all():
         raise ValueError(f"trials: column {spec.response['trials']!r} has no trials at all")
     n_rows = int(table["__rows"].sum())

@@ -147,19 +147,6 @@ def diagnose(
             f"low effective sample size (< 400) for {len(low)} parameter(s), lowest {worst}: "
             "means and intervals of these are noisy; draw more (draws=) or reparametrize"
         )
-    return out + boundary_notes(sd_terms)
-
-
-def boundary_notes(sd_terms: dict[str, tuple[np.ndarray, float]]) -> list[str]:
-    """A note for each group sd whose posterior sits at zero (a fact about the data, whichever
-    engine found it); ``sd_terms`` maps a name to its draws and its prior's scale.
-
-    Example
-    -------
-    >>> boundary_notes({"1|g_sigma": (np.full(100, 0.001), 1.0)})[0][:34]
-    '1|g_sigma sits at its lower bounda'
-    """
-    out = []
     for name, (draws, scale) in sd_terms.items():
         draws = np.asarray(draws).ravel()
         if np.quantile(draws, 0.5) < 0.1 * scale and np.mean(draws < 0.02 * scale) > 0.05:
@@ -171,8 +158,11 @@ def boundary_notes(sd_terms: dict[str, tuple[np.ndarray, float]]) -> list[str]:
     return out
 
 
-def stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float):
+def stats_table(
+    draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float, mcmc: bool = True
+):
     """mean, sd, HDI, ess_bulk, ess_tail, r_hat per scalar parameter; draws are (chain, draw, ...).
+    Independent draws (``mcmc`` False) leave the sampler's columns NaN.
 
     Example
     -------
@@ -188,11 +178,15 @@ def stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob
         x = np.asarray(x, dtype=float).reshape(x.shape[0], x.shape[1], -1)
         flat = x.reshape(-1, x.shape[2])
         lo, hi = hdi_from_draws(flat, prob)
+        ess_b = ess_t = rhat = np.full(x.shape[2], np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             # every scalar of a site at once: (chain, draw, k) -> (k,)
-            ess_b = array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk")
-            ess_t = array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=(0.05, 0.95))
-            rhat = array_stats.rhat(x, chain_axis=0, draw_axis=1)
+            if mcmc:
+                ess_b = array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk")
+                ess_t = array_stats.ess(
+                    x, chain_axis=0, draw_axis=1, method="tail", prob=(0.05, 0.95)
+                )
+                rhat = array_stats.rhat(x, chain_axis=0, draw_axis=1)
         columns = (flat.mean(axis=0), flat.std(axis=0), lo, hi, ess_b, ess_t, rhat)
         blocks.append(np.column_stack([np.asarray(c, dtype=float).reshape(-1) for c in columns]))
         labels = coords.get(name)

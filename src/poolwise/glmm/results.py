@@ -106,8 +106,10 @@ class GlmmFit(PoolFit, RegressionData):
             attrs={
                 "family": self.family.name,
                 "formula": self.formula,
-                "method": "nuts",
-                "inference_library": "poolwise (numpyro NUTS)",
+                "method": self.method,
+                "inference_library": "poolwise (numpyro NUTS)"
+                if self.method == "nuts"
+                else f"poolwise ({self.method}: Laplace engine)",
             },
         )
 

@@ -1,0 +1,304 @@
+"""Latent Gaussian models: the effects' mode and curvature given the variance parameters, and the
+Laplace approximation of the variance parameters' posterior (arrays only; see LAPLACE.md).
+
+The latent field ``x = (beta, b_1, ..., b_T)`` has the prior ``beta ~ N(m, diag(1/q_beta))``
+(precision 0: flat) and ``b_t ~ N(0, sd_t^2 I)``, restricted to sum zero where ``zero_sum[t]``
+(numpyro's ZeroSumNormal, as the NUTS model has it). ``theta`` holds the free log sds (and the
+log residual sd of a normal outcome). For K points ``theta`` at once, Newton's method (PIRLS)
+finds the mode ``x*`` of ``log p(y | x) + log p(x | theta)`` on the constraint set (projected
+steps), batched over the points, from the mode at the nearest point already solved; a normal
+outcome's mode is one step. Then
+
+    log p(theta | y) ~ log p(theta) + log p(y | x*) + log p(x* | theta) - 1/2 log det H_c
+
+with ``H_c`` the curvature restricted to the constraints, ``det H_c = det H det(C H^-1 C') /
+det(C C')``: exact for a normal outcome. Given theta, ``x | y ~ N(x*, H^-1 - V M^-1 V')``,
+``V = H^-1 C'``, ``M = C V`` (conditioning by kriging).
+
+Interface: :class:`LatentModel` (build once per design; the structure's linear algebra is
+:mod:`poolwise.engines.blocks`) with ``log_marginal(theta)`` (K, d) -> (K,), the objective of the
+quadrature and empirical-Bayes engines, and ``conditional(theta)`` -> :class:`Conditional`
+(modes, marginal variances, draws). Another engine for the same model (adaptive Gauss-Hermite
+per level, correlated blocks) plugs in by offering the same two methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .blocks import Factor, Structure
+
+NEWTON_STEPS = 60
+# Newton stops when the squared decrement g' H^-1 g (twice the gain still to come) is this
+# small: the log density is then exact to ~1e-13
+DECREMENT = 1e-12
+# warm starts kept (modes of the points solved so far)
+KEEP_MODES = 4096
+# floats of the arrays of one batch of points (larger sets of points go in batches)
+BATCH_FLOATS = 20_000_000
+
+
+def loglik(kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None):
+    """Log likelihood (K,), its derivative and minus its second derivative in eta (K, cells).
+
+    ``binomial``: stats (successes, trials); ``poisson``: (counts,), the exposure in the offset;
+    ``normal``: (n, mean, m2) per cell and ``sigma`` (K,).
+
+    Example
+    -------
+    >>> ll, d, w = loglik("poisson", (np.array([2.0]),), np.zeros((1, 1)), None)
+    >>> float(ll[0]), float(d[0, 0]), float(w[0, 0])
+    (-1.0, 1.0, 1.0)
+    """
+    if kind == "binomial":
+        k, n = stats
+        p = 0.5 * (1.0 + np.tanh(0.5 * eta))
+        ll = (k * eta - n * np.logaddexp(0.0, eta)).sum(axis=1)
+        return ll, k - n * p, n * p * (1.0 - p)
+    if kind == "poisson":
+        (c,) = stats
+        mu = np.exp(eta)
+        return (c * eta - mu).sum(axis=1), c - mu, mu
+    n, mean, m2 = stats
+    s2 = (sigma**2)[:, None]
+    r = mean - eta
+    ll = (-n * np.log(sigma)[:, None] - (m2 + n * r**2) / (2 * s2)).sum(axis=1)
+    return ll, n * r / s2, np.broadcast_to(n / s2, eta.shape)
+
+
+@dataclass
+class Conditional:
+    """The effects given theta at K points: modes ``x`` (K, dim) and what gives their spread."""
+
+    x: np.ndarray
+    factor: Factor
+    V: np.ndarray | None  # H^-1 C' (K, dim, r)
+    M: np.ndarray | None  # C H^-1 C' (K, r, r)
+    constraints: np.ndarray | None  # C (r, dim)
+    log_marginal: np.ndarray
+
+    def variances(self) -> np.ndarray:
+        """Marginal variances of every effect (K, dim), the constraints' correction included."""
+        var = self.factor.diag_inverse()
+        if self.V is not None:
+            half = np.linalg.solve(np.linalg.cholesky(self.M), np.swapaxes(self.V, 1, 2))
+            var = var - (half**2).sum(axis=1)
+        return np.maximum(var, 0.0)
+
+    def sample(self, points: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """One draw (n, dim) of the effects at each of the ``points`` (indices, n) from standard
+        normals z (n, dim)."""
+        x = np.empty_like(z)
+        if self.factor.s.batched:
+            groups = [(np.arange(len(points)), points)]
+        else:
+            groups = [
+                (at, np.full(at.size, k))
+                for k in np.unique(points)
+                for at in [np.flatnonzero(points == k)]
+            ]
+        for at, idx in groups:
+            f = self.factor.take(idx)
+            y = f.sample(z[at][:, :, None])[:, :, 0]
+            if self.V is not None:
+                lam = np.linalg.solve(self.M[idx], (y @ self.constraints.T)[:, :, None])
+                y = y - (self.V[idx] @ lam)[:, :, 0]
+            x[at] = self.x[idx] + y
+        return x
+
+
+@dataclass
+class LatentModel:
+    """A latent Gaussian model on cells (see the module docstring).
+
+    ``sd_index[t]`` is the column of theta holding term t's log sd, or None where ``sd_fixed[t]``
+    gives it; ``sigma_index`` likewise the log residual sd of a normal outcome;
+    ``log_prior(theta)`` is the log density of theta (K, d) -> (K,), Jacobians included.
+
+    Example
+    -------
+    >>> from poolwise.engines.blocks import Structure, Term
+    >>> s = Structure(np.ones((2, 1)), [Term(np.array([0, 1]), np.ones(2), 2)])
+    >>> m = LatentModel(s, "poisson", (np.array([1.0, 3.0]),), np.zeros(2), np.zeros(1),
+    ...                 np.zeros(1), (0,), (None,), (True,), None, lambda t: -t[:, 0] ** 2)
+    >>> cond = m.conditional(np.zeros((1, 1)))
+    >>> bool(abs(cond.x[0, 1:].sum()) < 1e-12)
+    True
+    """
+
+    structure: Structure
+    likelihood: str
+    stats: tuple
+    offset: np.ndarray
+    beta_mean: np.ndarray
+    beta_precision: np.ndarray
+    sd_index: tuple[int | None, ...]
+    sd_fixed: tuple[float | None, ...]
+    zero_sum: tuple[bool, ...]
+    sigma_index: int | None
+    log_prior: Callable[[np.ndarray], np.ndarray]
+
+    def __post_init__(self) -> None:
+        s = self.structure
+        rows = []
+        for t, off, zs in zip(s.terms, s.offsets, self.zero_sum, strict=True):
+            if zs:
+                row = np.zeros(s.dim)
+                row[off : off + t.n_levels] = 1.0
+                rows.append(row)
+        self.constraints = np.array(rows) if rows else None
+        self.prior_mean = np.zeros(s.dim)
+        self.prior_mean[: s.p] = self.beta_mean
+        self._seen: list[np.ndarray] = []
+        self._modes: list[np.ndarray] = []
+
+    def sds(self, theta: np.ndarray) -> np.ndarray:
+        """Each term's sd at each point (K, T)."""
+        cols = [
+            np.exp(theta[:, i]) if i is not None else np.full(len(theta), fixed)
+            for i, fixed in zip(self.sd_index, self.sd_fixed, strict=True)
+        ]
+        return np.stack(cols, axis=1) if cols else np.zeros((len(theta), 0))
+
+    def _precision(self, sds: np.ndarray) -> np.ndarray:
+        s = self.structure
+        q = np.empty((sds.shape[0], s.dim))
+        q[:, : s.p] = self.beta_precision
+        for j, (t, off) in enumerate(zip(s.terms, s.offsets, strict=True)):
+            q[:, off : off + t.n_levels] = (1.0 / sds[:, j] ** 2)[:, None]
+        return q
+
+    def _start(self, theta: np.ndarray) -> np.ndarray:
+        """Each point's start: the mode at the nearest point solved so far (else the prior mean)."""
+        if not self._seen:
+            return np.tile(self.prior_mean, (len(theta), 1))
+        from scipy.spatial import cKDTree
+
+        seen = np.concatenate(self._seen)
+        if theta.shape[1] == 0:
+            return np.tile(self._modes[-1][-1], (len(theta), 1))
+        _, nearest = cKDTree(seen).query(theta)
+        return np.concatenate(self._modes)[nearest]
+
+    def _remember(self, theta: np.ndarray, x: np.ndarray) -> None:
+        ok = np.all(np.isfinite(x), axis=1)
+        self._seen.append(theta[ok])
+        self._modes.append(x[ok])
+        if sum(len(s) for s in self._seen) > KEEP_MODES:
+            self._seen, self._modes = self._seen[-1:], self._modes[-1:]
+
+    def _objective(self, x, q, sigma):
+        eta = self.offset + self.structure.eta(x)
+        ll, d, w = loglik(self.likelihood, self.stats, eta, sigma)
+        dev = x - self.prior_mean
+        return ll - 0.5 * (q * dev**2).sum(axis=1), d, w, dev
+
+    def _constrain(self, fac: Factor, K: int):
+        """V = H^-1 C' and M = C V at each point (None without constraints)."""
+        C = self.constraints
+        if C is None:
+            return None, None
+        V = fac.solve(np.broadcast_to(C.T, (K, *C.T.shape)).copy())
+        return V, C @ V
+
+    def _project(self, step: np.ndarray, V, M) -> np.ndarray:
+        """The Newton step restricted to the constraints (C step = 0)."""
+        if V is None:
+            return step
+        lagrange = np.linalg.solve(M, (step @ self.constraints.T)[:, :, None])
+        return step - (V @ lagrange)[:, :, 0]
+
+    def _newton(self, theta, q, sigma):
+        """The mode by damped, projected Newton steps (binomial, Poisson)."""
+        s = self.structure
+        x = self._start(theta)
+        for _ in range(NEWTON_STEPS):
+            f, d, w, dev = self._objective(x, q, sigma)
+            fac = s.factor(w, q)
+            V, M = self._constrain(fac, len(theta))
+            g = s.gradient(d) - q * dev
+            step = self._project(fac.solve(g), V, M)
+            if np.all((g * step).sum(axis=1) < DECREMENT * (1 + np.abs(f) * 1e-3)):
+                break
+            t = np.ones(len(theta))
+            for _ in range(40):  # halve the step where the objective falls
+                new = x + t[:, None] * step
+                f_new = self._objective(new, q, sigma)[0]
+                worse = ~(f_new >= f - 1e-12 * np.abs(f))
+                if not worse.any():
+                    break
+                t[worse] /= 2
+            x = new
+        self._remember(theta, x)
+        return x, f, fac, V, M
+
+    def _gaussian(self, q, sigma):
+        """The mode of a normal outcome in closed form: the cells' weights n / sigma^2 are one
+        set scaled per point, so the design's blocks and ``b0 = A' N r0`` (r0: the residuals at
+        the prior mean) are formed once; then ``x = m + H^-1 s b0`` (projected) and
+        ``f = -N log sigma - s (M2 + r0' N r0 - step' b0) / 2`` with ``s = 1 / sigma^2``."""
+        s = self.structure
+        if not hasattr(self, "_normal_stats"):
+            n, mean, m2 = self.stats
+            r0 = mean - self.offset - s.eta(self.prior_mean[None])[0]
+            b0 = s.gradient((n * r0)[None])[0]
+            self._normal_stats = (n, b0, float(m2.sum() + (n * r0**2).sum()), float(n.sum()))
+        n, b0, rr, total = self._normal_stats
+        scale = sigma**-2
+        fac = s.factor_scaled(scale, n, q)
+        V, M = self._constrain(fac, len(q))
+        step = self._project(fac.solve(scale[:, None] * b0), V, M)
+        f = -total * np.log(sigma) - 0.5 * scale * (rr - step @ b0)
+        return self.prior_mean + step, f, fac, V, M
+
+    def conditional(self, theta: np.ndarray) -> Conditional:
+        """The mode and curvature of the effects at each point of ``theta`` (K, d), in batches
+        of points whose arrays fit ``BATCH_FLOATS``."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        size = max(1, BATCH_FLOATS // self.structure.point_size)
+        if len(theta) <= size:
+            return self._conditional(theta)
+        parts = [self._conditional(theta[i : i + size]) for i in range(0, len(theta), size)]
+
+        def cat(name):
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else np.concatenate(values)
+
+        factor = Factor.concat([p.factor for p in parts])
+        return Conditional(
+            cat("x"), factor, cat("V"), cat("M"), self.constraints, cat("log_marginal")
+        )
+
+    def _conditional(self, theta: np.ndarray) -> Conditional:
+        s = self.structure
+        sds = self.sds(theta)
+        q = self._precision(sds)
+        if self.likelihood == "normal":
+            x, f, fac, V, M = self._gaussian(q, np.exp(theta[:, self.sigma_index]))
+        else:
+            x, f, fac, V, M = self._newton(theta, q, None)
+        logdet = fac.logdet()
+        if V is not None:
+            logdet = logdet + np.linalg.slogdet(M)[1]
+        n_free = np.array([t.n_levels - zs for t, zs in zip(s.terms, self.zero_sum, strict=True)])
+        norm = -(np.log(sds) * n_free).sum(axis=1)
+        lm = f + norm - 0.5 * logdet + self.log_prior(theta)
+        return Conditional(x, fac, V, M, self.constraints, np.where(np.isfinite(lm), lm, -np.inf))
+
+    def log_marginal(self, theta: np.ndarray) -> np.ndarray:
+        """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
+        effects' curvature cannot be factored (theta far out in a tail)."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        with np.errstate(all="ignore"):
+            try:
+                return self.conditional(theta).log_marginal
+            except np.linalg.LinAlgError:
+                out = np.full(len(theta), -np.inf)
+                for k in range(len(theta)):
+                    with contextlib.suppress(np.linalg.LinAlgError):
+                        out[k] = self.conditional(theta[k : k + 1]).log_marginal[0]
+                return out

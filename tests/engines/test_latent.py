@@ -1,0 +1,127 @@
+"""The latent Gaussian engine against dense linear algebra: modes, curvature, Laplace marginal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.linalg import null_space
+from scipy.optimize import minimize
+
+from poolwise.engines import blocks
+from poolwise.engines.blocks import Structure, Term
+from poolwise.engines.latent import LatentModel, loglik
+
+
+def _problem(kind: str, seed: int = 3):
+    """Cells with two crossed factors (5 and 4 levels) and one nested in the first (10 levels)."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    a, b = rng.integers(0, 5, n), rng.integers(0, 4, n)
+    c = a * 2 + rng.integers(0, 2, n)
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    terms = [Term(a, np.ones(n), 5), Term(b, rng.normal(1, 0.2, n), 4), Term(c, np.ones(n), 10)]
+    eta = 0.3 + 0.5 * X[:, 1] + rng.normal(0, 0.5, 5)[a]
+    if kind == "binomial":
+        trials = rng.integers(1, 6, n).astype(float)
+        stats = (rng.binomial(trials.astype(int), 1 / (1 + np.exp(-eta))).astype(float), trials)
+        offset = np.zeros(n)
+    elif kind == "poisson":
+        offset = np.log(rng.uniform(0.5, 2, n))
+        stats = (rng.poisson(np.exp(eta + offset)).astype(float),)
+    else:
+        size = rng.integers(1, 4, n).astype(float)
+        stats = (size, eta + rng.normal(0, 1, n) / np.sqrt(size), rng.uniform(0, 2, n) * (size - 1))
+        offset = np.zeros(n)
+    return X, terms, stats, offset
+
+
+def _model(kind: str):
+    X, terms, stats, offset = _problem(kind)
+    return LatentModel(
+        Structure(X, terms),
+        kind,
+        stats,
+        offset,
+        np.array([0.2, 0.0]),
+        np.array([1 / 4.0, 1.0]),
+        (0, 1, None),
+        (None, None, 0.4),
+        (True, True, False),
+        2 if kind == "normal" else None,
+        lambda t: -0.5 * (t**2).sum(axis=1),
+    ), (X, terms, stats, offset)
+
+
+def _dense(kind: str, theta: np.ndarray):
+    """The same log marginal from a dense design, a zero-sum basis and a generic optimiser."""
+    model, (X, terms, stats, offset) = _model(kind)
+    A = np.hstack([X] + [np.eye(t.n_levels)[t.codes] * t.values[:, None] for t in terms])
+    sds = [np.exp(theta[0]), np.exp(theta[1]), 0.4]
+    q = np.r_[
+        1 / 4.0,
+        1.0,
+        np.concatenate([np.full(t.n_levels, s**-2) for t, s in zip(terms, sds, strict=True)]),
+    ]
+    mean = np.r_[0.2, 0.0, np.zeros(A.shape[1] - 2)]
+    C = np.zeros((2, A.shape[1]))
+    C[0, 2:7], C[1, 7:11] = 1, 1
+    U = null_space(C)
+    sigma = np.exp(theta[2:3]) if kind == "normal" else None
+
+    def f(u):
+        x = U @ u
+        ll, d, _ = loglik(kind, stats, (offset + A @ x)[None], sigma)
+        return -(ll[0] - 0.5 * (q * (x - mean) ** 2).sum()), -(U.T @ (A.T @ d[0] - q * (x - mean)))
+
+    res = minimize(f, np.zeros(U.shape[1]), jac=True, method="BFGS", options={"gtol": 1e-10})
+    x = U @ res.x
+    _, _, w = loglik(kind, stats, (offset + A @ x)[None], sigma)
+    H = A.T @ (w[0][:, None] * A) + np.diag(q)
+    logdet = np.linalg.slogdet(U.T @ H @ U)[1]
+    norm = -4 * theta[0] - 3 * theta[1] - 10 * np.log(0.4)
+    return (
+        -res.fun + norm - 0.5 * logdet - 0.5 * (theta**2).sum(),
+        x,
+        np.diag(U @ np.linalg.inv(U.T @ H @ U) @ U.T),
+    )
+
+
+@pytest.mark.parametrize("kind", ["binomial", "poisson", "normal"])
+@pytest.mark.parametrize("batch", [64, 0])
+def test_laplace_marginal_matches_dense(kind, batch, monkeypatch):
+    monkeypatch.setattr(blocks, "BATCH_REST", batch)
+    d = 3 if kind == "normal" else 2
+    thetas = np.array([[-0.5, 0.2, 0.1], [0.3, -1.0, -0.2], [-2.0, 0.5, 0.0]])[:, :d]
+    model, _ = _model(kind)
+    cond = model.conditional(thetas)
+    var = cond.variances()
+    lm0 = _dense(kind, thetas[0])[0]
+    for k, theta in enumerate(thetas):
+        lm, x, v = _dense(kind, theta)
+        np.testing.assert_allclose(cond.x[k], x, atol=1e-6)
+        np.testing.assert_allclose(var[k], v, rtol=1e-8, atol=1e-12)
+        # log marginals agree up to one constant across the points
+        np.testing.assert_allclose(cond.log_marginal[k] - cond.log_marginal[0], lm - lm0, atol=1e-7)
+
+
+@pytest.mark.parametrize("batch", [64, 0])
+def test_draws_have_the_conditional_covariance(batch, monkeypatch):
+    monkeypatch.setattr(blocks, "BATCH_REST", batch)
+    model, _ = _model("binomial")
+    cond = model.conditional(np.array([[-0.5, 0.2]]))
+    z = np.random.default_rng(1).normal(size=(40_000, cond.x.shape[1]))
+    x = cond.sample(np.zeros(40_000, dtype=int), z)
+    np.testing.assert_allclose(x[:, 2:7].sum(axis=1), 0, atol=1e-10)  # zero-sum kept
+    np.testing.assert_allclose(x.var(axis=0), cond.variances()[0], rtol=0.04)
+    np.testing.assert_allclose(x.mean(axis=0), cond.x[0], atol=0.02 * np.sqrt(x.var(axis=0).max()))
+
+
+def test_points_in_batches_give_the_same_answers(monkeypatch):
+    from poolwise.engines import latent
+
+    thetas = np.array([[-0.5, 0.2], [0.3, -1.0], [-2.0, 0.5]])
+    whole = _model("binomial")[0].conditional(thetas)
+    monkeypatch.setattr(latent, "BATCH_FLOATS", 1)  # one point a batch
+    parts = _model("binomial")[0].conditional(thetas)
+    np.testing.assert_allclose(parts.log_marginal, whole.log_marginal, atol=1e-9)
+    np.testing.assert_allclose(parts.variances(), whole.variances(), rtol=1e-9)

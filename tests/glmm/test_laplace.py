@@ -1,0 +1,193 @@
+"""Formula fits by the Laplace engine: against long NUTS runs, the verbs, the routes of method.
+
+References: tests/reference/run_glmm_references.py (numpyro, 4 x 10,000 draws). Criterion of
+issue 14: every common effect and group sd within 0.1 posterior sd of the reference mean, and its
+sd within 10 %; the references' own Monte Carlo error is below 0.01 sd in the mean.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import poolwise
+from poolwise import HalfNormal, Normal, PoolwiseWarning, Uniform
+
+REFERENCES = Path(__file__).resolve().parents[1] / "reference"
+_spec = importlib.util.spec_from_file_location("references", REFERENCES / "run_glmm_references.py")
+references = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(references)
+
+CROSSED_PRIORS = {
+    "Intercept": Normal(0, 2),
+    "x": Normal(0, 1),
+    "1|a_sigma": HalfNormal(1),
+    "1|b_sigma": HalfNormal(1),
+}
+RADON_PRIORS = {
+    "Intercept": Normal(1.5, 2),
+    "floor": Normal(0, 2),
+    "1|county_sigma": HalfNormal(1),
+    "sigma": HalfNormal(2),
+}
+
+
+def _close(fit, reference: str, rows: list[str], mean_tol=0.1, sd_tol=0.1):
+    stored = json.loads((REFERENCES / f"glmm_{reference}.json").read_text())["parameters"]
+    s = fit.summary()
+    for row in rows:
+        name, _, level = row.partition("[")
+        r = stored[name]
+        if level:
+            r = r[list(fit.groups.loc[name].index.astype(str)).index(level[:-1])]
+        assert abs(s.loc[row, "mean"] - r["mean"]) < mean_tol * r["sd"], (row, s.loc[row], r)
+        assert abs(s.loc[row, "sd"] / r["sd"] - 1) < sd_tol, (row, s.loc[row, "sd"], r["sd"])
+
+
+@pytest.fixture(scope="module")
+def radon_fit():
+    return poolwise.fit(
+        "log_radon ~ 1 + floor + (1|county)",
+        data=references.radon_data(),
+        priors=RADON_PRIORS,
+        method="laplace",
+        seed=5,
+    )
+
+
+def test_radon_agrees_with_reference(radon_fit):
+    # a normal outcome: the Laplace marginal is exact, only quadrature error is left
+    rows = ["Intercept", "floor", "1|county_sigma", "sigma", "1|county[AITKIN]"]
+    _close(radon_fit, "radon", [*rows, "1|county[ST LOUIS]"])
+    assert radon_fit.method == "laplace" and radon_fit.divergences == 0
+
+
+def test_binomial_crossed_agrees_with_reference():
+    df = references.binomial_crossed_data()
+    fit = poolwise.fit(
+        "p(k, n) ~ 1 + x + (1|a) + (1|b)", data=df, priors=CROSSED_PRIORS, method="laplace", seed=5
+    )
+    rows = ["Intercept", "x", "1|a_sigma", "1|b_sigma", "1|a[0]", "1|b[5]"]
+    _close(fit, "binomial_crossed", rows)
+
+
+def test_poisson_crossed_with_exposure_agrees_with_reference():
+    df = references.poisson_crossed_data()
+    fit = poolwise.fit(
+        "c ~ 1 + x + (1|a) + (1|b) + offset(log(t))",
+        data=df,
+        priors=CROSSED_PRIORS,
+        method="laplace",
+        seed=5,
+    )
+    _close(fit, "poisson_crossed", ["Intercept", "x", "1|a_sigma", "1|b_sigma", "1|a[3]"])
+
+
+def test_tables_are_exact_mixtures_and_draws_follow_them(radon_fit):
+    # the tables carry no Monte Carlo noise: the same on every seed
+    again = poolwise.fit(
+        "log_radon ~ 1 + floor + (1|county)",
+        data=references.radon_data(),
+        priors=RADON_PRIORS,
+        method="laplace",
+        seed=6,
+    )
+    pd.testing.assert_frame_equal(radon_fit.population, again.population)
+    pd.testing.assert_frame_equal(radon_fit.groups, again.groups)
+    # the draws come from the same posterior: means within 4 Monte Carlo standard errors
+    for name in ["Intercept", "floor", "1|county_sigma", "sigma"]:
+        d = radon_fit.draws[name].reshape(-1)
+        row = radon_fit.population.loc[name]
+        assert abs(d.mean() - row["mean"]) < 4 * row["sd"] / np.sqrt(d.size), name
+        assert abs(d.std() / row["sd"] - 1) < 0.1, name
+    lo, hi = radon_fit.population.loc["floor", ["hdi_low", "hdi_high"]]
+    assert lo < radon_fit.population.loc["floor", "median"] < hi
+
+
+def test_every_verb_works(radon_fit, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert "r_hat" in radon_fit.summary().columns
+    idata = radon_fit.to_arviz()
+    assert idata.posterior["floor"].shape == (1, 4000)
+    assert idata.attrs["method"] == "laplace"
+    new = pd.DataFrame({"floor": [0, 1], "county": ["AITKIN", "nowhere"]})
+    pred = radon_fit.predict(new, unseen="population")
+    assert pred.shape[0] == 2 and np.all(np.isfinite(pred.select_dtypes("number").to_numpy()))
+    assert len(radon_fit.ranks()) == 85
+    radon_fit.plot_forest()
+    radon_fit.plot_shrinkage()
+    assert radon_fit.factor().groups.shape[0] == 85
+    assert radon_fit.check(draws=200, seed=1) is not None
+
+
+def test_eb_is_close_to_laplace_and_warns_of_a_singular_fit(radon_fit):
+    df = references.radon_data()
+    eb = poolwise.fit("log_radon ~ 1 + floor + (1|county)", data=df, method="eb", seed=1)
+    assert eb.method == "eb"
+    pop, ref = eb.population, radon_fit.population
+    for name in ["Intercept", "floor"]:
+        assert abs(pop.loc[name, "mean"] - ref.loc[name, "mean"]) < 0.05 * ref.loc[name, "sd"]
+    # the maximum of the marginal likelihood lies below the posterior mean of a group sd
+    assert 0.8 < pop.loc["1|county_sigma", "mean"] / ref.loc["1|county_sigma", "mean"] < 1.0
+    # a factor whose levels do not differ: its sd runs to zero, and the fit says so
+    rng = np.random.default_rng(3)
+    flat = pd.DataFrame({"g": np.repeat(list("abcdefgh"), 30), "x": rng.normal(size=240)})
+    noise = pd.Series(rng.normal(size=240))
+    flat["y"] = 1 + 0.5 * flat["x"] + noise - noise.groupby(flat["g"]).transform("mean")
+    with pytest.warns(PoolwiseWarning, match="singular fit"):
+        fit = poolwise.fit("y ~ 1 + x + (1|g)", data=flat, method="eb", seed=1)
+    assert np.isnan(fit.population.loc["1|g_sigma", "sd"])
+
+
+def test_auto_uses_laplace_and_says_why():
+    df = references.binomial_crossed_data()
+    fit = poolwise.fit("p(k, n) ~ 1 + x + (1|a) + (1|b)", data=df, seed=1)
+    assert fit.method == "laplace" and fit.method_reason.startswith("auto: Laplace")
+
+
+def test_auto_goes_to_nuts_for_nuts_options_and_other_priors(monkeypatch):
+    from poolwise.glmm import fit as route
+
+    calls = []
+
+    def fake(formula, data, **kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("NUTS called")
+
+    monkeypatch.setattr(route, "fit_formula", fake)
+    df = references.binomial_crossed_data()
+    with pytest.raises(RuntimeError, match="NUTS called"):
+        poolwise.fit("p(k, n) ~ 1 + x + (1|a)", data=df, chains=2)
+    assert calls[-1]["chains"] == 2
+    with pytest.raises(RuntimeError, match="NUTS called"):
+        poolwise.fit("p(k, n) ~ 1 + x + (1|a)", data=df, priors={"x": Uniform(-5, 5)})
+    with pytest.raises(TypeError, match="chains"):
+        poolwise.fit("p(k, n) ~ 1 + x + (1|a)", data=df, method="laplace", chains=2)
+    with pytest.raises(TypeError, match="tune"):
+        poolwise.fit("p(k, n) ~ 1 + x + (1|a)", data=df, method="eb", tune=20)
+    with pytest.raises(ValueError, match="Uniform"):
+        poolwise.fit(
+            "p(k, n) ~ 1 + x + (1|a)", data=df, method="laplace", priors={"x": Uniform(-5, 5)}
+        )
+
+
+def test_more_than_three_variance_parameters_use_a_central_composite_design():
+    rng = np.random.default_rng(11)
+    n = 600
+    df = pd.DataFrame(
+        {"a": rng.integers(0, 6, n), "b": rng.integers(0, 5, n), "c": rng.integers(0, 4, n)}
+    )
+    df["y"] = rng.normal(0, 0.6, 6)[df["a"]] + rng.normal(0, 0.4, 5)[df["b"]] + rng.normal(size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PoolwiseWarning)
+        fit = poolwise.fit("y ~ 1 + (1|a) + (1|b) + (1|c)", data=df, method="laplace", seed=1)
+    assert fit.info["design"] == "central composite" and fit.info["grid_points"] == 25
+    assert np.isfinite(fit.population.to_numpy()).all()
