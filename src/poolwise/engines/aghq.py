@@ -151,9 +151,9 @@ def level_modes(
             break
         rows, step, br = rows[moving], step[moving], br[moving]
         new = br + step
-        l, u = lo[rows], hi[rows]
-        outside = (new <= l) | (new >= u)
-        b[rows] = np.where(outside & np.isfinite(l + u), 0.5 * (l + u), new)
+        low, high = lo[rows], hi[rows]
+        outside = (new <= low) | (new >= high)
+        b[rows] = np.where(outside & np.isfinite(low + high), 0.5 * (low + high), new)
     return b, h
 
 
