@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         goal = GOALS.get(name)
         print(
             f"| {name} | {1e3 * aghq:.1f} | {1e3 * laplace:.1f} | {1e3 * nuts:.0f} | "
-            f"{laplace / aghq:.2f} | {nuts / aghq:.0f} | {'' if goal is None else 1e3 * goal:g} |",
+            f"{laplace / aghq:.2f} | {nuts / aghq:.0f} | {'' if goal is None else f'{1e3 * goal:g}'} |",
             flush=True,
         )
 
