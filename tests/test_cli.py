@@ -1,11 +1,13 @@
 """The command line: tables, JSON, and exit status 2 with a one-line reason."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import warnings
 
+import pandas as pd
 import pytest
 
 import poolwise
@@ -128,7 +130,6 @@ def test_fit_a_formula_with_priors_and_hdi_prob(tmp_path, capsys):
             "--seed", "1", "--json"]  # fmt: skip
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["method"] == "nuts"
     assert out["priors"]["trial_control"] == repr(poolwise.Normal(0, 1))
     assert out["priors"]["1|distribution_sigma"] == "0.5"
     assert {row["level"] for row in out["groups"]} == {"a", "b", "c"}
@@ -143,6 +144,7 @@ def test_fit_a_formula_with_priors_and_hdi_prob(tmp_path, capsys):
             draws=400,
             seed=1,
         )
+    assert out["method"] == fit.method == "laplace"  # auto: a formula's deterministic engine
     assert out["population"]["trial_control"]["mean"] == pytest.approx(
         float(fit.population.loc["trial_control", "mean"]), rel=1e-12
     )
@@ -170,3 +172,30 @@ def test_one_factor_fit_needs_a_group_or_a_formula(tmp_path, capsys):
     path.write_text(THREAD_CSV)
     assert main(["fit", str(path), "--successes", "opens", "--trials", "sent"]) == 2
     assert "--group, or give --formula" in capsys.readouterr().err
+
+
+def test_fit_a_formula_with_a_family_prints_its_tables(tmp_path, capsys):
+    """--family bernoulli reads 0/1 rows; the terminal tables name the formula and its levels."""
+    rows = ["g,x,won"] + [f"{g},{x},{int((i * 7 + x) % 3 == 0)}" for i, (g, x) in
+                          enumerate([(g, x) for g in "abc" for x in (0, 1)] * 5)]  # fmt: skip
+    path = tmp_path / "won.csv"
+    path.write_text("\n".join(rows) + "\n")
+    argv = ["fit", str(path), "--formula", "won ~ x + (1|g)", "--family", "bernoulli",
+            "--prior", "1|g_sigma=0.5", "--draws", "400", "--seed", "2"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "GlmmFit: won ~ x + (1|g)" in out and "bernoulli" in out
+    assert "levels: 3 of g; 6 cells, 30 rows" in out
+    assert main([*argv, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["family"] == "bernoulli" and printed["n_rows"] == 30
+
+
+def test_warnings_are_printed_as_written(capsys):
+    """A level's name in brackets, theta[b], is text, not terminal markup."""
+    from poolwise.cli import _show
+
+    fit = poolwise.fit(pd.DataFrame({"g": list("ab"), "k": [1, 2], "n": [5, 5]}), group="g",
+                       successes="k", trials="n", priors={"a": 1, "b": 1})  # fmt: skip
+    _show(dataclasses.replace(fit, warnings=("theta[b] looks odd [bold]",)), as_json=False)
+    assert "theta[b] looks odd [bold]" in capsys.readouterr().out

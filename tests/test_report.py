@@ -1,12 +1,10 @@
 """The HTML report: self-contained, complete, and rendered by a real browser."""
 
-import gc
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 
 import matplotlib
 
@@ -15,12 +13,10 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 import poolwise
 from poolwise.cli import main
-from poolwise.report import draw_svgs
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -193,88 +189,6 @@ def test_report_drawn_in_two_processes_is_the_same(rats, rats_report, tmp_path):
     assert undated(path.read_text(encoding="utf-8")) == undated(rats_report.read_text("utf-8"))
 
 
-def line_figure():
-    fig = Figure(figsize=(2, 1))
-    fig.add_subplot().plot([0, 1])
-    return fig
-
-
-# in a fresh interpreter: the suite's own process may hold JAX, with which nothing is forked
-TWO_PROCESSES = """
-import json, os, sys, time
-from matplotlib.figure import Figure
-from poolwise.report import draw_svgs
-
-folder, fail_in_copy, processes = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
-here = os.getpid()
-
-def job(name):
-    def draw():
-        open(os.path.join(folder, f"{name}-{os.getpid()}"), "w").close()
-        if name == "broken":
-            raise ValueError("no figure")
-        if fail_in_copy and os.getpid() != here:
-            raise RuntimeError("not drawn in the copy")
-        time.sleep(0.2)  # each process takes some of the jobs
-        fig = Figure(figsize=(2, 1))
-        fig.add_subplot().plot([0, 1])
-        return fig
-    return draw
-
-names = sys.argv[4:]
-try:
-    svgs = draw_svgs({n: job(n) for n in names}, processes=processes)
-except ValueError as err:
-    svgs = {"error": str(err)}
-print(json.dumps({"here": here, "svgs": svgs}))
-"""
-
-
-def two_processes(folder, names, fail_in_copy=False, processes=2):
-    folder.mkdir()
-    args = [str(folder), str(int(fail_in_copy)), str(processes), *names]
-    done = subprocess.run(
-        [sys.executable, "-c", TWO_PROCESSES, *args], capture_output=True, text=True, check=True
-    )
-    out = json.loads(done.stdout)
-    drawers = {p.name.split("-")[1] for p in folder.iterdir()}
-    return out["svgs"], drawers, str(out["here"])
-
-
-def test_figures_are_drawn_by_two_processes_and_errors_raised_here(tmp_path):
-    names = list("abcdef")
-    serial, drawers, here = two_processes(tmp_path / "serial", names, processes=1)
-    assert drawers == {here}
-    svgs, drawers, here = two_processes(tmp_path / "two", names)
-    assert list(svgs) == names
-    assert [undated(svgs[n]) for n in names] == [undated(serial[n]) for n in names]
-    assert len(drawers) == 2 and here in drawers
-    # a job the copy fails is drawn again here; a job that fails here raises its error
-    svgs, drawers, here = two_processes(tmp_path / "fails", names, fail_in_copy=True)
-    assert [undated(svgs[n]) for n in names] == [undated(serial[n]) for n in names]
-    assert len(drawers) == 2
-    svgs, _, _ = two_processes(tmp_path / "broken", ["a", "broken", "c"])
-    assert svgs == {"error": "no figure"}
-
-
-def test_garbage_collection_is_paused_while_drawing_and_restored():
-    seen = []
-
-    def job():
-        seen.append(gc.isenabled())
-        return line_figure()
-
-    assert gc.isenabled()
-    draw_svgs({"a": job})
-    assert seen == [False] and gc.isenabled()
-    gc.disable()
-    try:
-        draw_svgs({"a": job})
-        assert not gc.isenabled()  # left as it was found
-    finally:
-        gc.enable()
-
-
 def test_report_errors(rats, tmp_path):
     with pytest.raises(ValueError, match="path: .* is a directory; give a file name"):
         rats.report(tmp_path)
@@ -306,7 +220,8 @@ def test_cli_report_fit_and_example(tmp_path, monkeypatch, capsys):
 def test_cards_show_the_median_and_hdi_of_hyperparameters():
     """The bento students at the default priors: kappa has no mean (the grid's edge set it at
     3e12); the card shows its median and HDI."""
-    from poolwise.report import _cards, _num
+    from poolwise.htmlpage import format_number
+    from poolwise.report import _cards
 
     students = pd.DataFrame(
         {"s": list("ABCDEF"), "k": [70, 28, 6, 3, 2, 0], "n": [100, 40, 10, 5, 2, 1]}
@@ -316,7 +231,9 @@ def test_cards_show_the_median_and_hdi_of_hyperparameters():
     cards = re.sub(r"<[^>]+>", "|", _cards(fit))
     kappa = fit.population.loc["kappa"]
     assert np.isnan(kappa["mean"])
-    assert f"|{_num(kappa['median'])}|" in cards
-    assert f"94% HDI {_num(kappa['hdi_low'])} – {_num(kappa['hdi_high'])}" in cards
+    assert f"|{format_number(kappa['median'])}|" in cards
+    assert (
+        f"94% HDI {format_number(kappa['hdi_low'])} – {format_number(kappa['hdi_high'])}" in cards
+    )
     phi = fit.population.loc["phi"]
-    assert f"|{_num(phi['median'])}|" in cards and "e+" not in cards and "nan" not in cards
+    assert f"|{format_number(phi['median'])}|" in cards and "e+" not in cards and "nan" not in cards

@@ -14,6 +14,7 @@ from .compare import Comparison, compare
 from .data import example_path, read_path
 from .errors import PoolwiseWarning
 from .priors import (
+    LKJ,
     Beta,
     Exponential,
     Flat,
@@ -52,6 +53,7 @@ __all__ = [
     "Gamma",
     "HalfCauchy",
     "HalfNormal",
+    "LKJ",
     "Lomax",
     "Normal",
     "Pareto",

@@ -112,7 +112,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", default="partial", choices=["partial", "none", "complete"])
-    p.add_argument("--method", default="auto", choices=["auto", "exact", "eb", "nuts"])
+    p.add_argument("--method", default="auto", choices=["auto", "exact", "eb", "laplace", "nuts"])
     p.add_argument("--draws", type=int, default=4000)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--hdi-prob", type=float, default=0.94, help="the HDIs' probability")
@@ -221,10 +221,11 @@ def _show(fit, as_json: bool) -> None:
         print(json.dumps(out, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console()
     for line in fit._header():
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     # the hyperparameters' median and HDI: their means may not exist (fit.population has them)
     population = fit.population
     if "median" in population:
@@ -232,7 +233,7 @@ def _show(fit, as_json: bool) -> None:
     console.print(_table("Population", population))
     console.print(_table("Groups", fit.groups))
     for w in fit.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")  # a level's [name] kept
 
 
 def _fit_files(source, columns: dict, options: dict):

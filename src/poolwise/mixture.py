@@ -50,8 +50,9 @@ POLISH = 1e-2
 BOUNDARY_MASS = 1e-6
 
 
-def prune(weights: np.ndarray) -> np.ndarray:
-    """Indices of the points kept when the smallest weights, together under ``PRUNE``, are dropped.
+def prune(weights: np.ndarray, share: float = PRUNE) -> np.ndarray:
+    """Indices of the points kept when the smallest weights, together under ``share`` of the
+    mass, are dropped.
 
     Example
     -------
@@ -59,7 +60,7 @@ def prune(weights: np.ndarray) -> np.ndarray:
     [0, 2]
     """
     order = np.argsort(weights, kind="stable")
-    drop = np.cumsum(weights[order]) < PRUNE * weights.sum()
+    drop = np.cumsum(weights[order]) < share * weights.sum()
     return np.sort(order[~drop])
 
 

@@ -22,7 +22,7 @@ from .priors import Prior
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .fitdata import FitData, RegressionData
+    from .fitdata import FitData
 
 
 def _sizes(family: Family, group_sizes: Any) -> tuple[pd.Index, np.ndarray]:
@@ -280,49 +280,6 @@ def check(
     observed_raw = fit.family.raw(fit.observed)
     replicated_raw = fit.family.raw(fit.family.data_stats(data, sizes))
     return _compare(statistic, observed_raw, replicated_raw, "group")
-
-
-def check_cells(
-    fit: RegressionData,
-    statistic: str = "sd",
-    draws: int = 1000,
-    seed: int | None = None,
-) -> PredictiveCheck:
-    """Posterior predictive check of a regression on its cells: ``statistic`` (as in
-    :func:`check`) of the cells' raw estimates (successes/trials, counts/exposure or the cell's
-    mean), observed and in data replicated at each posterior draw (the cells' sizes kept).
-
-    Example
-    -------
-    >>> import pandas as pd, poolwise, warnings
-    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7],
-    ...                    "n": [10] * 6})
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     fit = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df, seed=1, draws=400, tune=300,
-    ...                        progress=False)
-    >>> ppc = fit.check(draws=200, seed=0)
-    >>> round(ppc.observed, 4), ppc.replicated.shape
-    (0.1871, (200,))
-    """
-    first = next(iter(fit.draws.values()))
-    rng, index = _replicates(fit, statistic, draws, seed, first.shape[0] * first.shape[1])
-    eta = fit.linear_predictor(index)
-    s = fit.observed
-    likelihood = fit.plan.likelihood
-    if likelihood == "binomial":
-        size = s["trials"]
-        observed_raw = s["successes"] / size
-        replicated_raw = rng.binomial(size.astype(np.int64), 1.0 / (1.0 + np.exp(-eta))) / size
-    elif likelihood == "poisson":
-        size = s["exposure"]
-        observed_raw = s["counts"] / size
-        replicated_raw = rng.poisson(np.exp(eta)) / size
-    else:
-        sigma = fit.draws["sigma"].reshape(-1)[index, None]
-        observed_raw = s["mean"]
-        replicated_raw = eta + sigma / np.sqrt(s["n"]) * rng.standard_normal(eta.shape)
-    return _compare(statistic, observed_raw, replicated_raw, "cell")
 
 
 def _replicates(

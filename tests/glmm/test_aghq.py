@@ -70,7 +70,7 @@ def test_matches_long_nuts(name):
     fit = _fit(name, method="laplace", draws=20_000)
     assert fit.method == "laplace"
     assert "adaptive Gauss–Hermite, 15 nodes" in fit.method_reason
-    ref = json.loads((REFERENCES / f"glmm_{name}.json").read_text())["parameters"]
+    ref = json.loads((REFERENCES / f"glmm_aghq_{name}.json").read_text())["parameters"]
     for parameter, value in ref.items():
         if isinstance(value, list):
             rows = fit.groups.loc[parameter]

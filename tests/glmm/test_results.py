@@ -1,5 +1,6 @@
 """The verbs of one factor on a formula fit, per group-specific term."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -95,7 +96,8 @@ def test_check_replicates_the_cells_from_the_posterior(fit):
     assert "cell estimates" in ppc.description
 
 
-@pytest.mark.parametrize("verb", ["simulate", "report"])
-def test_verbs_not_yet_available_say_so(fit, verb):
-    with pytest.raises(TypeError, match=f"{verb}\\(\\) is not available for a formula fit yet"):
-        getattr(fit, verb)()
+def test_a_formula_fit_is_frozen(fit):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fit.method = "eb"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fit.draws = {}

@@ -15,6 +15,10 @@ is poolwise's zero-sum normal, and mean(c) is not in the likelihood):
 
 - ``radon``: log_radon ~ 1 + floor + (1|county), Minnesota radon (919 homes, 85 counties);
   Intercept ~ N(1.5, 2), floor ~ N(0, 2), county sd ~ HalfNormal(1), sigma ~ HalfNormal(2).
+- ``radon_slopes``: log_radon ~ 1 + floor + (1 + floor|county), a correlated county intercept
+  and floor slope (Gelman and Hill's M3): Intercept ~ N(1.5, 2), floor ~ N(0, 2), both sds ~
+  HalfNormal(1), their correlation ~ LKJ(1), sigma ~ HalfNormal(2); each county's (intercept,
+  slope) = diag(sd) L z with z standard normal, then centred over the counties.
 - ``binomial_crossed``: p(k, n) ~ 1 + x + (1|a) + (1|b), 2,000 rows, 8 x 6 crossed levels;
   Intercept ~ N(0, 2), x ~ N(0, 1), both sds ~ HalfNormal(1).
 - ``poisson_crossed``: c ~ 1 + x + (1|a) + (1|b) + offset(log(t)), the same design with exposure.
@@ -22,12 +26,12 @@ is poolwise's zero-sum normal, and mean(c) is not in the likelihood):
 One scalar factor of a binomial or poisson model (the models of adaptive Gauss–Hermite
 quadrature, :mod:`poolwise.glmm.aghq`), each group sd ~ HalfNormal(1):
 
-- ``surgical``: BUGS surgical, p(r_deaths, n_operations) ~ 1 + (1|hospital); Intercept ~ N(-2.5, 2).
-- ``seeds``: BUGS seeds, p(r_germinated, n_seeds) ~ x1_seed_type * x2_root_extract + (1|plate);
+- ``aghq_surgical``: BUGS surgical, p(r_deaths, n_operations) ~ 1 + (1|hospital); Intercept ~ N(-2.5, 2).
+- ``aghq_seeds``: BUGS seeds, p(r_germinated, n_seeds) ~ x1_seed_type * x2_root_extract + (1|plate);
   every common effect ~ N(0, 2).
-- ``bernoulli_small``: y ~ 1 + x + (1|g), 0/1 rows, 40 levels of 2-5 rows; Intercept ~ N(0, 2),
+- ``aghq_bernoulli_small``: y ~ 1 + x + (1|g), 0/1 rows, 40 levels of 2-5 rows; Intercept ~ N(0, 2),
   x ~ N(0, 1).
-- ``poisson_one``: c ~ 1 + x + (1|g) + offset(log(t)), 15 levels of small counts; Intercept ~
+- ``aghq_poisson_one``: c ~ 1 + x + (1|g) + offset(log(t)), 15 levels of small counts; Intercept ~
   N(0, 2), x ~ N(0, 1).
 """
 
@@ -133,6 +137,28 @@ def radon_model(y, floor, county, n):
     numpyro.sample("y", dist.Normal(a + b * floor + u[county], sigma), obs=y)
 
 
+def radon_slopes_model(y, floor, county, n):
+    import numpyro
+    import numpyro.distributions as dist
+
+    a = numpyro.sample("a", dist.Normal(1.5, 2))
+    b = numpyro.sample("b", dist.Normal(0, 2))
+    sd = numpyro.sample("sd", dist.HalfNormal(1).expand([2]).to_event(1))
+    L = numpyro.sample("L", dist.LKJCholesky(2, 1.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2))
+    z = numpyro.sample("z", dist.Normal(0, 1).expand([n, 2]).to_event(2))
+    c = z @ (sd[:, None] * L).T
+    u = c - c.mean(axis=0)
+    numpyro.deterministic("u0", u[:, 0])
+    numpyro.deterministic("u1", u[:, 1])
+    numpyro.deterministic("sd0", sd[0])
+    numpyro.deterministic("sd1", sd[1])
+    numpyro.deterministic("rho", L[1, 0])
+    numpyro.sample(
+        "y", dist.Normal(a + b * floor + u[county, 0] + u[county, 1] * floor, sigma), obs=y
+    )
+
+
 def _crossed_effects():
     import numpyro
     import numpyro.distributions as dist
@@ -224,6 +250,21 @@ MODELS = {
             "1|county": "u",
         },
     ),
+    "radon_slopes": (
+        radon_slopes_model,
+        _radon_args,
+        10,
+        {
+            "Intercept": "a",
+            "floor": "b",
+            "1|county_sigma": "sd0",
+            "floor|county_sigma": "sd1",
+            "1 + floor|county_corr": "rho",
+            "sigma": "sigma",
+            "1|county": "u0",
+            "floor|county": "u1",
+        },
+    ),
     "binomial_crossed": (
         binomial_crossed_model,
         lambda: _crossed_args(binomial_crossed_data(), {"k": "k", "n": "n"}),
@@ -243,7 +284,7 @@ MODELS = {
         9,
         {"Intercept": "alpha", "x": "beta", "1|a_sigma": "sa", "1|b_sigma": "sb", "1|a": "ua"},
     ),
-    "surgical": (
+    "aghq_surgical": (
         one_factor_model,
         lambda: _one_factor_args(
             surgical_data(), "hospital", [], [(-2.5, 2)], "r_deaths", n="n_operations"
@@ -251,7 +292,7 @@ MODELS = {
         10,
         _one_factor_sites(["Intercept"], "1|hospital"),
     ),
-    "seeds": (
+    "aghq_seeds": (
         one_factor_model,
         lambda: _one_factor_args(
             seeds_data(),
@@ -271,7 +312,7 @@ MODELS = {
             "1|plate",
         ),
     ),
-    "bernoulli_small": (
+    "aghq_bernoulli_small": (
         one_factor_model,
         lambda: _one_factor_args(
             bernoulli_small_data().assign(n=1),
@@ -284,7 +325,7 @@ MODELS = {
         12,
         _one_factor_sites(["Intercept", "x"], "1|g"),
     ),
-    "poisson_one": (
+    "aghq_poisson_one": (
         one_factor_model,
         lambda: _one_factor_args(
             poisson_one_data(),

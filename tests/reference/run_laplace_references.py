@@ -8,7 +8,8 @@ Models (zero-sum group effects as in ``run_glmm_references.py``: c - mean(c), c 
 
 - ``seed_model``: the thread's p(opens, sent) ~ 1 + trial_control + (1|distribution), 6 cells,
   with poolwise's default priors written out: Intercept ~ N(logit of the pooled rate, 2.5),
-  trial_control ~ N(0, 2.5 / sd(trial_control)) = N(0, 5), sd ~ HalfNormal(1).
+  trial_control ~ N(0, 2.5 / sd(trial_control)) = N(0, 5), sd ~ HalfNormal(1); its effects
+  sampled centered (thousands of trials a level: the non-centered funnel diverges).
 - ``seeds``: BUGS seeds, p(r, n) ~ x1 * x2 + (1|plate), common effects ~ N(0, 10),
   plate sd ~ HalfNormal(1).
 - ``binomial_few``: 30 levels of 3 rows with 1-3 trials each, p(k, n) ~ 1 + x + (1|g);
@@ -85,16 +86,18 @@ def poisson_three_data() -> pd.DataFrame:
 
 
 # -------------------------------------------------------------------------------------- models
-def _logit_model(k, n, X, groups, priors, sd_scale):
+def _logit_model(k, n, X, groups, priors, sd_scale, centered=False):
     """Binomial (or Bernoulli with n = 1) with common effects X and zero-sum group terms."""
     import numpyro
     import numpyro.distributions as dist
 
-    eta = _linear(X, groups, priors, sd_scale)
+    eta = _linear(X, groups, priors, sd_scale, centered)
     numpyro.sample("k", dist.Binomial(n, logits=eta), obs=k)
 
 
-def _linear(X, groups, priors, sd_scale):
+def _linear(X, groups, priors, sd_scale, centered=False):
+    """The linear predictor; ``centered`` samples the effects c ~ N(0, sd) themselves (levels
+    with thousands of trials, where sd * z makes a funnel that NUTS diverges in)."""
     import numpyro
     import numpyro.distributions as dist
 
@@ -103,7 +106,12 @@ def _linear(X, groups, priors, sd_scale):
         eta = eta + numpyro.sample(f"beta{j}", dist.Normal(loc, scale)) * X[:, j]
     for i, (codes, size) in enumerate(groups):
         sd = numpyro.sample(f"sd{i}", dist.HalfNormal(sd_scale))
-        eta = eta + glmm_refs._deviations(f"u{i}", size, sd)[codes]
+        if centered:
+            c = numpyro.sample(f"c{i}", dist.Normal(0, sd).expand([size]).to_event(1))
+            u = numpyro.deterministic(f"u{i}", c - c.mean())
+        else:
+            u = glmm_refs._deviations(f"u{i}", size, sd)
+        eta = eta + u[codes]
     return eta
 
 
@@ -133,6 +141,7 @@ def _args():
             groups=[(seed["distribution"].to_numpy(), 3)],
             priors=[(seed_model_intercept_loc(), 2.5), (0.0, 5.0)],
             sd_scale=1.0,
+            centered=True,
         ),
         "seeds": lambda: dict(
             k=seeds["r_germinated"].to_numpy(),

@@ -94,6 +94,15 @@ class Structure:
         # floats a point takes in a batch (its cells' arrays, its blocks)
         self.point_size = n * (self.m + 4) + (self.dim + 1) * (self.m + 2)
         self.R_dense = self.R.toarray() if self.batched else None
+        if self.batched and self.elim is not None:
+            from scipy import sparse
+
+            t = self.terms[self.elim]
+            rows = np.repeat(np.arange(n), self.m)
+            cols = (t.codes[:, None] * self.m + np.arange(self.m)).reshape(-1)
+            vals = (t.values[:, None] * self.R_dense).reshape(-1)
+            shape = (n, t.n_levels * self.m)
+            self.P = sparse.csr_matrix((vals, (rows, cols)), shape=shape).T.tocsr()
         # the products R_a R_b of every cell, (cells, m * m): E = W @ RR, one matrix product
         self.RR = (
             (self.R_dense[:, :, None] * self.R_dense[:, None, :]).reshape(n, -1)
@@ -127,12 +136,10 @@ class Structure:
             E = (W @ self.RR).reshape(K, self.m, self.m)
             if self.elim is None:
                 return D, np.zeros((K, 0, self.m)), E
-            # C[k] = Z_e' diag(W_k) R: (K, levels, m)
-            WR = (W * self.terms[self.elim].values)[:, :, None] * self.R_dense[None]
-            C = (self.ZT[self.elim] @ WR.transpose(1, 0, 2).reshape(self.n, -1)).reshape(
-                -1, K, self.m
-            )
-            return D, C.transpose(1, 0, 2), E
+            # C[k] = Z_e' diag(W_k) R, (K, levels, m): one sparse product with the cells'
+            # pattern P[c, (j, a)] = v_c R[c, a] where c is in level j
+            C = (self.P @ W.T).T.reshape(K, -1, self.m)
+            return D, C, E
         Cs, Es = [], []
         for k in range(K):
             E = (self.R.T @ self._diag(W[k]) @ self.R).toarray()

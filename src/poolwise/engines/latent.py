@@ -36,6 +36,8 @@ NEWTON_STEPS = 60
 # Newton stops when the squared decrement g' H^-1 g (twice the gain still to come) is this
 # small: the log density is then exact to ~1e-13
 DECREMENT = 1e-12
+# below this squared decrement Newton's quadratic model holds: the full step is taken unchecked
+QUADRATIC = 1e-4
 # warm starts kept (modes of the points solved so far)
 KEEP_MODES = 4096
 # floats of the arrays of one batch of points (larger sets of points go in batches)
@@ -56,8 +58,10 @@ def loglik(kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None):
     """
     if kind == "binomial":
         k, n = stats
-        p = 0.5 * (1.0 + np.tanh(0.5 * eta))
-        ll = (k * eta - n * np.logaddexp(0.0, eta)).sum(axis=1)
+        e = np.exp(-np.abs(eta))  # one exponential serves softplus(eta) and sigmoid(eta)
+        softplus = np.maximum(eta, 0.0) + np.log1p(e)
+        p = np.where(eta >= 0, 1.0, e) / (1.0 + e)
+        ll = (k * eta - n * softplus).sum(axis=1)
         return ll, k - n * p, n * p * (1.0 - p)
     if kind == "poisson":
         (c,) = stats
@@ -224,6 +228,9 @@ class LatentModel:
             step = self._project(fac.solve(g), V, M)
             if np.all((g * step).sum(axis=1) < DECREMENT * (1 + np.abs(f) * 1e-3)):
                 break
+            if np.all((g * step).sum(axis=1) < QUADRATIC):  # a full step surely gains
+                x = x + step
+                continue
             t = np.ones(len(theta))
             for _ in range(40):  # halve the step where the objective falls
                 new = x + t[:, None] * step

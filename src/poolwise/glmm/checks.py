@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import operator
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -52,6 +55,28 @@ def _gram(design: Design) -> np.ndarray:
     return np.block(blocks)
 
 
+def _with_data(design: Design) -> Design:
+    """The design without the levels of a term that no cell informs (a slope's level whose
+    cells all have the covariate at 0): their effects are drawn from the group's distribution,
+    not fitted, and would only make the zero-sum constraint look like a trade with the common
+    effects."""
+    groups = []
+    for t in design.groups:
+        present = np.bincount(t.codes, t.values**2, t.n_levels) > 0
+        if present.all():
+            groups.append(t)
+            continue
+        if not present.any():
+            continue
+        # the cells of an absent level have the covariate at 0: any code, they add nothing
+        index = np.maximum(np.cumsum(present) - 1, 0)
+        levels = [lv for lv, p in zip(t.levels, present, strict=True) if p]
+        groups.append(replace(t, levels=levels, codes=index[t.codes].astype(np.int32)))
+    if len(groups) == len(design.groups) and all(map(operator.is_, groups, design.groups)):
+        return design
+    return replace(design, groups=groups)
+
+
 def identifiability(design: Design) -> tuple[list[str], str | None]:
     """Directions of the coefficients that no cell's prediction depends on, named by term.
 
@@ -73,6 +98,7 @@ def identifiability(design: Design) -> tuple[list[str], str | None]:
     >>> identifiability(d)
     ([], None)
     """
+    design = _with_data(design)
     owners = [design.names]
     for t in design.groups:
         owners.append([t.name] * (t.n_levels - t.sums_to_zero))
@@ -149,7 +175,7 @@ def diagnose(
         )
     for name, (draws, scale) in sd_terms.items():
         draws = np.asarray(draws).ravel()
-        if np.quantile(draws, 0.5) < 0.1 * scale and np.mean(draws < 0.02 * scale) > 0.05:
+        if is_singular(draws, scale):
             out.append(
                 f"{name} sits at its lower boundary (posterior median {np.median(draws):.3g}, "
                 f"prior scale {scale:g}): the levels barely differ beyond noise, as in lme4's "
@@ -158,9 +184,26 @@ def diagnose(
     return out
 
 
+<<<<<<< HEAD
 def stats_table(
     draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float, mcmc: bool = True
 ):
+=======
+def is_singular(draws: np.ndarray, scale: float) -> bool:
+    """Whether a group sd's posterior sits at zero (lme4's singular fit): its median below a tenth
+    of the prior's scale, and more than 5 % of its draws below a fiftieth.
+
+    Example
+    -------
+    >>> is_singular(np.array([0.0, 0.01, 0.02, 0.5]), 1.0), is_singular(np.ones(4), 1.0)
+    (True, False)
+    """
+    draws = np.asarray(draws).ravel()
+    return bool(np.quantile(draws, 0.5) < 0.1 * scale and np.mean(draws < 0.02 * scale) > 0.05)
+
+
+def stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float):
+>>>>>>> main
     """mean, sd, HDI, ess_bulk, ess_tail, r_hat per scalar parameter; draws are (chain, draw, ...).
     Independent draws (``mcmc`` False) leave the sampler's columns NaN.
 

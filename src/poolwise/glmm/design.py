@@ -9,7 +9,7 @@ so that no (cells x levels) indicator matrix is ever built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,9 +52,46 @@ class GroupTerm:
         return f"{self.name}_sigma"
 
 
+@dataclass(frozen=True)
+class Block:
+    """A correlated block: the group terms of one ``(1 + x|g)`` (lme4's and brms' default for
+    several coefficients of one factor), whose effects of each level are drawn together from a
+    multivariate normal with one sd per term and a correlation matrix (LKJ prior).
+
+    ``name`` is the block's coefficients and factor (``"1 + x|g"``), ``terms`` the names of its
+    group terms in :attr:`Design.groups` (``("1|g", "x|g")``).
+    """
+
+    name: str
+    terms: tuple[str, ...]
+
+    @property
+    def corr_name(self) -> str:
+        """The name of the block's correlations (draws, tables, the LKJ prior's key)."""
+        return f"{self.name}_corr"
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """The (row, column) of each correlation below the diagonal, row by row."""
+        return [(i, j) for i in range(len(self.terms)) for j in range(i)]
+
+    @property
+    def pair_labels(self) -> list[str]:
+        """Each correlation's label, ``"1, x"`` (its coefficients' expressions)."""
+        exprs = [t.split("|", 1)[0] for t in self.terms]
+        return [f"{exprs[j]}, {exprs[i]}" for i, j in self.pairs]
+
+
 @dataclass
 class Design:
-    """Common design matrix of the cells (dense, cells x columns), offset and group terms."""
+    """Common design matrix of the cells (dense, cells x columns), offset and group terms;
+    ``keys`` the cells' columns as the data held them (one row per cell), ``response`` the
+    formula's outcome columns by role (``successes``, ``trials``; ``counts``, ``exposure``; ``y``).
+
+    ``blocks`` marks the correlated blocks among the group terms (empty when every group term
+    is independent); :attr:`correlated` says whether there is any, for engines that do not
+    handle them yet.
+    """
 
     X: np.ndarray
     names: list[str]
@@ -64,10 +101,18 @@ class Design:
     offset: np.ndarray
     groups: list[GroupTerm]
     matrices: Any
+    keys: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    response: dict[str, str] = field(default_factory=dict)
+    blocks: list[Block] = field(default_factory=list)
 
     @property
     def n_cells(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def correlated(self) -> bool:
+        """Whether some group terms form a correlated block (``(1 + x|g)``)."""
+        return bool(self.blocks)
 
 
 def _labels(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
@@ -234,7 +279,34 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
                 zero_sum=zero_sum,
             )
         )
-    return Design(X, names, terms, intercept, spans_constant, offset, groups, dm)
+    keys = cells.table[[c for c in cells.table.columns if not c.startswith("__")]]
+    blocks = [Block(name, members) for name, members in spec.blocks]
+    response = dict(spec.response)
+    return Design(
+        X, names, terms, intercept, spans_constant, offset, groups, dm, keys, response, blocks
+    )
+
+
+def slope_values(term: GroupTerm, frame: pd.DataFrame) -> np.ndarray:
+    """What ``term``'s effects multiply on the rows of ``frame``: 1 for an intercept, else its
+    expression evaluated by formulae (a ValueError names a column the rows lack).
+
+    Example
+    -------
+    >>> t = GroupTerm("I(x ** 2)|g", "I(x ** 2)", "g", ("g",), ["a"], np.zeros(1), np.ones(1))
+    >>> slope_values(t, pd.DataFrame({"x": [2.0, 3.0]})).tolist()
+    [4.0, 9.0]
+    """
+    if term.expr == "1":
+        return np.ones(len(frame))
+    from formulae import design_matrices
+
+    for comp in components(describe(f"0 + {term.expr}").terms[0]):
+        for name in sorted(comp.var_names - {""}):
+            if name not in frame and name not in environment().namespace:
+                raise ValueError(f"no column {name!r} in the new data (term {term.name!r})")
+    dm = design_matrices(f"0 + {term.expr}", frame, na_action="error", env=environment())
+    return np.asarray(dm.common.design_matrix, dtype=np.float64).reshape(-1)
 
 
 def new_codes(term: GroupTerm, frame: pd.DataFrame) -> np.ndarray:

@@ -7,6 +7,7 @@ inside expressions too) and which it must add up (the response, the exposure).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,9 @@ class FormulaSpec:
     common: str
     groups: tuple[tuple[str, tuple[str, ...]], ...]
     intercept_only_factor: str | None
+    # correlated blocks: one per group term written with several coefficients, ``(1 + x|g)``
+    # or ``(x|g)``: the block's name (``"1 + x|g"``) and its terms' names (``("1|g", "x|g")``)
+    blocks: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def keys(self, columns: Collection[str]) -> tuple[str, ...]:
         """The columns the cells keep apart, sorted: every column the terms read.
@@ -73,12 +77,35 @@ def environment():
     return Environment([{**TRANSFORMS, **ENCODINGS}, NAMESPACE])
 
 
+def expand_double_bars(formula: str) -> str:
+    """lme4's uncorrelated terms ``(x || g)`` written as formulae reads them: one term per
+    coefficient, ``(1|g) + (0 + x|g)`` (no intercept where the expression drops it).
+
+    Example
+    -------
+    >>> expand_double_bars("y ~ x + (1 + x || g)")
+    'y ~ x + (1|g) + (0 + x|g)'
+    """
+
+    def expand(match: re.Match) -> str:
+        parts = [p.strip() for p in _summands(match.group(1))]
+        intercept = not any(p in ("0", "-1") for p in parts)
+        slopes = [p for p in parts if p not in ("0", "1", "-1")]
+        factor = match.group(2).strip()
+        terms = [f"(1|{factor})"] if intercept else []
+        return " + ".join(terms + [f"(0 + {p}|{factor})" for p in slopes])
+
+    return re.sub(r"\(([^()|]*(?:\([^()]*\)[^()|]*)*)\|\|([^()|]+)\)", expand, formula)
+
+
 def describe(formula: str):
-    """formulae's description of ``formula``; a ValueError unless its parser reads all of it."""
+    """formulae's description of ``formula``; a ValueError unless its parser reads all of it.
+    lme4's ``(x || g)`` is read as its uncorrelated terms (:func:`expand_double_bars`)."""
     from formulae import model_description
     from formulae.parser import Parser
     from formulae.scanner import Scanner
 
+    formula = expand_double_bars(formula)
     try:
         parser = Parser(Scanner(formula).scan())
         parser.parse()
@@ -170,9 +197,8 @@ def _variable_args(call, what: str) -> list[str]:
     return names
 
 
-def _common_rhs(rhs: str) -> str:
-    """The right-hand side without its group terms ``(expr|factor)``, top-level summands in
-    parentheses that hold a ``|`` (formulae's implicit intercept when nothing is left)."""
+def _summands(rhs: str) -> list[str]:
+    """The top-level summands of a right-hand side (``+`` outside parentheses)."""
     parts, depth, current = [], 0, []
     for ch in rhs:
         depth += (ch == "(") - (ch == ")")
@@ -182,10 +208,51 @@ def _common_rhs(rhs: str) -> str:
         else:
             current.append(ch)
     parts.append("".join(current))
-    common = [
-        p for p in parts if not (p.strip().startswith("(") and p.strip().endswith(")") and "|" in p)
-    ]
+    return parts
+
+
+def _is_group(summand: str) -> bool:
+    s = summand.strip()
+    return s.startswith("(") and s.endswith(")") and "|" in s
+
+
+def _common_rhs(rhs: str) -> str:
+    """The right-hand side without its group terms ``(expr|factor)``, top-level summands in
+    parentheses that hold a ``|`` (formulae's implicit intercept when nothing is left)."""
+    common = [p for p in _summands(rhs) if not _is_group(p)]
     return " + ".join(p.strip() for p in common) or "1"
+
+
+def _blocks(rhs: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The correlated blocks of a right-hand side: each group summand with several coefficients
+    (``(1 + x|g)``, or ``(x|g)`` with its implicit intercept) is one block, named by its
+    coefficients (``"1 + x|g"``). A coefficient written in two summands, as lme4 allows in
+    ``(1|g) + (x|g)`` (an intercept twice), is refused."""
+    from formulae import model_description
+
+    blocks, seen = [], {}
+    for summand in _summands(rhs):
+        if not _is_group(summand):
+            continue
+        terms = [
+            t.name
+            for t in model_description(summand.strip()).terms
+            if type(t).__name__ == "GroupSpecificTerm"
+        ]
+        for name in terms:
+            if name in seen:
+                raise ValueError(
+                    f"formula: {name!r} is in both {seen[name].strip()!r} and "
+                    f"{summand.strip()!r} ((x|g) has an intercept of its own); write "
+                    "(1 + x|g) for a correlated intercept and slope, or (1|g) + (0 + x|g) "
+                    "(lme4's (x||g)) for independent ones"
+                )
+            seen[name] = summand
+        if len(terms) > 1:
+            factor = terms[0].split("|", 1)[1]
+            exprs = [t.split("|", 1)[0] for t in terms]
+            blocks.append((f"{' + '.join(exprs)}|{factor}", tuple(terms)))
+    return tuple(blocks)
 
 
 def _factor_column(component: Any, name: str) -> str:
@@ -233,6 +300,7 @@ def parse_formula(
     if exposure is not None and not isinstance(exposure, str):
         raise TypeError(f"exposure: expected a column name (str), got {type(exposure).__name__}")
     desc = describe(formula)
+    rhs = expand_double_bars(formula).split("~", 1)[1]
     if desc.response is None:
         raise ValueError(f"formula: no response on the left of '~' in {formula!r}")
     rterm = desc.response.term
@@ -325,9 +393,10 @@ def parse_formula(
         reads=tuple(reads),
         may_read=tuple(sorted(may_read)),
         row_checks=tuple(row_checks),
-        common=_common_rhs(formula.split("~", 1)[1]),
+        common=_common_rhs(rhs),
         groups=tuple(
             (g.name, tuple(_factor_column(c, g.name) for c in g.factor.components)) for g in groups
         ),
         intercept_only_factor=factor,
+        blocks=_blocks(rhs),
     )

@@ -39,6 +39,8 @@ from .setup import Prepared, groups_table
 
 # at most this many hyperparameters are integrated on a grid; more by a central composite design
 GRID_MAX = 3
+# the share of the mass, in the lightest theta points, that the intervals leave out
+INTERVAL_SHARE = 1e-8
 
 
 def refusal(prep: Prepared) -> str | None:
@@ -59,7 +61,7 @@ def refusal(prep: Prepared) -> str | None:
                 f"the prior of {name} is {prior!r}; the Laplace engine takes Normal or Flat "
                 "priors on common effects"
             )
-    if any(getattr(t, "correlated", False) for t in plan.terms):
+    if plan.correlated:
         return "correlated group effects are not in the Laplace engine yet"
     return None
 
@@ -132,20 +134,26 @@ def _cell_variance(post) -> np.ndarray:
     return (jac**2).sum(axis=2) / 12
 
 
-def _mixture_rows(weights, means, variances, prob, link="identity", coarse=None):
-    """mean, sd, median, HDI of each column of a normal mixture (on ``link``'s scale);
-    ``coarse``: the components of the grid before its last refinement (a first pass)."""
-    mix = Mixture.of("normal", weights, means, variances, link)
+def _mixture_rows(weights, means, variances, prob, link="identity", coarse=None, median=True):
+    """mean, sd, median (NaN unless ``median``), HDI of each column of a normal mixture (on
+    ``link``'s scale); ``coarse``: the components of the grid before its last refinement (a first
+    pass). Moments are exact over every component; the intervals leave out the lightest
+    components, together ``INTERVAL_SHARE`` of the mass (an end moves by about that share of
+    the sd)."""
     m = weights @ means
     var = np.maximum(weights @ (variances + means**2) - m**2, 0.0)
+    keep = prune(weights, INTERVAL_SHARE)
+    w = weights[keep] / weights[keep].sum()
+    mix = Mixture.of("normal", w, means[keep], variances[keep], link)
+    coarse = None if coarse is None else coarse[keep]
     with np.errstate(over="ignore"):  # a sd at its boundary: a log-scale spread without end
         lo, hi, _ = mix.hdi(prob, *hdi_normal(m, var, prob), coarse)
-        median = mix.quantile(0.5, m)
+        mid = mix.quantile(0.5, m) if median else np.full(m.shape, np.nan)
     if link == "log":
         x = np.exp(means)
         m = weights @ x
         var = np.maximum(weights @ x**2 - m**2, 0.0)
-    return m, np.sqrt(var), median, lo, hi
+    return m, np.sqrt(var), mid, lo, hi
 
 
 def _draws(post, weights, keep, cond, n_draws, seed):
@@ -263,7 +271,7 @@ def fit_laplace(
     for j, (t, off) in enumerate(zip(design.groups, s.offsets, strict=True)):
         cols = slice(off, off + t.n_levels)
         tm, tsd, _, tlo, thi = _mixture_rows(
-            weights, cond.x[:, cols], x_var[:, cols], hdi_prob, coarse=coarse
+            weights, cond.x[:, cols], x_var[:, cols], hdi_prob, coarse=coarse, median=False
         )
         summaries[t.name] = (tm, tsd, tlo, thi)
         means[t.name] = tm

@@ -9,7 +9,8 @@ the family's, written on the cell statistics (so it costs O(cells), not O(rows))
 
 Group effects are zero-sum deviations (``ZeroSumNormal``) when the common part holds the same term,
 so they cannot trade level with the intercept or the common slope. Non-centered effects are
-``b = sd * z``; centered ones are sampled directly.
+``b = sd * z``; centered ones are sampled directly. The terms of a correlated block
+``(1 + x|g)`` are sampled together (:mod:`poolwise.glmm.blocks`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from functools import cache
 import numpy as np
 
 from ..priors import Flat, HalfNormal, Normal, Prior
+from .blocks import BlockPlan, sample_block
 
 LINKS = {"binomial": "logit", "poisson": "log", "normal": "identity"}
 
@@ -80,7 +82,12 @@ class TermPlan:
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """Everything static about a model: family, common effects and their priors, group terms."""
+    """Everything static about a model: family, common effects and their priors, group terms.
+
+    ``blocks`` are the correlated blocks among the terms (``(1 + x|g)``; see
+    :mod:`poolwise.glmm.blocks`), empty when every group term is independent; ``correlated``
+    says whether there is any, for an engine that handles independent terms only.
+    """
 
     likelihood: str
     common: tuple[str, ...]
@@ -88,14 +95,21 @@ class ModelPlan:
     intercept: int | None
     terms: tuple[TermPlan, ...]
     sigma_prior: Prior | None
+    blocks: tuple[BlockPlan, ...] = ()
+
+    @property
+    def correlated(self) -> bool:
+        """Whether some group terms form a correlated block."""
+        return bool(self.blocks)
 
     @property
     def size(self) -> int:
         """The number of unconstrained parameters the sampler moves."""
         n = len(self.common) + (self.likelihood == "normal")
-        for t in self.terms:
-            n += t.n_levels - t.zero_sum + (t.sd is None)
-        return n
+        in_block = {i for b in self.blocks for i in b.terms}
+        for i, t in enumerate(self.terms):
+            n += (t.sd is None) + (0 if i in in_block else t.n_levels - t.zero_sum)
+        return n + sum(b.size for b in self.blocks)
 
 
 def _numpyro_prior(prior: Prior):
@@ -119,6 +133,11 @@ def make_model(plan: ModelPlan):
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
+
+    def _sd(t: TermPlan):
+        if t.sd is not None:
+            return t.sd
+        return numpyro.sample(f"{t.name}_sigma", _numpyro_prior(t.sd_prior))
 
     def model(X, xbar, offset, stats, codes, values, center):
         eta = offset
@@ -146,10 +165,17 @@ def make_model(plan: ModelPlan):
                 numpyro.factor("_Intercept_prior", prior.to_numpyro().log_prob(intercept))
             eta = eta + centered
         eta = eta + slope
-        for t, code, value in zip(plan.terms, codes, values, strict=True):
-            sd = t.sd
-            if sd is None:
-                sd = numpyro.sample(f"{t.name}_sigma", _numpyro_prior(t.sd_prior))
+        blocked = {}
+        for block in plan.blocks:
+            sds = jnp.stack([_sd(plan.terms[i]) for i in block.terms])
+            b = sample_block(block, sds)
+            for col, i in enumerate(block.terms):
+                blocked[i] = numpyro.deterministic(plan.terms[i].name, b[:, col])
+        for i, (t, code, value) in enumerate(zip(plan.terms, codes, values, strict=True)):
+            if i in blocked:
+                eta = eta + blocked[i][code] * value
+                continue
+            sd = _sd(t)
             if t.zero_sum:
                 base = dist.ZeroSumNormal(1.0 if not t.centered else sd, (t.n_levels,))
             else:

@@ -12,25 +12,22 @@ from .._arviz import import_arviz
 from ..fitdata import RegressionData
 from ..intervals import hdi_from_draws
 from ..results import PoolFit
-from .design import new_codes
-
-UNSEEN = ("raise", "population", "draw")
+from .predictive import inverse_link, linear_predictor_of
 
 
 @dataclass(frozen=True, repr=False)
 class GlmmFit(PoolFit, RegressionData):
-    """A regression fitted by NUTS. ``groups`` is indexed by (term, level); ``population`` holds
-    the common effects, the group sds and sigma; ``draws`` the posterior by chain.
+    """A regression's fit (by the Laplace engine, empirical Bayes or NUTS). ``groups`` is indexed
+    by (term, level); ``population`` holds the common effects, the group sds and sigma; ``draws``
+    the posterior by chain.
 
     Example
     -------
     >>> import pandas as pd, poolwise
-    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7],
-    ...                    "n": [10] * 6})
-    >>> fit = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=df, seed=1, draws=400, tune=300,
-    ...                    progress=False)
-    >>> list(fit.groups.index.get_level_values("term").unique())
-    ['1|g']
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": 10})
+    >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df, method="laplace", seed=1)
+    >>> fit.groups.index.get_level_values("term").unique().tolist(), fit.factors
+    (['1|g'], ('1|g',))
     """
 
     # the verbs of one factor, per group-specific term (``factor``: its name; None: the first)
@@ -67,26 +64,45 @@ class GlmmFit(PoolFit, RegressionData):
 
         return ranks(self.factor(factor), top=top, best=best, prob=prob)
 
-    def _not_yet(self, verb: str) -> None:
-        raise TypeError(
-            f"{verb}() is not available for a formula fit yet; check, plot_population, and "
-            "per term plot_shrinkage, plot_forest, plot_estimates and ranks (factor=) are, and "
-            "fit.factor(term) is that term's levels as a one-factor record"
-        )
+    def simulate(
+        self,
+        draws: int = 1,
+        seed: int | None = None,
+        *,
+        data: pd.DataFrame | None = None,
+        unseen: str | None = None,
+    ) -> pd.DataFrame:
+        """Data sets replicated from the fitted model, the fit's own data or the rows of
+        ``data`` (new levels by ``unseen``); see
+        :func:`poolwise.glmm.predictive.replicate_regression`."""
+        from .predictive import replicate_regression
 
-    def simulate(self, draws: int = 1, seed: int | None = None) -> pd.DataFrame:
-        """Not available for a formula fit yet (a TypeError that says so)."""
-        self._not_yet("simulate")
+        return replicate_regression(self, draws, seed, data=data, unseen=unseen)
 
     def check(self, statistic: str = "sd", draws: int = 1000, seed: int | None = None) -> Any:
-        """Posterior predictive check on the cells; see :func:`poolwise.simulate.check_cells`."""
-        from ..simulate import check_cells
+        """Posterior predictive check on the cells; see
+        :func:`poolwise.glmm.predictive.check_cells`."""
+        from .predictive import check_cells
 
         return check_cells(self, statistic=statistic, draws=draws, seed=seed)
 
     def report(self, path: Any = "report.html", **kwargs: Any) -> Any:
-        """Not available for a formula fit yet (a TypeError that says so)."""
-        self._not_yet("report")
+        """Write the HTML report of the regression; see :func:`poolwise.glmm.report.report`."""
+        from .report import report
+
+        return report(self, path, **kwargs)
+
+    def _header(self) -> list[str]:
+        _, method, _, priors = super()._header()
+        levels = ", ".join(f"{t.n_levels} of {t.factor}" for t in self.design.groups)
+        return [
+            f"GlmmFit: {self.formula}",
+            f"  {self.family.description}",
+            method,
+            f"  levels: {levels or 'none'}; {self.design.n_cells} cells, {self.n_rows} rows; "
+            f"{int(self.hdi_prob * 100)}% HDI",
+            priors,
+        ]
 
     def summary(self) -> pd.DataFrame:
         """One row per parameter (Bambi's names; ``term[level]`` for group effects): mean, sd,
@@ -124,96 +140,31 @@ class GlmmFit(PoolFit, RegressionData):
 
         ``unseen`` says what a level not in the fit gets: ``"raise"`` (a ValueError naming it),
         ``"population"`` (no deviation: the population mean) or ``"draw"`` (a new group's effect
-        drawn from N(0, sd) per posterior draw, seeded by ``seed``). Poisson rates are per unit
-        of exposure.
+        drawn from N(0, sd) per posterior draw, seeded by ``seed``; a correlated block
+        ``(1 + x|g)`` draws a new level's intercept and slope together). Poisson rates are per
+        unit of exposure.
 
         Example
         -------
         >>> import pandas as pd, poolwise
-        >>> df = pd.DataFrame({"g": list("aabb"), "y": [1.0, 1.2, 2.0, 2.2]})
-        >>> fit = poolwise.fit("y ~ 1 + (1|g)", data=df, method="nuts", seed=1, draws=400,
-        ...                    tune=300, progress=False)
-        >>> fit.predict(pd.DataFrame({"g": ["c"]}), unseen="population").shape[0]
-        1
+        >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7]})
+        >>> fit = poolwise.fit("p(k, n) ~ x + (1|g)", data=df.assign(n=10), seed=1,
+        ...                    priors={"1|g_sigma": 0.5}, draws=2000, progress=False)
+        >>> new = pd.DataFrame({"g": ["a", "z"], "x": [1, 1]})
+        >>> fit.predict(new, unseen="population").columns.tolist()
+        ['mean', 'sd', 'hdi_low', 'hdi_high']
         """
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"predict: data must be a pandas DataFrame, got {type(data).__name__}")
-        if unseen not in UNSEEN:
-            raise ValueError(
-                f"unseen must be one of {', '.join(map(repr, UNSEEN))}, got {unseen!r}"
-            )
-        design, plan = self.design, self.plan
         rng = np.random.default_rng([self.seed if seed is None else seed, 7])
-        frame = data.copy()
-        common = design.matrices.common
-        n_draws = (
-            next(iter(self.draws.values())).shape[0] * next(iter(self.draws.values())).shape[1]
-        )
-        eta = np.zeros((n_draws, len(frame)))
-        if common is not None and design.names:
-            for col in common.terms:
-                for var in getattr(common.terms[col], "var_names", ()):
-                    if var and var not in frame:  # "" stands for a literal
-                        if getattr(common.terms[col], "kind", None) == "offset":
-                            frame[var] = 1.0
-                        else:
-                            raise ValueError(f"predict: no column {var!r} in the new data")
-            X_all = np.asarray(common.evaluate_new_data(frame).design_matrix, dtype=float)
-            cols = []
-            for term_name, term in common.terms.items():
-                if getattr(term, "kind", None) == "offset":
-                    continue
-                cols.append(X_all[:, common.slices[term_name]])
-            X = np.hstack(cols)
-            for i, name in enumerate(design.names):
-                eta += self.draws[name].reshape(-1, 1) * X[:, i]
-        for t in design.groups:
-            for c in t.factor_columns + ((t.expr,) if t.expr != "1" else ()):
-                if c not in frame:
-                    raise ValueError(f"predict: no column {c!r} in the new data (term {t.name!r})")
-            codes = new_codes(t, frame)
-            b = self.draws[t.name].reshape(n_draws, t.n_levels)
-            effect = b[:, np.maximum(codes, 0)]
-            missing = codes < 0
-            if missing.any():
-                labels = sorted(
-                    set(
-                        np.asarray(frame[list(t.factor_columns)].astype(str).agg(":".join, axis=1))[
-                            missing
-                        ]
-                    )
-                )
-                if unseen == "raise":
-                    raise ValueError(
-                        f"predict: level(s) {', '.join(map(repr, labels[:5]))} of {t.factor!r} "
-                        "were not in the fit; pass unseen='population' (the population mean) "
-                        "or unseen='draw' (a new group's effect drawn from the group sd)"
-                    )
-                if unseen == "population":
-                    effect[:, missing] = 0.0
-                else:
-                    sd = (
-                        self.draws[t.sigma_name].reshape(-1)
-                        if t.sigma_name in self.draws
-                        else np.full(n_draws, float(plan.terms[design.groups.index(t)].sd))
-                    )
-                    effect[:, missing] = sd[:, None] * rng.standard_normal(
-                        (n_draws, int(missing.sum()))
-                    )
-            value = frame[t.expr].to_numpy(float) if t.expr != "1" else 1.0
-            eta += effect * value
-        mean = _inverse_link(self.family.link, eta)
+        try:
+            eta = linear_predictor_of(self, data, unseen, rng)
+        except ValueError as err:
+            raise ValueError(f"predict: {err}") from None
+        mean = inverse_link(self.family.link, eta)
         lo, hi = hdi_from_draws(mean, self.hdi_prob)
         out = pd.DataFrame(
             {"mean": mean.mean(axis=0), "sd": mean.std(axis=0), "hdi_low": lo, "hdi_high": hi},
-            index=frame.index,
+            index=data.index,
         )
         return out
-
-
-def _inverse_link(link: str, eta: np.ndarray) -> np.ndarray:
-    if link == "logit":
-        return 1.0 / (1.0 + np.exp(-eta))
-    if link == "log":
-        return np.exp(eta)
-    return eta

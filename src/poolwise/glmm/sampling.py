@@ -93,7 +93,8 @@ def fit_formula(
     -------
     >>> import pandas as pd
     >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "y": [1., 2.1, 1.2, 2.0, .9, 2.2]})
-    >>> fit = fit_formula("y ~ 1 + x + (1|g)", df, draws=400, tune=300, seed=1, progress=False)
+    >>> fit = fit_formula("y ~ 1 + x + (1|g)", df, priors={"1|g_sigma": 0.5}, seed=1,
+    ...                   progress=False)
     >>> round(float(fit.population.loc["x", "mean"]), 0)
     1.0
     """
@@ -195,6 +196,7 @@ def draws_record(
     for t in design.groups:
         if t.sigma_name in samples:
             keep.append(t.sigma_name)
+    keep += [row for block in plan.blocks for row in block.rows]
     if "sigma" in samples:
         keep.append("sigma")
     population_draws = {k: samples[k] for k in keep}

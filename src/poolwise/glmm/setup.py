@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..errors import PoolwiseWarning
 from ..priors import Flat, HalfNormal, Normal, Prior
+from .blocks import block_plans, block_priors, unify_centering
 from .cells import Cells, reduce_cells
 from .checks import identifiability
 from .design import Design, build_design
@@ -78,6 +79,7 @@ def resolve_priors(
     valid = set(design.names) | set(design.terms)
     for t in design.groups:
         valid |= {t.name, t.sigma_name}
+    valid |= {b.corr_name for b in design.blocks}
     if cells.likelihood == "normal":
         valid.add("sigma")
     for name, value in priors.items():
@@ -142,6 +144,7 @@ def resolve_priors(
             prior = default_sd_prior(scales, sd_x)
             sds.append((None, prior))
             used[t.sigma_name] = prior
+    used.update(block_priors(priors, design))
     sigma = None
     if cells.likelihood == "normal":
         sigma = priors.get("sigma")
@@ -159,9 +162,9 @@ def plan_model(
     sds: list,
     sigma: Prior | None,
     parametrization: str,
+    lkj: dict,
 ) -> tuple[ModelPlan, list[str]]:
     notes = []
-    terms = []
     for t, (sd, sd_prior) in zip(design.groups, sds, strict=True):
         if parametrization == "as-written":
             t.zero_sum = False
@@ -180,17 +183,19 @@ def plan_model(
                 )
             else:
                 notes.append(f"{t.name}: non-centered, some levels have little data")
-        terms.append(
-            TermPlan(
-                name=t.name,
-                n_levels=t.n_levels,
-                zero_sum=t.sums_to_zero,
-                centered=t.centered,
-                slope=t.expr != "1",
-                sd=sd,
-                sd_prior=sd_prior,
-            )
+    notes += unify_centering(design)
+    terms = [
+        TermPlan(
+            name=t.name,
+            n_levels=t.n_levels,
+            zero_sum=t.sums_to_zero,
+            centered=t.centered,
+            slope=t.expr != "1",
+            sd=sd,
+            sd_prior=sd_prior,
         )
+        for t, (sd, sd_prior) in zip(design.groups, sds, strict=True)
+    ]
     intercept = design.names.index("Intercept") if design.intercept else None
     plan = ModelPlan(
         likelihood=cells.likelihood,
@@ -199,6 +204,7 @@ def plan_model(
         intercept=intercept,
         terms=tuple(terms),
         sigma_prior=sigma,
+        blocks=block_plans(design, lkj),
     )
     return plan, notes
 
@@ -223,7 +229,8 @@ class Prepared:
     def family(self, keep: list[str]) -> GlmmFamily:
         """The fit's family record; ``keep`` the population rows (the sds among them positive)."""
         fam = self.spec.family
-        sds = tuple(k for k in keep if k not in self.design.names)
+        correlations = {row for block in self.plan.blocks for row in block.rows}
+        sds = tuple(k for k in keep if k not in self.design.names and k not in correlations)
         return GlmmFamily(fam, LINKS[self.cells.likelihood], DESCRIPTIONS[fam], sds=sds)
 
 
@@ -258,7 +265,7 @@ def prepare(
     design = build_design(cells, spec)
     scales = data_scales(cells.likelihood, cells.stats())
     common, sds, sigma, used = resolve_priors(priors, design, cells, scales, parametrization)
-    plan, notes = plan_model(cells, design, scales, common, sds, sigma, parametrization)
+    plan, notes = plan_model(cells, design, scales, common, sds, sigma, parametrization, used)
     problems, skipped = identifiability(design)
     for m in problems:
         warnings.warn(m, PoolwiseWarning, stacklevel=4)

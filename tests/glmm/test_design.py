@@ -1,0 +1,52 @@
+"""The design of the cells: group codes found from the cells' columns are formulae's levels."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from formulae import design_matrices
+
+from poolwise.glmm.cells import reduce_cells
+from poolwise.glmm.design import build_design
+from poolwise.glmm.formula import parse_formula
+
+
+@pytest.mark.parametrize(
+    "rhs",
+    [
+        "1 + x + (1|a)",
+        "(1|a) + (x|b)",
+        "0 + x + (1|b) + (1|a:b)",
+        "1 + x + (1 + x|f) + (1|t)",
+        "1 + C(a) + (1|a:t) + (log(w)|b)",
+        "1 + (1|C(b)) + (1|C(a):t)",
+    ],
+)
+def test_group_codes_are_formulae_levels(rhs):
+    """Codes found from the cells' columns give formulae's own levels and indicator matrix
+    (which poolwise no longer builds), for integer, string, float and boolean factors."""
+    rng = np.random.default_rng(4)
+    n = 300
+    df = pd.DataFrame(
+        {
+            "a": rng.choice([9, 10, 100, 3], n),
+            "b": rng.choice(["q", "p", "r", "aa"], n),
+            "f": rng.choice([0.5, 1.0, 2.0], n),
+            "t": rng.choice([True, False], n),
+            "x": rng.normal(size=n).round(1),
+            "w": rng.uniform(1, 2, n).round(1),
+            "y": rng.normal(size=n),
+        }
+    )
+    spec = parse_formula(f"y ~ {rhs}")
+    cells = reduce_cells(df, spec)
+    design = build_design(cells, spec)
+    ref = design_matrices(rhs, cells.table, extra_namespace={"log": np.log})
+    assert [t.name for t in design.groups] == list(ref.group.terms)
+    for t in design.groups:
+        term = ref.group.terms[t.name]
+        dense = np.asarray(term.factor.data)
+        present = np.flatnonzero(dense.any(axis=0))
+        assert t.levels == [str(term.groups[i]) for i in present]
+        np.testing.assert_array_equal(present[t.codes], dense.argmax(axis=1))
+        np.testing.assert_allclose(t.values, np.asarray(term.expr.data, float).reshape(-1))
+    np.testing.assert_allclose(design.X, np.asarray(ref.common.design_matrix))
