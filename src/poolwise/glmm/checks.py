@@ -184,11 +184,6 @@ def diagnose(
     return out
 
 
-<<<<<<< HEAD
-def stats_table(
-    draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float, mcmc: bool = True
-):
-=======
 def is_singular(draws: np.ndarray, scale: float) -> bool:
     """Whether a group sd's posterior sits at zero (lme4's singular fit): its median below a tenth
     of the prior's scale, and more than 5 % of its draws below a fiftieth.
@@ -202,8 +197,9 @@ def is_singular(draws: np.ndarray, scale: float) -> bool:
     return bool(np.quantile(draws, 0.5) < 0.1 * scale and np.mean(draws < 0.02 * scale) > 0.05)
 
 
-def stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float):
->>>>>>> main
+def stats_table(
+    draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float, mcmc: bool = True
+):
     """mean, sd, HDI, ess_bulk, ess_tail, r_hat per scalar parameter; draws are (chain, draw, ...).
     Independent draws (``mcmc`` False) leave the sampler's columns NaN.
 
