@@ -54,7 +54,7 @@ EXPLAIN = {
     "data sets, the Laplace posterior of the group sd has its mean 0.25 +- 0.01 NUTS posterior "
     "sds lower and its sd 8 % narrower; the Intercept's sd is 10 % narrower (its mean differs "
     "by 0.10 +- 0.10 sd, either way), x's 5 % and the levels' effects' 12-16 % narrower: "
-    "beyond issue 14's 0.1 posterior sd in the group sd's mean and its 10 % in the widths "
+    "beyond the 0.1 posterior sd asked of it in the group sd's mean and its 10 % in the widths "
     "(`python bench/laplace_vs_nuts.py bernoulli_wide`). "
     "This is the case for adaptive Gauss-Hermite quadrature of each level (one scalar factor)"
     ' and for routing to NUTS (`method="auto"`) elsewhere; until '
@@ -68,7 +68,7 @@ EXPLAIN = {
     "so it leans most. Against long NUTS runs (8,000 draws) of the first 12 simulated data "
     "sets, the Laplace posterior mean of the Intercept is 0.34 +- 0.03 posterior sds above "
     "NUTS's (group[7] 0.24 +- 0.03 below, x 0.03, the group sd -0.03), and still 0.22 +- 0.02 "
-    "with an exposure of 50 in every cell (about 50 counts a cell): beyond issue 14's 0.1 sd "
+    "with an exposure of 50 in every cell (about 50 counts a cell): beyond the 0.1 sd asked of it "
     "(`python bench/laplace_vs_nuts.py poisson poisson_50`). "
     "The simplified-Laplace correction, or AGHQ (this model has one scalar factor), is what "
     "fixes it.",
