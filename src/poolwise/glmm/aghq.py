@@ -118,7 +118,7 @@ def fit_aghq(
     ...                    "n": [10] * 6})
     >>> fit = fit_aghq(prepare("p(k, n) ~ 1 + x + (1|g)", df), seed=1)
     >>> fit.method, round(float(fit.population.loc["x", "mean"]), 1)
-    ('laplace', 1.0)
+    ('laplace', 1.3)
     """
     check_count("draws", draws)
     check_prob(hdi_prob)
