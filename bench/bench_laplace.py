@@ -12,16 +12,13 @@ table.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
-import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_glmm import radon_data, thread_data  # noqa: E402
+from timing import parse, timed  # noqa: E402
 
 GOALS = {("seed", "laplace"): 0.020, ("radon", "laplace"): 0.050}
 MODELS = {
@@ -33,27 +30,24 @@ MODELS = {
 def main(argv: list[str] | None = None) -> None:
     import poolwise
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args(argv)
+    args = parse(__doc__, argv)
     print("| model | method | median ms | fastest ms | goal ms | met | grid points |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, (formula, make) in MODELS.items():
         data = make()
         for method in ("laplace", "eb"):
-            times = []
-            for _ in range(args.repeats + 1):
-                t = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    fit = poolwise.fit(formula, data, method=method, seed=1)
-                times.append(time.perf_counter() - t)
-            med, fast = statistics.median(times[1:]), min(times[1:])
+            med, fast, fit = timed(
+                lambda formula=formula, data=data, method=method: poolwise.fit(
+                    formula, data, method=method, seed=1
+                ),
+                args.repeats,
+            )
             goal = GOALS.get((name, method))
             met = "" if goal is None else ("yes" if med <= goal else "no")
             print(
                 f"| {name} | {method} | {1e3 * med:.1f} | {1e3 * fast:.1f} | "
-                f"{'' if goal is None else f'{1e3 * goal:g}'} | {met} | {fit.info['grid_points']} |",
+                f"{'' if goal is None else f'{1e3 * goal:g}'} | {met} | "
+                f"{fit.info.get('grid_points', '')} |",
                 flush=True,
             )
 

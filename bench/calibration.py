@@ -3,6 +3,8 @@
     python bench/calibration.py run one_factor   # 1000 simulations per family x engine
     python bench/calibration.py run regression   # 200 simulations of a binomial regression
     python bench/calibration.py run eb_groups    # empirical Bayes as the number of groups grows
+    python bench/calibration.py run laplace      # 500 simulations per regression family, Laplace
+    python bench/calibration.py run KIND NAME... # only these jobs of KIND, in this order
     python bench/calibration.py report           # CALIBRATION.md and the plots, from the results
 
 Each job writes its ranks and tests to bench/calibration_results/<job>.json and its plot to
@@ -23,9 +25,12 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 import matplotlib
 
 matplotlib.use("Agg")
+import calibration_laplace as lp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import poolwise.check as pc  # noqa: E402
+from poolwise import HalfNormal  # noqa: E402
+from poolwise.simulate_formula import PRIORS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "calibration_results"
@@ -65,6 +70,16 @@ def jobs(kind: str) -> dict[str, tuple[pc.CalibrationSpec, int]]:
         # where method="auto" starts to use eb
         spec = pc.CalibrationSpec("normal_se", (1.0,) * 20_001, method="eb", draws=99)
         out["eb_normal_se_J20001"] = (spec, 100)
+    elif kind == "laplace":
+        for family, sizes in lp.SIZES.items():
+            for method in ("laplace", "eb") if family in lp.WITH_EB else ("laplace",):
+                spec = pc.CalibrationSpec(family, sizes, method=method, draws=99)
+                out[f"{family}_{method}"] = (spec, lp.N_SIMS)
+        wide = {**PRIORS["bernoulli"], "1|group_sigma": HalfNormal(lp.WIDE_SD)}
+        spec = pc.CalibrationSpec(
+            "regression_bernoulli", lp.SIZES["regression_bernoulli"], "laplace", wide, draws=99
+        )
+        out["regression_bernoulli_laplace_wide"] = (spec, lp.N_SIMS)
     else:
         raise SystemExit(f"unknown job kind {kind!r}")
     return out
@@ -92,7 +107,7 @@ def _regression_chunk(spec: pc.CalibrationSpec, chunk: int) -> None:
 
 
 def _calibration(name: str, spec: pc.CalibrationSpec, n_sims: int) -> pc.Calibration:
-    if spec.family != "regression":
+    if spec.family != "regression" or spec.method != "nuts":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return pc.calibration(spec, n_sims=n_sims, seed=2018)
@@ -124,10 +139,13 @@ def _calibration(name: str, spec: pc.CalibrationSpec, n_sims: int) -> pc.Calibra
     )
 
 
-def run(kind: str) -> None:
+def run(kind: str, names: list[str]) -> None:
+    """Run the jobs of ``kind`` not yet done (of ``names`` only, in that order, where given)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     PLOTS.mkdir(parents=True, exist_ok=True)
-    for name, (spec, n_sims) in jobs(kind).items():
+    todo = jobs(kind)
+    for name in names or list(todo):
+        spec, n_sims = todo[name]
         path = RESULTS / f"{name}.json"
         if path.exists():
             continue
@@ -145,13 +163,14 @@ def run(kind: str) -> None:
             "bins": cal.bins,
             "warnings": cal.warnings,
             "divergences": cal.divergences,
-            "seconds": cal.seconds if spec.family == "regression" else time.perf_counter() - start,
+            "seconds": cal.seconds if name == "regression_nuts" else time.perf_counter() - start,
             "tests": cal.tests.reset_index().to_dict("records"),
             "ranks": {c: cal.ranks[c].tolist() for c in cal.ranks.columns},
         }
         path.write_text(json.dumps(record))
         if not name.startswith("eb_") or name.endswith(("_J5", "_J1000")):
-            fig = cal.plot()
+            plain = name == f"{spec.family}_{spec.method}"
+            fig = cal.plot(None if plain else f"{name}: {n_sims} simulations")
             fig.savefig(PLOTS / f"{name}.png", dpi=72)
             matplotlib.pyplot.close(fig)
         print(f"{name}: {record['seconds']:.0f}s, min p {cal.min_p:.3g}", flush=True)
@@ -214,11 +233,25 @@ def _findings(records: dict[str, dict]) -> list[str]:
 
 
 def report() -> None:
+    """CALIBRATION.md from every job's results; where only the Laplace jobs' results are at hand
+    (the others' are not kept in the repository), their section goes into the existing file."""
     records = {
         p.stem: json.loads(p.read_text())
         for p in sorted(RESULTS.glob("*.json"))
         if not p.stem.startswith("regression_chunk")
     }
+    laplace = {n: r for n, r in records.items() if lp.is_laplace(r)}
+    records = {n: r for n, r in records.items() if n not in laplace}
+    plots = []
+    for png in sorted(PLOTS.glob("*.png")):
+        plots += [f"![{png.stem}](docs/calibration/{png.name})", ""]
+    section = lp.section(laplace, _verdict) if laplace else []
+    found = lp.findings(laplace, _verdict)
+    if not records:
+        text = (ROOT / "CALIBRATION.md").read_text()
+        (ROOT / "CALIBRATION.md").write_text(lp.splice(text, section, found, plots))
+        print("wrote the Laplace section into CALIBRATION.md")
+        return
     lines = [
         "# Calibration",
         "",
@@ -247,15 +280,9 @@ def report() -> None:
     for name, r in records.items():
         if name.startswith("eb_"):
             continue
-        p, ok = _verdict(r["tests"])
-        cells = "; ".join(
-            f"{t['parameter']} {t['chi2_p']:.3f} / {t['ecdf_p']:.3f}" for t in r["tests"]
-        )
-        lines.append(
-            f"| {r['family']} | {r['method']} | {r['n_sims']} | {r['draws']} | "
-            f"{'yes' if ok else '**no**'} | {p:.2g} | {cells} | {r['warnings']} | "
-            f"{r['divergences']} | {r['seconds']:.0f} |"
-        )
+        first = [r["family"], r["method"], r["n_sims"], r["draws"]]
+        last = [r["warnings"], r["divergences"], f"{r['seconds']:.0f}"]
+        lines.append(lp.table_row(first, r, _verdict, last))
     lines += ["", "Group sizes (theta[0] is the smallest group, theta[7] the largest):", ""]
     for family, sizes in SIZES.items():
         lines.append(f"- {family}: {', '.join(f'{s:g}' for s in sizes)}")
@@ -294,9 +321,8 @@ def report() -> None:
             f"| {r['family']} | {r['groups']} | {'yes' if ok else '**no**'} | {ph:.2g} | "
             f"{pg:.2g} | {r['warnings']} |"
         )
-    lines += ["", "## Findings", ""] + _findings(records) + ["", "## Plots", ""]
-    for png in sorted(PLOTS.glob("*.png")):
-        lines += [f"![{png.stem}](docs/calibration/{png.name})", ""]
+    lines += ["", *section, "## Findings", "", *_findings(records), *found, "", "## Plots", ""]
+    lines += plots
     (ROOT / "CALIBRATION.md").write_text("\n".join(lines) + "\n")
     print("wrote CALIBRATION.md")
 
@@ -307,8 +333,8 @@ if __name__ == "__main__":
     elif len(sys.argv) == 3 and sys.argv[1] == "chunk":
         np.seterr(all="ignore")
         _regression_chunk(jobs("regression")["regression_nuts"][0], int(sys.argv[2]))
-    elif len(sys.argv) == 3 and sys.argv[1] == "run":
+    elif len(sys.argv) >= 3 and sys.argv[1] == "run":
         np.seterr(all="ignore")
-        run(sys.argv[2])
+        run(sys.argv[2], sys.argv[3:])
     else:
         raise SystemExit(__doc__)

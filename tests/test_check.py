@@ -68,6 +68,28 @@ def test_regression_smoke():
     assert cal.ranks.to_numpy().min() >= 0 and cal.ranks.to_numpy().max() <= 9
 
 
+def test_laplace_is_calibrated_for_a_normal_regression():
+    # a normal outcome's effects are exactly Gaussian given the variance parameters: the
+    # Laplace engine is exact up to quadrature error
+    spec = pc.CalibrationSpec("regression_normal", (2, 3, 5, 8, 10, 20), method="laplace", draws=19)
+    assert spec.parameters()[3] == "sigma"
+    cal = pc.calibration(spec, n_sims=60, seed=14)
+    assert_uniform(cal)
+
+
+def test_regression_eb_draws_variance_parameters_from_their_asymptotic_normal():
+    spec = pc.CalibrationSpec("regression", (30,) * 8, method="eb", draws=999)
+    df, _, _ = pc.simulate_regression(spec.group_sizes, spec.used_priors(), seed=3)
+    fit = pc._fit_regression(spec, df, seed=1)
+    draws = pc._regression_draws(spec, fit, np.random.default_rng(2))
+    mean, sd = fit.population.loc["1|group_sigma", ["mean", "sd"]]
+    log = np.log(draws["1|group_sigma"])
+    # log-normal around the estimate with the delta method's sd: 5 standard errors
+    assert abs(log.mean() - np.log(mean)) < 5 * (sd / mean) / np.sqrt(999)
+    assert abs(log.std() / (sd / mean) - 1) < 5 / np.sqrt(2 * 999)
+    assert {len(d) for d in draws.values()} == {999}
+
+
 def test_simulated_regression_effects_sum_to_zero():
     df, truth, b = pc.simulate_regression((10, 20, 30), pc.REGRESSION_PRIORS, seed=4)
     assert abs(b.sum()) < 1e-12 and truth["1|group_sigma"] > 0
@@ -108,6 +130,10 @@ def test_plot_and_errors():
     assert isinstance(cal.ranks, pd.DataFrame)
     with pytest.raises(ValueError, match="method must be one of"):
         pc.CalibrationSpec("binomial", method="mcmc")
+    with pytest.raises(ValueError, match="a regression is fitted by method"):
+        pc.CalibrationSpec("regression_poisson", method="exact")
+    with pytest.raises(ValueError, match="regression_bernoulli"):
+        pc.CalibrationSpec("logistic")
     with pytest.raises(ValueError, match="must be proper"):
         pc.CalibrationSpec(
             "normal_se", priors={"mu": poolwise.Flat(), "tau": poolwise.HalfNormal(1)}

@@ -105,7 +105,7 @@ def dask_client():
     import distributed
 
     cluster = distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
     )
     client = distributed.Client(cluster)
     yield client

@@ -7,8 +7,10 @@ model the data came from, every rank is uniform on 0..L; a U shape says the post
 
 :func:`calibration` runs this for one :class:`CalibrationSpec`: a one-factor family with the exact,
 empirical-Bayes (``eb``) or NUTS-on-the-collapsed-model (``nuts``) engine, or a formula regression
-fitted by NUTS. Empirical Bayes is checked with what it reports: group draws given the estimated
-hyperparameters, and its asymptotic normal approximation for the hyperparameters themselves.
+``1 + x + (1|group)`` (binomial, Bernoulli, Poisson or normal, :mod:`poolwise.simulate_formula`)
+fitted by NUTS, the Laplace engine or its empirical Bayes. Empirical Bayes is checked with what it
+reports: group draws given the estimated hyperparameters, and its asymptotic normal approximation
+for the hyperparameters themselves.
 """
 
 from __future__ import annotations
@@ -22,17 +24,23 @@ import pandas as pd
 from scipy import stats as sps
 
 from .families import FAMILIES, family_of
-from .priors import HalfNormal, Normal, Prior
+from .priors import Prior
+from .simulate_formula import FORMULAS, OPTIONS, PRIORS, simulate_regression
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 METHODS = ("exact", "eb", "nuts")
-REGRESSION_PRIORS: dict[str, Prior] = {
-    "Intercept": Normal(0.0, 1.0),
-    "x": Normal(0.0, 1.0),
-    "1|group_sigma": HalfNormal(1.0),
+# the regressions ``1 + x + (1|group)`` by outcome family (poolwise.simulate_formula), and the
+# engines that fit them
+REGRESSIONS = {
+    "regression": "binomial",
+    "regression_bernoulli": "bernoulli",
+    "regression_poisson": "poisson",
+    "regression_normal": "normal",
 }
+REGRESSION_METHODS = ("nuts", "laplace", "eb")
+REGRESSION_PRIORS: dict[str, Prior] = PRIORS["binomial"]
 # Monte Carlo replicates of uniform ranks behind the ECDF test's p-value and the plot's band
 ECDF_REPLICATES = 2000
 
@@ -42,12 +50,15 @@ class CalibrationSpec:
     """What to calibrate: a model, its priors, the group sizes and the engine.
 
     ``family`` is a registered one-factor family (``"normal"``, ``"normal_se"``, ``"binomial"``,
-    ``"poisson"``, ...) with ``method`` ``"exact"``, ``"eb"`` or ``"nuts"``, or ``"regression"`` for a
-    binomial regression ``p(successes, trials) ~ 1 + x + (1|group)`` with ``x`` in {0, 1}, fitted
-    by NUTS. ``group_sizes`` are as in :func:`poolwise.simulate` (rows, standard errors, trials
-    or exposures; for the regression, the trials of each of a group's two cells). ``priors``
+    ``"poisson"``, ...) with ``method`` ``"exact"``, ``"eb"`` or ``"nuts"``, or one of
+    :data:`REGRESSIONS` for a regression ``1 + x + (1|group)`` (``"regression"``: binomial
+    ``p(successes, trials)``; ``"regression_bernoulli"``, ``"regression_poisson"`` with an exposure,
+    ``"regression_normal"``) with ``method`` ``"nuts"``, ``"laplace"`` or ``"eb"``.
+    ``group_sizes`` are as in :func:`poolwise.simulate` (rows, standard errors, trials or
+    exposures; for a regression, as in :func:`simulate_regression`). ``priors``
     (proper) are used both to draw the truth and to fit; ``None`` takes
-    the family's ``simulation_priors`` (or :data:`REGRESSION_PRIORS`). ``draws`` is L,
+    the family's ``simulation_priors`` (or the regression's in
+    :data:`poolwise.simulate_formula.PRIORS`). ``draws`` is L,
     the posterior draws each truth is ranked among (ranks run 0..L). NUTS runs ``chains`` chains
     of ``tune`` warm-up and ``thin * draws / chains`` kept steps, thinned to L draws.
 
@@ -68,14 +79,17 @@ class CalibrationSpec:
     thin: int = 5
 
     def __post_init__(self) -> None:
-        if self.family != "regression" and self.family not in FAMILIES:
+        if self.family not in REGRESSIONS and self.family not in FAMILIES:
             raise ValueError(
-                f"family must be one of {', '.join(map(repr, [*FAMILIES, 'regression']))}, "
+                f"family must be one of {', '.join(map(repr, [*FAMILIES, *REGRESSIONS]))}, "
                 f"got {self.family!r}"
             )
-        if self.family == "regression":
-            if self.method != "nuts":
-                raise ValueError(f"a regression is fitted by method='nuts', got {self.method!r}")
+        if self.family in REGRESSIONS:
+            if self.method not in REGRESSION_METHODS:
+                raise ValueError(
+                    "a regression is fitted by method "
+                    f"{', '.join(map(repr, REGRESSION_METHODS))}, got {self.method!r}"
+                )
         elif self.method not in METHODS:
             raise ValueError(
                 f"method must be one of {', '.join(map(repr, METHODS))}, got {self.method!r}"
@@ -97,15 +111,17 @@ class CalibrationSpec:
         """The priors that draw the truth and that the fit uses."""
         if self.priors is not None:
             return dict(self.priors)
-        if self.family == "regression":
-            return dict(REGRESSION_PRIORS)
+        if self.family in REGRESSIONS:
+            return dict(PRIORS[REGRESSIONS[self.family]])
         return dict(family_of(self.family).simulation_priors)
 
     def parameters(self) -> list[str]:
         """Names of the ranked parameters: hyperparameters, then theta of the first and last group."""
         j = len(self.group_sizes)
-        if self.family == "regression":
-            return ["Intercept", "x", "1|group_sigma", "1|group[0]", f"1|group[{j - 1}]"]
+        if self.family in REGRESSIONS:
+            hyper = ["Intercept", "x", "1|group_sigma"]
+            hyper += ["sigma"] * (REGRESSIONS[self.family] == "normal")
+            return [*hyper, "1|group[0]", f"1|group[{j - 1}]"]
         family = family_of(self.family)
         names = family.free_names("partial", set(self.used_priors()))
         return [*names, "theta[0]", f"theta[{j - 1}]"]
@@ -336,75 +352,80 @@ def _sim_seed(seed: int, s: int) -> int:
 
 
 # ------------------------------------------------------------------------ regression
-def simulate_regression(
-    group_sizes: tuple[float, ...], priors: Mapping[str, Prior], seed: int
-) -> tuple[pd.DataFrame, dict[str, float], np.ndarray]:
-    """Data from ``logit p = Intercept + x * x + b[group]``, b zero-sum normal with sd sigma.
+def _fit_regression(spec: CalibrationSpec, df: pd.DataFrame, seed: int):
+    """Fit one simulated regression by the spec's engine, ``spec.draws`` draws or more."""
+    family = REGRESSIONS[spec.family]
+    formula, options = FORMULAS[family], OPTIONS[family]
+    if spec.method == "nuts":
+        from .glmm.fit import fit_formula
 
-    Each group has two cells, x = 0 and x = 1, of ``group_sizes[j]`` trials each. Returns the
-    data, the true common parameters and the true group effects.
+        return fit_formula(
+            formula,
+            df,
+            **options,
+            priors=spec.used_priors(),
+            draws=spec.thin * spec.draws,
+            tune=spec.tune,
+            chains=spec.chains,
+            seed=seed,
+            progress=False,
+        )
+    from .glmm.fit import fit_from_api
 
-    Example
-    -------
-    >>> df, truth, b = simulate_regression((20, 20, 20), REGRESSION_PRIORS, seed=1)
-    >>> len(df), bool(abs(b.sum()) < 1e-12)
-    (6, True)
-    """
-    rng = np.random.default_rng(seed)
-    truth = {n: float(priors[n].sample(rng, 1)[0]) for n in ("Intercept", "x", "1|group_sigma")}
-    j = len(group_sizes)
-    z = truth["1|group_sigma"] * rng.standard_normal(j)
-    b = z - z.mean()  # ZeroSumNormal(sigma): an isotropic normal projected onto sum zero
-    group = np.repeat(np.arange(j), 2)
-    x = np.tile([0.0, 1.0], j)
-    trials = np.repeat(np.asarray(group_sizes, dtype=np.int64), 2)
-    eta = truth["Intercept"] + truth["x"] * x + b[group]
-    successes = rng.binomial(trials, 1.0 / (1.0 + np.exp(-eta)))
-    df = pd.DataFrame(
-        {"group": [f"g{g:03d}" for g in group], "x": x, "successes": successes, "trials": trials}
+    return fit_from_api(
+        formula,
+        df,
+        family=options.get("family"),
+        exposure=options.get("exposure"),
+        pooling="partial",
+        method=spec.method,
+        priors=spec.used_priors(),
+        draws=spec.draws,
+        hdi_prob=0.94,
+        seed=seed,
     )
-    return df, truth, b
+
+
+def _regression_draws(spec: CalibrationSpec, fit: Any, rng) -> dict[str, np.ndarray]:
+    """L draws of each ranked parameter. Empirical Bayes: the effects given the estimate, the
+    variance parameters from the asymptotic normal of their logs (the estimate where it sits at
+    the boundary, with no standard error)."""
+    j = len(spec.group_sizes)
+    effects = fit.draws["1|group"].reshape(-1, j)
+    flat = {name: fit.draws[name].reshape(-1) for name in spec.parameters()[:-2]}
+    flat |= {"1|group[0]": effects[:, 0], f"1|group[{j - 1}]": effects[:, -1]}
+    keep = np.linspace(0, effects.shape[0] - 1, spec.draws).round().astype(int)
+    flat = {name: d[keep] for name, d in flat.items()}
+    if spec.method == "eb":
+        for name in ("1|group_sigma", "sigma"):
+            if name in flat:
+                mean, sd = fit.population.loc[name, ["mean", "sd"]]
+                log_sd = 0.0 if np.isnan(sd) else sd / mean
+                flat[name] = mean * np.exp(log_sd * rng.standard_normal(spec.draws))
+    return flat
 
 
 def _run_regression(spec: CalibrationSpec, n_sims: int, seed: int, progress):
     import warnings
 
     from .errors import PoolwiseWarning
-    from .glmm.fit import fit_formula
 
     names = spec.parameters()
-    L = spec.draws
     priors = spec.used_priors()
+    family = REGRESSIONS[spec.family]
     rows, warned, divergences = [], 0, 0
     j = len(spec.group_sizes)
     for s in range(n_sims):
-        df, truth, b = simulate_regression(spec.group_sizes, priors, _sim_seed(seed, s))
+        df, truth, b = simulate_regression(spec.group_sizes, priors, _sim_seed(seed, s), family)
         truth = {**truth, "1|group[0]": b[0], f"1|group[{j - 1}]": b[-1]}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PoolwiseWarning)
-            fit = fit_formula(
-                "p(successes, trials) ~ 1 + x + (1|group)",
-                df,
-                priors=priors,
-                draws=spec.thin * L,
-                tune=spec.tune,
-                chains=spec.chains,
-                seed=_sim_seed(seed, s) % (2**31),
-                progress=False,
-            )
+            fit = _fit_regression(spec, df, _sim_seed(seed, s) % (2**31))
         warned += any(issubclass(w.category, PoolwiseWarning) for w in caught)
         divergences += int(fit.divergences)
-        effects = fit.draws["1|group"].reshape(-1, j)
-        flat = {
-            "Intercept": fit.draws["Intercept"].reshape(-1),
-            "x": fit.draws["x"].reshape(-1),
-            "1|group_sigma": fit.draws["1|group_sigma"].reshape(-1),
-            "1|group[0]": effects[:, 0],
-            f"1|group[{j - 1}]": effects[:, -1],
-        }
-        keep = np.linspace(0, flat["x"].size - 1, L).round().astype(int)
         rng = np.random.default_rng([seed, s, 1])
-        rows.append([_ranks(truth[n], flat[n][keep], rng) for n in names])
+        flat = _regression_draws(spec, fit, rng)
+        rows.append([_ranks(truth[n], flat[n], rng) for n in names])
         if progress is not None:
             progress(len(rows), n_sims)
     return rows, warned, divergences
@@ -444,7 +465,7 @@ def calibration(
     if (L + 1) % bins:
         raise ValueError(f"bins must divide draws + 1 = {L + 1}, got {bins}")
     start = time.perf_counter()
-    run = _run_regression if spec.family == "regression" else _run_one_factor
+    run = _run_regression if spec.family in REGRESSIONS else _run_one_factor
     rows, warned, divergences = run(spec, n_sims, seed, progress)
     ranks = pd.DataFrame(rows, columns=spec.parameters())
     ranks.index.name = "simulation"

@@ -1,8 +1,8 @@
 """Formula fits by the Laplace engine: against long NUTS runs, the verbs, the routes of method.
 
-References: tests/reference/run_glmm_references.py (numpyro, 4 x 10,000 draws). Criterion of
-issue 14: every common effect and group sd within 0.1 posterior sd of the reference mean, and its
-sd within 10 %; the references' own Monte Carlo error is below 0.01 sd in the mean.
+References: tests/reference/run_glmm_references.py (numpyro, 4 x 10,000 draws). Criterion:
+every common effect and group sd within 0.1 posterior sd of the reference mean, and its sd
+within 10 %; the references' own Monte Carlo error is below 0.01 sd in the mean.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def test_binomial_with_few_trials_agrees_with_reference():
     # KNOWN WEAKER: with 1-3 trials a row, the effects' conditional posterior is skewed and the
     # Gaussian Laplace approximation (no skewness correction yet) misses the slope by 0.30
     # posterior sd and the group sd by 0.14 sd (sds within 9 %), measured; the tolerance is
-    # set just above that, not at issue 14's 0.1 sd, until AGHQ (one factor: exact) or the
+    # set just above that, not at the criterion's 0.1 sd, until AGHQ (one factor: exact) or the
     # simplified-Laplace correction lands
     _close(fit, "binomial_few", ["Intercept", "x", "1|g_sigma", "1|g[0]"], mean_tol=0.35)
 
@@ -269,7 +269,7 @@ def test_bernoulli_with_small_levels_agrees_with_reference():
     )
     # KNOWN WEAKER: 2-5 Bernoulli rows a level is Laplace's worst case (glmer's nAGQ = 1):
     # measured 0.36 posterior sd off in the slope and 0.35 in the group sd, sds 4-12 % narrow;
-    # the tolerance sits just above that, not at issue 14's criterion (0.1 sd, 10 %), which
+    # the tolerance sits just above that, not at the criterion (0.1 sd, 10 %), which
     # needs AGHQ for this model
     rows = ["Intercept", "x", "1|g_sigma", "1|g[0]"]
     _close(fit, "bernoulli_small", rows, mean_tol=0.4, sd_tol=0.15)

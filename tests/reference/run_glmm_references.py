@@ -1,4 +1,4 @@
-"""Long-run NUTS reference posteriors of four regressions, written with numpyro (never poolwise).
+"""Long-run NUTS reference posteriors of regressions, written with numpyro (never poolwise).
 
 The suite compares poolwise's formula fits with these stored summaries instead of sampling an
 independent reference on every run. Each model is fitted to its data set (built here, with fixed
@@ -7,7 +7,7 @@ seeds, by the functions the tests import) with 4 chains in float64 and written t
 error of the mean, bulk ESS, the ESS of its squared deviations (which sets the Monte Carlo error
 of an sd) and its kurtosis.
 
-    python tests/reference/run_glmm_references.py                 # all four
+    python tests/reference/run_glmm_references.py                 # all of them
     python tests/reference/run_glmm_references.py radon --samples 2000 --dry
 
 Models (zero-sum group effects built as c - mean(c), c iid N(0, sd): the marginal of c - mean(c)
@@ -22,6 +22,17 @@ is poolwise's zero-sum normal, and mean(c) is not in the likelihood):
 - ``binomial_crossed``: p(k, n) ~ 1 + x + (1|a) + (1|b), 2,000 rows, 8 x 6 crossed levels;
   Intercept ~ N(0, 2), x ~ N(0, 1), both sds ~ HalfNormal(1).
 - ``poisson_crossed``: c ~ 1 + x + (1|a) + (1|b) + offset(log(t)), the same design with exposure.
+
+One scalar factor of a binomial or poisson model (the models of adaptive Gauss–Hermite
+quadrature, :mod:`poolwise.glmm.aghq`), each group sd ~ HalfNormal(1):
+
+- ``aghq_surgical``: BUGS surgical, p(r_deaths, n_operations) ~ 1 + (1|hospital); Intercept ~ N(-2.5, 2).
+- ``aghq_seeds``: BUGS seeds, p(r_germinated, n_seeds) ~ x1_seed_type * x2_root_extract + (1|plate);
+  every common effect ~ N(0, 2).
+- ``aghq_bernoulli_small``: y ~ 1 + x + (1|g), 0/1 rows, 40 levels of 2-5 rows; Intercept ~ N(0, 2),
+  x ~ N(0, 1).
+- ``aghq_poisson_one``: c ~ 1 + x + (1|g) + offset(log(t)), 15 levels of small counts; Intercept ~
+  N(0, 2), x ~ N(0, 1).
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-RADON = HERE.parents[1] / "src" / "poolwise" / "examples" / "radon_mn.csv"
+EXAMPLES = HERE.parents[1] / "src" / "poolwise" / "examples"
+RADON = EXAMPLES / "radon_mn.csv"
 NUM_CHAINS = 4
 NUM_WARMUP = 1_000
 NUM_SAMPLES = 10_000
@@ -70,6 +82,37 @@ def poisson_crossed_data() -> pd.DataFrame:
     exposure = rng.uniform(0.5, 3.0, len(a)).round(2)
     mu = exposure * np.exp(0.3 - 0.2 * x + ea[a] + eb[b])
     return pd.DataFrame({"a": a, "b": b, "x": x, "c": rng.poisson(mu), "t": exposure})
+
+
+def surgical_data() -> pd.DataFrame:
+    """BUGS surgical: deaths in operations at 12 hospitals (the bundled example)."""
+    return pd.read_csv(EXAMPLES / "surgical.csv")
+
+
+def seeds_data() -> pd.DataFrame:
+    """BUGS seeds: germinated seeds on 21 plates, 2 x 2 design (the bundled example)."""
+    return pd.read_csv(EXAMPLES / "seeds.csv")
+
+
+def bernoulli_small_data() -> pd.DataFrame:
+    """0/1 rows, 40 levels of 2 to 5 rows each, a covariate, level sd 1."""
+    rng = np.random.default_rng(31)
+    sizes = rng.integers(2, 6, 40)
+    g = np.repeat(np.arange(40), sizes)
+    x = rng.normal(size=g.size).round(1)
+    p = 1 / (1 + np.exp(-(-0.3 + 0.8 * x + rng.normal(0, 1.0, 40)[g])))
+    return pd.DataFrame({"g": g, "x": x, "y": rng.binomial(1, p)})
+
+
+def poisson_one_data() -> pd.DataFrame:
+    """Counts with exposure, 15 levels of 3 to 6 rows with small counts, level sd 0.5."""
+    rng = np.random.default_rng(53)
+    sizes = rng.integers(3, 7, 15)
+    g = np.repeat(np.arange(15), sizes)
+    x = rng.normal(size=g.size).round(1)
+    t = rng.uniform(0.5, 2.0, g.size).round(2)
+    mu = t * np.exp(-0.7 + 0.3 * x + rng.normal(0, 0.5, 15)[g])
+    return pd.DataFrame({"g": g, "x": x, "t": t, "c": rng.poisson(mu)})
 
 
 # -------------------------------------------------------------------------------------- models
@@ -144,6 +187,38 @@ def poisson_crossed_model(c, t, x, a, b):
     numpyro.sample("c", dist.Poisson(t * jnp.exp(alpha + beta * x + ua[a] + ub[b])), obs=c)
 
 
+def one_factor_model(X, level, n_levels, priors, y, n=None, log_t=None):
+    """logit or log link: eta = X beta + u[level] (+ log t), u zero-sum, beta_i ~ N(priors[i]);
+    binomial when ``n`` is given, else poisson with offset ``log_t``."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    beta = [numpyro.sample(f"b{i}", dist.Normal(m, s)) for i, (m, s) in enumerate(priors)]
+    sd = numpyro.sample("sd", dist.HalfNormal(1))
+    eta = sum(X[:, i] * b for i, b in enumerate(beta)) + _deviations("u", n_levels, sd)[level]
+    if n is not None:
+        numpyro.sample("y", dist.Binomial(n, logits=eta), obs=y)
+    else:
+        numpyro.sample("y", dist.Poisson(jnp.exp(eta + log_t)), obs=y)
+
+
+def _one_factor_args(frame, level, columns, priors, y, n=None, t=None):
+    codes, levels = pd.factorize(frame[level], sort=True)
+    X = np.column_stack([np.ones(len(frame))] + [c(frame) for c in columns])
+    out = dict(X=X, level=codes, n_levels=len(levels), priors=priors, y=frame[y].to_numpy())
+    if n is not None:
+        out["n"] = frame[n].to_numpy()
+    if t is not None:
+        out["log_t"] = np.log(frame[t].to_numpy())
+    return out
+
+
+def _one_factor_sites(names, term):
+    sites = {name: f"b{i}" for i, name in enumerate(names)}
+    return {**sites, f"{term}_sigma": "sd", term: "u"}
+
+
 def _radon_args():
     df = radon_data()
     codes, levels = pd.factorize(df["county"], sort=True)
@@ -208,6 +283,60 @@ MODELS = {
         lambda: _crossed_args(poisson_crossed_data(), {"c": "c", "t": "t"}),
         9,
         {"Intercept": "alpha", "x": "beta", "1|a_sigma": "sa", "1|b_sigma": "sb", "1|a": "ua"},
+    ),
+    "aghq_surgical": (
+        one_factor_model,
+        lambda: _one_factor_args(
+            surgical_data(), "hospital", [], [(-2.5, 2)], "r_deaths", n="n_operations"
+        ),
+        10,
+        _one_factor_sites(["Intercept"], "1|hospital"),
+    ),
+    "aghq_seeds": (
+        one_factor_model,
+        lambda: _one_factor_args(
+            seeds_data(),
+            "plate",
+            [
+                lambda f: f["x1_seed_type"].to_numpy(float),
+                lambda f: f["x2_root_extract"].to_numpy(float),
+                lambda f: (f["x1_seed_type"] * f["x2_root_extract"]).to_numpy(float),
+            ],
+            [(0, 2)] * 4,
+            "r_germinated",
+            n="n_seeds",
+        ),
+        11,
+        _one_factor_sites(
+            ["Intercept", "x1_seed_type", "x2_root_extract", "x1_seed_type:x2_root_extract"],
+            "1|plate",
+        ),
+    ),
+    "aghq_bernoulli_small": (
+        one_factor_model,
+        lambda: _one_factor_args(
+            bernoulli_small_data().assign(n=1),
+            "g",
+            [lambda f: f["x"].to_numpy(float)],
+            [(0, 2), (0, 1)],
+            "y",
+            n="n",
+        ),
+        12,
+        _one_factor_sites(["Intercept", "x"], "1|g"),
+    ),
+    "aghq_poisson_one": (
+        one_factor_model,
+        lambda: _one_factor_args(
+            poisson_one_data(),
+            "g",
+            [lambda f: f["x"].to_numpy(float)],
+            [(0, 2), (0, 1)],
+            "c",
+            t="t",
+        ),
+        13,
+        _one_factor_sites(["Intercept", "x"], "1|g"),
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Long NUTS reference posteriors of five more regressions, for the Laplace engine's tests (issue 14),
+"""Long NUTS reference posteriors of five more regressions, for the Laplace engine's tests,
 written with numpyro (never poolwise) by the machinery of ``run_glmm_references.py``.
 
     python tests/reference/run_laplace_references.py            # all five, 4 x 2,000 draws

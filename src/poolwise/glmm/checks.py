@@ -215,8 +215,11 @@ def is_singular(draws: np.ndarray, scale: float) -> bool:
     return bool(np.quantile(draws, 0.5) < 0.1 * scale and np.mean(draws < 0.02 * scale) > 0.05)
 
 
-def stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float):
+def stats_table(
+    draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob: float, mcmc: bool = True
+):
     """mean, sd, HDI, ess_bulk, ess_tail, r_hat per scalar parameter; draws are (chain, draw, ...).
+    Independent draws (``mcmc`` False) leave the sampler's columns NaN.
 
     Example
     -------
@@ -232,11 +235,15 @@ def stats_table(draws: dict[str, np.ndarray], coords: dict[str, list[str]], prob
         x = np.asarray(x, dtype=float).reshape(x.shape[0], x.shape[1], -1)
         flat = x.reshape(-1, x.shape[2])
         lo, hi = hdi_from_draws(flat, prob)
+        ess_b = ess_t = rhat = np.full(x.shape[2], np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             # every scalar of a site at once: (chain, draw, k) -> (k,)
-            ess_b = array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk")
-            ess_t = array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=(0.05, 0.95))
-            rhat = array_stats.rhat(x, chain_axis=0, draw_axis=1)
+            if mcmc:
+                ess_b = array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk")
+                ess_t = array_stats.ess(
+                    x, chain_axis=0, draw_axis=1, method="tail", prob=(0.05, 0.95)
+                )
+                rhat = array_stats.rhat(x, chain_axis=0, draw_axis=1)
         columns = (flat.mean(axis=0), flat.std(axis=0), lo, hi, ess_b, ess_t, rhat)
         blocks.append(np.column_stack([np.asarray(c, dtype=float).reshape(-1) for c in columns]))
         labels = coords.get(name)

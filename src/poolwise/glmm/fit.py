@@ -12,6 +12,7 @@ from typing import Any
 from ..data import reduce
 from ..fitdata import FitData
 from ..onefactor import fit_groups
+from .aghq import Declined, fit_aghq, why_not
 from .formula import parse_formula
 from .laplace import fit_laplace, refusal
 from .sampling import fit_formula
@@ -41,7 +42,9 @@ def fit_from_api(
     (``method="nuts"`` or any of its options in ``nuts``). The rest: ``"laplace"`` and ``"eb"``
     to the Laplace engine (a TypeError for NUTS options), ``"nuts"`` to NUTS, and ``"auto"`` to
     the Laplace engine where it takes the model (see :func:`poolwise.glmm.laplace.refusal`) and
-    no NUTS option is given, else to NUTS; the fit's ``method_reason`` says which and why."""
+    no NUTS option is given, else to NUTS; the fit's ``method_reason`` says which and why. The
+    Laplace route's exact case, one scalar factor of a binomial or poisson model, is integrated
+    by adaptive Gauss–Hermite quadrature (:mod:`poolwise.glmm.aghq`)."""
     if data is None:
         raise TypeError("fit(formula, data=...): give the data with data=")
     spec = parse_formula(formula, family, exposure)
@@ -122,6 +125,17 @@ def fit_from_api(
         if reason is None:
             return fit
         return replace(fit, method_reason=reason)
+    if method == "laplace" and why_not(prep.plan) is None:
+        try:
+            return fit_aghq(
+                prep,
+                draws=draws,
+                hdi_prob=hdi_prob,
+                seed=seed,
+                reason=reason and "auto: the exact case of the Laplace route",
+            )
+        except Declined as err:
+            reason = f"{reason or 'laplace'} ({err})"
     return fit_laplace(
         prep, method=method, draws=draws, hdi_prob=hdi_prob, seed=seed, reason=reason
     )

@@ -135,7 +135,6 @@ def _sample(
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
     cells, design, scales, plan = prep.cells, prep.design, prep.scales, prep.plan
-    messages = list(prep.messages)
     if dense_mass is None:
         dense_mass = plan.size <= DENSE_MAX and all(t.sd is not None for t in plan.terms)
     result = sample_nuts(
@@ -151,34 +150,6 @@ def _sample(
         program_key=f"poolwise.glmm:{plan!r}",
         chain_method=chain_method,
     )
-    keep = [*design.names]
-    for t in design.groups:
-        if t.sigma_name in result.samples:
-            keep.append(t.sigma_name)
-    keep += [row for block in plan.blocks for row in block.rows]
-    if "sigma" in result.samples:
-        keep.append("sigma")
-    population_draws = {k: result.samples[k] for k in keep}
-    group_draws = {t.name: result.samples[t.name] for t in design.groups}
-    all_draws = {**population_draws, **group_draws}
-    coords = {t.name: t.levels for t in design.groups}
-    table = stats_table(all_draws, coords, hdi_prob)
-    n_total = result.diverging.size
-    sd_terms = {
-        t.sigma_name: (result.samples[t.sigma_name], prior_scale(tp.sd_prior))
-        for t, tp in zip(design.groups, plan.terms, strict=True)
-        if t.sigma_name in result.samples
-    }
-    found = diagnose(table, result.divergences, n_total, sd_terms)
-    for m in found:
-        warnings.warn(m, PoolwiseWarning, stacklevel=4)
-    messages += found
-    pop = table.loc[keep].iloc[:, :4].copy()
-    pop.columns = ["mean", "sd", "hdi_low", "hdi_high"]
-    pop.insert(2, "median", [float(np.median(population_draws[k])) for k in keep])
-    pop.index.name = "parameter"
-    groups = _levels(cells, design, plan, all_draws, hdi_prob)
-    flat = {k: v.reshape(-1) for k, v in population_draws.items()}
     info = {
         "parametrization": prep.parametrization,
         "centering": prep.notes,
@@ -191,19 +162,77 @@ def _sample(
         "dense_mass": bool(dense_mass),
         "chain_method": result.info["chain_method"],
     }
+    return draws_record(
+        prep,
+        result.samples,
+        hdi_prob,
+        int(seed),
+        "nuts",
+        f"regression with group-specific terms: numpyro NUTS, {chains} chains",
+        info,
+        divergences=result.divergences,
+        sample_stats={"diverging": result.diverging, "tree_depth": result.tree_depth},
+    )
+
+
+def draws_record(
+    prep: Prepared,
+    samples: dict[str, np.ndarray],
+    hdi_prob: float,
+    seed: int,
+    method: str,
+    reason: str,
+    info: dict,
+    divergences: int = 0,
+    sample_stats: dict | None = None,
+    mcmc: bool = True,
+) -> RegressionData:
+    """The fit's record from posterior draws, (chains, draws, ...) per parameter: the tables
+    and their diagnostics (``divergences`` among them, warned and kept; a sampler's ESS and
+    r_hat where the draws are a Markov chain's, ``mcmc``)."""
+    cells, design, plan = prep.cells, prep.design, prep.plan
+    messages = list(prep.messages)
+    keep = [*design.names]
+    for t in design.groups:
+        if t.sigma_name in samples:
+            keep.append(t.sigma_name)
+    keep += [row for block in plan.blocks for row in block.rows]
+    if "sigma" in samples:
+        keep.append("sigma")
+    population_draws = {k: samples[k] for k in keep}
+    group_draws = {t.name: samples[t.name] for t in design.groups}
+    all_draws = {**population_draws, **group_draws}
+    coords = {t.name: t.levels for t in design.groups}
+    table = stats_table(all_draws, coords, hdi_prob, mcmc)
+    n_total = next(iter(all_draws.values())).shape[:2]
+    sd_terms = {
+        t.sigma_name: (samples[t.sigma_name], prior_scale(tp.sd_prior))
+        for t, tp in zip(design.groups, plan.terms, strict=True)
+        if t.sigma_name in samples
+    }
+    found = diagnose(table, divergences, n_total[0] * n_total[1], sd_terms)
+    for m in found:
+        warnings.warn(m, PoolwiseWarning, stacklevel=5)
+    messages += found
+    pop = table.loc[keep].iloc[:, :4].copy()
+    pop.columns = ["mean", "sd", "hdi_low", "hdi_high"]
+    pop.insert(2, "median", [float(np.median(population_draws[k])) for k in keep])
+    pop.index.name = "parameter"
+    groups = _levels(cells, design, plan, all_draws, hdi_prob)
+    flat = {k: v.reshape(-1) for k, v in population_draws.items()}
     if prep.skipped:
         info["identifiability"] = prep.skipped
     return RegressionData(
         family=prep.family(keep),
         pooling="partial",
-        method="nuts",
-        method_reason=f"regression with group-specific terms: numpyro NUTS, {chains} chains",
+        method=method,
+        method_reason=reason,
         priors=prep.used,
         groups=groups,
         population=pop,
         hdi_prob=hdi_prob,
         n_rows=cells.n_rows,
-        seed=int(seed),
+        seed=seed,
         observed={k: v for k, v in cells.stats().items()},
         hyper_draws=flat,
         warnings=tuple(messages),
@@ -213,8 +242,8 @@ def _sample(
         coords=coords,
         design=design,
         plan=plan,
-        divergences=result.divergences,
-        sample_stats={"diverging": result.diverging, "tree_depth": result.tree_depth},
+        divergences=divergences,
+        sample_stats=sample_stats or {},
         table=table,
     )
 

@@ -1,0 +1,147 @@
+"""One scalar factor of a binomial or poisson regression by adaptive Gauss–Hermite quadrature:
+the model NUTS samples (zero-sum effects included), against long NUTS runs and direct sums."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import poolwise as pw
+
+REFERENCES = Path(__file__).resolve().parents[1] / "reference"
+_spec = importlib.util.spec_from_file_location("references", REFERENCES / "run_glmm_references.py")
+references = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(references)
+
+N, H = pw.Normal, pw.HalfNormal
+# the models of tests/reference/run_glmm_references.py, as poolwise formulas with their priors
+MODELS = {
+    "surgical": (
+        "p(r_deaths, n_operations) ~ 1 + (1|hospital)",
+        references.surgical_data,
+        {},
+        {"Intercept": N(-2.5, 2), "1|hospital_sigma": H(1)},
+    ),
+    "seeds": (
+        "p(r_germinated, n_seeds) ~ x1_seed_type * x2_root_extract + (1|plate)",
+        references.seeds_data,
+        {},
+        {
+            "Intercept": N(0, 2),
+            "x1_seed_type": N(0, 2),
+            "x2_root_extract": N(0, 2),
+            "x1_seed_type:x2_root_extract": N(0, 2),
+            "1|plate_sigma": H(1),
+        },
+    ),
+    "bernoulli_small": (
+        "y ~ 1 + x + (1|g)",
+        references.bernoulli_small_data,
+        {"family": "bernoulli"},
+        {"Intercept": N(0, 2), "x": N(0, 1), "1|g_sigma": H(1)},
+    ),
+    "poisson_one": (
+        "c ~ 1 + x + (1|g)",
+        references.poisson_one_data,
+        {"family": "poisson", "exposure": "t"},
+        {"Intercept": N(0, 2), "x": N(0, 1), "1|g_sigma": H(1)},
+    ),
+}
+
+
+def _fit(name: str, **options) -> pw.PoolFit:
+    formula, data, kwargs, priors = MODELS[name]
+    if name != "seeds":
+        return pw.fit(formula, data=data(), priors=priors, seed=3, **kwargs, **options)
+    # seeds' covariates vary between plates only: the check says the plates can trade with them
+    with pytest.warns(pw.PoolwiseWarning, match="identifiability"):
+        return pw.fit(formula, data=data(), priors=priors, seed=3, **kwargs, **options)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_matches_long_nuts(name):
+    """Common effects and the group sd within 0.1 posterior sd in the mean and 10 % in the sd;
+    each level's effect likewise (20,000 independent draws: Monte Carlo error 0.007 sd)."""
+    fit = _fit(name, method="laplace", draws=20_000)
+    assert fit.method == "laplace"
+    assert "adaptive Gauss–Hermite, 15 nodes" in fit.method_reason
+    ref = json.loads((REFERENCES / f"glmm_aghq_{name}.json").read_text())["parameters"]
+    for parameter, value in ref.items():
+        if isinstance(value, list):
+            rows = fit.groups.loc[parameter]
+            mean = np.array([v["mean"] for v in value])
+            sd = np.array([v["sd"] for v in value])
+            assert np.abs(rows["mean"].to_numpy() - mean).max() < 0.1 * sd.min()
+            assert np.abs(rows["sd"].to_numpy() / sd - 1).max() < 0.1
+            continue
+        row = fit.population.loc[parameter]
+        assert abs(row["mean"] - value["mean"]) < 0.1 * value["sd"], parameter
+        assert abs(row["sd"] / value["sd"] - 1) < 0.1, parameter
+
+
+def test_zero_sum_effects_are_the_nuts_model():
+    """Two levels, intercept prior N(0, 0.5), sd fixed at 0.65 (sd^2 / J = 0.85 of the
+    intercept's prior variance): the posterior of (Intercept, d) with d = (delta, -delta) by a
+    direct sum on a grid, against the draws. Independent effects with that intercept prior
+    would move the Intercept's sd by 12 % and its mean by 0.09 sd."""
+    df = pd.DataFrame({"k": [2, 9], "n": [12, 12], "g": ["a", "b"]})
+    fit = pw.fit(
+        "p(k, n) ~ 1 + (1|g)",
+        data=df,
+        method="laplace",
+        priors={"Intercept": N(0, 0.5), "1|g_sigma": 0.65},
+        draws=40_000,
+        seed=2,
+    )
+    a = np.linspace(-5, 5, 801)[:, None]
+    delta = np.linspace(-5, 5, 801)[None, :]
+
+    def log_post(a_prior_var):
+        eta = [a + delta, a - delta]
+        ll = sum(
+            k * e - n * np.logaddexp(0, e) for k, n, e in zip([2, 9], [12, 12], eta, strict=True)
+        )
+        return ll - a**2 / (2 * a_prior_var) - 2 * delta**2 / (2 * 0.65**2)
+
+    def moments(lp):
+        w = np.exp(lp - lp.max())
+        w /= w.sum()
+        mean_a, mean_d = (w * a).sum(), (w * delta).sum()
+        return mean_a, np.sqrt((w * (a - mean_a) ** 2).sum()), mean_d
+
+    mean_a, sd_a, mean_d = moments(log_post(0.25))
+    draws_a = fit.population.loc["Intercept"]
+    assert abs(draws_a["mean"] - mean_a) < 4 * sd_a / np.sqrt(40_000)
+    assert abs(draws_a["sd"] / sd_a - 1) < 0.015
+    assert abs(fit.groups.loc[("1|g", "a"), "mean"] - mean_d) < 0.01
+    # the independent-effects model with the same intercept prior: a visibly other posterior
+    _, naive_sd, _ = moments(log_post(0.25 + 0.65**2 / 2))
+    assert abs(naive_sd / sd_a - 1) > 0.1
+
+
+def test_auto_takes_one_factor_regressions_and_laplace_refuses_the_rest():
+    df = references.bernoulli_small_data()
+    fit = pw.fit("y ~ 1 + x + (1|g)", data=df, family="bernoulli", seed=1, draws=400)
+    assert fit.method == "laplace"
+    assert fit.table is not None and fit.hyper_draws["1|g_sigma"].shape == (400,)
+    assert "Gauss–Hermite" in fit.method_reason
+    df["h"] = np.arange(len(df)) % 3  # crossed with g: two factors are the Laplace engine's
+    two = pw.fit("y ~ 1 + x + (1|g) + (1|h)", data=df, family="bernoulli", seed=1, draws=400)
+    assert two.method == "laplace" and "Gauss–Hermite" not in two.method_reason
+    with pytest.raises(TypeError, match="chains not used by method='laplace'"):
+        pw.fit("y ~ 1 + x + (1|g)", data=df, family="bernoulli", method="laplace", chains=2)
+
+
+def test_the_default_priors_are_the_nuts_models():
+    """The record keeps the priors the plan was built with: the same resolution as NUTS."""
+    formula, data, _, _ = MODELS["seeds"]
+    with pytest.warns(pw.PoolwiseWarning, match="identifiability"):
+        fit = pw.fit(formula, data=data(), method="laplace", seed=1, draws=400)
+    assert fit.priors["1|plate_sigma"] == H(1.0)
+    assert isinstance(fit.priors["Intercept"], N)
+    assert fit.plan.terms[0].zero_sum
