@@ -125,3 +125,32 @@ def test_points_in_batches_give_the_same_answers(monkeypatch):
     parts = _model("binomial")[0].conditional(thetas)
     np.testing.assert_allclose(parts.log_marginal, whole.log_marginal, atol=1e-9)
     np.testing.assert_allclose(parts.variances(), whole.variances(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["binomial", "normal"])
+def test_conditional_at_reuses_the_evaluated_points(kind):
+    d = 3 if kind == "normal" else 2
+    thetas = np.array([[-0.5, 0.2, 0.1], [0.3, -1.0, -0.2], [-2.0, 0.5, 0.0]])[:, :d]
+    model, _ = _model(kind)
+    model.log_marginal(thetas[:1])
+    model.log_marginal(thetas[1:])
+    calls = []
+    fresh = model.conditional
+    model.conditional = lambda t: calls.append(len(t)) or fresh(t)
+    # evaluated points, out of order and repeated, come from the evaluations: no solve
+    order = np.array([2, 0, 2])
+    cond = model.conditional_at(thetas[order])
+    assert calls == []
+    # a point not evaluated is solved afresh, with the others
+    unseen = np.array([[0.1, 0.1, 0.1]])[:, :d]
+    mixed = model.conditional_at(np.vstack([thetas[:1], unseen]))
+    assert calls == [2]
+    var, var_mixed = cond.variances(), mixed.variances()
+    lm0 = _dense(kind, thetas[0])[0]
+    for k, theta in enumerate([*thetas[order], *np.vstack([thetas[:1], unseen])]):
+        lm, x, v = _dense(kind, theta)
+        c, j, vv = (cond, k, var) if k < 3 else (mixed, k - 3, var_mixed)
+        np.testing.assert_allclose(c.x[j], x, atol=1e-6)
+        # the modes from warm starts, to Newton's tolerance: their curvature to ~1e-7
+        np.testing.assert_allclose(vv[j], v, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(c.log_marginal[j] - cond.log_marginal[1], lm - lm0, atol=1e-7)

@@ -93,6 +93,33 @@ class Conditional:
             var = var - (half**2).sum(axis=1)
         return np.maximum(var, 0.0)
 
+    @staticmethod
+    def concat(parts: list[Conditional]) -> Conditional:
+        """The conditionals of several batches of points as one."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(name):
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else np.concatenate(values)
+
+        factor = Factor.concat([p.factor for p in parts])
+        return Conditional(
+            cat("x"), factor, cat("V"), cat("M"), parts[0].constraints, cat("log_marginal")
+        )
+
+    def take(self, points: np.ndarray) -> Conditional:
+        """The conditional at the ``points`` (indices)."""
+        V, M = (None, None) if self.V is None else (self.V[points], self.M[points])
+        return Conditional(
+            self.x[points],
+            self.factor.take(points),
+            V,
+            M,
+            self.constraints,
+            self.log_marginal[points],
+        )
+
     def sample(self, points: np.ndarray, z: np.ndarray) -> np.ndarray:
         """One draw (n, dim) of the effects at each of the ``points`` (indices, n) from standard
         normals z (n, dim)."""
@@ -158,6 +185,8 @@ class LatentModel:
         self.prior_mean = np.zeros(s.dim)
         self.prior_mean[: s.p] = self.beta_mean
         self._seen: list[np.ndarray] = []
+        # the latest evaluations of log_marginal: their points and conditionals
+        self._evaluated: tuple[list[np.ndarray], list[Conditional]] | None = None
         self._modes: list[np.ndarray] = []
 
     def sds(self, theta: np.ndarray) -> np.ndarray:
@@ -269,16 +298,31 @@ class LatentModel:
         size = max(1, BATCH_FLOATS // self.structure.point_size)
         if len(theta) <= size:
             return self._conditional(theta)
-        parts = [self._conditional(theta[i : i + size]) for i in range(0, len(theta), size)]
-
-        def cat(name):
-            values = [getattr(p, name) for p in parts]
-            return None if values[0] is None else np.concatenate(values)
-
-        factor = Factor.concat([p.factor for p in parts])
-        return Conditional(
-            cat("x"), factor, cat("V"), cat("M"), self.constraints, cat("log_marginal")
+        return Conditional.concat(
+            [self._conditional(theta[i : i + size]) for i in range(0, len(theta), size)]
         )
+
+    def conditional_at(self, theta: np.ndarray) -> Conditional:
+        """:meth:`conditional` at points of ``theta`` (K, d) that :meth:`log_marginal` evaluated
+        last (exactly those values), taken from that evaluation; computed afresh where any of
+        them is not among the evaluations still held (up to ``BATCH_FLOATS`` floats)."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        if not self._evaluated:
+            return self.conditional(theta)
+        where = {row.tobytes(): k for k, row in enumerate(np.concatenate(self._evaluated[0]))}
+        idx = [where.get(row.tobytes(), -1) for row in theta]
+        if min(idx, default=-1) < 0:
+            return self.conditional(theta)
+        return Conditional.concat(self._evaluated[1]).take(np.array(idx))
+
+    def _hold(self, theta: np.ndarray, cond: Conditional) -> None:
+        """Hold an evaluation for :meth:`conditional_at`, the oldest let go beyond the budget."""
+        thetas, conds = self._evaluated or ([], [])
+        thetas.append(theta.copy())
+        conds.append(cond)
+        while thetas and sum(map(len, thetas)) * self.structure.point_size > BATCH_FLOATS:
+            del thetas[0], conds[0]
+        self._evaluated = (thetas, conds) if thetas else None
 
     def _conditional(self, theta: np.ndarray) -> Conditional:
         s = self.structure
@@ -302,10 +346,12 @@ class LatentModel:
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         with np.errstate(all="ignore"):
             try:
-                return self.conditional(theta).log_marginal
+                cond = self.conditional(theta)
             except np.linalg.LinAlgError:
                 out = np.full(len(theta), -np.inf)
                 for k in range(len(theta)):
                     with contextlib.suppress(np.linalg.LinAlgError):
                         out[k] = self.conditional(theta[k : k + 1]).log_marginal[0]
                 return out
+        self._hold(theta, cond)
+        return cond.log_marginal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import replace
 
@@ -15,22 +16,27 @@ from .design import Design
 MAX_COEFFICIENTS = 4000
 
 
+@functools.lru_cache(maxsize=32)
 def _zero_sum_basis(n: int) -> np.ndarray:
-    """An orthonormal basis (n, n-1) of the vectors that sum to zero."""
+    """An orthonormal basis (n, n-1) of the vectors that sum to zero (read-only: it is cached,
+    one QR per size)."""
     q, _ = np.linalg.qr(np.eye(n) - 1.0 / n)
-    return q[:, : n - 1]
+    basis = np.ascontiguousarray(q[:, : n - 1])
+    basis.flags.writeable = False
+    return basis
 
 
 def _cross(X: np.ndarray, t, u) -> np.ndarray:
     """Z_t'Z_u for group terms t and u (Z the level indicators times the term's values), X'Z_u
-    when t is None, X'X when both are: weighted counts of the codes."""
+    when t is None, X'X when both are: weighted counts of the codes; for t and u the same term,
+    the diagonal of Z_t'Z_t alone (1-D)."""
     if t is None and u is None:
         return X.T @ X
     if t is None:
         columns = [np.bincount(u.codes, X[:, c] * u.values, u.n_levels) for c in range(X.shape[1])]
         return np.array(columns).reshape(X.shape[1], u.n_levels)
     if t is u:
-        return np.diag(np.bincount(t.codes, t.values**2, t.n_levels))
+        return np.bincount(t.codes, t.values**2, t.n_levels)
     pair = t.codes.astype(np.int64) * u.n_levels + u.codes
     flat = np.bincount(pair, t.values * u.values, t.n_levels * u.n_levels)
     return flat.reshape(t.n_levels, u.n_levels)
@@ -47,10 +53,13 @@ def _gram(design: Design) -> np.ndarray:
     for i, (t, bt) in enumerate(zip(terms, bases, strict=True)):
         for j in range(i, len(terms)):
             block = _cross(design.X, t, terms[j])
-            if bt is not None:
-                block = bt.T @ block
-            if bases[j] is not None:
-                block = block @ bases[j]
+            if block.ndim == 1:  # a term with itself, diag(c): B'diag(c)B as one product
+                block = np.diag(block) if bt is None else (bt.T * block) @ bt
+            else:
+                if bt is not None:
+                    block = bt.T @ block
+                if bases[j] is not None:
+                    block = block @ bases[j]
             blocks[i][j], blocks[j][i] = block, block.T
     return np.block(blocks)
 
@@ -75,6 +84,11 @@ def _with_data(design: Design) -> Design:
     if len(groups) == len(design.groups) and all(map(operator.is_, groups, design.groups)):
         return design
     return replace(design, groups=groups)
+
+
+def _null_tol(eigenvalues: np.ndarray, size: int) -> float:
+    """The largest eigenvalue of the scaled cross-product that counts as a null direction."""
+    return size * np.finfo(float).eps * max(eigenvalues[-1], 1.0) * 1e3
 
 
 def identifiability(design: Design) -> tuple[list[str], str | None]:
@@ -113,11 +127,15 @@ def identifiability(design: Design) -> tuple[list[str], str | None]:
     gram = _gram(design)
     scale = np.sqrt(np.maximum(np.diag(gram), 0.0))
     scale[scale == 0] = 1.0
-    eigenvalues, vectors = np.linalg.eigh(gram / np.outer(scale, scale))
+    scaled = gram / np.outer(scale, scale)
     # the cross-product resolves eigenvalues down to about eps times the largest (singular
-    # values of the design down to sqrt(eps)); below that a direction is not in the data
-    tol = size * np.finfo(float).eps * max(eigenvalues[-1], 1.0) * 1e3
-    null = vectors[:, eigenvalues <= tol].T
+    # values of the design down to sqrt(eps)); below that a direction is not in the data. The
+    # eigenvalues alone first: the vectors (several times dearer) only where a direction is null
+    values = np.linalg.eigvalsh(scaled)
+    if not np.any(values <= _null_tol(values, size)):
+        return [], None
+    eigenvalues, vectors = np.linalg.eigh(scaled)
+    null = vectors[:, eigenvalues <= _null_tol(eigenvalues, size)].T
     if not len(null):
         return [], None
     labels: list[str] = []

@@ -222,7 +222,7 @@ def fit_laplace(
     for m in grid.warnings:
         warnings.warn(m, PoolwiseWarning, stacklevel=4)
         messages.append(m)
-    cond = model.conditional(points)
+    cond = model.conditional_at(points)
     x_var = cond.variances()
     design, plan = prep.design, prep.plan
     lo_name, hi_name = hdi_names(hdi_prob)
