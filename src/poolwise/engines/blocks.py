@@ -30,8 +30,6 @@ import numpy as np
 
 # rest sizes (other terms' levels + p) up to which every point is factored at once, densely
 BATCH_REST = 64
-# ... and while the cells' products R_a R_b (cells x m^2) stay this small
-BATCH_CELLS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,23 @@ class Term:
     codes: np.ndarray
     values: np.ndarray
     n_levels: int
+
+
+def _pair_pattern(R):
+    """The sparse (m * m, cells) matrix whose product with cell weights W gives ``R' diag(W) R``
+    (flattened): one entry for each pair of nonzeros in a row of R."""
+    from scipy import sparse
+
+    n, m = R.shape
+    k = np.diff(R.indptr)
+    row_of = np.repeat(np.arange(n), k)
+    partners = k[row_of]
+    first = np.repeat(np.arange(R.nnz), partners)
+    within = np.arange(first.size) - np.repeat(np.cumsum(partners) - partners, partners)
+    second = R.indptr[row_of[first]] + within
+    cols = R.indices[first].astype(np.int64) * m + R.indices[second]
+    vals = R.data[first] * R.data[second]
+    return sparse.csr_matrix((vals, (cols, row_of[first])), shape=(m * m, n))
 
 
 def _indicator(term: Term, n: int):
@@ -89,26 +104,44 @@ class Structure:
         )
         blocks = [sparse.csr_matrix(self.X)] + [self.Z[i] for i in others]
         self.R = sparse.hstack(blocks, format="csr")
+        self.R.sort_indices()
         self.m = self.R.shape[1]
-        self.batched = self.m <= BATCH_REST and n * self.m**2 <= BATCH_CELLS
+        self.batched = self.m <= BATCH_REST
         # floats a point takes in a batch (its cells' arrays, its blocks)
-        self.point_size = n * (self.m + 4) + (self.dim + 1) * (self.m + 2)
-        self.R_dense = self.R.toarray() if self.batched else None
-        if self.batched and self.elim is not None:
-            from scipy import sparse
-
-            t = self.terms[self.elim]
-            rows = np.repeat(np.arange(n), self.m)
-            cols = (t.codes[:, None] * self.m + np.arange(self.m)).reshape(-1)
-            vals = (t.values[:, None] * self.R_dense).reshape(-1)
-            shape = (n, t.n_levels * self.m)
-            self.P = sparse.csr_matrix((vals, (rows, cols)), shape=shape).T.tocsr()
-        # the products R_a R_b of every cell, (cells, m * m): E = W @ RR, one matrix product
-        self.RR = (
-            (self.R_dense[:, :, None] * self.R_dense[:, None, :]).reshape(n, -1)
-            if self.batched
-            else None
+        self.point_size = 8 * n + (self.dim + 1) * (self.m + 2) + self.m**2
+        self.PE = _pair_pattern(self.R)
+        self.PC, self.C_pattern = (None, None) if self.elim is None else self._cross_pattern()
+        # floats a point's factor holds (D, C, L)
+        levels = self.dim - self.m
+        self.factor_size = (
+            levels
+            + self.m**2
+            + (levels * self.m if self.C_pattern is None else 2 * self.C_pattern.nnz)
         )
+
+    def _cross_pattern(self):
+        """C = Z_e' diag(W v) R as a product with the cells' weights: the sparse (entries x
+        cells) matrix whose product with W gives C's entries (C dense, (levels, m), where the
+        points are batched; else the data of C's fixed sparse pattern)."""
+        from scipy import sparse
+
+        t, R = self.terms[self.elim], self.R.tocoo()
+        J = t.n_levels
+        vals = t.values[R.row] * R.data
+        flat = t.codes[R.row].astype(np.int64) * self.m + R.col
+        if self.batched:
+            return sparse.csr_matrix((vals, (flat, R.row)), shape=(J * self.m, self.n)), None
+        entries, where = np.unique(flat, return_inverse=True)
+        pattern = sparse.csr_matrix(
+            (np.arange(1.0, entries.size + 1), (entries // self.m, entries % self.m)),
+            shape=(J, self.m),
+        )
+        # the pattern's data holds each entry's rank (from 1) among the sorted entries
+        order = pattern.data.astype(np.int64) - 1
+        pos = np.empty(entries.size, dtype=np.int64)
+        pos[order] = np.arange(entries.size)
+        PC = sparse.csr_matrix((vals, (pos[where], R.row)), shape=(entries.size, self.n))
+        return PC, pattern
 
     # products with A = [X, Z_1, ...] (K points at once)
     def eta(self, x: np.ndarray) -> np.ndarray:
@@ -125,28 +158,24 @@ class Structure:
 
     def _blocks(self, W: np.ndarray):
         """``A' diag(W_k) A`` by blocks: D (K, levels), C (K, levels, m; a list of sparse
-        matrices where the rest is large) and E (K, m, m)."""
+        matrices where the rest is large) and E (K, m, m), each a sparse product of the cells'
+        fixed patterns with the weights."""
         K = W.shape[0]
+        E = (self.PE @ W.T).T.reshape(K, self.m, self.m)
         if self.elim is None:
-            D = np.zeros((K, 0))
-        else:
-            t = self.terms[self.elim]
-            D = (self.ZT[self.elim] @ (W * t.values**2).T).T
+            return np.zeros((K, 0)), np.zeros((K, 0, self.m)), E
+        t = self.terms[self.elim]
+        D = (self.ZT[self.elim] @ (W * t.values**2).T).T
+        data = (self.PC @ W.T).T
         if self.batched:
-            E = (W @ self.RR).reshape(K, self.m, self.m)
-            if self.elim is None:
-                return D, np.zeros((K, 0, self.m)), E
-            # C[k] = Z_e' diag(W_k) R, (K, levels, m): one sparse product with the cells'
-            # pattern P[c, (j, a)] = v_c R[c, a] where c is in level j
-            C = (self.P @ W.T).T.reshape(K, -1, self.m)
-            return D, C, E
-        Cs, Es = [], []
-        for k in range(K):
-            E = (self.R.T @ self._diag(W[k]) @ self.R).toarray()
-            C = self.ZT[self.elim] @ self._diag(W[k] * self.terms[self.elim].values) @ self.R
-            Cs.append(C.tocsr())
-            Es.append(E)
-        return D, Cs, np.stack(Es)
+            return D, data.reshape(K, -1, self.m), E
+        return D, [self._with_data(row) for row in data], E
+
+    def _with_data(self, data: np.ndarray):
+        """C's sparse pattern holding ``data``."""
+        c = self.C_pattern.copy()
+        c.data = np.ascontiguousarray(data)
+        return c
 
     def _finish(self, D: np.ndarray, C, E: np.ndarray, q: np.ndarray) -> Factor:
         """The factor once the prior precision ``q`` is added to the blocks."""
@@ -181,6 +210,21 @@ class Structure:
         return sparse.diags(w)
 
 
+def _triangular(L: np.ndarray, b: np.ndarray, transpose: bool) -> np.ndarray:
+    """``L^-1 b`` (``L^-T b`` where ``transpose``) at each point, L lower triangular (K, m, m)
+    and b (K, m, r): small factors batched by numpy, large ones by a triangular solve each."""
+    if L.shape[1] <= BATCH_REST:
+        return np.linalg.solve(np.swapaxes(L, 1, 2) if transpose else L, b)
+    from scipy.linalg import solve_triangular
+
+    return np.stack(
+        [
+            solve_triangular(lk, bk, lower=True, trans=int(transpose), check_finite=False)
+            for lk, bk in zip(L, b, strict=True)
+        ]
+    )
+
+
 class Factor:
     """``H = [[D, C], [C', E]]`` (eliminated levels first) at K points: D (K, J), C, and the
     Cholesky factor L (K, m, m) of the Schur complement ``S = E - C' D^-1 C``."""
@@ -203,8 +247,7 @@ class Factor:
         return out
 
     def _cho_solve(self, b: np.ndarray) -> np.ndarray:
-        y = np.linalg.solve(self.L, b)
-        return np.linalg.solve(np.swapaxes(self.L, 1, 2), y)
+        return _triangular(self.L, _triangular(self.L, b, False), True)
 
     def solve(self, g: np.ndarray) -> np.ndarray:
         """H^-1 g, for g (K, dim) or (K, dim, r)."""
@@ -227,8 +270,7 @@ class Factor:
     def diag_inverse(self) -> np.ndarray:
         """The diagonal of H^-1 (the marginal variances): S^-1's diagonal for the rest, and
         ``1/D_j + c_j' S^-1 c_j / D_j^2`` for the eliminated levels (c_j: row j of C)."""
-        eye = np.broadcast_to(np.eye(self.s.m), self.L.shape)
-        Linv = np.linalg.solve(self.L, eye)
+        Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
         Sinv = np.swapaxes(Linv, 1, 2) @ Linv
         rest = np.diagonal(Sinv, axis1=1, axis2=2)
         if self.s.batched:
@@ -245,7 +287,7 @@ class Factor:
     def sample(self, z: np.ndarray) -> np.ndarray:
         """Draws with covariance H^-1 from standard normals z (K, dim, r)."""
         z1, z2 = self._split(z)
-        x2 = np.linalg.solve(np.swapaxes(self.L, 1, 2), z2)
+        x2 = _triangular(self.L, z2, True)
         x1 = (z1 * np.sqrt(self.D)[:, :, None] - self._C(x2, False)) / self.D[:, :, None]
         return self._join(x1, x2)
 

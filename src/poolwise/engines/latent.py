@@ -122,24 +122,33 @@ class Conditional:
 
     def sample(self, points: np.ndarray, z: np.ndarray) -> np.ndarray:
         """One draw (n, dim) of the effects at each of the ``points`` (indices, n) from standard
-        normals z (n, dim)."""
+        normals z (n, dim). Each point's factor is used once, its draws as columns: the points
+        go in bands by their number of draws (up to a power of two, the columns padded)."""
         x = np.empty_like(z)
-        if self.factor.s.batched:
-            groups = [(np.arange(len(points)), points)]
-        else:
-            groups = [
-                (at, np.full(at.size, k))
-                for k in np.unique(points)
-                for at in [np.flatnonzero(points == k)]
-            ]
-        for at, idx in groups:
-            f = self.factor.take(idx)
-            y = f.sample(z[at][:, :, None])[:, :, 0]
-            if self.V is not None:
-                lam = np.linalg.solve(self.M[idx], (y @ self.constraints.T)[:, :, None])
-                y = y - (self.V[idx] @ lam)[:, :, 0]
-            x[at] = self.x[idx] + y
+        uniq, inv, counts = np.unique(points, return_inverse=True, return_counts=True)
+        order = np.argsort(inv, kind="stable")
+        column = np.empty(len(points), dtype=np.int64)
+        column[order] = np.arange(len(points)) - np.repeat(np.cumsum(counts) - counts, counts)
+        width = 1 << np.ceil(np.log2(counts)).astype(np.int64)
+        for w in np.unique(width):
+            band = np.flatnonzero(width == w)
+            slot = np.full(uniq.size, -1)
+            slot[band] = np.arange(band.size)
+            draws = np.flatnonzero(slot[inv] >= 0)
+            at, col = slot[inv[draws]], column[draws]
+            zpad = np.zeros((band.size, z.shape[1], w))
+            zpad[at, :, col] = z[draws]
+            y = self._spread(uniq[band], zpad)
+            x[draws] = self.x[uniq[band]][at] + y[at, :, col]
         return x
+
+    def _spread(self, idx: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Draws with the conditional covariance at the points ``idx`` (K,) from z (K, dim, r)."""
+        y = self.factor.take(idx).sample(z)
+        if self.V is not None:
+            lam = np.linalg.solve(self.M[idx], self.constraints @ y)
+            y = y - self.V[idx] @ lam
+        return y
 
 
 @dataclass
@@ -320,7 +329,9 @@ class LatentModel:
         thetas, conds = self._evaluated or ([], [])
         thetas.append(theta.copy())
         conds.append(cond)
-        while thetas and sum(map(len, thetas)) * self.structure.point_size > BATCH_FLOATS:
+        r = 0 if self.constraints is None else len(self.constraints)
+        size = self.structure.factor_size + self.structure.dim * (1 + r) + r * r
+        while thetas and sum(map(len, thetas)) * size > BATCH_FLOATS:
             del thetas[0], conds[0]
         self._evaluated = (thetas, conds) if thetas else None
 

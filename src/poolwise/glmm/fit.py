@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from .._threads import one_blas_thread
 from ..data import reduce
 from ..fitdata import FitData
 from ..onefactor import fit_groups
@@ -136,6 +137,9 @@ def fit_from_api(
             )
         except Declined as err:
             reason = f"{reason or 'laplace'} ({err})"
-    return fit_laplace(
-        prep, method=method, draws=draws, hdi_prob=hdi_prob, seed=seed, reason=reason
-    )
+    # its products are small and batched over theta points: BLAS threads only wait on shared
+    # cores (see poolwise._threads)
+    with one_blas_thread():
+        return fit_laplace(
+            prep, method=method, draws=draws, hdi_prob=hdi_prob, seed=seed, reason=reason
+        )
