@@ -186,7 +186,7 @@ class Structure:
             E -= np.swapaxes(C / D[:, :, None], 1, 2) @ C
         else:
             for k, c in enumerate(C):
-                E[k] -= (c.T @ self._diag(1.0 / D[k]) @ c).toarray()
+                E[k] -= (c.T @ c.multiply((1.0 / D[k])[:, None]).tocsr()).toarray()
         return Factor(self, D, C, np.linalg.cholesky(E))
 
     def factor(self, W: np.ndarray, q: np.ndarray) -> Factor:
@@ -202,12 +202,6 @@ class Structure:
         s = scale[:, None]
         C = s[:, :, None] * C0 if self.batched else [C0[0] * float(k) for k in scale]
         return self._finish(s * D0, C, s[:, :, None] * E0, q)
-
-    @staticmethod
-    def _diag(w: np.ndarray):
-        from scipy import sparse
-
-        return sparse.diags(w)
 
 
 def _triangular(L: np.ndarray, b: np.ndarray, transpose: bool) -> np.ndarray:

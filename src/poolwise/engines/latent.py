@@ -303,13 +303,13 @@ class LatentModel:
     def conditional(self, theta: np.ndarray) -> Conditional:
         """The mode and curvature of the effects at each point of ``theta`` (K, d), in batches
         of points whose arrays fit ``BATCH_FLOATS``."""
+        return Conditional.concat(self._batches(theta))
+
+    def _batches(self, theta: np.ndarray) -> list[Conditional]:
+        """:meth:`conditional` batch by batch (not joined: a large factor is not copied)."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         size = max(1, BATCH_FLOATS // self.structure.point_size)
-        if len(theta) <= size:
-            return self._conditional(theta)
-        return Conditional.concat(
-            [self._conditional(theta[i : i + size]) for i in range(0, len(theta), size)]
-        )
+        return [self._conditional(theta[i : i + size]) for i in range(0, max(len(theta), 1), size)]
 
     def conditional_at(self, theta: np.ndarray) -> Conditional:
         """:meth:`conditional` at points of ``theta`` (K, d) that :meth:`log_marginal` evaluated
@@ -318,11 +318,21 @@ class LatentModel:
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         if not self._evaluated:
             return self.conditional(theta)
-        where = {row.tobytes(): k for k, row in enumerate(np.concatenate(self._evaluated[0]))}
-        idx = [where.get(row.tobytes(), -1) for row in theta]
-        if min(idx, default=-1) < 0:
+        thetas, conds = self._evaluated
+        where = {
+            row.tobytes(): (part, k)
+            for part, held in enumerate(thetas)
+            for k, row in enumerate(held)
+        }
+        found = [where.get(row.tobytes()) for row in theta]
+        if any(f is None for f in found):
             return self.conditional(theta)
-        return Conditional.concat(self._evaluated[1]).take(np.array(idx))
+        part, k = np.array(found).T
+        order = np.argsort(part, kind="stable")
+        taken = [conds[p].take(k[part == p]) for p in np.unique(part)]
+        back = np.empty(len(theta), dtype=np.int64)
+        back[order] = np.arange(len(theta))
+        return Conditional.concat(taken).take(back)
 
     def _hold(self, theta: np.ndarray, cond: Conditional) -> None:
         """Hold an evaluation for :meth:`conditional_at`, the oldest let go beyond the budget."""
@@ -357,12 +367,15 @@ class LatentModel:
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         with np.errstate(all="ignore"):
             try:
-                cond = self.conditional(theta)
+                parts = self._batches(theta)
             except np.linalg.LinAlgError:
                 out = np.full(len(theta), -np.inf)
                 for k in range(len(theta)):
                     with contextlib.suppress(np.linalg.LinAlgError):
                         out[k] = self.conditional(theta[k : k + 1]).log_marginal[0]
                 return out
-        self._hold(theta, cond)
-        return cond.log_marginal
+        start = 0
+        for cond in parts:
+            self._hold(theta[start : start + len(cond.x)], cond)
+            start += len(cond.x)
+        return np.concatenate([cond.log_marginal for cond in parts])
