@@ -90,6 +90,9 @@ class Structure:
         self.offsets = np.cumsum([p, *sizes])[:-1].astype(int) if terms else np.zeros(0, int)
         self.dim = p + sum(sizes)
         self.Z = [_indicator(t, n) for t in self.terms]
+        # A = [X, Z_1, ...] and its transpose, sparse
+        self.A = sparse.hstack([sparse.csr_matrix(self.X), *self.Z], format="csr")
+        self.AT = self.A.T.tocsr()
         self.ZT = [z.T.tocsr() for z in self.Z]
         # the eliminated term: the one with most levels
         self.elim = int(np.argmax(sizes)) if terms else None
@@ -146,27 +149,24 @@ class Structure:
     # products with A = [X, Z_1, ...] (K points at once)
     def eta(self, x: np.ndarray) -> np.ndarray:
         """A x for each row of ``x`` (K, dim): (K, cells)."""
-        out = x[:, : self.p] @ self.X.T
-        for t, off in zip(self.terms, self.offsets, strict=True):
-            out += x[:, off + t.codes] * t.values
-        return out
+        return np.ascontiguousarray((self.A @ x.T).T)
 
     def gradient(self, g: np.ndarray) -> np.ndarray:
         """A' g for each row of ``g`` (K, cells): (K, dim)."""
-        parts = [g @ self.X] + [(zt @ g.T).T for zt in self.ZT]
-        return np.concatenate(parts, axis=1)
+        return (self.AT @ np.ascontiguousarray(g.T)).T
 
     def _blocks(self, W: np.ndarray):
         """``A' diag(W_k) A`` by blocks: D (K, levels), C (K, levels, m; a list of sparse
         matrices where the rest is large) and E (K, m, m), each a sparse product of the cells'
         fixed patterns with the weights."""
         K = W.shape[0]
-        E = (self.PE @ W.T).T.reshape(K, self.m, self.m)
+        WT = np.ascontiguousarray(W.T)
+        E = (self.PE @ WT).T.reshape(K, self.m, self.m)
         if self.elim is None:
             return np.zeros((K, 0)), np.zeros((K, 0, self.m)), E
         t = self.terms[self.elim]
-        D = (self.ZT[self.elim] @ (W * t.values**2).T).T
-        data = (self.PC @ W.T).T
+        D = (self.ZT[self.elim] @ (WT * (t.values**2)[:, None])).T
+        data = (self.PC @ WT).T
         if self.batched:
             return D, data.reshape(K, -1, self.m), E
         return D, [self._with_data(row) for row in data], E

@@ -123,7 +123,10 @@ class Conditional:
     def sample(self, points: np.ndarray, z: np.ndarray) -> np.ndarray:
         """One draw (n, dim) of the effects at each of the ``points`` (indices, n) from standard
         normals z (n, dim). Each point's factor is used once, its draws as columns: the points
-        go in bands by their number of draws (up to a power of two, the columns padded)."""
+        go in bands by their number of draws (up to a power of two, the columns padded); small
+        factors are simply taken once per draw."""
+        if self.factor.s.factor_size * len(points) <= BATCH_FLOATS // 8:
+            return self.x[points] + self._spread(points, z[:, :, None])[:, :, 0]
         x = np.empty_like(z)
         uniq, inv, counts = np.unique(points, return_inverse=True, return_counts=True)
         order = np.argsort(inv, kind="stable")
@@ -255,31 +258,50 @@ class LatentModel:
         return step - (V @ lagrange)[:, :, 0]
 
     def _newton(self, theta, q, sigma):
-        """The mode by damped, projected Newton steps (binomial, Poisson)."""
+        """The mode by damped, projected Newton steps (binomial, Poisson), each point stepping
+        until its own decrement is small (the points still moving form the batch); the factor
+        is then formed at every point's mode."""
         s = self.structure
         x = self._start(theta)
+        f_end, w_end = np.empty(len(theta)), None
+        moving = np.arange(len(theta))
+        last = None
         for _ in range(NEWTON_STEPS):
-            f, d, w, dev = self._objective(x, q, sigma)
-            fac = s.factor(w, q)
-            V, M = self._constrain(fac, len(theta))
-            g = s.gradient(d) - q * dev
+            qa = q[moving]
+            f, d, w, dev = self._objective(x[moving], qa, sigma)
+            fac = s.factor(w, qa)
+            V, M = self._constrain(fac, len(moving))
+            g = s.gradient(d) - qa * dev
             step = self._project(fac.solve(g), V, M)
-            if np.all((g * step).sum(axis=1) < DECREMENT * (1 + np.abs(f) * 1e-3)):
+            decrement = (g * step).sum(axis=1)
+            if w_end is None:
+                w_end = np.empty((len(theta), w.shape[1]))
+            f_end[moving], w_end[moving] = f, w
+            last = (moving, fac, V, M)
+            done = decrement < DECREMENT * (1 + np.abs(f) * 1e-3)
+            if done.all():
                 break
-            if np.all((g * step).sum(axis=1) < QUADRATIC):  # a full step surely gains
-                x = x + step
+            keep = ~done
+            moving, f, step, qa = moving[keep], f[keep], step[keep], qa[keep]
+            xa = x[moving]
+            if np.all(decrement[keep] < QUADRATIC):  # a full step surely gains
+                x[moving] = xa + step
                 continue
-            t = np.ones(len(theta))
+            t = np.ones(len(moving))
             for _ in range(40):  # halve the step where the objective falls
-                new = x + t[:, None] * step
-                f_new = self._objective(new, q, sigma)[0]
+                new = xa + t[:, None] * step
+                f_new = self._objective(new, qa, sigma)[0]
                 worse = ~(f_new >= f - 1e-12 * np.abs(f))
                 if not worse.any():
                     break
                 t[worse] /= 2
-            x = new
+            x[moving] = new
         self._remember(theta, x)
-        return x, f, fac, V, M
+        moving, fac, V, M = last
+        if len(moving) < len(theta):  # some points stopped earlier: the factor at every mode
+            fac = s.factor(w_end, q)
+            V, M = self._constrain(fac, len(theta))
+        return x, f_end, fac, V, M
 
     def _gaussian(self, q, sigma):
         """The mode of a normal outcome in closed form: the cells' weights n / sigma^2 are one
