@@ -116,6 +116,23 @@ def test_draws_have_the_conditional_covariance(batch, monkeypatch):
     np.testing.assert_allclose(x.mean(axis=0), cond.x[0], atol=0.02 * np.sqrt(x.var(axis=0).max()))
 
 
+@pytest.mark.parametrize("batch", [64, 0])
+def test_draws_by_point_equal_draws_one_by_one(batch, monkeypatch):
+    # a large factor is used once per point, its draws as padded columns in bands by their
+    # count; the draws must be exactly those of taking the factor once per draw
+    from poolwise.engines import latent
+
+    monkeypatch.setattr(blocks, "BATCH_REST", batch)
+    model, _ = _model("poisson")
+    cond = model.conditional(np.array([[-0.5, 0.2], [0.3, -1.0], [-2.0, 0.5], [0.1, 0.1]]))
+    rng = np.random.default_rng(2)
+    points = rng.choice(4, size=300, p=[0.7, 0.2, 0.09, 0.01])
+    z = rng.normal(size=(300, cond.x.shape[1]))
+    one_by_one = cond.sample(points, z)
+    monkeypatch.setattr(latent, "BATCH_FLOATS", 0)  # every factor counts as large
+    np.testing.assert_allclose(cond.sample(points, z), one_by_one, rtol=1e-10, atol=1e-12)
+
+
 def test_points_in_batches_give_the_same_answers(monkeypatch):
     from poolwise.engines import latent
 
