@@ -14,8 +14,10 @@ point, as wide as the point's quadrature cell (a quarter of the posterior's vari
 central composite design; the asymptotic normal for ``eb``).
 
 :func:`refusal` says why a model is not for this engine (``method="auto"`` then samples by NUTS).
-No skewness correction (simplified Laplace) is applied yet: binomial and Poisson effects are
-Gaussian given theta.
+Binomial and Poisson effects are Gaussians given theta shifted by the simplified-Laplace mean
+correction (:mod:`poolwise.engines.skewness`), so the mixtures' moments and intervals, and the
+draws, carry the conditionals' skewness to first order; :func:`laplace_check` is the engine's
+accuracy check (``method="auto"`` goes to NUTS where it flags).
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ import pandas as pd
 
 from ..engines.blocks import Structure, Term
 from ..engines.latent import LatentModel
+from ..engines.skewness import (
+    affordable,
+    importance_check,
+    mean_shift,
+    separated,
+    shifted,
+)
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
 from ..fitdata import RegressionData
 from ..intervals import hdi_names, hdi_normal
@@ -41,6 +50,68 @@ from .setup import Prepared, groups_table
 GRID_MAX = 3
 # the share of the mass, in the lightest theta points, that the intervals leave out
 INTERVAL_SHARE = 1e-8
+
+# the check of the Gaussian conditional at theta's mode (LAPLACE.md section 7): importance draws
+CHECK_DRAWS = 400
+# it flags where the importance weights' Pareto k-hat passes this (the Gaussian misses the
+# conditional's tails: Vehtari et al.'s limit for a usable importance sampler)
+KHAT_MAX = 0.7
+# ... or where an effect's simplified-Laplace shift passes this many of its sds: the shift is
+# the first term of an expansion, the next ones are then no longer small
+SHIFT_MAX = 0.3
+# ... or where a term has more than this share of its levels separated (all 0, all 1, no count)
+SEPARATED_MAX = 0.5
+
+
+def laplace_check(model: LatentModel, prep: Prepared, mode: np.ndarray, seed: int) -> dict:
+    """The accuracy check of the Laplace engine at theta's ``mode`` (LAPLACE.md section 7): the
+    largest simplified-Laplace shift in effect sds, separated levels per term, the importance
+    weights' Pareto k-hat, and ``flags``, what passed its limit (empty where none did).
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> from poolwise.glmm.setup import prepare
+    >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "y": [3, 5, 4, 6, 2, 7]})
+    >>> prep = prepare("y ~ 1 + x + (1|g)", df, family="poisson")
+    >>> model, _, z0 = latent_model(prep)
+    >>> laplace_check(model, prep, z0, seed=1)["flags"]
+    []
+    """
+    theta = np.asarray(mode, dtype=float)[None]
+    cond = model.conditional(theta)
+    sd = np.sqrt(cond.variances()[0])
+    names = list(prep.design.names) + [
+        f"{t.name}[{lb}]" for t in prep.design.groups for lb in t.levels
+    ]
+    out: dict = {}
+    flags = []
+    if affordable(model, 1):
+        ratio = np.abs(mean_shift(model, cond)[0]) / np.where(sd > 0, sd, np.inf)
+        at = int(np.argmax(ratio))
+        out.update(max_shift_sd=float(ratio[at]), max_shift_at=names[at])
+        if ratio[at] > SHIFT_MAX:
+            flags.append(
+                f"the simplified-Laplace shift of {names[at]} is {ratio[at]:.2f} of its sd "
+                f"(limit {SHIFT_MAX})"
+            )
+    counts = separated(model)
+    out["separated"] = {t.name: c for t, c in zip(prep.design.groups, counts, strict=True)}
+    for t, c in zip(prep.design.groups, counts, strict=True):
+        if c > SEPARATED_MAX * t.n_levels:
+            flags.append(
+                f"{c} of {t.n_levels} levels of {t.name} are separated (all 0, all 1 or no "
+                "count)"
+            )
+    khat = importance_check(model, cond, theta, CHECK_DRAWS, seed)
+    out["khat"] = khat
+    if khat > KHAT_MAX:
+        flags.append(
+            f"the importance weights of the Gaussian conditional have Pareto k-hat {khat:.2f} "
+            f"(limit {KHAT_MAX})"
+        )
+    out["flags"] = flags
+    return out
 
 
 def refusal(prep: Prepared) -> str | None:
@@ -178,8 +249,13 @@ def fit_laplace(
     hdi_prob: float = 0.94,
     seed: int | None = None,
     reason: str | None = None,
+    route: bool = False,
 ) -> RegressionData:
     """Fit the prepared model by the Laplace engine (``method`` "laplace" or "eb").
+
+    A binomial or poisson ``laplace`` fit records :func:`laplace_check` in
+    ``info["laplace_check"]`` and warns where it flags, unless ``route`` (``method="auto"``
+    choosing its engine: the caller acts on the flags).
 
     Example
     -------
@@ -223,6 +299,8 @@ def fit_laplace(
         warnings.warn(m, PoolwiseWarning, stacklevel=4)
         messages.append(m)
     cond = model.conditional_at(points)
+    if affordable(model, len(points)):
+        cond = shifted(model, cond)[0]
     x_var = cond.variances()
     design, plan = prep.design, prep.plan
     lo_name, hi_name = hdi_names(hdi_prob)
@@ -306,6 +384,16 @@ def fit_laplace(
     info.update({k: v for k, v in getattr(grid, "info", {}).items() if k != "range_sd"})
     if prep.skipped:
         info["identifiability"] = prep.skipped
+    if method == "laplace" and model.likelihood != "normal":
+        check = laplace_check(model, prep, grid.mode, seed)
+        info["laplace_check"] = check
+        if check["flags"] and not route:
+            messages.append(
+                "the Laplace approximation may be inaccurate here: "
+                + "; ".join(check["flags"])
+                + "; method='nuts' samples the exact posterior"
+            )
+            warnings.warn(messages[-1], PoolwiseWarning, stacklevel=4)
     hyper = {k: all_draws[k].reshape(-1) for k in keep_rows}
     design_kind = "a grid" if d <= GRID_MAX else "a central composite design"
     default_reason = (
