@@ -51,22 +51,39 @@ GRID_MAX = 3
 # the share of the mass, in the lightest theta points, that the intervals leave out
 INTERVAL_SHARE = 1e-8
 
-# the check of the Gaussian conditional at theta's mode (LAPLACE.md section 7): importance draws
+# the check of the Laplace engine (LAPLACE.md section 7): importance draws at each theta point
 CHECK_DRAWS = 400
-# it flags where the importance weights' Pareto k-hat passes this (the Gaussian misses the
-# conditional's tails: Vehtari et al.'s limit for a usable importance sampler)
+# the importance draws' seed: fixed, so the tables are the same on every seed
+CHECK_SEED = 0
+# it flags where the importance weights' Pareto k-hat at theta's mode passes this (the Gaussian
+# misses the conditional's tails: Vehtari et al.'s limit for a usable importance sampler)
 KHAT_MAX = 0.7
 # ... or where an effect's simplified-Laplace shift passes this many of its sds: the shift is
-# the first term of an expansion, the next ones are then no longer small
-SHIFT_MAX = 0.3
-# ... or where a term has more than this share of its levels separated (all 0, all 1, no count)
+# the first term of an expansion, the next ones are then no longer small (measured: shifts of up
+# to 0.7 sd corrected to within 0.04 sd of long NUTS runs; beyond, untried)
+SHIFT_MAX = 0.75
+# ... or where the Laplace marginal's error, estimated by importance sampling at theta's mode
+# plus and minus one sd along each axis of its curvature, moves theta's posterior mean by more
+# than this many of its sds: the tables take that error in, linearised (the theta points'
+# weights tilted), which left up to 0.12 sd where it was 0.3 (measured against long NUTS runs)
+THETA_SHIFT_MAX = 0.2
+# ... or where more than this share of a term's levels are separated (all 0, all 1, no count)
 SEPARATED_MAX = 0.5
 
 
-def laplace_check(model: LatentModel, prep: Prepared, mode: np.ndarray, seed: int) -> dict:
-    """The accuracy check of the Laplace engine at theta's ``mode`` (LAPLACE.md section 7): the
-    largest simplified-Laplace shift in effect sds, separated levels per term, the importance
-    weights' Pareto k-hat, and ``flags``, what passed its limit (empty where none did).
+def laplace_check(
+    model: LatentModel,
+    prep: Prepared,
+    mode: np.ndarray,
+    chol: np.ndarray,
+    names: list[str],
+    seed: int,
+) -> dict:
+    """The accuracy check of the Laplace engine (LAPLACE.md section 7) at theta's ``mode`` (its
+    curvature's inverse ``chol @ chol.T``; ``names``: theta's): the largest simplified-Laplace
+    shift in effect sds, separated levels per term, the importance weights' Pareto k-hat, the
+    shift of each variance parameter that the Laplace marginal's error implies (in its sds), and
+    ``flags``, what passed its limit (empty where none did).
 
     Example
     -------
@@ -74,14 +91,14 @@ def laplace_check(model: LatentModel, prep: Prepared, mode: np.ndarray, seed: in
     >>> from poolwise.glmm.setup import prepare
     >>> df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "y": [3, 5, 4, 6, 2, 7]})
     >>> prep = prepare("y ~ 1 + x + (1|g)", df, family="poisson")
-    >>> model, _, z0 = latent_model(prep)
-    >>> laplace_check(model, prep, z0, seed=1)["flags"]
+    >>> model, names, z0 = latent_model(prep)
+    >>> laplace_check(model, prep, z0, np.eye(1), names, seed=1)["flags"]
     []
     """
     theta = np.asarray(mode, dtype=float)[None]
     cond = model.conditional(theta)
     sd = np.sqrt(cond.variances()[0])
-    names = list(prep.design.names) + [
+    effects = list(prep.design.names) + [
         f"{t.name}[{lb}]" for t in prep.design.groups for lb in t.levels
     ]
     out: dict = {}
@@ -89,10 +106,10 @@ def laplace_check(model: LatentModel, prep: Prepared, mode: np.ndarray, seed: in
     if affordable(model, 1):
         ratio = np.abs(mean_shift(model, cond)[0]) / np.where(sd > 0, sd, np.inf)
         at = int(np.argmax(ratio))
-        out.update(max_shift_sd=float(ratio[at]), max_shift_at=names[at])
+        out.update(max_shift_sd=float(ratio[at]), max_shift_at=effects[at])
         if ratio[at] > SHIFT_MAX:
             flags.append(
-                f"the simplified-Laplace shift of {names[at]} is {ratio[at]:.2f} of its sd "
+                f"the simplified-Laplace shift of {effects[at]} is {ratio[at]:.2f} of its sd "
                 f"(limit {SHIFT_MAX})"
             )
     counts = separated(model)
@@ -101,15 +118,38 @@ def laplace_check(model: LatentModel, prep: Prepared, mode: np.ndarray, seed: in
         if c > SEPARATED_MAX * t.n_levels:
             flags.append(
                 f"{c} of {t.n_levels} levels of {t.name} are separated (all 0, all 1 or no "
-                "count)"
+                f"count; limit {SEPARATED_MAX:.0%})"
             )
-    khat = importance_check(model, cond, theta, CHECK_DRAWS, seed)
+    khat, _ = importance_check(model, cond, theta, CHECK_DRAWS, seed)
     out["khat"] = khat
     if khat > KHAT_MAX:
         flags.append(
             f"the importance weights of the Gaussian conditional have Pareto k-hat {khat:.2f} "
             f"(limit {KHAT_MAX})"
         )
+    if len(names):
+        # the error e of the log marginal, linear in z = chol^-1 (theta - mode) with slope g,
+        # moves z's posterior mean by g, theta's by chol g
+        g = np.zeros(len(names))
+        for i in range(len(names)):
+            ends = theta + np.array([[1.0], [-1.0]]) * chol[:, i]
+            with np.errstate(all="ignore"):
+                e = [
+                    importance_check(model, model.conditional(t[None]), t[None], CHECK_DRAWS, seed)[
+                        1
+                    ]
+                    for t in ends
+                ]
+            g[i] = (e[0] - e[1]) / 2 if np.all(np.isfinite(e)) else 0.0
+        moved = (chol @ g) / np.sqrt(np.diag(chol @ chol.T))
+        out["theta_slope"] = g.tolist()
+        out["theta_shift_sd"] = dict(zip(names, moved.tolist(), strict=True))
+        at = int(np.argmax(np.abs(moved)))
+        if abs(moved[at]) > THETA_SHIFT_MAX:
+            flags.append(
+                f"the Laplace marginal's error moves {names[at]} by {moved[at]:+.2f} of its sd "
+                f"(limit {THETA_SHIFT_MAX})"
+            )
     out["flags"] = flags
     return out
 
@@ -194,6 +234,17 @@ def latent_model(
         log_prior,
     )
     return model, names, np.array(start)
+
+
+def _tilt(weights, points, grid, check) -> np.ndarray:
+    """The theta points' weights times exp of the Laplace marginal's error, linear in
+    ``z = chol^-1 (theta - mode)`` with the slope :func:`laplace_check` estimated (its
+    curvature, extrapolated to the grid's far points, made the marginals worse)."""
+    if "theta_slope" not in check:
+        return weights
+    z = np.linalg.solve(grid.chol, (points - grid.mode).T).T
+    w = weights * np.exp(z @ np.array(check["theta_slope"]))
+    return w / w.sum()
 
 
 def _cell_variance(post) -> np.ndarray:
@@ -298,6 +349,10 @@ def fit_laplace(
     for m in grid.warnings:
         warnings.warn(m, PoolwiseWarning, stacklevel=4)
         messages.append(m)
+    check = None
+    if method == "laplace" and model.likelihood != "normal":
+        check = laplace_check(model, prep, grid.mode, grid.chol, names, CHECK_SEED)
+        weights = _tilt(weights, points, grid, check)
     cond = model.conditional_at(points)
     if affordable(model, len(points)):
         cond = shifted(model, cond)[0]
@@ -384,8 +439,7 @@ def fit_laplace(
     info.update({k: v for k, v in getattr(grid, "info", {}).items() if k != "range_sd"})
     if prep.skipped:
         info["identifiability"] = prep.skipped
-    if method == "laplace" and model.likelihood != "normal":
-        check = laplace_check(model, prep, grid.mode, seed)
+    if check is not None:
         info["laplace_check"] = check
         if check["flags"] and not route:
             messages.append(
