@@ -26,6 +26,8 @@ the Pareto k-hat of the weights ``p(x, y | theta) / N(x; x*, Sigma)`` (Vehtari e
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .latent import Conditional, LatentModel, loglik
@@ -176,8 +178,6 @@ def importance_check(
 def shifted(model: LatentModel, cond: Conditional) -> tuple[Conditional, np.ndarray]:
     """The conditional with its modes moved by :func:`mean_shift` (the shifts' means), in
     batches of points that keep the cells' dense blocks within ``CHUNK_FLOATS``."""
-    from dataclasses import replace
-
     K = cond.x.shape[0]
     size = max(1, CHUNK_FLOATS // (model.structure.n * (model.structure.m + 2)))
     shift = np.concatenate(
