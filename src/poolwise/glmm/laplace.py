@@ -17,7 +17,10 @@ central composite design; the asymptotic normal for ``eb``).
 Binomial and Poisson effects are Gaussians given theta shifted by the simplified-Laplace mean
 correction (:mod:`poolwise.engines.skewness`), so the mixtures' moments and intervals, and the
 draws, carry the conditionals' skewness to first order; :func:`laplace_check` is the engine's
-accuracy check (``method="auto"`` goes to NUTS where it flags).
+accuracy check (``method="auto"`` goes to NUTS where it flags). Its importance sampling (fixed
+draws, so the tables stay the same on every seed) also estimates the error of theta's Laplace
+marginal along each axis of its curvature; ``laplace`` tilts the theta points' weights by that
+error's linear part.
 """
 
 from __future__ import annotations
