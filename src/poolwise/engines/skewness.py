@@ -154,23 +154,23 @@ def importance_check(
     from scipy.special import logsumexp
 
     rng = np.random.default_rng([seed, 15])
-    z = rng.standard_normal((1, cond.x.shape[1], draws))
-    u = cond.factor.sample(z)[0].T  # (draws, dim): one solve with every draw as a column
-    if cond.V is not None:
-        lam = np.linalg.solve(cond.M[0], cond.constraints @ u.T)
-        u = u - (cond.V[0] @ lam).T
     s = model.structure
     sigma = None if model.sigma_index is None else np.exp(theta[:, model.sigma_index])
     _, _, w = loglik(model.likelihood, model.stats, model.offset + s.eta(cond.x), sigma)
     q = model.prior_precision(theta)
     top = model.log_joint(cond.x, theta)[0]
     logw = np.empty(draws)
-    step = max(1, CHUNK_FLOATS // s.n)  # draws whose cells' arrays fit at once
+    step = max(1, CHUNK_FLOATS // max(s.n, s.dim))  # draws whose arrays fit at once
     for a in range(0, draws, step):
-        ua = u[a : a + step]
-        quad = (w * s.eta(ua) ** 2).sum(axis=1) + (q * ua**2).sum(axis=1)
-        joint = model.log_joint(cond.x + ua, np.repeat(theta, len(ua), axis=0))
-        logw[a : a + step] = joint - top + 0.5 * quad
+        r = min(step, draws - a)
+        # one solve with every draw as a column
+        u = cond.factor.sample(rng.standard_normal((1, s.dim, r)))[0].T
+        if cond.V is not None:
+            lam = np.linalg.solve(cond.M[0], cond.constraints @ u.T)
+            u = u - (cond.V[0] @ lam).T
+        quad = (w * s.eta(u) ** 2).sum(axis=1) + (q * u**2).sum(axis=1)
+        joint = model.log_joint(cond.x + u, np.repeat(theta, r, axis=0))
+        logw[a : a + r] = joint - top + 0.5 * quad
     khat = array_stats.pareto_khat(logw[None], log_weights=True, tail="right")
     return float(khat), float(logsumexp(logw) - np.log(draws))
 

@@ -75,6 +75,16 @@ THETA_SHIFT_MAX = 0.2
 SEPARATED_MAX = 0.5
 
 
+def _marginal_error(model: LatentModel, theta: np.ndarray, seed: int) -> float:
+    """log p(y | theta) less its Laplace approximation, by importance sampling (NaN where the
+    effects' curvature cannot be factored)."""
+    with np.errstate(all="ignore"):
+        try:
+            return importance_check(model, model.conditional(theta), theta, CHECK_DRAWS, seed)[1]
+        except np.linalg.LinAlgError:
+            return np.nan
+
+
 def laplace_check(
     model: LatentModel,
     prep: Prepared,
@@ -137,13 +147,7 @@ def laplace_check(
         g = np.zeros(len(names))
         for i in range(len(names)):
             ends = theta + np.array([[1.0], [-1.0]]) * chol[:, i]
-            with np.errstate(all="ignore"):
-                e = [
-                    importance_check(model, model.conditional(t[None]), t[None], CHECK_DRAWS, seed)[
-                        1
-                    ]
-                    for t in ends
-                ]
+            e = [_marginal_error(model, t[None], seed) for t in ends]
             g[i] = (e[0] - e[1]) / 2 if np.all(np.isfinite(e)) else 0.0
         moved = (chol @ g) / np.sqrt(np.diag(chol @ chol.T))
         out["theta_slope"] = g.tolist()
