@@ -19,6 +19,7 @@ from .intervals import (
     beta_terms,
     gamma_terms,
     kernel_terms,
+    normal_cdf,
     solve_hdi,
     solve_quantile,
 )
@@ -276,15 +277,15 @@ def _normal_sums(
 ) -> tuple[np.ndarray, ...]:
     """The weighted sums over normal components (rows of ``mean`` and ``sd``, which are
     overwritten) of their CDF, density and the density's first and second derivatives at x:
-    the mixture's costliest case, one ndtr and one exp an element, computed in place (a large
-    temporary costs as much as the arithmetic, in fresh memory)."""
+    the mixture's costliest case, one exp and one rational function an element, computed in
+    place (a large temporary costs as much as the arithmetic, in fresh memory)."""
     inv = np.divide(1.0, sd, out=sd)
     z = np.subtract(x, mean, out=mean)
     z *= inv
-    cdf = weights @ special.ndtr(z)
     pdf = np.multiply(z, z, out=np.empty_like(z))
     pdf *= -0.5
     np.exp(pdf, out=pdf)
+    cdf = weights @ normal_cdf(z, pdf)
     pdf *= inv
     w = weights * INV_SQRT_2PI
     f = w @ pdf
