@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -162,10 +163,23 @@ class ExpandedPosterior:
     collapsed: CollapsedLocation
 
     def __post_init__(self) -> None:
-        self.points, self.weights = self.collapsed.expand(self.reduced.points, self.reduced.weights)
         self.info = {**self.reduced.info, "mu": "integrated in closed form"}
         self.warnings = self.reduced.warnings
         self.boundary: tuple[int, ...] = ()
+
+    @cached_property
+    def _expanded(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.collapsed.expand(self.reduced.points, self.reduced.weights)
+
+    @property
+    def points(self) -> np.ndarray:
+        """Points z of every hyperparameter: Gauss–Hermite nodes of mu at each grid point (made
+        when first asked for: the tables need only the grid and mu's normals)."""
+        return self._expanded[0]
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self._expanded[1]
 
     @property
     def point(self) -> bool:

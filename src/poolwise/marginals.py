@@ -113,6 +113,26 @@ class _Grid:
         return mean, 1.0 / precision
 
 
+def hyper_moments(
+    model: PoolModel, posterior: GridPosterior | ExpandedPosterior, names: list[str]
+) -> dict[str, tuple[float, float]]:
+    """Posterior mean and sd of each hyperparameter in ``names``, over the grid's points (mu,
+    where integrated in closed form, from its normal conditionals at each point)."""
+    g = _Grid(model, posterior)
+    weights, points = g.grid.weights, g.grid.points
+    p = model.params(g.full(points))
+    out = {}
+    for name in names:
+        if g.expanded and name == "mu":
+            centre, spread = g.mu_normals(points)
+        else:
+            centre, spread = p[name][:, 0], 0.0
+        mean = float(weights @ centre)
+        var = float(weights @ ((centre - mean) ** 2 + spread))
+        out[name] = mean, math.sqrt(max(var, 0.0))
+    return out
+
+
 def hyper_marginals(
     model: PoolModel, posterior: GridPosterior | ExpandedPosterior, names: list[str], prob: float
 ) -> dict[str, tuple[float, float, float]]:

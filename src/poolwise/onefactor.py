@@ -27,6 +27,7 @@ from .marginals import (
     TAIL_AT,
     group_intervals,
     hyper_marginals,
+    hyper_moments,
     missing_moments,
     theta_mixture,
 )
@@ -213,18 +214,16 @@ def _group_moments(run: Run):
 def _population(run: Run, prob: float) -> pd.DataFrame:
     """The hyperparameters' table: mean, sd (missing where they do not exist), median and HDI."""
     model, post = run.model, run.posterior
-    names = [n for n in model.family.supports if n in model.params(post.points[:1])]
+    names = [n for n in model.family.supports if n in model.params(np.zeros((1, model.dim)))]
     rows = {}
     if post.point:
         rows = point_rows(model, post, names, prob)
     else:
-        p_grid = model.params(post.points)
+        moments = hyper_moments(model, post, names)
         marginals = hyper_marginals(model, post, names, prob)
         missing = missing_moments(model, post, run.tails, names)
         for n in names:
-            g = p_grid[n][:, 0]
-            mean = float(post.weights @ g)
-            sd = float(np.sqrt(max(post.weights @ (g - mean) ** 2, 0.0)))
+            mean, sd = moments[n]
             no_mean, no_sd = missing[n]
             rows[n] = (np.nan if no_mean else mean, np.nan if no_sd else sd, *marginals[n])
     table = pd.DataFrame.from_dict(
