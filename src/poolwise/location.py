@@ -51,6 +51,17 @@ class CollapsedLocation:
     def _full(self, reduced: np.ndarray, z_mu: np.ndarray) -> np.ndarray:
         return np.insert(np.atleast_2d(reduced), self.index, z_mu, axis=1)
 
+    @cached_property
+    def _columns(self) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """The estimates' weighted mean (sums of squares about it: no cancellation), the columns
+        whose weighted sums over groups of 1 / V_j :meth:`mu_given` takes, and the excess term."""
+        w = self.model.total_weights
+        est, excess = self.model.family.location_estimates(self.model.total_stats)
+        center = float(np.average(est, weights=np.broadcast_to(w, est.shape)))
+        d = est - center
+        columns = np.stack([w, w * d, w * d**2] + ([] if excess is None else [w * excess]), 1)
+        return center, columns, excess
+
     def mu_given(
         self, reduced: np.ndarray, likelihood: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -65,12 +76,8 @@ class CollapsedLocation:
         k = reduced.shape[0]
         model, w = self.model, self.model.total_weights
         pooled = model.pooling == "complete"
-        est, excess = model.family.location_estimates(model.total_stats)
-        # sums of squares about the estimates' mean: no cancellation
-        center = float(np.average(est, weights=np.broadcast_to(w, est.shape)))
-        d, prior_d = est - center, self.prior_mean - center
-        # the weighted sums over groups of 1 / V_j times each of these columns
-        columns = np.stack([w, w * d, w * d**2] + ([] if excess is None else [w * excess]), 1)
+        center, columns, excess = self._columns
+        prior_d = self.prior_mean - center
         mean, precision = np.empty(k), np.empty(k)
         log_lik = np.empty(k) if likelihood else None
         for sl in _chunks(k, w.size):
