@@ -48,8 +48,13 @@ class CollapsedLocation:
     def names(self) -> tuple[str, ...]:
         return tuple(n for n in self.model.names if n != "mu")
 
-    def _full(self, reduced: np.ndarray, z_mu: np.ndarray) -> np.ndarray:
-        return np.insert(np.atleast_2d(reduced), self.index, z_mu, axis=1)
+    def _full(self, reduced: np.ndarray, z_mu: np.ndarray | float) -> np.ndarray:
+        """Points z with mu's column ``z_mu`` put back (``np.insert``'s result, made directly:
+        the engines call this many times on a few points)."""
+        reduced, i = np.atleast_2d(reduced), self.index
+        out = np.empty((reduced.shape[0], reduced.shape[1] + 1))
+        out[:, :i], out[:, i], out[:, i + 1 :] = reduced[:, :i], z_mu, reduced[:, i:]
+        return out
 
     @cached_property
     def _columns(self) -> tuple[float, np.ndarray, np.ndarray | None]:
