@@ -38,10 +38,10 @@ METHODS = ("auto", "exact", "eb")
 # beyond this many groups, "auto" uses empirical Bayes: the hyperparameter posterior is then so
 # narrow that conditioning on its mode changes nothing visible, and the grid would cost seconds
 AUTO_EB_GROUPS = 20_000
-# (points x groups) elements per pass of the groups' moments: one pass for all but the largest
-# grids (its few large arrays, reused by the group HDIs' smaller ones, keep the allocator from
-# mapping those afresh at every fit)
-MOMENT_CHUNK = 1 << 22
+# (points x groups) elements per pass of the groups' moments: one pass for a few dozen groups
+# (whose mu normals the tables then reuse), megabyte arrays for more (a thousand groups' moments
+# in one pass of 20 MB arrays took half as long again as in passes of 1 MB)
+MOMENT_CHUNK = 1 << 17
 
 
 @dataclass
