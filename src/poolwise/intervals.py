@@ -109,9 +109,10 @@ def normal_cdf(z: np.ndarray, gauss: np.ndarray | None = None) -> np.ndarray:
     low = _horner(TAIL_P, t)
     low /= _horner(TAIL_Q, t)
     low *= np.exp(-0.5 * z * z) if gauss is None else gauss
-    out = np.subtract(1.0, low, out=t)
-    np.copyto(out, low, where=z < 0)
-    return out
+    # Phi(z) = 1 - low above zero, low below: [z >= 0] - copysign(low, z), without a masked copy
+    # or np.where (each several times as slow as the rest together); -0.0 counts as below
+    out = np.copysign(low, z, out=t)
+    return np.subtract(~np.signbit(z), out, out=out)
 
 
 def _solve2(f_lo, f_hi, g_lo, g_hi, det, r1, r2):
