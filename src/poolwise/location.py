@@ -43,6 +43,7 @@ class CollapsedLocation:
     prior_mean: float
     prior_precision: float
     _last: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _kept_columns: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -56,16 +57,20 @@ class CollapsedLocation:
         out[:, :i], out[:, i], out[:, i + 1 :] = reduced[:, :i], z_mu, reduced[:, i:]
         return out
 
-    @cached_property
+    @property
     def _columns(self) -> tuple[float, np.ndarray, np.ndarray | None]:
         """The estimates' weighted mean (sums of squares about it: no cancellation), the columns
-        whose weighted sums over groups of 1 / V_j :meth:`mu_given` takes, and the excess term."""
-        w = self.model.total_weights
-        est, excess = self.model.family.location_estimates(self.model.total_stats)
-        center = float(np.average(est, weights=np.broadcast_to(w, est.shape)))
-        d = est - center
-        columns = np.stack([w, w * d, w * d**2] + ([] if excess is None else [w * excess]), 1)
-        return center, columns, excess
+        whose weighted sums over groups of 1 / V_j :meth:`mu_given` takes, and the excess term;
+        kept while the model's totals are the same objects."""
+        stats, w = self.model.total_stats, self.model.total_weights
+        kept = self._kept_columns
+        if kept is None or kept[0] is not stats or kept[1] is not w:
+            est, excess = self.model.family.location_estimates(stats)
+            center = float(np.average(est, weights=np.broadcast_to(w, est.shape)))
+            d = est - center
+            columns = np.stack([w, w * d, w * d**2] + ([] if excess is None else [w * excess]), 1)
+            kept = self._kept_columns = (stats, w, (center, columns, excess))
+        return kept[2]
 
     def mu_given(
         self, reduced: np.ndarray, likelihood: bool = True
