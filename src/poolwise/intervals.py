@@ -96,8 +96,8 @@ def _horner(coefficients: tuple[float, ...], t: np.ndarray) -> np.ndarray:
 def normal_cdf(z: np.ndarray, gauss: np.ndarray | None = None) -> np.ndarray:
     """The standard normal distribution function, elementwise, to an absolute error below
     3e-16 (what a mixture's distribution function needs; the far lower tail, below 1e-12, only
-    to a relative 1e-5); ``gauss``: exp(-z²/2), where already at hand. NumPy alone, and as fast
-    as scipy.special.ndtr: a fit of normal groups never imports scipy.special.
+    to a relative 1e-5); ``gauss``: exp(-z²/2), where already at hand. NumPy alone, about as
+    fast as scipy.special.ndtr: a fit of normal groups need not import scipy.special.
 
     Example
     -------
