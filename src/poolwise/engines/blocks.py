@@ -25,6 +25,7 @@ Interface (used by :mod:`poolwise.engines.latent`): ``Structure(X, terms)`` once
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -121,6 +122,12 @@ class Structure:
             + self.m**2
             + (levels * self.m if self.C_pattern is None else 2 * self.C_pattern.nnz)
         )
+
+    @cached_property
+    def R_dense(self) -> np.ndarray | None:
+        """R as a dense (cells, m) array where the points are batched (else None), formed on
+        first use."""
+        return self.R.toarray() if self.batched else None
 
     def _cross_pattern(self):
         """C = Z_e' diag(W v) R as a product with the cells' weights: the sparse (entries x
