@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -271,12 +270,6 @@ def test_bernoulli_with_small_levels_agrees_with_reference():
     _close(fit, "bernoulli_small", rows)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("POOLWISE_SLOW_TESTS"),
-    reason="three group sds on a 3-d grid of ~35,000 Newton solves on 600 cells (~20 s): the "
-    "slope and sds agree, but plain Laplace puts the intercept 0.36 posterior sd from the "
-    "reference (0.278 against 0.264), beyond the criterion; run with POOLWISE_SLOW_TESTS=1",
-)
 def test_poisson_with_three_factors_agrees_with_reference():
     sds = {f"1|{f}_sigma": HalfNormal(1) for f in ("a", "b", "a:c")}
     fit = poolwise.fit(
