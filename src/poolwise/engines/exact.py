@@ -20,8 +20,8 @@ EDGE_TOL = 1e-7
 # a grid is accepted when the grid with every other point left out has the same moments to this
 # share of the sd: that difference is the coarse grid's error, and the accepted grid's own error is
 # far smaller (the trapezoid's error on a smooth density falls exponentially with the number of
-# points: halving the spacing about squares it)
-MOMENT_TOL = 1e-3
+# points: halving the spacing about squares it); a caller may pass another
+MOMENT_TOL = 2e-4
 START_POINTS = {1: 41, 2: 25, 3: 13}
 MAX_POINTS = 400_000
 MAX_WIDEN = 12
@@ -65,15 +65,12 @@ class GridPosterior:
         return self.mode + np.sinh(v) @ self.chol.T
 
 
-def _grid(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The integer coordinates (K, d) of the grid from ``lo`` to ``hi`` (each (d,), inclusive)."""
-    mesh = np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi, strict=True)], indexing="ij")
-    return np.stack([m.ravel() for m in mesh], axis=1)
-
-
-def _keys(idx: np.ndarray) -> np.ndarray:
-    """One integer per row of integer coordinates (|coordinate| < 2^20, d <= 3)."""
-    return ((idx + (1 << 20)) * (1 << 21) ** np.arange(idx.shape[1])).sum(axis=1)
+def _grid(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points in v (K, d), spacing (d,) and integer indices (K, d) of an n^d grid."""
+    mesh = np.meshgrid(*[np.arange(n)] * lo.size, indexing="ij")
+    idx = np.stack([m.ravel() for m in mesh], axis=1)
+    h = (hi - lo) / (n - 1)
+    return lo + idx * h, h, idx
 
 
 def _weights(lp: np.ndarray) -> np.ndarray:
@@ -109,8 +106,10 @@ def _check_tails(log_density: LogDensity, mode: np.ndarray, names: tuple[str, ..
             )
 
 
-def fit(model: Target) -> GridPosterior:
-    """Quadrature of the model's posterior density, ``exp(log_posterior)``, over R^d (d <= 3).
+def fit(model: Target, moment_tol: float = MOMENT_TOL) -> GridPosterior:
+    """Quadrature of the model's posterior density, ``exp(log_posterior)``, over R^d (d <= 3),
+    refined until the moments of the grid and of its every other point agree to ``moment_tol``
+    of the sd.
 
     Example
     -------
@@ -138,33 +137,22 @@ def fit(model: Target) -> GridPosterior:
     _check_tails(log_density, mode, names)
     cov, concave = covariance(hessian(log_density, mode))
     chol = np.linalg.cholesky(cov)
-    # the grid's points are v = idx * h for integer coordinates idx (v = 0 at the mode): widening
-    # adds rows at an edge and refining halves h, so every point evaluated stays on later grids
-    half = (START_POINTS[d] - 1) // 2
-    h = np.full(d, START_HALF_WIDTH / half)
-    lo, hi = np.full(d, -half), np.full(d, half)
-    seen_idx, seen_lp = np.zeros((0, d), dtype=np.int64), np.zeros(0)
+    n = START_POINTS[d]
+    lo, hi = np.full(d, -START_HALF_WIDTH), np.full(d, START_HALF_WIDTH)
 
-    def evaluate():
-        """The grid's coordinates, points in v and u, and log densities; only the points not
-        evaluated before are."""
-        nonlocal seen_idx, seen_lp
-        idx = _grid(lo, hi)
-        v = idx * h
+    def evaluate(lo, hi, n, coarse_lp=None):
+        """The grid, and its weights; a refined grid's every other point is the coarse grid's,
+        whose log densities ``coarse_lp`` are not evaluated again."""
+        v, h, idx = _grid(lo, hi, n)
         u = np.sinh(v)
-        order = np.argsort(_keys(seen_idx))
-        keys = _keys(seen_idx)[order]
-        at = np.searchsorted(keys, _keys(idx))
-        old = at < keys.size
-        old[old] = keys[at[old]] == _keys(idx)[old]
+        new = slice(None) if coarse_lp is None else np.any(idx % 2 == 1, axis=1)
         lp = np.empty(len(v))
-        lp[old] = seen_lp[order[at[old]]]
-        new = ~old
+        if coarse_lp is not None:
+            lp[~new] = coarse_lp
         lp[new] = log_density(mode + u[new] @ chol.T) + np.log(np.cosh(v[new])).sum(axis=1)
-        seen_idx, seen_lp = idx, lp
-        return idx, v, u, lp
+        return v, u, h, idx, lp
 
-    idx, v, u, lp = evaluate()
+    v, u, h, idx, lp = evaluate(lo, hi, n)
     w = _weights(lp)
     edge = {}
     for _ in range(MAX_WIDEN):
@@ -172,19 +160,18 @@ def fit(model: Target) -> GridPosterior:
             break
         widened = False
         edge = {}
-        rows = 2 * np.ceil(WIDEN_STEP / (2 * h)).astype(np.int64)  # even: the nesting holds
         for i in range(d):
-            low_mass, high_mass = w[idx[:, i] == lo[i]].sum(), w[idx[:, i] == hi[i]].sum()
+            low_mass, high_mass = w[idx[:, i] == 0].sum(), w[idx[:, i] == n - 1].sum()
             edge[(names[i], "low")], edge[(names[i], "high")] = low_mass, high_mass
             if low_mass > EDGE_TOL:
-                lo[i] -= rows[i]
+                lo[i] -= WIDEN_STEP
                 widened = True
             if high_mass > EDGE_TOL:
-                hi[i] += rows[i]
+                hi[i] += WIDEN_STEP
                 widened = True
         if not widened:
             break
-        idx, v, u, lp = evaluate()
+        v, u, h, idx, lp = evaluate(lo, hi, n)
         w = _weights(lp)
     if not np.all(np.isfinite(w)):
         raise ValueError("the hyperparameter posterior could not be evaluated on the grid")
@@ -200,23 +187,22 @@ def fit(model: Target) -> GridPosterior:
         coarse = np.all(idx % 2 == 0, axis=1)
         m_f, s_f = _moments(u, w)
         m_c, s_c = _moments(u[coarse], w[coarse] / w[coarse].sum())
-        agree = np.all(np.abs(m_f - m_c) <= MOMENT_TOL * s_f) and np.all(
-            np.abs(s_f - s_c) <= MOMENT_TOL * s_f
+        agree = np.all(np.abs(m_f - m_c) <= moment_tol * s_f) and np.all(
+            np.abs(s_f - s_c) <= moment_tol * s_f
         )
-        if agree or np.prod(2 * (hi - lo) + 1) > MAX_POINTS:
+        if agree or (2 * n - 1) ** d > MAX_POINTS:
             if not agree:
                 warnings.append("the quadrature grid could not be refined to full accuracy")
             break
-        h, lo, hi, seen_idx = h / 2, 2 * lo, 2 * hi, 2 * seen_idx
-        idx, v, u, lp = evaluate()
+        n = 2 * n - 1
+        v, u, h, idx, lp = evaluate(lo, hi, n, lp)
         w = _weights(lp)
     keep = w > 1e-14 * w.max()
     info = {
         "grid_points": int(u.shape[0]),
-        "points_per_dim": int((hi - lo).max() + 1),
+        "points_per_dim": n,
         "range_sd": {
-            name: (float(np.sinh(lo[i] * h[i])), float(np.sinh(hi[i] * h[i])))
-            for i, name in enumerate(names)
+            name: (float(np.sinh(lo[i])), float(np.sinh(hi[i]))) for i, name in enumerate(names)
         },
         "edge_mass": float(max(edge.values(), default=0.0)),
         "concave_mode": concave,

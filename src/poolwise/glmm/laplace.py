@@ -52,6 +52,10 @@ from .setup import Prepared, groups_table
 
 # at most this many hyperparameters are integrated on a grid; more by a central composite design
 GRID_MAX = 3
+# the grid is refined until its coarse half's moments agree to this share of the sd: every
+# point is a Newton solve, and the effects' tables are mixtures whose moments the accepted grid
+# gives far more closely (the sds' intervals carry the cells' smoothing, O(spacing^2))
+GRID_MOMENT_TOL = 1e-3
 # the share of the mass, in the lightest theta points, that the intervals leave out
 INTERVAL_SHARE = 1e-8
 
@@ -347,8 +351,11 @@ def fit_laplace(
         keep, coarse = np.arange(1), None
         grid = post
     else:
-        engine = ENGINES["exact" if d <= GRID_MAX else "ccd"]
-        grid = engine(Density(model.log_marginal, z0, tuple(names)))
+        target = Density(model.log_marginal, z0, tuple(names))
+        if d <= GRID_MAX:
+            grid = ENGINES["exact"](target, moment_tol=GRID_MOMENT_TOL)
+        else:
+            grid = ENGINES["ccd"](target)
         keep = prune(grid.weights)
         weights = grid.weights[keep] / grid.weights[keep].sum()
         points = grid.points[keep]
