@@ -268,26 +268,43 @@ def _cell_variance(post) -> np.ndarray:
     return (jac**2).sum(axis=2) / 12
 
 
-def _mixture_rows(weights, means, variances, prob, link="identity", coarse=None, median=True):
-    """mean, sd, median (NaN unless ``median``), HDI of each column of a normal mixture (on
-    ``link``'s scale); ``coarse``: the components of the grid before its last refinement (a first
-    pass). Moments are exact over every component; the intervals leave out the lightest
-    components, together ``INTERVAL_SHARE`` of the mass (an end moves by about that share of
-    the sd)."""
+def _hyper_rows(weights, points, var, prob, gridded):
+    """The sds' rows (mean, sd, median, HDI): on a grid, each point smoothed over its cell by the
+    fourth-order kernel (moments up to the third kept: the intervals' error is O(spacing^4)),
+    the cell's normal where that kernel's interval is unsound; else each point's normal."""
+    if not gridded:
+        return _mixture_rows(weights, points, var, prob, link="log")[:5]
+    rows = _mixture_rows(weights, points, 12 * var, prob, link="log", kind="kernel")
+    bad = ~rows[5]
+    if bad.any():
+        normal = _mixture_rows(weights, points[:, bad], var[:, bad], prob, link="log")
+        for row, fallback in zip(rows[2:5], normal[2:5], strict=True):
+            row[bad] = fallback
+    return rows[:5]
+
+
+def _mixture_rows(
+    weights, means, variances, prob, link="identity", coarse=None, median=True, kind="normal"
+):
+    """mean, sd, median (NaN unless ``median``), HDI of each column of a normal (or ``kind``
+    "kernel") mixture (on ``link``'s scale), and whether each HDI is sound; ``coarse``: the
+    components of the grid before its last refinement (a first pass). Moments are exact over
+    every component; the intervals leave out the lightest components, together
+    ``INTERVAL_SHARE`` of the mass (an end moves by about that share of the sd)."""
     m = weights @ means
     var = np.maximum(weights @ (variances + means**2) - m**2, 0.0)
     keep = prune(weights, INTERVAL_SHARE)
     w = weights[keep] / weights[keep].sum()
-    mix = Mixture.of("normal", w, means[keep], variances[keep], link)
+    mix = Mixture.of(kind, w, means[keep], variances[keep], link)
     coarse = None if coarse is None else coarse[keep]
     with np.errstate(over="ignore"):  # a sd at its boundary: a log-scale spread without end
-        lo, hi, _ = mix.hdi(prob, *hdi_normal(m, var, prob), coarse)
+        lo, hi, sound = mix.hdi(prob, *hdi_normal(m, var, prob), coarse)
         mid = mix.quantile(0.5, m) if median else np.full(m.shape, np.nan)
     if link == "log":
         x = np.exp(means)
         m = weights @ x
         var = np.maximum(weights @ x**2 - m**2, 0.0)
-    return m, np.sqrt(var), mid, lo, hi
+    return m, np.sqrt(var), mid, lo, hi, sound
 
 
 def _draws(post, weights, keep, cond, n_draws, seed):
@@ -385,13 +402,14 @@ def fit_laplace(
     lo_name, hi_name = hdi_names(hdi_prob)
     rows = {}
     p = len(design.names)
-    m, sd, med, lo, hi = _mixture_rows(
+    m, sd, med, lo, hi, _ = _mixture_rows(
         weights, cond.x[:, :p], x_var[:, :p], hdi_prob, coarse=coarse
     )
     for j, name in enumerate(design.names):
         rows[name] = (m[j], sd[j], med[j], lo[j], hi[j])
     if d:
-        hm, hsd, hmed, hlo, hhi = _mixture_rows(weights, points, var, hdi_prob, link="log")
+        gridded = method != "eb" and d <= GRID_MAX
+        hm, hsd, hmed, hlo, hhi = _hyper_rows(weights, points, var, hdi_prob, gridded)
         if method == "eb":
             hm = hmed = np.exp(points[0])
             hsd = hm * np.sqrt(var[0])
@@ -427,7 +445,7 @@ def fit_laplace(
     s = model.structure
     for j, (t, off) in enumerate(zip(design.groups, s.offsets, strict=True)):
         cols = slice(off, off + t.n_levels)
-        tm, tsd, _, tlo, thi = _mixture_rows(
+        tm, tsd, _, tlo, thi, _ = _mixture_rows(
             weights, cond.x[:, cols], x_var[:, cols], hdi_prob, coarse=coarse, median=False
         )
         summaries[t.name] = (tm, tsd, tlo, thi)
