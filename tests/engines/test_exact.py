@@ -159,9 +159,11 @@ def test_quadrature_of_a_skewed_density_is_exact():
     assert post.weights @ np.exp(post.points[:, 0]) == pytest.approx(shape / rate, rel=1e-8)
 
 
-def test_refined_grid_reuses_the_coarse_points_exactly():
+@pytest.mark.parametrize("by_rows", [False, True])
+def test_refined_grid_reuses_the_coarse_points_exactly(by_rows):
     # a correlated, skewed 2-d density that needs widening and refinement; the weights must be
-    # those of evaluating the density afresh at every returned point (sinh map's Jacobian too)
+    # those of evaluating the density afresh at every returned point (sinh map's Jacobian too),
+    # also where the widening adds rows and keeps the points before it
     def log_density(z):
         x, y = z[:, 0], z[:, 1] - 0.8 * z[:, 0]
         return 3.0 * x - 2.0 * np.exp(x) - 0.5 * (y / 0.3) ** 2
@@ -172,7 +174,7 @@ def test_refined_grid_reuses_the_coarse_points_exactly():
         evaluated.append(z.copy())
         return log_density(z)
 
-    post = exact.fit(Density(counted, np.zeros(2)))
+    post = exact.fit(Density(counted, np.zeros(2)), widen_by_rows=by_rows)
     assert post.info["points_per_dim"] > 25  # refined at least once
     lp = log_density(post.points) + np.log(np.cosh(post.grid)).sum(axis=1)
     fresh = np.exp(lp - lp.max())

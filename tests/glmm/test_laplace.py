@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -271,11 +270,6 @@ def test_bernoulli_with_small_levels_agrees_with_reference():
     _close(fit, "bernoulli_small", rows)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("POOLWISE_SLOW_TESTS"),
-    reason="three group sds: a 3-d grid of Newton solves on 600 cells, ~100 s on two shared "
-    "cores (it passes); run with POOLWISE_SLOW_TESTS=1",
-)
 def test_poisson_with_three_factors_agrees_with_reference():
     sds = {f"1|{f}_sigma": HalfNormal(1) for f in ("a", "b", "a:c")}
     fit = poolwise.fit(

@@ -65,9 +65,10 @@ class GridPosterior:
         return self.mode + np.sinh(v) @ self.chol.T
 
 
-def _grid(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points in v (K, d), spacing (d,) and integer indices (K, d) of an n^d grid."""
-    mesh = np.meshgrid(*[np.arange(n)] * lo.size, indexing="ij")
+def _grid(lo: np.ndarray, hi: np.ndarray, n: np.ndarray):
+    """Points in v (K, d), spacing (d,) and integer indices (K, d) of a grid of n[i] points from
+    lo[i] to hi[i] in each dimension."""
+    mesh = np.meshgrid(*[np.arange(k) for k in n], indexing="ij")
     idx = np.stack([m.ravel() for m in mesh], axis=1)
     h = (hi - lo) / (n - 1)
     return lo + idx * h, h, idx
@@ -106,10 +107,13 @@ def _check_tails(log_density: LogDensity, mode: np.ndarray, names: tuple[str, ..
             )
 
 
-def fit(model: Target, moment_tol: float = MOMENT_TOL) -> GridPosterior:
+def fit(
+    model: Target, moment_tol: float = MOMENT_TOL, widen_by_rows: bool = False
+) -> GridPosterior:
     """Quadrature of the model's posterior density, ``exp(log_posterior)``, over R^d (d <= 3),
     refined until the moments of the grid and of its every other point agree to ``moment_tol``
-    of the sd.
+    of the sd. ``widen_by_rows``: an edge with mass gains rows at the grid's spacing, its points
+    so far kept (for a costly density), instead of the grid stretching over the wider range.
 
     Example
     -------
@@ -137,18 +141,19 @@ def fit(model: Target, moment_tol: float = MOMENT_TOL) -> GridPosterior:
     _check_tails(log_density, mode, names)
     cov, concave = covariance(hessian(log_density, mode))
     chol = np.linalg.cholesky(cov)
-    n = START_POINTS[d]
+    n = np.full(d, START_POINTS[d])
     lo, hi = np.full(d, -START_HALF_WIDTH), np.full(d, START_HALF_WIDTH)
 
-    def evaluate(lo, hi, n, coarse_lp=None):
-        """The grid, and its weights; a refined grid's every other point is the coarse grid's,
-        whose log densities ``coarse_lp`` are not evaluated again."""
+    def evaluate(lo, hi, n, known=None):
+        """The grid, and its weights; the points of ``known`` (indices on this grid, log
+        densities: the points of a grid before refinement or before rows were added) are not
+        evaluated again."""
         v, h, idx = _grid(lo, hi, n)
         u = np.sinh(v)
-        new = slice(None) if coarse_lp is None else np.any(idx % 2 == 1, axis=1)
-        lp = np.empty(len(v))
-        if coarse_lp is not None:
-            lp[~new] = coarse_lp
+        lp = np.full(len(v), np.nan)
+        if known is not None:
+            lp[np.ravel_multi_index(tuple(known[0].T), n)] = known[1]
+        new = np.isnan(lp)
         lp[new] = log_density(mode + u[new] @ chol.T) + np.log(np.cosh(v[new])).sum(axis=1)
         return v, u, h, idx, lp
 
@@ -160,18 +165,26 @@ def fit(model: Target, moment_tol: float = MOMENT_TOL) -> GridPosterior:
             break
         widened = False
         edge = {}
+        known = idx.copy() if widen_by_rows else None
+        top = n - 1
         for i in range(d):
-            low_mass, high_mass = w[idx[:, i] == 0].sum(), w[idx[:, i] == n - 1].sum()
+            low_mass, high_mass = w[idx[:, i] == 0].sum(), w[idx[:, i] == top[i]].sum()
             edge[(names[i], "low")], edge[(names[i], "high")] = low_mass, high_mass
+            # by rows: an even number at the spacing (the points so far kept, the nesting too)
+            rows = 2 * int(np.ceil(WIDEN_STEP / (2 * h[i])))
             if low_mass > EDGE_TOL:
-                lo[i] -= WIDEN_STEP
+                lo[i] -= rows * h[i] if widen_by_rows else WIDEN_STEP
                 widened = True
+                if widen_by_rows:
+                    n[i] += rows
+                    known[:, i] += rows
             if high_mass > EDGE_TOL:
-                hi[i] += WIDEN_STEP
+                hi[i] += rows * h[i] if widen_by_rows else WIDEN_STEP
                 widened = True
+                n[i] += rows if widen_by_rows else 0
         if not widened:
             break
-        v, u, h, idx, lp = evaluate(lo, hi, n)
+        v, u, h, idx, lp = evaluate(lo, hi, n, None if known is None else (known, lp))
         w = _weights(lp)
     if not np.all(np.isfinite(w)):
         raise ValueError("the hyperparameter posterior could not be evaluated on the grid")
@@ -190,17 +203,17 @@ def fit(model: Target, moment_tol: float = MOMENT_TOL) -> GridPosterior:
         agree = np.all(np.abs(m_f - m_c) <= moment_tol * s_f) and np.all(
             np.abs(s_f - s_c) <= moment_tol * s_f
         )
-        if agree or (2 * n - 1) ** d > MAX_POINTS:
+        if agree or np.prod(2 * n - 1) > MAX_POINTS:
             if not agree:
                 warnings.append("the quadrature grid could not be refined to full accuracy")
             break
         n = 2 * n - 1
-        v, u, h, idx, lp = evaluate(lo, hi, n, lp)
+        v, u, h, idx, lp = evaluate(lo, hi, n, (2 * idx, lp))
         w = _weights(lp)
     keep = w > 1e-14 * w.max()
     info = {
         "grid_points": int(u.shape[0]),
-        "points_per_dim": n,
+        "points_per_dim": int(n.max()),
         "range_sd": {
             name: (float(np.sinh(lo[i])), float(np.sinh(hi[i]))) for i, name in enumerate(names)
         },

@@ -370,7 +370,7 @@ def fit_laplace(
     else:
         target = Density(model.log_marginal, z0, tuple(names))
         if d <= GRID_MAX:
-            grid = ENGINES["exact"](target, moment_tol=GRID_MOMENT_TOL)
+            grid = ENGINES["exact"](target, moment_tol=GRID_MOMENT_TOL, widen_by_rows=True)
         else:
             grid = ENGINES["ccd"](target)
         keep = prune(grid.weights)
