@@ -24,17 +24,27 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
 from ..engines import ENGINES, Density
-from ..engines.aghq import FAMILIES, NODES, LevelModel, beta_laplace, sample_levels
+from ..engines.aghq import (
+    FAMILIES,
+    NODES,
+    BetaLaplace,
+    LevelModel,
+    beta_laplace,
+    quadrature,
+    sample_levels,
+)
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
 from ..fitdata import RegressionData
+from ..mixture import prune
 from ..priors import Flat, Normal
+from .laplace import _cell_variance, _mixture_rows, mixture_record
 from .model import ModelPlan, prior_scale
-from .sampling import draws_record
 from .setup import Prepared
 
 # common effects with which beta's Gaussian (p x p, per sd point) is the model's
@@ -44,6 +54,10 @@ BOUND_FRACTION = 0.8
 # (the grid's mass there stands for the mass cut off beyond: 1e-4 of it moves a mean by about
 # 1e-4 times its distance, a few posterior sds, well inside the quadrature's own tolerance)
 BOUND_MASS = 1e-4
+# about this many points of beta's Gauss–Hermite rule at each sd (see beta_rule)
+BETA_POINTS = 25
+# (beta, sd) rows x levels x nodes x cells a level in one batch of the tables' quadrature
+CHUNK = 1 << 21
 
 
 class Declined(ValueError):
@@ -106,9 +120,14 @@ def fit_aghq(
     reason: str | None = None,
     nodes: int | None = None,
 ) -> RegressionData:
-    """Fit the prepared model by adaptive Gauss–Hermite quadrature (``method="laplace"``):
-    tables from ``draws`` independent draws. Raises :class:`Declined` where the model is not
-    this engine's (see :func:`why_not`).
+    """Fit the prepared model by adaptive Gauss–Hermite quadrature (``method="laplace"``).
+    Raises :class:`Declined` where the model is not this engine's (see :func:`why_not`).
+
+    The tables come from the quadrature itself: every row is a mixture over the sd's grid
+    points of normals with the row's exact moments given the sd (beta's Gaussian integrated by
+    a Gauss–Hermite rule, each level's effect by its own nodes), so the same data give the same
+    tables whatever the seed; the ``draws`` (exact given the grid) serve ranks, plots and
+    ``to_arviz``.
 
     Example
     -------
@@ -127,39 +146,60 @@ def fit_aghq(
         seed = int(np.random.SeedSequence().entropy % (2**63))
     start = time.perf_counter()
     nodes = nodes or NODES
-    samples, facts, notes = _sample(prep, draws, np.random.default_rng([seed, 15]), nodes)
+    post = _posterior(prep, nodes)
+    rows, summaries = _tables(prep, post, hdi_prob, nodes)
+    samples = _sample(prep, post, draws, np.random.default_rng([seed, 15]))
     what = prep.cells.likelihood
     info = {
         "engine": "aghq",
         "seconds": time.perf_counter() - start,
         "cells": prep.design.n_cells,
-        **facts,
+        **post.facts,
     }
     default = (
         f"one scalar grouping factor of a {what} regression: each level's effect integrated by "
         f"adaptive Gauss–Hermite, {nodes} nodes; the common effects Gaussian given the group sd "
         "(Laplace on that exact likelihood); the sd by adaptive quadrature"
     )
-    prep = replace(prep, messages=[*prep.messages, *notes])
-    for m in notes:
+    for m in post.warnings:
         warnings.warn(m, PoolwiseWarning, stacklevel=3)
-    return draws_record(
+    gterm = prep.design.groups[0]
+    return mixture_record(
         prep,
+        rows,
+        summaries,
+        {gterm.name: (post.sds, post.weights)},
         {k: v[None] for k, v in samples.items()},
-        hdi_prob,
-        int(seed),
-        "laplace",
-        f"{reason}; {default}" if reason else default,
-        info,
-        mcmc=False,
+        hdi_prob=hdi_prob,
+        seed=seed,
+        method="laplace",
+        reason=f"{reason}; {default}" if reason else default,
+        info=info,
+        messages=[*prep.messages, *post.warnings],
     )
 
 
-def _sample(
-    prep: Prepared, draws: int, rng: np.random.Generator, nodes: int
-) -> tuple[dict[str, np.ndarray], dict, list[str]]:
-    """Draws of the common effects, the group sd (when it has a prior) and the level effects
-    (draws, J), with the engine's facts and its warnings."""
+@dataclass(frozen=True)
+class SdPosterior:
+    """The group sd's posterior on its grid (sorted): ``sds`` (S,), ``weights`` (S,), ``spread``
+    (S,) each point's variance in log sd (its quadrature cell's; zero for a fixed sd),
+    ``coarse`` the points of the grid before its last refinement (or None), ``beta`` beta's
+    Gaussian at each point; the model, the engine's facts and warnings."""
+
+    model: LevelModel
+    sds: np.ndarray
+    weights: np.ndarray
+    spread: np.ndarray
+    coarse: np.ndarray | None
+    beta: BetaLaplace
+    nodes: int
+    facts: dict
+    warnings: list[str]
+    grid: object = None
+
+
+def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
+    """The sd's grid and beta's Gaussian at each of its points."""
     plan, design = prep.plan, prep.design
     why = why_not(plan)
     if why is not None:
@@ -198,51 +238,158 @@ def _sample(
         return fit, ok
 
     facts: dict = {"nodes": nodes}
-    warnings: list[str] = []
     if term.sd is not None:
-        sd_draws = np.full(draws, float(term.sd))
-        fit, ok = conditional(np.array([term.sd]))
+        sds = np.array([float(term.sd)])
+        fit, ok = conditional(sds)
         if not ok.all():
             raise Declined(
                 f"the fixed sd of {term.name} is too large for its zero-sum effects "
                 f"(sd^2 >= levels x the intercept's prior variance)"
             )
+        one = np.ones(1)
+        return SdPosterior(model, sds, one, np.zeros(1), None, fit, nodes, facts, [])
+    sd_prior = term.sd_prior
+
+    def log_density(z: np.ndarray) -> np.ndarray:
+        sd = np.exp(z[:, 0])
+        # the grid's search reaches far sds (e^40), where exp overflows: those points'
+        # density is zero
+        with np.errstate(over="ignore", invalid="ignore"):
+            fit, ok = conditional(sd)
+        with np.errstate(divide="ignore"):
+            lp = np.asarray(sd_prior.logpdf(sd), dtype=float) + z[:, 0] + fit.log_marginal
+        return np.where(ok & np.isfinite(lp), lp, -np.inf)
+
+    name = gterm.sigma_name
+    z0 = np.array([math.log(prior_scale(sd_prior))])
+    post = ENGINES["exact"](Density(log_density, z0, (name,)))
+    if intercept_var is not None:
+        near = np.exp(2 * post.points[:, 0]) > BOUND_FRACTION * J * intercept_var
+        if post.weights[near].sum() > BOUND_MASS:
+            raise Declined(
+                f"the posterior of {name} reaches sd^2 = levels x the intercept's prior "
+                "variance, beyond which zero-sum effects have no independent form"
+            )
+    keep = prune(post.weights)
+    keep = keep[np.argsort(post.points[keep, 0])]
+    sds = np.exp(post.points[keep, 0])
+    fit, _ = conditional(sds)
+    coarse = None if post.coarse is None else post.coarse[keep]
+    facts |= {"grid_points": int(post.info["grid_points"]), "sd_grid": keep.size}
+    return SdPosterior(
+        model,
+        sds,
+        post.weights[keep] / post.weights[keep].sum(),
+        _cell_variance(post)[keep, 0],
+        coarse,
+        fit,
+        nodes,
+        facts,
+        list(post.warnings),
+        post,
+    )
+
+
+@cache
+def beta_rule(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """A product Gauss–Hermite rule for the standard normal in p dimensions: points (B, p) and
+    weights (B,); at least 2 nodes a dimension (exact for every quadratic), at most 5, about
+    ``BETA_POINTS`` points in all.
+
+    Example
+    -------
+    >>> u, w = beta_rule(2)
+    >>> u.shape, round(float(w @ u[:, 0] ** 2), 12)
+    ((25, 2), 1.0)
+    """
+    n = min(5, max(2, int(round(BETA_POINTS ** (1.0 / p)))))
+    t, w = np.polynomial.hermite.hermgauss(n)
+    axes = np.meshgrid(*[t * math.sqrt(2.0)] * p, indexing="ij")
+    weights = np.prod(np.meshgrid(*[w / math.sqrt(math.pi)] * p, indexing="ij"), axis=0)
+    return np.stack([a.reshape(-1) for a in axes], axis=1), weights.reshape(-1)
+
+
+def _moments(prep: Prepared, post: SdPosterior) -> tuple[np.ndarray, np.ndarray]:
+    """Each reported effect's mean and variance given the sd, at every grid point: (S, p + J)
+    each, the common effects then the levels (as reported: zero-sum deviations and the
+    intercept they move). Given (beta, sd) the levels are independent with moments from their
+    nodes; beta's Gaussian is integrated by :func:`beta_rule`."""
+    model, fit = post.model, post.beta
+    plan = prep.plan
+    S, p = fit.mode.shape
+    u, w = beta_rule(p)
+    B, J = len(w), model.n_levels
+    chol = _chol_cov(fit.hessian)
+    mean = np.empty((S, p + J))
+    second = np.empty((S, p + J))
+    step = max(1, CHUNK // (B * J * post.nodes * max(1, model.block or 1)))
+    for lo in range(0, S, step):
+        sl = slice(lo, min(lo + step, S))
+        n = sl.stop - sl.start
+        beta = fit.mode[sl, None, :] + np.einsum("spq,bq->sbp", chol[sl], u)
+        q = quadrature(
+            model,
+            beta.reshape(-1, p),
+            np.repeat(post.sds[sl], B),
+            post.nodes,
+            np.repeat(fit.quadrature.modes[sl], B, axis=0),
+        )
+        e = (q.weights * q.nodes).sum(axis=2)
+        v = (q.weights * (q.nodes - e[..., None]) ** 2).sum(axis=2)
+        beta = beta.reshape(-1, p)
+        beta_var = np.zeros_like(beta)
+        if plan.terms[0].zero_sum:
+            bar, var_bar = e.mean(axis=1), v.sum(axis=1) / J**2
+            beta[:, plan.intercept] += bar
+            beta_var[:, plan.intercept] = var_bar
+            e = e - bar[:, None]
+            v = v * (1.0 - 2.0 / J) + var_bar[:, None]
+        values = np.concatenate([beta, e], axis=1).reshape(n, B, -1)
+        var = np.concatenate([beta_var, v], axis=1).reshape(n, B, -1)
+        mean[sl] = np.einsum("b,sbk->sk", w, values)
+        second[sl] = np.einsum("b,sbk->sk", w, var + values**2)
+    return mean, np.maximum(second - mean**2, 0.0)
+
+
+def _tables(prep: Prepared, post: SdPosterior, hdi_prob: float, nodes: int):
+    """The population rows (name: mean, sd, median, HDI) and the levels' (mean, sd, HDI)."""
+    design, gterm = prep.design, prep.design.groups[0]
+    p = len(design.names)
+    mean, var = _moments(prep, post)
+    w, coarse = post.weights, post.coarse
+    m, sd, med, lo, hi = _mixture_rows(w, mean[:, :p], var[:, :p], hdi_prob, coarse=coarse)
+    rows = {name: (m[i], sd[i], med[i], lo[i], hi[i]) for i, name in enumerate(design.names)}
+    if prep.plan.terms[0].sd is None:
+        z = np.log(post.sds)[:, None]
+        row = _mixture_rows(w, z, post.spread[:, None], hdi_prob, link="log")
+        rows[gterm.sigma_name] = tuple(float(a[0]) for a in row)
+    tm, tsd, _, tlo, thi = _mixture_rows(
+        w, mean[:, p:], var[:, p:], hdi_prob, coarse=coarse, median=False
+    )
+    return rows, {gterm.name: (tm, tsd, tlo, thi)}
+
+
+def _sample(
+    prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Draws of the common effects, the group sd (when it has a prior) and the level effects
+    (draws, J): the sd within its grid's cells, beta from its Gaussian there, every level's
+    effect exactly from its conditional."""
+    plan, gterm = prep.plan, prep.design.groups[0]
+    term, fit = plan.terms[0], post.beta
+    if term.sd is not None:
+        sd_draws = np.full(draws, float(term.sd))
         modes, chols = fit.mode[[0] * draws], _chol_cov(fit.hessian)[[0] * draws]
         level_start = fit.quadrature.modes[[0] * draws]
     else:
-        sd_prior = term.sd_prior
-
-        def log_density(z: np.ndarray) -> np.ndarray:
-            sd = np.exp(z[:, 0])
-            # the grid's search reaches far sds (e^40), where exp overflows: those points'
-            # density is zero
-            with np.errstate(over="ignore", invalid="ignore"):
-                fit, ok = conditional(sd)
-            with np.errstate(divide="ignore"):
-                lp = np.asarray(sd_prior.logpdf(sd), dtype=float) + z[:, 0] + fit.log_marginal
-            return np.where(ok & np.isfinite(lp), lp, -np.inf)
-
-        name = gterm.sigma_name
-        z0 = np.array([math.log(prior_scale(sd_prior))])
-        post = ENGINES["exact"](Density(log_density, z0, (name,)))
-        warnings += post.warnings
-        grid = np.sort(post.points[:, 0])
-        if intercept_var is not None:
-            near = np.exp(2 * post.points[:, 0]) > BOUND_FRACTION * J * intercept_var
-            if post.weights[near].sum() > BOUND_MASS:
-                raise Declined(
-                    f"the posterior of {name} reaches sd^2 = levels x the intercept's prior "
-                    "variance, beyond which zero-sum effects have no independent form"
-                )
-        fit, _ = conditional(np.exp(grid))
-        z = post.sample(rng, draws)[:, 0]
+        grid = np.log(post.sds)
+        z = post.grid.sample(rng, draws)[:, 0]
         sd_draws = np.exp(z)
         modes = _interp(z, grid, fit.mode)
         chols = _interp(z, grid, _chol_cov(fit.hessian))
         level_start = _interp(z, grid, fit.quadrature.modes)
-        facts |= {"grid_points": int(post.info["grid_points"]), "sd_grid": grid.size}
     beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
-    effects = sample_levels(model, beta, sd_draws, rng, start=level_start)
+    effects = sample_levels(post.model, beta, sd_draws, rng, start=level_start)
     if term.zero_sum:
         shift = effects.mean(axis=1)
         beta[:, plan.intercept] += shift
@@ -251,7 +398,7 @@ def _sample(
     if term.sd is None:
         out[gterm.sigma_name] = sd_draws
     out[gterm.name] = effects
-    return out, facts, warnings
+    return out
 
 
 def _chol_cov(hessian: np.ndarray) -> np.ndarray:
