@@ -307,13 +307,46 @@ def beta_laplace(
     return BetaLaplace(beta, H, log_marginal, q)
 
 
-def _log_f(model, eta0, prec, b):
-    """A level's log density (up to a constant) and its derivative at b (S, J, A)."""
-    ll, r, _ = model.cell_terms(eta0[..., None] + b[:, model.codes, :])
-    return (
+def mode_slopes(
+    model: LevelModel, beta: np.ndarray, modes: np.ndarray, sd: np.ndarray
+) -> np.ndarray:
+    """How each level's mode (``modes`` (B, J) at the rows of ``beta`` (B, p) and ``sd``
+    (B,)) moves with beta: d b_j* / d beta = -sum_{i in j} w_i x_i / h_j (the score equation
+    differentiated), (B, J, p).
+
+    Example
+    -------
+    >>> m = LevelModel.build("poisson", [4.0], None, np.ones((1, 1)), np.zeros(1), [0], 1)
+    >>> b, _ = level_modes(m, np.zeros((1, 1)), np.array([1e6]))
+    >>> round(float(mode_slopes(m, np.zeros((1, 1)), b, np.array([1e6]))[0, 0, 0]), 6)
+    -1.0
+    """
+    eta0 = model.offset + np.atleast_2d(beta) @ model.X.T
+    _, w = model.cell_terms(eta0 + modes[:, model.codes], value=False)
+    h = model.by_level(w, 1) + 1.0 / np.asarray(sd, dtype=float).reshape(-1, 1) ** 2
+    return -model.by_level(w[..., None] * model.X, 1) / h[..., None]
+
+
+def _log_f(model, eta0, prec, b, curvature=False):
+    """A level's log density (up to a constant) and its derivative at b (S, J, A), and minus
+    its second derivative where ``curvature``."""
+    ll, r, w = model.cell_terms(eta0[..., None] + b[:, model.codes, :])
+    out = (
         model.by_level(ll, 1) - 0.5 * prec[:, None, None] * b**2,
         model.by_level(r, 1) - prec[:, None, None] * b,
     )
+    return out + (model.by_level(w, 1) + prec[:, None, None],) if curvature else out
+
+
+def _envelope(model, eta0, prec, centre, h):
+    """Tangents of each level's log density at ``centre`` +- TANGENT sds (of curvature ``h``)
+    and at the centre: points (S, J, 3), values and slopes; ``valid`` where the side slopes
+    point to the centre (the envelope then has finite mass)."""
+    d = TANGENT / np.sqrt(h)
+    x = centre[..., None] + np.stack([-d, np.zeros_like(d), d], -1)
+    f, g = _log_f(model, eta0, prec, x)
+    valid = (g[..., 0] > 0) & (g[..., 2] < 0) & np.isfinite(f).all(-1) & np.isfinite(d)
+    return x, f, g, valid
 
 
 def sample_levels(
@@ -324,9 +357,10 @@ def sample_levels(
     start: np.ndarray | None = None,
 ) -> np.ndarray:
     """One exact draw of every level's effect from its conditional given each (beta, sd) row:
-    (S, J). Rejection sampling from the envelope of tangents at fixed points around the mode
-    (the log density is concave, so its tangents lie above it), repeated for the rejected.
-    ``start``: the levels' modes, roughly (S, J).
+    (S, J). Rejection sampling from the envelope of three tangents (the log density is
+    concave, so its tangents lie above it): at ``start`` (roughly the levels' modes, (S, J))
+    moved by one Newton step, and 1.2 sds (of the curvature at the start) either side; where
+    those miss the mode, the mode is found first. Rejected draws are drawn again.
 
     Example
     -------
@@ -338,20 +372,36 @@ def sample_levels(
     sd = np.asarray(sd, dtype=float).reshape(-1)
     prec = 1.0 / sd**2
     eta0 = model.offset + np.atleast_2d(beta) @ model.X.T
-    mode, h = level_modes(model, eta0, sd, start)
-    # tangents at mode - d (slope gl > 0), the mode (flat) and mode + d (slope gr < 0); they
-    # cross at mode - d + (f0 - fl) / gl and mode + d + (f0 - fr) / gr
-    d = TANGENT / np.sqrt(h)
-    x = mode[..., None] + np.stack([-d, np.zeros_like(d), d], -1)
-    f, g = _log_f(model, eta0, prec, x)
-    fl, f0, fr = f[..., 0] - f[..., 1], 0.0, f[..., 2] - f[..., 1]
-    gl, gr = g[..., 0], g[..., 2]
-    left, right = -d - fl / gl, d - fr / gr  # the flat piece, around the mode
-    # masses relative to the mode's density: the two exponential tails and the flat piece
-    masses = np.stack([1.0 / gl, right - left, -1.0 / gr], -1)
+    centre = np.zeros((eta0.shape[0], model.n_levels)) if start is None else start
+    _, g, h = _log_f(model, eta0, prec, centre[..., None], curvature=True)
+    centre = centre + np.clip(g[..., 0] / h[..., 0], -MAX_STEP, MAX_STEP)
+    x, f, g, valid = _envelope(model, eta0, prec, centre, h[..., 0])
+    if not valid.all():
+        rows = np.flatnonzero(~valid.all(axis=1))
+        mode, h = level_modes(model, eta0[rows], sd[rows], centre[rows])
+        x[rows], f[rows], g[rows], _ = _envelope(model, eta0[rows], prec[rows], mode, h)
+    # the tangents k = 0, 1, 2 (values relative to the centre's) cross at z01 and z12: the
+    # envelope is tangent 0 up to z01, tangent 1 to z12, tangent 2 beyond
+    centre_f = f[..., 1].copy()
+    f = f - centre_f[..., None]
+    z01 = (f[..., 1] - f[..., 0] + g[..., 0] * x[..., 0] - g[..., 1] * x[..., 1]) / (
+        g[..., 0] - g[..., 1]
+    )
+    z12 = (f[..., 2] - f[..., 1] + g[..., 1] * x[..., 1] - g[..., 2] * x[..., 2]) / (
+        g[..., 1] - g[..., 2]
+    )
+    at01, at12 = g[..., 1] * (z01 - x[..., 1]), g[..., 1] * (z12 - x[..., 1])
+    width = z12 - z01
+    flat = np.abs(g[..., 1] * width) < 1e-8
+    g1 = np.where(flat, 1.0, g[..., 1])
+    growth = np.where(flat, g[..., 1] * width, np.expm1(g1 * width))  # e^{g1 width} - 1
+    middle = np.where(flat, width, growth / g1)
+    masses = np.stack(
+        [np.exp(at01) / g[..., 0], np.exp(at01) * middle, -np.exp(at12) / g[..., 2]], -1
+    )
     cum = np.cumsum(masses, -1)
-    out = np.empty_like(mode)
-    todo = np.ones(mode.shape, dtype=bool)
+    out = np.empty_like(centre)
+    todo = np.ones(centre.shape, dtype=bool)
     while todo.any():
         rows = np.flatnonzero(todo.any(axis=1))
         sub = todo[rows]
@@ -359,24 +409,22 @@ def sample_levels(
         c = cum[rows]
         seg = (c < u[..., :1] * c[..., -1:]).sum(-1)
         r = u[..., 1]
-        with np.errstate(divide="ignore"):
-            y = np.where(
-                seg == 0,
-                left[rows] + np.log(r) / gl[rows],
-                np.where(
-                    seg == 1,
-                    left[rows] + r * (right[rows] - left[rows]),
-                    right[rows] + np.log(r) / gr[rows],
-                ),
+        a, b, gr = z01[rows], z12[rows], g[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mid = np.where(
+                flat[rows], a + r * width[rows], a + np.log1p(r * growth[rows]) / g1[rows]
             )
-        envelope = np.where(
-            seg == 0,
-            f0 + gl[rows] * (y - left[rows]),
-            np.where(seg == 1, f0, f0 + gr[rows] * (y - right[rows])),
+            draw = np.where(
+                seg == 0,
+                a + np.log(r) / gr[..., 0],
+                np.where(seg == 1, mid, b + np.log(r) / gr[..., 2]),
+            )
+        xk, fk, gk = (
+            np.take_along_axis(a_, seg[..., None], -1)[..., 0] for a_ in (x[rows], f[rows], gr)
         )
-        draw = mode[rows] + y
+        envelope = fk + gk * (draw - xk)
         fd, _ = _log_f(model, eta0[rows], prec[rows], draw[..., None])
-        accept = sub & (np.log(u[..., 2]) <= fd[..., 0] - f[rows][..., 1] - envelope)
+        accept = sub & (np.log(u[..., 2]) <= fd[..., 0] - centre_f[rows] - envelope)
         block = out[rows]
         block[accept] = draw[accept]
         out[rows] = block

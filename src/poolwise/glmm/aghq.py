@@ -33,12 +33,13 @@ from ..engines import ENGINES, Density
 from ..engines.aghq import (
     FAMILIES,
     NODES,
-    BetaLaplace,
     LevelModel,
     beta_laplace,
+    mode_slopes,
     quadrature,
     sample_levels,
 )
+from ..engines.exact import GridPosterior
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
 from ..fitdata import RegressionData
 from ..mixture import prune
@@ -54,8 +55,10 @@ BOUND_FRACTION = 0.8
 # (the grid's mass there stands for the mass cut off beyond: 1e-4 of it moves a mean by about
 # 1e-4 times its distance, a few posterior sds, well inside the quadrature's own tolerance)
 BOUND_MASS = 1e-4
-# about this many points of beta's Gauss–Hermite rule at each sd (see beta_rule)
-BETA_POINTS = 25
+# beta's Gauss–Hermite rule at each sd takes 3 nodes a dimension up to this many common
+# effects (27 points), 2 beyond: on the reference models the 3-node rule's moments are within
+# 4e-5 sd of a 5-node rule's (see beta_rule)
+BETA_DIMS = 3
 # (beta, sd) rows x levels x nodes x cells a level in one batch of the tables' quadrature
 CHUNK = 1 << 21
 
@@ -183,19 +186,32 @@ def fit_aghq(
 class SdPosterior:
     """The group sd's posterior on its grid (sorted): ``sds`` (S,), ``weights`` (S,), ``spread``
     (S,) each point's variance in log sd (its quadrature cell's; zero for a fixed sd),
-    ``coarse`` the points of the grid before its last refinement (or None), ``beta`` beta's
-    Gaussian at each point; the model, the engine's facts and warnings."""
+    ``coarse`` the points of the grid before its last refinement (or None); at each point
+    beta's Gaussian, ``mode`` (S, p) and ``hessian`` (S, p, p), and the levels' modes there
+    (S, J) with their slopes in beta (S, J, p); the model, the quadrature's nodes, the
+    engine's facts and warnings, its grid and the points' coordinates on it, ``v`` (both None
+    for a fixed sd)."""
 
     model: LevelModel
     sds: np.ndarray
     weights: np.ndarray
     spread: np.ndarray
     coarse: np.ndarray | None
-    beta: BetaLaplace
+    mode: np.ndarray
+    hessian: np.ndarray
+    levels: np.ndarray
+    slopes: np.ndarray
     nodes: int
     facts: dict
     warnings: list[str]
-    grid: object = None
+    grid: GridPosterior | None = None
+    v: np.ndarray | None = None
+
+    def level_starts(self, at: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """The levels' modes at the points ``at`` (indices, (B,)) moved to ``beta`` (B, p) along
+        their slopes: a start for their Newton (exact to second order in the step)."""
+        step = beta - self.mode[at]
+        return self.levels[at] + np.einsum("bjp,bp->bj", self.slopes[at], step)
 
 
 def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
@@ -222,6 +238,8 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         return prec, ok
 
     seen: dict[str, np.ndarray] = {}
+    # each sd's fit (beta's mode, its Hessian, the levels' modes), for the grid's points
+    fits: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def conditional(sd: np.ndarray):
         """beta's Gaussian at each sd, started from the modes found at the nearest sds so far."""
@@ -235,19 +253,38 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
             z = np.log(sd[good])
             order = np.argsort(z)
             seen["z"], seen["mode"] = z[order], fit.mode[good][order]
-        return fit, ok
+        for i in np.flatnonzero(good):
+            fits[float(sd[i])] = (fit.mode[i], fit.hessian[i], fit.quadrature.modes[i])
+        return fit.log_marginal, ok
+
+    def record(sds: np.ndarray, **grid) -> SdPosterior:
+        """The posterior with the fits at ``sds`` (those not met on the grid computed now)."""
+        missing = np.array([float(v) not in fits for v in sds])
+        if missing.any():
+            conditional(sds[missing])
+        mode, hessian, levels = (np.array([fits[float(v)][k] for v in sds]) for k in range(3))
+        slopes = mode_slopes(model, mode, levels, sds)
+        return SdPosterior(
+            model,
+            sds,
+            mode=mode,
+            hessian=hessian,
+            levels=levels,
+            slopes=slopes,
+            nodes=nodes,
+            **grid,
+        )
 
     facts: dict = {"nodes": nodes}
     if term.sd is not None:
         sds = np.array([float(term.sd)])
-        fit, ok = conditional(sds)
-        if not ok.all():
+        if not conditional(sds)[1].all():
             raise Declined(
                 f"the fixed sd of {term.name} is too large for its zero-sum effects "
                 f"(sd^2 >= levels x the intercept's prior variance)"
             )
         one = np.ones(1)
-        return SdPosterior(model, sds, one, np.zeros(1), None, fit, nodes, facts, [])
+        return record(sds, weights=one, spread=np.zeros(1), coarse=None, facts=facts, warnings=[])
     sd_prior = term.sd_prior
 
     def log_density(z: np.ndarray) -> np.ndarray:
@@ -255,9 +292,9 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         # the grid's search reaches far sds (e^40), where exp overflows: those points'
         # density is zero
         with np.errstate(over="ignore", invalid="ignore"):
-            fit, ok = conditional(sd)
+            log_marginal, ok = conditional(sd)
         with np.errstate(divide="ignore"):
-            lp = np.asarray(sd_prior.logpdf(sd), dtype=float) + z[:, 0] + fit.log_marginal
+            lp = np.asarray(sd_prior.logpdf(sd), dtype=float) + z[:, 0] + log_marginal
         return np.where(ok & np.isfinite(lp), lp, -np.inf)
 
     name = gterm.sigma_name
@@ -272,37 +309,32 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
             )
     keep = prune(post.weights)
     keep = keep[np.argsort(post.points[keep, 0])]
-    sds = np.exp(post.points[keep, 0])
-    fit, _ = conditional(sds)
-    coarse = None if post.coarse is None else post.coarse[keep]
     facts |= {"grid_points": int(post.info["grid_points"]), "sd_grid": keep.size}
-    return SdPosterior(
-        model,
-        sds,
-        post.weights[keep] / post.weights[keep].sum(),
-        _cell_variance(post)[keep, 0],
-        coarse,
-        fit,
-        nodes,
-        facts,
-        list(post.warnings),
-        post,
+    return record(
+        np.exp(post.points[keep, 0]),
+        weights=post.weights[keep] / post.weights[keep].sum(),
+        spread=_cell_variance(post)[keep, 0],
+        coarse=None if post.coarse is None else post.coarse[keep],
+        facts=facts,
+        warnings=list(post.warnings),
+        grid=post,
+        v=post.grid[keep, 0],
     )
 
 
 @cache
 def beta_rule(p: int) -> tuple[np.ndarray, np.ndarray]:
     """A product Gauss–Hermite rule for the standard normal in p dimensions: points (B, p) and
-    weights (B,); at least 2 nodes a dimension (exact for every quadratic), at most 5, about
-    ``BETA_POINTS`` points in all.
+    weights (B,); 3 nodes a dimension up to ``BETA_DIMS`` dimensions (exact for polynomials
+    of degree 5 in each), 2 beyond (exact for every quadratic).
 
     Example
     -------
     >>> u, w = beta_rule(2)
     >>> u.shape, round(float(w @ u[:, 0] ** 2), 12)
-    ((25, 2), 1.0)
+    ((9, 2), 1.0)
     """
-    n = min(5, max(2, int(round(BETA_POINTS ** (1.0 / p)))))
+    n = 3 if p <= BETA_DIMS else 2
     t, w = np.polynomial.hermite.hermgauss(n)
     axes = np.meshgrid(*[t * math.sqrt(2.0)] * p, indexing="ij")
     weights = np.prod(np.meshgrid(*[w / math.sqrt(math.pi)] * p, indexing="ij"), axis=0)
@@ -314,29 +346,22 @@ def _moments(prep: Prepared, post: SdPosterior) -> tuple[np.ndarray, np.ndarray]
     each, the common effects then the levels (as reported: zero-sum deviations and the
     intercept they move). Given (beta, sd) the levels are independent with moments from their
     nodes; beta's Gaussian is integrated by :func:`beta_rule`."""
-    model, fit = post.model, post.beta
-    plan = prep.plan
-    S, p = fit.mode.shape
+    model, plan = post.model, prep.plan
+    S, p = post.mode.shape
     u, w = beta_rule(p)
     B, J = len(w), model.n_levels
-    chol = _chol_cov(fit.hessian)
+    chol = _chol_cov(post.hessian)
     mean = np.empty((S, p + J))
     second = np.empty((S, p + J))
     step = max(1, CHUNK // (B * J * post.nodes * max(1, model.block or 1)))
     for lo in range(0, S, step):
         sl = slice(lo, min(lo + step, S))
         n = sl.stop - sl.start
-        beta = fit.mode[sl, None, :] + np.einsum("spq,bq->sbp", chol[sl], u)
-        q = quadrature(
-            model,
-            beta.reshape(-1, p),
-            np.repeat(post.sds[sl], B),
-            post.nodes,
-            np.repeat(fit.quadrature.modes[sl], B, axis=0),
-        )
+        at = np.repeat(np.arange(sl.start, sl.stop), B)
+        beta = (post.mode[sl, None, :] + np.einsum("spq,bq->sbp", chol[sl], u)).reshape(-1, p)
+        q = quadrature(model, beta, post.sds[at], post.nodes, post.level_starts(at, beta))
         e = (q.weights * q.nodes).sum(axis=2)
         v = (q.weights * (q.nodes - e[..., None]) ** 2).sum(axis=2)
-        beta = beta.reshape(-1, p)
         beta_var = np.zeros_like(beta)
         if plan.terms[0].zero_sum:
             bar, var_bar = e.mean(axis=1), v.sum(axis=1) / J**2
@@ -376,20 +401,19 @@ def _sample(
     (draws, J): the sd within its grid's cells, beta from its Gaussian there, every level's
     effect exactly from its conditional."""
     plan, gterm = prep.plan, prep.design.groups[0]
-    term, fit = plan.terms[0], post.beta
+    term = plan.terms[0]
     if term.sd is not None:
         sd_draws = np.full(draws, float(term.sd))
-        modes, chols = fit.mode[[0] * draws], _chol_cov(fit.hessian)[[0] * draws]
-        level_start = fit.quadrature.modes[[0] * draws]
+        at = np.zeros(draws, dtype=int)
     else:
-        grid = np.log(post.sds)
-        z = post.grid.sample(rng, draws)[:, 0]
-        sd_draws = np.exp(z)
-        modes = _interp(z, grid, fit.mode)
-        chols = _interp(z, grid, _chol_cov(fit.hessian))
-        level_start = _interp(z, grid, fit.quadrature.modes)
+        # the draw's grid point, by its weight; its sd spread within the point's cell
+        at = rng.choice(post.sds.size, size=draws, p=post.weights)
+        grid = post.grid
+        v = post.v[at] + (rng.random(draws) - 0.5) * grid.spacing[0]
+        sd_draws = np.exp(grid.mode[0] + np.sinh(v) * grid.chol[0, 0])
+    modes, chols = post.mode[at], _chol_cov(post.hessian)[at]
     beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
-    effects = sample_levels(post.model, beta, sd_draws, rng, start=level_start)
+    effects = sample_levels(post.model, beta, sd_draws, rng, start=post.level_starts(at, beta))
     if term.zero_sum:
         shift = effects.mean(axis=1)
         beta[:, plan.intercept] += shift
