@@ -185,10 +185,9 @@ def fit_aghq(
 @dataclass(frozen=True)
 class SdPosterior:
     """The group sd's posterior on its grid (sorted): ``sds`` (S,), ``weights`` (S,), ``spread``
-    (S,) each point's variance in log sd (its quadrature cell's; zero for a fixed sd),
-    ``coarse`` the points of the grid before its last refinement (or None); at each point
-    beta's Gaussian, ``mode`` (S, p) and ``hessian`` (S, p, p), and the levels' modes there
-    (S, J) with their slopes in beta (S, J, p); the model, the quadrature's nodes, the
+    (S,) each point's variance in log sd (its quadrature cell's; zero for a fixed sd); at each
+    point beta's Gaussian, ``mode`` (S, p) and ``hessian`` (S, p, p), and the levels' modes
+    there (S, J) with their slopes in beta (S, J, p); the model, the quadrature's nodes, the
     engine's facts and warnings, its grid and the points' coordinates on it, ``v`` (both None
     for a fixed sd)."""
 
@@ -196,7 +195,6 @@ class SdPosterior:
     sds: np.ndarray
     weights: np.ndarray
     spread: np.ndarray
-    coarse: np.ndarray | None
     mode: np.ndarray
     hessian: np.ndarray
     levels: np.ndarray
@@ -284,7 +282,7 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
                 f"(sd^2 >= levels x the intercept's prior variance)"
             )
         one = np.ones(1)
-        return record(sds, weights=one, spread=np.zeros(1), coarse=None, facts=facts, warnings=[])
+        return record(sds, weights=one, spread=np.zeros(1), facts=facts, warnings=[])
     sd_prior = term.sd_prior
 
     def log_density(z: np.ndarray) -> np.ndarray:
@@ -314,7 +312,6 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         np.exp(post.points[keep, 0]),
         weights=post.weights[keep] / post.weights[keep].sum(),
         spread=_cell_variance(post)[keep, 0],
-        coarse=None if post.coarse is None else post.coarse[keep],
         facts=facts,
         warnings=list(post.warnings),
         grid=post,
@@ -381,16 +378,15 @@ def _tables(prep: Prepared, post: SdPosterior, hdi_prob: float, nodes: int):
     design, gterm = prep.design, prep.design.groups[0]
     p = len(design.names)
     mean, var = _moments(prep, post)
-    w, coarse = post.weights, post.coarse
-    m, sd, med, lo, hi = _mixture_rows(w, mean[:, :p], var[:, :p], hdi_prob, coarse=coarse)
+    # (one pass on the whole grid: a first pass on its coarse half costs more on a grid this small)
+    w = post.weights
+    m, sd, med, lo, hi = _mixture_rows(w, mean[:, :p], var[:, :p], hdi_prob)
     rows = {name: (m[i], sd[i], med[i], lo[i], hi[i]) for i, name in enumerate(design.names)}
     if prep.plan.terms[0].sd is None:
         z = np.log(post.sds)[:, None]
         row = _mixture_rows(w, z, post.spread[:, None], hdi_prob, link="log")
         rows[gterm.sigma_name] = tuple(float(a[0]) for a in row)
-    tm, tsd, _, tlo, thi = _mixture_rows(
-        w, mean[:, p:], var[:, p:], hdi_prob, coarse=coarse, median=False
-    )
+    tm, tsd, _, tlo, thi = _mixture_rows(w, mean[:, p:], var[:, p:], hdi_prob, median=False)
     return rows, {gterm.name: (tm, tsd, tlo, thi)}
 
 
