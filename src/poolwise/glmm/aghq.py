@@ -7,8 +7,18 @@ Each level's effect is integrated by adaptive Gauss–Hermite quadrature
 beta is Gaussian given the sd around its conditional mode on that exact likelihood (it pools
 every level's data, so its conditional is close to normal), which also gives the sd's marginal
 (Laplace in beta only); the log sd is integrated by the adaptive quadrature of
-:mod:`poolwise.engines.exact`. Draws: the sd from its grid, beta from its Gaussian, every level's
-effect exactly from its conditional.
+:mod:`poolwise.engines.exact`.
+
+Tables, from the quadrature (no Monte Carlo noise): given the sd, each level's effect has exact
+moments at every beta (over its own nodes; the levels are independent given (beta, sd)), and
+beta's Gaussian is integrated by a product Gauss–Hermite rule (:func:`beta_rule`), which gives
+every reported effect's exact mean and variance given the sd; each row is then the mixture over
+the sd's grid points of normals with those moments: means and sds are its exact moments,
+medians and HDIs are found by root-finding on it (:class:`poolwise.mixture.Mixture`; each
+component normal, so an interval, not a moment, carries the skew left within one sd point). The
+sd's row mixes a narrow normal in log sd per grid cell. Draws, for ranks, plots and
+``to_arviz``: a grid point by its weight and the sd within its cell, beta from its Gaussian
+there, every level's effect exactly from its conditional.
 
 Zero-sum effects (the default with an intercept): NUTS samples an intercept ``a`` with prior
 N(m, s^2) and deviations ``d`` that sum to zero, N(0, sd^2 I) restricted to sum zero. Take
