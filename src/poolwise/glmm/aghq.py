@@ -69,7 +69,7 @@ BOUND_MASS = 1e-4
 # effects (27 points), 2 beyond: on the reference models the 3-node rule's moments are within
 # 4e-5 sd of a 5-node rule's (see beta_rule)
 BETA_DIMS = 3
-# (beta, sd) rows x levels x nodes x cells a level in one batch of the tables' quadrature
+# (beta, sd) rows x cells x nodes in one batch of the tables' quadrature
 CHUNK = 1 << 21
 
 
@@ -360,7 +360,7 @@ def _moments(prep: Prepared, post: SdPosterior) -> tuple[np.ndarray, np.ndarray]
     chol = _chol_cov(post.hessian)
     mean = np.empty((S, p + J))
     second = np.empty((S, p + J))
-    step = max(1, CHUNK // (B * J * post.nodes * max(1, model.block or 1)))
+    step = max(1, CHUNK // (B * len(model.y) * post.nodes))
     for lo in range(0, S, step):
         sl = slice(lo, min(lo + step, S))
         n = sl.stop - sl.start
