@@ -100,15 +100,35 @@ class LevelModel:
         (constants dropped), for eta of shape (B, cells) or (B, cells, K)."""
         shape = (-1,) + (1,) * (eta.ndim - 2)  # the cells' axis is the second
         y, n = self.y.reshape(shape), self.n.reshape(shape)
+        t = _exp_term(self.family, eta)
         if self.family == "poisson":
-            mu = np.exp(eta)
-            return ((y * eta - mu,) if value else ()) + (y - mu, mu)
-        e = np.exp(-np.abs(eta))
-        p = np.where(eta >= 0, 1.0, e) / (1.0 + e)
+            return ((_log_lik(self.family, y, n, eta, t),) if value else ()) + (y - t, t)
+        p = np.where(eta >= 0, 1.0, t) / (1.0 + t)
         derivs = (y - n * p, n * p * (1.0 - p))
         if not value:
             return derivs
-        return (y * eta - n * (np.maximum(eta, 0.0) + np.log1p(e)), *derivs)
+        return (_log_lik(self.family, y, n, eta, t), *derivs)
+
+    def level_log_lik(
+        self, eta0: np.ndarray, rows: np.ndarray, levels: np.ndarray, b: np.ndarray
+    ) -> np.ndarray:
+        """Entry e's log likelihood: the cells of level ``levels[e]`` at row ``rows[e]`` of
+        ``eta0`` (B, cells) moved by ``b[e]`` (only those cells are computed).
+
+        Example
+        -------
+        >>> m = LevelModel.build("poisson", [1.0, 2.0], None, np.ones((2, 1)), np.zeros(2),
+        ...                      [0, 1], 2)
+        >>> m.level_log_lik(np.zeros((1, 2)), np.array([0]), np.array([1]), np.array([0.0]))
+        array([-1.])
+        """
+        counts = np.diff(np.r_[self.starts, len(self.codes)])[levels]
+        entry = np.repeat(np.arange(levels.size), counts)
+        first = np.cumsum(counts) - counts
+        cells = self.starts[levels][entry] + np.arange(counts.sum()) - first[entry]
+        eta = eta0[rows[entry], cells] + b[entry]
+        ll = _log_lik(self.family, self.y[cells], self.n[cells], eta, _exp_term(self.family, eta))
+        return np.bincount(entry, weights=ll, minlength=levels.size)
 
     def by_level(self, a: np.ndarray, axis: int) -> np.ndarray:
         """Sums over each level's cells along ``axis`` (the cells' axis)."""
@@ -118,6 +138,18 @@ class LevelModel:
             shape = a.shape[:axis] + (self.n_levels, self.block) + a.shape[axis + 1 :]
             return a.reshape(shape).sum(axis=axis + 1)
         return np.add.reduceat(a, self.starts, axis=axis)
+
+
+def _exp_term(family: str, eta: np.ndarray) -> np.ndarray:
+    """exp(eta) (poisson) or exp(-|eta|) (binomial): the exponential the cells' terms share."""
+    return np.exp(eta) if family == "poisson" else np.exp(-np.abs(eta))
+
+
+def _log_lik(family: str, y, n, eta: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The cells' log likelihood (constants dropped), ``t`` their :func:`_exp_term`."""
+    if family == "poisson":
+        return y * eta - t
+    return y * eta - n * (np.maximum(eta, 0.0) + np.log1p(t))
 
 
 def level_modes(
@@ -344,15 +376,24 @@ def _log_f(model, eta0, prec, b, curvature=False):
     return out + (model.by_level(w, 1) + prec[:, None, None],) if curvature else out
 
 
-def _envelope(model, eta0, prec, centre, h):
+def _envelope(model, eta0, prec, centre, h, middle=None):
     """Tangents of each level's log density at ``centre`` +- TANGENT sds (of curvature ``h``)
-    and at the centre: points (S, J, 3), values and slopes; ``valid`` where the side slopes
-    point to the centre (the envelope then has finite mass)."""
+    and in the middle: at the centre, or at the point of ``middle`` (x, its value, its slope,
+    each (S, J)). Points (S, J, 3), values and slopes; ``valid`` where the points are in order
+    and the side slopes point inwards (the envelope then has finite mass)."""
     d = TANGENT / np.sqrt(h)
-    x = centre[..., None] + np.stack([-d, np.zeros_like(d), d], -1)
-    f, g = _log_f(model, eta0, prec, x)
-    valid = (g[..., 0] > 0) & (g[..., 2] < 0) & np.isfinite(f).all(-1) & np.isfinite(d)
-    return x, f, g, valid
+    if middle is None:
+        x = centre[..., None] + np.stack([-d, np.zeros_like(d), d], -1)
+        f, g = _log_f(model, eta0, prec, x)
+    else:
+        sides = centre[..., None] + np.stack([-d, d], -1)
+        fs, gs = _log_f(model, eta0, prec, sides)
+        x, f, g = (
+            np.stack([a[..., 0], m, a[..., 1]], -1)
+            for a, m in zip((sides, fs, gs), middle, strict=True)
+        )
+    valid = (g[..., 0] > 0) & (g[..., 2] < 0) & (x[..., 0] < x[..., 1]) & (x[..., 1] < x[..., 2])
+    return x, f, g, valid & np.isfinite(f).all(-1) & np.isfinite(d)
 
 
 def sample_levels(
@@ -364,9 +405,9 @@ def sample_levels(
 ) -> np.ndarray:
     """One exact draw of every level's effect from its conditional given each (beta, sd) row:
     (S, J). Rejection sampling from the envelope of three tangents (the log density is
-    concave, so its tangents lie above it): at ``start`` (roughly the levels' modes, (S, J))
-    moved by one Newton step, and 1.2 sds (of the curvature at the start) either side; where
-    those miss the mode, the mode is found first. Rejected draws are drawn again.
+    concave, so its tangents lie above it): at ``start`` (roughly the levels' modes, (S, J)),
+    and 1.2 sds (of the curvature there) either side of the point one Newton step on; where
+    those do not enclose the mode, the mode is found first. Rejected draws are drawn again.
 
     Example
     -------
@@ -378,10 +419,10 @@ def sample_levels(
     sd = np.asarray(sd, dtype=float).reshape(-1)
     prec = 1.0 / sd**2
     eta0 = model.offset + np.atleast_2d(beta) @ model.X.T
-    centre = np.zeros((eta0.shape[0], model.n_levels)) if start is None else start
-    _, g, h = _log_f(model, eta0, prec, centre[..., None], curvature=True)
-    centre = centre + np.clip(g[..., 0] / h[..., 0], -MAX_STEP, MAX_STEP)
-    x, f, g, valid = _envelope(model, eta0, prec, centre, h[..., 0])
+    start = np.zeros((eta0.shape[0], model.n_levels)) if start is None else start
+    f, g, h = (a[..., 0] for a in _log_f(model, eta0, prec, start[..., None], curvature=True))
+    centre = start + np.clip(g / h, -MAX_STEP, MAX_STEP)
+    x, f, g, valid = _envelope(model, eta0, prec, centre, h, (start, f, g))
     if not valid.all():
         rows = np.flatnonzero(~valid.all(axis=1))
         mode, h = level_modes(model, eta0[rows], sd[rows], centre[rows])
@@ -407,32 +448,30 @@ def sample_levels(
     )
     cum = np.cumsum(masses, -1)
     out = np.empty_like(centre)
-    todo = np.ones(centre.shape, dtype=bool)
-    while todo.any():
-        rows = np.flatnonzero(todo.any(axis=1))
-        sub = todo[rows]
-        u = rng.random(sub.shape + (3,))
-        c = cum[rows]
-        seg = (c < u[..., :1] * c[..., -1:]).sum(-1)
-        r = u[..., 1]
-        a, b, gr = z01[rows], z12[rows], g[rows]
+    rows, levels = np.nonzero(np.ones(centre.shape, dtype=bool))  # the entries to draw
+    while rows.size:
+        u = rng.random((rows.size, 3))
+        c = cum[rows, levels]
+        seg = (c < u[:, :1] * c[:, -1:]).sum(-1)
+        r = u[:, 1]
+        a, b, gr = z01[rows, levels], z12[rows, levels], g[rows, levels]
         with np.errstate(divide="ignore", invalid="ignore"):
             mid = np.where(
-                flat[rows], a + r * width[rows], a + np.log1p(r * growth[rows]) / g1[rows]
+                flat[rows, levels],
+                a + r * width[rows, levels],
+                a + np.log1p(r * growth[rows, levels]) / g1[rows, levels],
             )
             draw = np.where(
                 seg == 0,
-                a + np.log(r) / gr[..., 0],
-                np.where(seg == 1, mid, b + np.log(r) / gr[..., 2]),
+                a + np.log(r) / gr[:, 0],
+                np.where(seg == 1, mid, b + np.log(r) / gr[:, 2]),
             )
         xk, fk, gk = (
-            np.take_along_axis(a_, seg[..., None], -1)[..., 0] for a_ in (x[rows], f[rows], gr)
+            np.take_along_axis(a_[rows, levels], seg[:, None], -1)[:, 0] for a_ in (x, f, g)
         )
         envelope = fk + gk * (draw - xk)
-        fd, _ = _log_f(model, eta0[rows], prec[rows], draw[..., None])
-        accept = sub & (np.log(u[..., 2]) <= fd[..., 0] - centre_f[rows] - envelope)
-        block = out[rows]
-        block[accept] = draw[accept]
-        out[rows] = block
-        todo[rows] = sub & ~accept
+        fd = model.level_log_lik(eta0, rows, levels, draw) - 0.5 * prec[rows] * draw**2
+        accept = np.log(u[:, 2]) <= fd - centre_f[rows, levels] - envelope
+        out[rows[accept], levels[accept]] = draw[accept]
+        rows, levels = rows[~accept], levels[~accept]
     return out
