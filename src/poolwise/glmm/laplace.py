@@ -46,7 +46,7 @@ from ..fitdata import RegressionData
 from ..intervals import hdi_names, hdi_normal
 from ..mixture import Mixture, prune
 from ..priors import Flat, Normal
-from .checks import diagnose
+from .checks import boundary_notes
 from .model import prior_scale
 from .setup import Prepared, groups_table
 
@@ -398,8 +398,7 @@ def fit_laplace(
     elif model.likelihood != "normal":
         skewness = "none (the cells' dense blocks are too large)"
     x_var = cond.variances()
-    design, plan = prep.design, prep.plan
-    lo_name, hi_name = hdi_names(hdi_prob)
+    design = prep.design
     rows = {}
     p = len(design.names)
     m, sd, med, lo, hi, _ = _mixture_rows(
@@ -425,12 +424,6 @@ def fit_laplace(
             rows[name] = (hm[i], hsd[i], hmed[i], hlo[i], hhi[i])
     keep_rows = [*design.names] + [n for n in names if n != "sigma"]
     keep_rows += ["sigma"] if "sigma" in names else []
-    pop = pd.DataFrame(
-        [rows[k] for k in keep_rows],
-        index=pd.Index(keep_rows, name="parameter"),
-        columns=["mean", "sd", "median", "hdi_low", "hdi_high"],
-    )
-    pop = pop[["mean", "sd", "median", "hdi_low", "hdi_high"]]
     n_draws = max(draws, 1)
     theta, x = _draws(grid, weights, keep, cond, n_draws, seed)
     sds_at = model.sds(points)
@@ -439,9 +432,6 @@ def fit_laplace(
         all_draws[name] = x[:, design.names.index(name)].reshape(1, -1)
     for i, name in enumerate(names):
         all_draws[name] = np.exp(theta[:, i]).reshape(1, -1)
-    means = {name: rows[name][0] for name in design.names}
-    table_rows = [pop.loc[k, ["mean", "sd", "hdi_low", "hdi_high"]].to_numpy() for k in keep_rows]
-    index = list(keep_rows)
     s = model.structure
     for j, (t, off) in enumerate(zip(design.groups, s.offsets, strict=True)):
         cols = slice(off, off + t.n_levels)
@@ -449,27 +439,11 @@ def fit_laplace(
             weights, cond.x[:, cols], x_var[:, cols], hdi_prob, coarse=coarse, median=False
         )
         summaries[t.name] = (tm, tsd, tlo, thi)
-        means[t.name] = tm
         sd_values[t.name] = (sds_at[:, j], weights)
         all_draws[t.name] = x[:, cols].reshape(1, n_draws, t.n_levels)
-        table_rows += list(np.column_stack([tm, tsd, tlo, thi]))
-        index += [f"{t.name}[{lb}]" for lb in t.levels]
+    sigma2 = None
     if model.sigma_index is not None:
-        means["sigma2"] = float(weights @ np.exp(2 * points[:, model.sigma_index]))
-    table = pd.DataFrame(
-        np.column_stack([np.array(table_rows, dtype=float), np.full((len(index), 3), np.nan)]),
-        index=pd.Index(index, name="parameter"),
-        columns=["mean", "sd", lo_name, hi_name, "ess_bulk", "ess_tail", "r_hat"],
-    )
-    groups = groups_table(prep.cells, design, plan, means, summaries, sd_values)
-    sd_terms = {
-        t.sigma_name: (all_draws[t.sigma_name], prior_scale(tp.sd_prior))
-        for t, tp in zip(design.groups, plan.terms, strict=True)
-        if t.sigma_name in all_draws and method != "eb"
-    }
-    for m_ in diagnose(table, 0, n_draws, sd_terms):
-        warnings.warn(m_, PoolwiseWarning, stacklevel=4)
-        messages.append(m_)
+        sigma2 = float(weights @ np.exp(2 * points[:, model.sigma_index]))
     info = {
         "engine": method,
         "seconds": time.perf_counter() - start,
@@ -480,8 +454,6 @@ def fit_laplace(
         "skewness": skewness,
     }
     info.update({k: v for k, v in getattr(grid, "info", {}).items() if k != "range_sd"})
-    if prep.skipped:
-        info["identifiability"] = prep.skipped
     if check is not None:
         info["laplace_check"] = check
         if check["flags"] and not route:
@@ -491,7 +463,6 @@ def fit_laplace(
                 + "; method='nuts' samples the exact posterior"
             )
             warnings.warn(messages[-1], PoolwiseWarning, stacklevel=4)
-    hyper = {k: all_draws[k].reshape(-1) for k in keep_rows}
     design_kind = "a grid" if d <= GRID_MAX else "a central composite design"
     default_reason = (
         f"Laplace approximation of the effects given {d} variance parameter(s), integrated on "
@@ -500,11 +471,84 @@ def fit_laplace(
         else "empirical Bayes: the variance parameters at the maximum of their Laplace marginal "
         "likelihood, the effects conditional on them"
     )
+    return mixture_record(
+        prep,
+        {k: rows[k] for k in keep_rows},
+        summaries,
+        sd_values,
+        all_draws,
+        hdi_prob=hdi_prob,
+        seed=seed,
+        method=method,
+        reason=reason or default_reason,
+        info=info,
+        messages=messages,
+        sigma2=sigma2,
+        check_sds=method != "eb",
+    )
+
+
+def mixture_record(
+    prep: Prepared,
+    rows: dict[str, tuple[float, ...]],
+    summaries: dict[str, tuple[np.ndarray, ...]],
+    sd_values: dict[str, tuple[np.ndarray, np.ndarray]],
+    draws: dict[str, np.ndarray],
+    *,
+    hdi_prob: float,
+    seed: int,
+    method: str,
+    reason: str,
+    info: dict,
+    messages: list[str],
+    sigma2: float | None = None,
+    check_sds: bool = True,
+) -> RegressionData:
+    """The fit's record from tables computed on a mixture (no Monte Carlo noise): ``rows`` each
+    population row's (mean, sd, median, HDI low, HDI high), in order; ``summaries`` and
+    ``sd_values`` per term, as :func:`poolwise.glmm.setup.groups_table` takes them; ``draws``
+    (1, n, ...) per parameter, for the verbs; ``sigma2`` a normal outcome's residual variance
+    (its posterior mean); ``check_sds``: warn where a group sd's draws sit at zero."""
+    design, plan = prep.design, prep.plan
+    lo_name, hi_name = hdi_names(hdi_prob)
+    keep_rows = list(rows)
+    pop = pd.DataFrame(
+        [rows[k] for k in keep_rows],
+        index=pd.Index(keep_rows, name="parameter"),
+        columns=["mean", "sd", "median", "hdi_low", "hdi_high"],
+    )
+    table_rows = list(pop[["mean", "sd", "hdi_low", "hdi_high"]].to_numpy())
+    index = list(keep_rows)
+    means: dict = {name: rows[name][0] for name in design.names}
+    for t in design.groups:
+        tm, tsd, tlo, thi = summaries[t.name]
+        means[t.name] = tm
+        table_rows += list(np.column_stack([tm, tsd, tlo, thi]))
+        index += [f"{t.name}[{lb}]" for lb in t.levels]
+    if sigma2 is not None:
+        means["sigma2"] = sigma2
+    table = pd.DataFrame(
+        np.column_stack([np.array(table_rows, dtype=float), np.full((len(index), 3), np.nan)]),
+        index=pd.Index(index, name="parameter"),
+        columns=["mean", "sd", lo_name, hi_name, "ess_bulk", "ess_tail", "r_hat"],
+    )
+    groups = groups_table(prep.cells, design, plan, means, summaries, sd_values)
+    sd_terms = {
+        t.sigma_name: (draws[t.sigma_name], prior_scale(tp.sd_prior))
+        for t, tp in zip(design.groups, plan.terms, strict=True)
+        if t.sigma_name in draws and check_sds
+    }
+    messages = list(messages)
+    for m_ in boundary_notes(sd_terms):  # (a sampler's checks have nothing to say here)
+        warnings.warn(m_, PoolwiseWarning, stacklevel=5)
+        messages.append(m_)
+    if prep.skipped:
+        info["identifiability"] = prep.skipped
     return RegressionData(
         family=prep.family(keep_rows),
         pooling="partial",
         method=method,
-        method_reason=reason or default_reason,
+        method_reason=reason,
         priors=prep.used,
         groups=groups,
         population=pop,
@@ -512,13 +556,13 @@ def fit_laplace(
         n_rows=prep.cells.n_rows,
         seed=int(seed),
         observed=dict(prep.cells.stats()),
-        hyper_draws=hyper,
+        hyper_draws={k: draws[k].reshape(-1) for k in keep_rows},
         warnings=tuple(messages),
         info=info,
         formula=prep.formula,
         draws={
-            **{k: all_draws[k] for k in keep_rows},
-            **{t.name: all_draws[t.name] for t in design.groups},
+            **{k: draws[k] for k in keep_rows},
+            **{t.name: draws[t.name] for t in design.groups},
         },
         coords={t.name: t.levels for t in design.groups},
         design=design,
