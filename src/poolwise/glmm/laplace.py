@@ -273,8 +273,8 @@ def _hyper_rows(weights, points, var, prob, gridded):
     fourth-order kernel (moments up to the third kept: the intervals' error is O(spacing^4)),
     the cell's normal where that kernel's interval is unsound; else each point's normal."""
     if not gridded:
-        return _mixture_rows(weights, points, var, prob, link="log")[:5]
-    rows = _mixture_rows(weights, points, 12 * var, prob, link="log", kind="kernel")
+        return _mixture_rows(weights, points, var, prob, link="log")
+    rows = _mixture_table(weights, points, 12 * var, prob, link="log", kind="kernel")
     bad = ~rows[5]
     if bad.any():
         normal = _mixture_rows(weights, points[:, bad], var[:, bad], prob, link="log")
@@ -283,14 +283,20 @@ def _hyper_rows(weights, points, var, prob, gridded):
     return rows[:5]
 
 
-def _mixture_rows(
+def _mixture_rows(weights, means, variances, prob, link="identity", coarse=None, median=True):
+    """mean, sd, median (NaN unless ``median``), HDI of each column of a normal mixture (on
+    ``link``'s scale); ``coarse``: the components of the grid before its last refinement (a first
+    pass). Moments are exact over every component; the intervals leave out the lightest
+    components, together ``INTERVAL_SHARE`` of the mass (an end moves by about that share of
+    the sd)."""
+    return _mixture_table(weights, means, variances, prob, link, coarse, median)[:5]
+
+
+def _mixture_table(
     weights, means, variances, prob, link="identity", coarse=None, median=True, kind="normal"
 ):
-    """mean, sd, median (NaN unless ``median``), HDI of each column of a normal (or ``kind``
-    "kernel") mixture (on ``link``'s scale), and whether each HDI is sound; ``coarse``: the
-    components of the grid before its last refinement (a first pass). Moments are exact over
-    every component; the intervals leave out the lightest components, together
-    ``INTERVAL_SHARE`` of the mass (an end moves by about that share of the sd)."""
+    """:func:`_mixture_rows` of a normal or ``kind`` "kernel" mixture, and whether each HDI is
+    sound."""
     m = weights @ means
     var = np.maximum(weights @ (variances + means**2) - m**2, 0.0)
     keep = prune(weights, INTERVAL_SHARE)
@@ -401,7 +407,7 @@ def fit_laplace(
     design = prep.design
     rows = {}
     p = len(design.names)
-    m, sd, med, lo, hi, _ = _mixture_rows(
+    m, sd, med, lo, hi = _mixture_rows(
         weights, cond.x[:, :p], x_var[:, :p], hdi_prob, coarse=coarse
     )
     for j, name in enumerate(design.names):
@@ -435,7 +441,7 @@ def fit_laplace(
     s = model.structure
     for j, (t, off) in enumerate(zip(design.groups, s.offsets, strict=True)):
         cols = slice(off, off + t.n_levels)
-        tm, tsd, _, tlo, thi, _ = _mixture_rows(
+        tm, tsd, _, tlo, thi = _mixture_rows(
             weights, cond.x[:, cols], x_var[:, cols], hdi_prob, coarse=coarse, median=False
         )
         summaries[t.name] = (tm, tsd, tlo, thi)
