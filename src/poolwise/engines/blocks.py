@@ -71,16 +71,29 @@ class Precision:
         return Precision(self.q[points], tuple(c[points] for c in self.coupled))
 
 
-def _unit_solve(Dc: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``D^-1 v`` per level from D's Cholesky factors ``Dc`` (K, J, k, k); v (K, J, k, r)."""
-    if Dc.shape[-1] == 1:
-        return v / Dc**2
-    return np.linalg.solve(np.swapaxes(Dc, -1, -2), np.linalg.solve(Dc, v))
+def _unit_inverse(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inverses of D's per-level blocks (K, J, k, k) and their log determinants' sum (K,):
+    in closed form for k = 1 and 2 (numpy's batched solvers cost more than the arithmetic on
+    so small matrices); raises LinAlgError where a block is not positive definite."""
+    k = D.shape[-1]
+    if k == 1:
+        det = D[..., 0, 0]
+        inv = 1.0 / D
+    elif k == 2:
+        a, b, c = D[..., 0, 0], D[..., 0, 1], D[..., 1, 1]
+        det = a * c - b * b
+        inv = np.stack([np.stack([c, -b], -1), np.stack([-b, a], -1)], -2) / det[..., None, None]
+    else:
+        np.linalg.cholesky(D)
+        return np.linalg.inv(D), np.linalg.slogdet(D)[1].sum(axis=1)
+    if not np.all(det > 0) or (k == 2 and not np.all(a > 0)):
+        raise np.linalg.LinAlgError("a level's block is not positive definite")
+    return inv, np.log(det).sum(axis=1)
 
 
-def _unit_cholesky(D: np.ndarray) -> np.ndarray:
-    """The Cholesky factors of D's per-level blocks (K, J, k, k)."""
-    return np.sqrt(D) if D.shape[-1] == 1 else np.linalg.cholesky(D)
+def _unit_apply(Dinv: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``D^-1 v`` per level: Dinv (K, J, k, k), v (K, J, k, r)."""
+    return Dinv * v if Dinv.shape[-1] == 1 else Dinv @ v
 
 
 def _block_diag(blocks: np.ndarray):
@@ -90,9 +103,7 @@ def _block_diag(blocks: np.ndarray):
     J, k = blocks.shape[0], blocks.shape[1]
     if k == 1:
         return sparse.diags(blocks[:, 0, 0])
-    return sparse.bsr_matrix(
-        (blocks, np.arange(J), np.arange(J + 1)), shape=(J * k, J * k)
-    ).tocsr()
+    return sparse.bsr_matrix((blocks, np.arange(J), np.arange(J + 1)), shape=(J * k, J * k)).tocsr()
 
 
 class Structure:
@@ -147,7 +158,9 @@ class Structure:
             k, codes = self.k, self.terms[self.unit[0]].codes
             V = np.stack([self.terms[i].values.astype(float) for i in self.unit], axis=1)
             # D's blocks: DD[(j, a, b), c] = v_a v_b where c is in level j
-            rows = ((codes[:, None, None] * k + np.arange(k)[:, None]) * k + np.arange(k)).reshape(-1)
+            rows = ((codes[:, None, None] * k + np.arange(k)[:, None]) * k + np.arange(k)).reshape(
+                -1
+            )
             vals = (V[:, :, None] * V[:, None, :]).reshape(-1)
             self.DD = sparse.csr_matrix(
                 (vals, (rows, np.repeat(np.arange(n), k * k))), shape=(J * k * k, n)
@@ -260,15 +273,14 @@ class Structure:
         E[:, np.arange(self.m), np.arange(self.m)] += Q.q[:, self.rest]
         for bi, rows, cols, a, c in self._rest_coupling:
             E[:, rows, cols] += Q.coupled[bi][:, a, c][:, None]
-        Dc = _unit_cholesky(D)
+        Dinv, logdet_D = _unit_inverse(D)
         if self.batched:
-            G = _unit_solve(Dc, C.reshape(K, J, k, self.m)).reshape(C.shape)
+            G = _unit_apply(Dinv, C.reshape(K, J, k, self.m)).reshape(C.shape)
             E -= np.swapaxes(C, 1, 2) @ G
         else:
-            Dinv = _unit_solve(Dc, np.broadcast_to(np.eye(k), D.shape))
             for p, c in enumerate(C):
                 E[p] -= (c.T @ _block_diag(Dinv[p]) @ c).toarray()
-        return Factor(self, D, Dc, C, np.linalg.cholesky(E))
+        return Factor(self, D, Dinv, logdet_D, C, np.linalg.cholesky(E))
 
     def factor(self, W: np.ndarray, Q: Precision) -> Factor:
         """The factor of ``A' diag(W_k) A + Q_k`` at each of the K points."""
@@ -293,11 +305,13 @@ class Structure:
 
 class Factor:
     """``H = [[D, C], [C', E]]`` (eliminated coefficients first) at K points: D's per-level
-    blocks (K, J, k, k) and their Cholesky factors Dc, C, and the Cholesky factor L (K, m, m)
-    of the Schur complement ``S = E - C' D^-1 C``."""
+    blocks (K, J, k, k), their inverses and log determinants' sum, C, and the Cholesky factor L
+    (K, m, m) of the Schur complement ``S = E - C' D^-1 C``."""
 
-    def __init__(self, s: Structure, D: np.ndarray, Dc: np.ndarray, C, L: np.ndarray) -> None:
-        self.s, self.D, self.Dc, self.C, self.L = s, D, Dc, C, L
+    def __init__(
+        self, s: Structure, D: np.ndarray, Dinv: np.ndarray, logdet_D: np.ndarray, C, L: np.ndarray
+    ) -> None:
+        self.s, self.D, self.Dinv, self.logdet_D, self.C, self.L = s, D, Dinv, logdet_D, C, L
 
     def _C(self, v: np.ndarray, transpose: bool) -> np.ndarray:
         """C v (v: (K, m, r)) or C' v (v: (K, J k, r)) per point."""
@@ -308,7 +322,7 @@ class Factor:
     def _Dsolve(self, v: np.ndarray) -> np.ndarray:
         """D^-1 v for v (K, J k, r)."""
         K, J, k = self.D.shape[:3]
-        return _unit_solve(self.Dc, v.reshape(K, J, k, -1)).reshape(v.shape)
+        return _unit_apply(self.Dinv, v.reshape(K, J, k, -1)).reshape(v.shape)
 
     def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return x[:, self.s.first], x[:, self.s.rest]
@@ -337,8 +351,7 @@ class Factor:
     def logdet(self) -> np.ndarray:
         """log det H at each point."""
         diag = np.diagonal(self.L, axis1=1, axis2=2)
-        dd = np.diagonal(self.Dc, axis1=2, axis2=3)
-        return 2 * np.log(dd).sum(axis=(1, 2)) + 2 * np.log(diag).sum(axis=1)
+        return self.logdet_D + 2 * np.log(diag).sum(axis=1)
 
     def diag_inverse(self) -> np.ndarray:
         """The diagonal of H^-1 (the marginal variances): S^-1's diagonal for the rest, and
@@ -349,7 +362,7 @@ class Factor:
         Sinv = np.swapaxes(Linv, 1, 2) @ Linv
         rest = np.diagonal(Sinv, axis1=1, axis2=2)
         K, J, k = self.D.shape[:3]
-        Dinv = _unit_solve(self.Dc, np.broadcast_to(np.eye(k), self.D.shape))
+        Dinv = self.Dinv
         own = np.diagonal(Dinv, axis1=2, axis2=3).reshape(K, J * k)
         if self.s.batched:
             G = self._Dsolve(self.C)
@@ -369,9 +382,9 @@ class Factor:
         K, J, k = self.D.shape[:3]
         z1 = z1.reshape(K, J, k, -1)
         if k == 1:
-            own = z1 / self.Dc
+            own = z1 / np.sqrt(self.D)
         else:
-            own = np.linalg.solve(np.swapaxes(self.Dc, -1, -2), z1)
+            own = np.linalg.solve(np.swapaxes(np.linalg.cholesky(self.D), -1, -2), z1)
         x1 = own.reshape(K, J * k, -1) - self._Dsolve(self._C(x2, False))
         return self._join(x1, x2)
 
@@ -383,11 +396,20 @@ class Factor:
             C = np.concatenate([f.C for f in parts])
         else:
             C = [c for f in parts for c in f.C]
-        D = np.concatenate([f.D for f in parts])
-        Dc = np.concatenate([f.Dc for f in parts])
-        return Factor(first.s, D, Dc, C, np.concatenate([f.L for f in parts]))
+        D, Dinv, logdet_D, L = (
+            np.concatenate([getattr(f, name) for f in parts])
+            for name in ("D", "Dinv", "logdet_D", "L")
+        )
+        return Factor(first.s, D, Dinv, logdet_D, C, L)
 
     def take(self, points: np.ndarray) -> Factor:
         """The factor at the ``points`` (indices; repeats allowed)."""
         C = self.C[points] if self.s.batched else [self.C[k] for k in points]
-        return Factor(self.s, self.D[points], self.Dc[points], C, self.L[points])
+        return Factor(
+            self.s,
+            self.D[points],
+            self.Dinv[points],
+            self.logdet_D[points],
+            C,
+            self.L[points],
+        )
