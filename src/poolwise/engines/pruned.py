@@ -1,13 +1,14 @@
 """A pruned grid over more than 3 unconstrained hyperparameters (R-INLA's ``grid`` strategy).
 
-Around the mode, in coordinates standardised by the curvature and stretched in the tails as
-the exact engine's (``z = mode + chol sinh(v)``), the points of an even lattice in ``v`` are
-explored outward from the mode, layer by layer (each layer one batched evaluation): a point's
-neighbours along each axis are evaluated while its log density is within ``DROP`` of the
-mode's. Unlike a central composite design it follows a skewed or long-tailed posterior (a
-group sd near zero, a correlation that its data barely tell); unlike a full product grid its
-cost grows with the posterior's volume, not with the box around it. Each point's weight is its
-density times the stretch's Jacobian; its cell is the lattice's spacing wide in ``v``.
+Around the mode, in coordinates standardised by the curvature (``z = mode + chol u``), the
+points of an even lattice in ``u`` are explored outward from the mode, layer by layer (each layer
+one batched evaluation): a point's neighbours along each axis are evaluated while its log density
+is within ``DROP`` of the highest. Unlike a central composite design it follows a skewed or
+long-tailed posterior (a group sd near zero, a correlation that the data barely tell); unlike a
+full product grid its cost grows with the posterior's volume, not with the box around it. The
+points' weights are their densities (the trapezoid rule: at spacing 1.5 a normal's variance
+comes out 0.6 % short in 4 dimensions, most of it the tail beyond ``DROP``); each point's cell
+is the lattice's spacing wide.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from .base import Target
 from .exact import GridPosterior
 from .optimize import covariance, find_mode, hessian
 
-# the lattice's spacing in v (standardised, stretched units)
-SPACING = 0.85
+# the lattice's spacing in u (standardised units)
+SPACING = 1.5
 # points whose log density is within this of the mode's have their neighbours explored
-DROP = 5.0
+DROP = 7.0
 # the most points explored (the posterior is then far wider than its curvature at the mode says)
 MAX_POINTS = 20_000
 
@@ -36,7 +37,7 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     >>> post = fit(Density(lambda z: -0.5 * ((z - 1.0) ** 2).sum(axis=1), np.zeros(4)))
     >>> m = post.weights @ post.points[:, 0]
     >>> round(float(m), 4), round(float(post.weights @ (post.points[:, 0] - m) ** 2), 2)
-    (1.0, 1.0)
+    (1.0, 0.99)
     """
     log_density, z0 = model.log_posterior, model.initial_point()
     d = z0.size
@@ -50,8 +51,7 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     chol = np.linalg.cholesky(cov)
 
     def evaluate(idx: np.ndarray) -> np.ndarray:
-        v = idx * spacing
-        lp = log_density(mode + np.sinh(v) @ chol.T) + np.log(np.cosh(v)).sum(axis=1)
+        lp = log_density(mode + (idx * spacing) @ chol.T)
         return np.where(np.isfinite(lp), lp, -np.inf)
 
     steps = np.vstack([np.eye(d, dtype=int), -np.eye(d, dtype=int)])
@@ -87,14 +87,15 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     w /= w.sum()
     if not concave:
         warnings.append("the hyperparameter posterior is not concave at its mode: check the priors")
-    v = idx_all * spacing
+    u = idx_all * spacing
     return GridPosterior(
-        points=mode + np.sinh(v) @ chol.T,
+        points=mode + u @ chol.T,
         weights=w,
-        grid=v.astype(float),
+        grid=u.astype(float),
         spacing=np.full(d, spacing),
         chol=chol,
         mode=mode,
+        stretched=False,
         info={"grid_points": len(w), "design": "pruned grid", "concave_mode": concave},
         warnings=warnings,
     )
