@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .blocks import Factor, Precision, Structure
-from .correlation import corr_cholesky
+from .correlation import beyond_range, corr_cholesky
 
 NEWTON_STEPS = 60
 # Newton stops when the squared decrement g' H^-1 g (twice the gain still to come) is this
@@ -386,10 +386,22 @@ class LatentModel:
         lm = f + norm - 0.5 * logdet + self.log_prior(theta)
         return Conditional(x, fac, V, M, self.constraints, np.where(np.isfinite(lm), lm, -np.inf))
 
+    def _correlations_outside(self, theta: np.ndarray) -> np.ndarray:
+        """Points whose correlation coordinates are beyond their range (K,)."""
+        cols = [c for b in self.blocks for c in b.corr_index]
+        return beyond_range(theta[:, cols]) if cols else np.zeros(len(theta), dtype=bool)
+
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
-        effects' curvature cannot be factored (theta far out in a tail)."""
+        effects' curvature cannot be factored (theta far out in a tail) or a correlation is
+        within ~1e-8 of +-1 (:func:`poolwise.engines.correlation.beyond_range`)."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        outside = self._correlations_outside(theta)
+        if outside.any():
+            out = np.full(len(theta), -np.inf)
+            if not outside.all():
+                out[~outside] = self.log_marginal(theta[~outside])
+            return out
         with np.errstate(all="ignore"):
             try:
                 cond = self.conditional(theta)
