@@ -391,6 +391,16 @@ class LatentModel:
         cols = [c for b in self.blocks for c in b.corr_index]
         return beyond_range(theta[:, cols]) if cols else np.zeros(len(theta), dtype=bool)
 
+    def prior_precision(self, theta: np.ndarray) -> Precision:
+        """The effects' prior precision at each point of ``theta`` (K, d)."""
+        return self._precision(self.sds(theta), self.correlation_factors(theta))
+
+    def log_joint(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """``log p(y | x) + log p(x | theta)`` up to a constant in x, at rows of ``x`` (K, dim)
+        and ``theta`` (K, d)."""
+        sigma = None if self.sigma_index is None else np.exp(theta[:, self.sigma_index])
+        return self._objective(x, self.prior_precision(theta), sigma)[0]
+
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
         effects' curvature cannot be factored (theta far out in a tail) or a correlation is
