@@ -91,6 +91,22 @@ def _unit_inverse(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inv, np.log(det).sum(axis=1)
 
 
+def _unit_half_solve(D: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``L^-T z`` per level with ``D = L L'`` (covariance ``D^-1``): D (K, J, k, k), z (K, J, k,
+    r); in closed form for k = 1 and 2."""
+    k = D.shape[-1]
+    if k == 1:
+        return z / np.sqrt(D)
+    if k == 2:
+        l00 = np.sqrt(D[..., 0, 0])
+        l10 = D[..., 1, 0] / l00
+        l11 = np.sqrt(D[..., 1, 1] - l10**2)
+        x1 = z[..., 1, :] / l11[..., None]
+        x0 = (z[..., 0, :] - l10[..., None] * x1) / l00[..., None]
+        return np.stack([x0, x1], axis=-2)
+    return np.linalg.solve(np.swapaxes(np.linalg.cholesky(D), -1, -2), z)
+
+
 def _unit_apply(Dinv: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``D^-1 v`` per level: Dinv (K, J, k, k), v (K, J, k, r)."""
     return Dinv * v if Dinv.shape[-1] == 1 else Dinv @ v
@@ -380,11 +396,7 @@ class Factor:
         z1, z2 = self._split(z)
         x2 = np.linalg.solve(np.swapaxes(self.L, 1, 2), z2)
         K, J, k = self.D.shape[:3]
-        z1 = z1.reshape(K, J, k, -1)
-        if k == 1:
-            own = z1 / np.sqrt(self.D)
-        else:
-            own = np.linalg.solve(np.swapaxes(np.linalg.cholesky(self.D), -1, -2), z1)
+        own = _unit_half_solve(self.D, z1.reshape(K, J, k, -1))
         x1 = own.reshape(K, J * k, -1) - self._Dsolve(self._C(x2, False))
         return self._join(x1, x2)
 
