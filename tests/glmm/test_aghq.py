@@ -244,3 +244,33 @@ def test_tables_match_a_direct_integral():
     row, sd_a = fit.groups.loc[("1|g", "a")], expected[("1|g", "a")][1]
     assert abs(row["hdi_low"] - ends[0][best]) < 0.03 * sd_a
     assert abs(row["hdi_high"] - ends[1][best]) < 0.03 * sd_a
+
+
+@pytest.mark.parametrize("u", [2.0, 3.0])
+def test_tail_share_beyond_the_bound_bounds_a_normals_tail(u):
+    # a standard normal in log sd: the share beyond u is the normal's upper tail; the estimate
+    # (the tail continued along the last step's slope) lies above it, by Mills' ratio's margin
+    from scipy.special import ndtr
+
+    from poolwise.glmm.aghq import _tail_share
+
+    share = _tail_share(lambda z: -0.5 * z[:, 0] ** 2, u)
+    exact = ndtr(-u)
+    assert exact < share < 1.5 * exact
+
+
+def test_a_posterior_far_beyond_the_bound_is_declined_before_the_grid():
+    # 20 Bernoulli levels of 2-5 rows, a wide sd prior against a Normal(0, 1) intercept: the
+    # zero-sum effects' independent form needs sd^2 < 20; the sd's posterior has most of its
+    # mass beyond, so the fit goes to the Laplace engine at once (the grid, against the density's
+    # wall at the bound, took six minutes), which says why
+    from poolwise.simulate_formula import FORMULAS, PRIORS, simulate_regression
+
+    priors = {**PRIORS["bernoulli"], "1|group_sigma": pw.HalfNormal(2.5)}
+    df, _, _ = simulate_regression((2, 3, 4, 5) * 5, priors, 4, family="bernoulli")
+    with pytest.warns(pw.PoolwiseWarning, match="may be inaccurate"):  # the engine's own check
+        fit = pw.fit(
+            FORMULAS["bernoulli"], df, family="bernoulli", method="laplace", priors=priors, seed=1
+        )
+    assert fit.info["engine"] == "laplace"
+    assert "reaches sd^2 = levels x the intercept's prior variance" in fit.method_reason

@@ -65,6 +65,12 @@ BOUND_FRACTION = 0.8
 # (the grid's mass there stands for the mass cut off beyond: 1e-4 of it moves a mean by about
 # 1e-4 times its distance, a few posterior sds, well inside the quadrature's own tolerance)
 BOUND_MASS = 1e-4
+# before the grid: the sd's density on a line of log sds up to that bound; where its share
+# beyond the bound is clearly over BOUND_MASS (this many times), the model is declined at once
+# (the grid, meeting the density's wall at the bound, would refine against it for minutes)
+EARLY_MARGIN = 10.0
+# the line: this many log units below the bound, at this spacing
+LINE_LENGTH, LINE_STEP = 10.0, 0.5
 # beta's Gauss–Hermite rule at each sd takes 3 nodes a dimension up to this many common
 # effects (27 points), 2 beyond: on the reference models the 3-node rule's moments are within
 # 4e-5 sd of a 5-node rule's (see beta_rule)
@@ -306,15 +312,20 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         return np.where(ok & np.isfinite(lp), lp, -np.inf)
 
     name = gterm.sigma_name
+    bound_message = (
+        f"the posterior of {name} reaches sd^2 = levels x the intercept's prior "
+        "variance, beyond which zero-sum effects have no independent form"
+    )
+    if intercept_var is not None:
+        upper = 0.5 * math.log(BOUND_FRACTION * J * intercept_var)
+        if _tail_share(log_density, upper) > EARLY_MARGIN * BOUND_MASS:
+            raise Declined(bound_message)
     z0 = np.array([math.log(prior_scale(sd_prior))])
     post = ENGINES["exact"](Density(log_density, z0, (name,)))
     if intercept_var is not None:
         near = np.exp(2 * post.points[:, 0]) > BOUND_FRACTION * J * intercept_var
         if post.weights[near].sum() > BOUND_MASS:
-            raise Declined(
-                f"the posterior of {name} reaches sd^2 = levels x the intercept's prior "
-                "variance, beyond which zero-sum effects have no independent form"
-            )
+            raise Declined(bound_message)
     keep = prune(post.weights)
     keep = keep[np.argsort(post.points[keep, 0])]
     facts |= {"grid_points": int(post.info["grid_points"]), "sd_grid": keep.size}
@@ -441,3 +452,23 @@ def _interp(x: np.ndarray, grid: np.ndarray, values: np.ndarray) -> np.ndarray:
     flat = values.reshape(len(grid), -1)
     out = np.column_stack([np.interp(x, grid, flat[:, i]) for i in range(flat.shape[1])])
     return out.reshape((len(x),) + values.shape[1:])
+
+
+def _tail_share(log_density, upper: float) -> float:
+    """The share of the sd's posterior beyond log sd ``upper``, roughly: the density on a line
+    of log sds below ``upper`` (trapezoids), its tail beyond continued along the last step's
+    slope (an overestimate where the log density bends down, as every prior's does). 1 where
+    the density still rises at ``upper``; 0 where the line has no finite density."""
+    z = upper - np.arange(LINE_LENGTH / LINE_STEP, -1, -1) * LINE_STEP
+    with np.errstate(over="ignore", invalid="ignore"):
+        lp = log_density(z[:, None])
+    if not np.isfinite(lp).any():
+        return 0.0
+    top = lp[np.isfinite(lp)].max()
+    dens = np.where(np.isfinite(lp), np.exp(lp - top), 0.0)
+    slope = (lp[-1] - lp[-2]) / LINE_STEP
+    if not np.isfinite(slope) or slope >= 0:
+        return 1.0
+    tail = dens[-1] / -slope
+    inside = LINE_STEP * (dens.sum() - 0.5 * (dens[0] + dens[-1]))
+    return float(tail / (inside + tail))
