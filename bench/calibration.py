@@ -106,11 +106,22 @@ def _regression_chunk(spec: pc.CalibrationSpec, chunk: int) -> None:
     path.write_text(json.dumps(record))
 
 
+def _progress(name: str):
+    """Prints the job's progress every 50 simulations (wall time so far)."""
+    start = time.perf_counter()
+
+    def show(done: int, total: int) -> None:
+        if done % 50 == 0 or done == total:
+            print(f"{name}: {done}/{total} in {time.perf_counter() - start:.0f}s", flush=True)
+
+    return show
+
+
 def _calibration(name: str, spec: pc.CalibrationSpec, n_sims: int) -> pc.Calibration:
     if spec.family != "regression" or spec.method != "nuts":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return pc.calibration(spec, n_sims=n_sims, seed=2018)
+            return pc.calibration(spec, n_sims=n_sims, seed=2018, progress=_progress(name))
     import subprocess
 
     import pandas as pd
@@ -136,7 +147,19 @@ def _calibration(name: str, spec: pc.CalibrationSpec, n_sims: int) -> pc.Calibra
         warnings=sum(c["warnings"] for c in chunks),
         divergences=sum(c["divergences"] for c in chunks),
         seconds=sum(c["seconds"] for c in chunks),
+        engines={"nuts": len(ranks)},
     )
+
+
+def _commit() -> str:
+    """The code's commit (with "+changes" where the working tree differs from it)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    dirty = git("status", "--porcelain", "--untracked-files=no", "src").strip()
+    return git("rev-parse", "HEAD").strip() + (" +changes" if dirty else "")
 
 
 def run(kind: str, names: list[str]) -> None:
@@ -163,6 +186,8 @@ def run(kind: str, names: list[str]) -> None:
             "bins": cal.bins,
             "warnings": cal.warnings,
             "divergences": cal.divergences,
+            "engines": cal.engines,
+            "commit": _commit(),
             "seconds": cal.seconds if name == "regression_nuts" else time.perf_counter() - start,
             "tests": cal.tests.reset_index().to_dict("records"),
             "ranks": {c: cal.ranks[c].tolist() for c in cal.ranks.columns},
