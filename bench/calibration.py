@@ -147,7 +147,7 @@ def _calibration(name: str, spec: pc.CalibrationSpec, n_sims: int) -> pc.Calibra
         warnings=sum(c["warnings"] for c in chunks),
         divergences=sum(c["divergences"] for c in chunks),
         seconds=sum(c["seconds"] for c in chunks),
-        engines={"nuts": len(ranks)},
+        engines=["nuts"] * len(ranks),
     )
 
 

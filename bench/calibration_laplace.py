@@ -6,6 +6,8 @@ or, where the other jobs' results are not at hand, puts it into the existing CAL
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from poolwise.simulate_formula import FORMULAS, OPTIONS, PRIORS
@@ -92,6 +94,14 @@ def _family(record: dict) -> str:
     return family if sd == repr(PRIORS[family]["1|group_sigma"]) else f"{family}, sd ~ {sd}"
 
 
+def _engines(record: dict) -> str:
+    """The engines that made the run's fits, with their counts where more than one did."""
+    engines = Counter(record["engines"]).most_common()
+    if len(engines) == 1:
+        return engines[0][0]
+    return ", ".join(f"{name} {count}" for name, count in engines)
+
+
 def _outcome(name: str) -> str:
     return "binomial" if name == "regression" else name.split("_")[1]
 
@@ -140,17 +150,24 @@ def section(records: dict[str, dict], verdict) -> list[str]:
         "zero-sum effects of the first and last level. The Bernoulli model runs again under a",
         f"wider prior on the group sd, HalfNormal({WIDE_SD}). `python bench/calibration.py run",
         "laplace` runs the jobs; the seconds are each run's wall time on a shared 2-core machine.",
-        'These runs fitted every model by the Laplace approximation. `method="laplace"` now fits one',
-        "scalar factor of a binomial or Poisson model (the binomial, Bernoulli and Poisson rows' models)",
-        "by adaptive Gauss–Hermite quadrature of each level instead (`poolwise.glmm.aghq`; its agreement",
-        "with long NUTS runs is in BENCHMARKS.md); the rows below stand for the Laplace approximation",
-        "itself, as models of two or more factors still get it, until the jobs are run again.",
         "",
-        "| model | engine | levels | sims | L | uniform | smallest p | p-values (chi-square / ECDF) | fits that warned | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        'The runs fit as a user gets with `method="laplace"`: one scalar factor of a binomial or',
+        "Poisson model (the binomial, Bernoulli, reduced to binomial cells, and Poisson rows) by",
+        "adaptive Gauss–Hermite quadrature of each level (`poolwise.glmm.aghq`, engine `aghq`),",
+        "except where the group sd's posterior reaches sd^2 = 0.8 x levels x the intercept's prior",
+        "variance (beyond it the zero-sum effects have no independent form), which AGHQ declines and",
+        "leaves to the Laplace approximation (engine `laplace`); a normal outcome by the Laplace",
+        "approximation, exact there. The engines column counts the fits each engine made",
+        '(`fit.info["engine"]`, recorded per run); the engine is chosen from the data, so a run checks',
+        "the two together, as a user gets them. The code's commit: "
+        + ", ".join(sorted({f"`{r['commit'][:7]}`" for r in rows}))
+        + ".",
+        "",
+        "| model | method | engines (fits) | levels | sims | L | uniform | smallest p | p-values (chi-square / ECDF) | fits that warned | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        first = [_family(r), r["method"], r["groups"], r["n_sims"], r["draws"]]
+        first = [_family(r), r["method"], _engines(r), r["groups"], r["n_sims"], r["draws"]]
         lines.append(table_row(first, r, verdict, [r["warnings"], f"{r['seconds']:.0f}"]))
     lines += ["", "Models (the job's name, the formula and options, the levels):", ""]
     for family, text in DESCRIBE.items():
@@ -174,7 +191,8 @@ def findings(records: dict[str, dict], verdict) -> list[str]:
     runs = (r for r in records.values() if is_laplace(r))
     for r in sorted(runs, key=lambda r: (list(SIZES).index(r["family"]), r["method"] == "eb")):
         p, ok = verdict(r["tests"])
-        head = f"{MARK}, {_family(r)} ({r['method']}, {r['n_sims']} simulations):"
+        by = f"; fitted by {_engines(r)}" if len(set(r["engines"])) > 1 else ""
+        head = f"{MARK}, {_family(r)} ({r['method']}, {r['n_sims']} simulations{by}):"
         low = [t for t in r["tests"] if min(t["chi2_p"], t["ecdf_p"]) < 0.05]
         parts = [
             f"{t['parameter']} (p {min(t['chi2_p'], t['ecdf_p']):.2g}: "

@@ -135,9 +135,9 @@ class Calibration:
     and its p-value, and the p-value of the ECDF test (the smallest pointwise binomial tail
     probability of the rank ECDF, calibrated by simulating uniform ranks, as in Säilynoja,
     Bürkner and Vehtari 2022). ``warnings`` counts the fits that warned; ``divergences`` the
-    divergent NUTS transitions over all fits; ``engines`` how many fits each engine made (for a
-    regression, the fit's ``info["engine"]``: ``method="laplace"`` gives ``"aghq"`` where
-    adaptive Gauss–Hermite quadrature took the model, ``"laplace"`` where it did not).
+    divergent NUTS transitions over all fits; ``engines`` the engine that made each simulation's
+    fit (for a regression, the fit's ``info["engine"]``: ``method="laplace"`` gives ``"aghq"``
+    where adaptive Gauss–Hermite quadrature took the model, ``"laplace"`` where it did not).
     """
 
     spec: CalibrationSpec
@@ -147,7 +147,7 @@ class Calibration:
     warnings: int = 0
     divergences: int = 0
     seconds: float = 0.0
-    engines: dict[str, int] = field(default_factory=dict)
+    engines: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -347,7 +347,7 @@ def _run_one_factor(spec: CalibrationSpec, n_sims: int, seed: int, progress):
                 rows.append([_ranks(truth[n], draws[n], rng) for n in names])
         if progress is not None:
             progress(len(rows), n_sims)
-    return rows, warned, divergences, {spec.method: n_sims}
+    return rows, warned, divergences, [spec.method] * n_sims
 
 
 def _sim_seed(seed: int, s: int) -> int:
@@ -417,7 +417,7 @@ def _run_regression(spec: CalibrationSpec, n_sims: int, seed: int, progress):
     priors = spec.used_priors()
     family = REGRESSIONS[spec.family]
     rows, warned, divergences = [], 0, 0
-    engines: dict[str, int] = {}
+    engines: list[str] = []
     j = len(spec.group_sizes)
     for s in range(n_sims):
         df, truth, b = simulate_regression(spec.group_sizes, priors, _sim_seed(seed, s), family)
@@ -427,8 +427,7 @@ def _run_regression(spec: CalibrationSpec, n_sims: int, seed: int, progress):
             fit = _fit_regression(spec, df, _sim_seed(seed, s) % (2**31))
         warned += any(issubclass(w.category, PoolwiseWarning) for w in caught)
         divergences += int(fit.divergences)
-        engine = fit.info.get("engine", fit.method)  # NUTS fits record no engine
-        engines[engine] = engines.get(engine, 0) + 1
+        engines.append(fit.info.get("engine", fit.method))  # NUTS fits record no engine
         rng = np.random.default_rng([seed, s, 1])
         flat = _regression_draws(spec, fit, rng)
         rows.append([_ranks(truth[n], flat[n], rng) for n in names])
