@@ -5,6 +5,7 @@
     python bench/calibration.py run eb_groups    # empirical Bayes as the number of groups grows
     python bench/calibration.py run laplace      # 500 simulations per regression family, Laplace
     python bench/calibration.py run KIND NAME... # only these jobs of KIND, in this order
+    python bench/calibration.py run KIND NAME... --sims N  # the first N simulations only
     python bench/calibration.py report           # CALIBRATION.md and the plots, from the results
 
 Each job writes its ranks and tests to bench/calibration_results/<job>.json and its plot to
@@ -162,13 +163,15 @@ def _commit() -> str:
     return git("rev-parse", "HEAD").strip() + (" +changes" if dirty else "")
 
 
-def run(kind: str, names: list[str]) -> None:
-    """Run the jobs of ``kind`` not yet done (of ``names`` only, in that order, where given)."""
+def run(kind: str, names: list[str], sims: int | None = None) -> None:
+    """Run the jobs of ``kind`` not yet done (of ``names`` only, in that order, where given;
+    ``sims`` simulations each instead of the job's number, where given)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     PLOTS.mkdir(parents=True, exist_ok=True)
     todo = jobs(kind)
     for name in names or list(todo):
         spec, n_sims = todo[name]
+        n_sims = sims or n_sims
         path = RESULTS / f"{name}.json"
         if path.exists():
             continue
@@ -360,6 +363,11 @@ if __name__ == "__main__":
         _regression_chunk(jobs("regression")["regression_nuts"][0], int(sys.argv[2]))
     elif len(sys.argv) >= 3 and sys.argv[1] == "run":
         np.seterr(all="ignore")
-        run(sys.argv[2], sys.argv[3:])
+        args, sims = sys.argv[3:], None
+        if "--sims" in args:
+            i = args.index("--sims")
+            sims = int(args[i + 1])
+            del args[i : i + 2]
+        run(sys.argv[2], args, sims)
     else:
         raise SystemExit(__doc__)

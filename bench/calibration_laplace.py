@@ -10,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 
+from poolwise.check import _choose_bins, uniformity
 from poolwise.simulate_formula import FORMULAS, OPTIONS, PRIORS
 
 # regressions 1 + x + (1|group) fitted by the Laplace engine (poolwise.simulate_formula)
@@ -39,8 +40,10 @@ DESCRIBE = {
 # what explains each run's ranks, by job name (numbers from the runs, and from comparisons with
 # long NUTS runs of the same data sets made while writing them, stated where they are used)
 EXPLAIN = {
-    "regression_laplace": "Cells of 30 trials: the Gaussian conditional at the mode is close "
-    "enough, as NUTS on the same model (the regression row above).",
+    "regression_laplace": "Cells of 30 trials: AGHQ and, in the fits it declines (the group "
+    "sd's posterior reaching sd = sqrt(0.8 x 8) = 2.53, as in the Poisson row), the Laplace "
+    "approximation are both close enough here, as NUTS on the same model (the regression row "
+    "above).",
     "regression_eb": "As the one-factor eb rows: the effects are drawn given the estimated sd as "
     "if it were known, so the levels' intervals are too narrow; the sd's ranks pile at L "
     "(67 of 500 at exactly 99) because eb puts the sd at its boundary (~0, no standard error) "
@@ -49,31 +52,37 @@ EXPLAIN = {
     "trials. The lean of the group sd's ranks (the posterior too low) is the known bias of "
     "Laplace for binary outcomes in small clusters (Breslow and Lin 1995; Joe 2008); under this "
     "prior most sds are below 1.5, where the bias is small, so the run passes.",
-    "regression_bernoulli_laplace_wide": "The same model with the group sd's prior "
-    "HalfNormal(2.5): larger sds, where Laplace's downward bias for binary data in small levels "
-    "grows, and the run fails: the sd's posterior sits below the truth and the intercept's "
-    "intervals are too narrow. Against long NUTS runs (8,000 draws) of the first 10 simulated "
-    "data sets, the Laplace posterior of the group sd has its mean 0.25 +- 0.01 NUTS posterior "
-    "sds lower and its sd 8 % narrower; the Intercept's sd is 10 % narrower (its mean differs "
-    "by 0.10 +- 0.10 sd, either way), x's 5 % and the levels' effects' 12-16 % narrower: "
-    "beyond the 0.1 posterior sd asked of it in the group sd's mean and its 10 % in the widths "
-    "(`python bench/laplace_vs_nuts.py bernoulli_wide`). "
-    "This is the case for adaptive Gauss-Hermite quadrature of each level (one scalar factor)"
-    ' and for routing to NUTS (`method="auto"`) elsewhere; until '
-    "then, prefer NUTS for Bernoulli outcomes in levels of a few rows when the sd may be large. "
-    "This model has one scalar factor, the case AGHQ is for.",
-    "regression_poisson_laplace": "Not a bug: the engine applies no skewness correction yet "
-    "(the docstring of `poolwise.glmm.laplace` says so). Given theta, the effects are Gaussian "
-    "at their joint mode, and a Poisson log rate's mode lies above its mean by about "
-    "1/(2 x count) (log c - digamma(c) for a flat prior); the intercept, the mean of the "
-    "levels' log rates, adds these shifts up while its sd shrinks with the number of levels, "
-    "so it leans most. Against long NUTS runs (8,000 draws) of the first 12 simulated data "
-    "sets, the Laplace posterior mean of the Intercept is 0.34 +- 0.03 posterior sds above "
-    "NUTS's (group[7] 0.24 +- 0.03 below, x 0.03, the group sd -0.03), and still 0.22 +- 0.02 "
-    "with an exposure of 50 in every cell (about 50 counts a cell): beyond the 0.1 sd asked of it "
-    "(`python bench/laplace_vs_nuts.py poisson poisson_50`). "
-    "The simplified-Laplace correction, or AGHQ (this model has one scalar factor), is what "
-    "fixes it.",
+    "regression_bernoulli_laplace_wide": "The earlier run, every fit by the Laplace "
+    "approximation (code `0407a15`): with the group sd's prior HalfNormal(2.5), larger sds, "
+    "where Laplace's downward bias for binary data in small levels grows, the sd's posterior "
+    "sits below the truth and the intercept's intervals are too narrow. Against long NUTS runs "
+    "(8,000 draws) of the first 10 simulated data sets, the Laplace posterior of the group sd "
+    "has its mean 0.25 +- 0.01 NUTS posterior sds lower and its sd 8 % narrower; the "
+    "Intercept's sd is 10 % narrower, x's 5 % and the levels' effects' 12-16 % narrower "
+    "(`python bench/laplace_vs_nuts.py bernoulli_wide` at that code). Not run again with AGHQ: "
+    "on the first 26 simulated data sets it was tried on (code `e338dfa`, one process a core on "
+    "a 16-core machine), AGHQ declined 16 (this prior puts sds near the bound sqrt(0.8 x 20) = "
+    "4 within reach) and those 16 fits took 1.2 to 234 s each (median 47 s: the sd's grid is "
+    "built before the decline, then the Laplace route runs), the 10 it took 0.5 to 8 s, against "
+    "about 1 s a fit by the Laplace approximation alone; 500 simulations did not fit in the time "
+    'at hand on the shared machine. So under this prior `method="laplace"` still gives most '
+    "fits the Laplace approximation and the failure above; prefer NUTS for Bernoulli outcomes "
+    "in levels of a few rows when the sd may be large.",
+    "regression_poisson_laplace": "AGHQ's fits are uniform; the failure is the fits AGHQ "
+    "declines. With 8 levels and the Intercept's Normal(0, 1) prior, AGHQ's bound is sd = "
+    "sqrt(0.8 x 8) = 2.53, and the group sd's posterior reaches it (more than 1e-4 of its mass "
+    "there) in 266 of the 500 fits, which get the Laplace approximation with its known lean: "
+    "no skewness correction (the docstring of `poolwise.glmm.laplace` says so), a Poisson log "
+    "rate's mode lies above its mean by about 1/(2 x count), and the intercept, the mean of "
+    "the levels' log rates, adds these shifts up while its sd shrinks. Against long NUTS runs "
+    "(8,000 draws) of the first 12 simulated data sets (`python bench/laplace_vs_nuts.py "
+    "poisson poisson_50`), the 5 that AGHQ fitted agree with NUTS (posterior means within "
+    "0.05 NUTS posterior sds: the Intercept +0.043 +- 0.012, the last level -0.026 +- 0.006; "
+    "sds within 2.4 %), the 7 it declined do not (the Intercept +0.41 +- 0.02 sd, the last "
+    "level -0.29 +- 0.03, x +0.035, the group sd -0.04); with an exposure of 50 in every cell "
+    "(about 50 counts a cell) AGHQ declined 5 of 6 and those 5 still lean +0.22 +- 0.01 sd. "
+    "What would fix the row: AGHQ for those fits too (a form of the zero-sum effects without "
+    "the bound), or the simplified-Laplace correction on the route it falls back to.",
     "regression_normal_laplace": "A normal outcome's effects are exactly Gaussian given theta: "
     "the engine is exact up to quadrature error.",
     "regression_normal_eb": "As the binomial eb run: the levels' intervals too narrow, and the "
@@ -122,6 +131,30 @@ def _shape(ranks: list[int], L: int) -> str:
     return out
 
 
+def _by_engine(record: dict, verdict) -> str:
+    """The run's ranks split by the engine that made each fit. Which engine fits is decided by
+    the data, and ranks stay uniform given any condition on the data where the posterior is
+    exact, so each engine's share is a calibration of its own."""
+    engines = np.asarray(record["engines"])
+    L = record["draws"]
+    parts = []
+    for name, count in Counter(record["engines"]).most_common():
+        tests = []
+        for parameter, ranks in record["ranks"].items():
+            ranks = np.asarray(ranks)[engines == name]
+            _, chi2_p, ecdf_p = uniformity(ranks, L, _choose_bins(count, L))
+            tests.append({"parameter": parameter, "chi2_p": chi2_p, "ecdf_p": ecdf_p, "r": ranks})
+        p, ok = verdict(tests)
+        low = [
+            f"{t['parameter']} mean rank {np.mean(t['r']) / L:.3f}"
+            for t in tests
+            if min(t["chi2_p"], t["ecdf_p"]) < 0.05
+        ]
+        text = f"{name}'s {count} fits {'uniform' if ok else '**not uniform**'} (smallest p {p:.2g}"
+        parts.append(text + (f"; {', '.join(low)})" if low else ")"))
+    return "By engine: " + "; ".join(parts) + "."
+
+
 def table_row(first: list, record: dict, verdict, last: list) -> str:
     """A table row: ``first``, the verdict, the smallest p, every p-value, then ``last``."""
     p, ok = verdict(record["tests"])
@@ -142,8 +175,8 @@ def section(records: dict[str, dict], verdict) -> list[str]:
         HEADING,
         "",
         "Regressions `1 + x + (1|group)` with a binomial, Bernoulli, Poisson (with exposure) and",
-        'normal outcome, fitted by `method="laplace"` (the effects by a Laplace approximation given',
-        "the variance parameters, integrated over them by quadrature; L draws from that mixture)",
+        'normal outcome, fitted by `method="laplace"` (by AGHQ or the Laplace approximation, below;',
+        "L draws from the fit)",
         'and, for two of them, `method="eb"` (checked as the one-factor eb rows: the effects given',
         "the estimated variance parameters, the variance parameters from the asymptotic normal of",
         "their logs). Ranked: the common effects, the group sd (and the residual sd), and the",
@@ -151,23 +184,30 @@ def section(records: dict[str, dict], verdict) -> list[str]:
         f"wider prior on the group sd, HalfNormal({WIDE_SD}). `python bench/calibration.py run",
         "laplace` runs the jobs; the seconds are each run's wall time on a shared 2-core machine.",
         "",
-        'The runs fit as a user gets with `method="laplace"`: one scalar factor of a binomial or',
-        "Poisson model (the binomial, Bernoulli, reduced to binomial cells, and Poisson rows) by",
-        "adaptive Gauss–Hermite quadrature of each level (`poolwise.glmm.aghq`, engine `aghq`),",
-        "except where the group sd's posterior reaches sd^2 = 0.8 x levels x the intercept's prior",
-        "variance (beyond it the zero-sum effects have no independent form), which AGHQ declines and",
-        "leaves to the Laplace approximation (engine `laplace`); a normal outcome by the Laplace",
-        "approximation, exact there. The engines column counts the fits each engine made",
-        '(`fit.info["engine"]`, recorded per run); the engine is chosen from the data, so a run checks',
-        "the two together, as a user gets them. The code's commit: "
-        + ", ".join(sorted({f"`{r['commit'][:7]}`" for r in rows}))
-        + ".",
+        '`method="laplace"` fits one scalar factor of a binomial or Poisson model (the binomial,',
+        "Bernoulli, reduced to binomial cells, and Poisson rows) by adaptive Gauss–Hermite quadrature",
+        "of each level (`poolwise.glmm.aghq`, engine `aghq`), except where the group sd's posterior",
+        "reaches sd^2 = 0.8 x levels x the intercept's prior variance (beyond it the zero-sum effects",
+        "have no independent form): those fits it leaves to the Laplace approximation (engine",
+        "`laplace`), as it does a normal outcome (exact there). The engines column counts the fits",
+        'each engine made (`fit.info["engine"]`). The engine is chosen from the data, so a run checks',
+        "what a user gets; and since ranks stay uniform given any condition on the data where the",
+        "posterior is exact, its ranks split by engine (in the findings) check each engine alone.",
+        "The code column is the commit each run measured. The runs at `0407a15` were made before",
+        'AGHQ, when `method="laplace"` fitted every model by the Laplace approximation; they stand',
+        "where a row was not run again: normal and eb, which still take that route, and the",
+        f"Bernoulli model under HalfNormal({WIDE_SD}), whose run with AGHQ did not fit in the time",
+        "at hand (its finding says why). In the earlier runs the Laplace approximation failed for",
+        "that Bernoulli model (its row) and for the Poisson model (smallest p 0.001: the Intercept's",
+        "mean rank 0.437, the last level's 0.563): the failures AGHQ was to replace. The Poisson row",
+        "below is AGHQ's where AGHQ takes the model.",
         "",
-        "| model | method | engines (fits) | levels | sims | L | uniform | smallest p | p-values (chi-square / ECDF) | fits that warned | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | method | engines (fits) | code | levels | sims | L | uniform | smallest p | p-values (chi-square / ECDF) | fits that warned | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        first = [_family(r), r["method"], _engines(r), r["groups"], r["n_sims"], r["draws"]]
+        first = [_family(r), r["method"], _engines(r), f"`{r['commit'][:7]}`"]
+        first += [r["groups"], r["n_sims"], r["draws"]]
         lines.append(table_row(first, r, verdict, [r["warnings"], f"{r['seconds']:.0f}"]))
     lines += ["", "Models (the job's name, the formula and options, the levels):", ""]
     for family, text in DESCRIBE.items():
@@ -202,7 +242,8 @@ def findings(records: dict[str, dict], verdict) -> list[str]:
         text = f"{head} uniform (smallest p {p:.2g})" if ok else f"{head} **not uniform**"
         if parts:
             text += ("; but " if ok else " in ") + "; ".join(parts)
-        out.append(text + ". " + EXPLAIN.get((r["name"]), ""))
+        split = _by_engine(r, verdict) + " " if by else ""
+        out.append(text + ". " + split + EXPLAIN.get((r["name"]), ""))
     return [line.rstrip() for line in out]
 
 
