@@ -1,5 +1,6 @@
 """Intervals from the exact posterior's mixtures, checked against brute force and long draws."""
 
+import math
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ import poolwise
 from poolwise import onefactor
 from poolwise.data import example_path, reduce
 from poolwise.families import FAMILIES
-from poolwise.intervals import hdi_from_draws
+from poolwise.intervals import hdi_from_draws, normal_cdf
 from poolwise.marginals import theta_mixture
 from poolwise.mixture import Mixture
 
@@ -86,6 +87,16 @@ def test_mixture_hdis_are_the_shortest_intervals():
             expected = shortest(cdf, lower, upper, 0.9)
             np.testing.assert_allclose([lo[j], hi[j]], expected, atol=2e-7, err_msg=kind)
             assert cdf(hi[j]) - cdf(lo[j]) == pytest.approx(0.9, abs=1e-9)
+
+
+def test_normal_cdf_to_rounding_everywhere():
+    z = np.concatenate([np.linspace(-45.0, 45.0, 90_001), [-np.inf, np.inf, -0.0]])
+    exact = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in z])
+    got = normal_cdf(z)
+    assert np.abs(got - exact).max() <= 2.3e-16
+    low = (z < 0) & (exact > 1e-12)  # the lower tail, relative to its size
+    assert (np.abs(got - exact)[low] / exact[low]).max() < 1e-8
+    assert np.isnan(normal_cdf(np.array([np.nan])))[0]
 
 
 def test_linked_kernel_mixtures_are_the_shortest_intervals_on_the_natural_scale():

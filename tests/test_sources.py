@@ -427,3 +427,44 @@ def test_to_frame_wraps_without_reading(rows):
     frame = sources.to_frame(rows)
     assert frame.implementation.is_pandas()
     assert sources.to_frame(frame) is frame
+
+
+@pytest.mark.parametrize("labels", ["int", "str", "category", "float", "index"])
+def test_sound_pandas_rows_reduce_by_pandas_as_through_narwhals(labels, monkeypatch):
+    from poolwise import data
+
+    rng = np.random.default_rng(7)
+    school = rng.integers(0, 40, 3000)
+    df = pd.DataFrame({"g": school, "y": rng.normal(50, 10, school.size)})
+    if labels == "str":
+        df["g"] = "s" + df["g"].astype(str)
+    elif labels == "category":
+        df["g"] = df["g"].astype("category")
+    elif labels == "float":
+        df["g"], df["y"] = df["g"] / 2, (df["y"] * 10).round().astype(np.int64)
+    elif labels == "index":
+        df.index = df["g"]  # an index named like the group column
+    assert (
+        data._sound_pandas_rows(df, "g", {"y": "y"}, data.layout("normal", {"y": "y"})) is not None
+    )
+    fast = reduce(df, "g", "normal", {"y": "y"})
+    monkeypatch.setattr(data, "_sound_pandas_rows", lambda *args: None)
+    general = reduce(df, "g", "normal", {"y": "y"})
+    assert fast.labels.equals(general.labels) and fast.labels.dtype == general.labels.dtype
+    assert fast.n_rows == general.n_rows
+    for key, value in general.stats.items():
+        assert fast.stats[key].dtype == value.dtype and np.array_equal(fast.stats[key], value)
+
+
+def test_pandas_rows_with_a_bad_value_take_the_general_path():
+    from poolwise import data
+
+    lay = data.layout("normal", {"y": "y"})
+    for df in (
+        pd.DataFrame({"g": [1, 1, 2], "y": [1.0, np.nan, 2.0]}),
+        pd.DataFrame({"g": [1, None, 2], "y": [1.0, 3.0, 2.0]}),
+        pd.DataFrame({"g": [1, 1, 2], "y": ["a", "b", "c"]}),
+    ):
+        assert data._sound_pandas_rows(df, "g", {"y": "y"}, lay) is None
+    with pytest.raises(ValueError, match="missing or non-finite values"):
+        reduce(pd.DataFrame({"g": [1, 1, 2], "y": [1.0, np.inf, 2.0]}), "g", "normal", {"y": "y"})

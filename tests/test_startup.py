@@ -64,3 +64,18 @@ def test_a_one_factor_fit_of_a_pandas_frame_loads_none_of_them(kind):
     code = f"import pandas as pd, poolwise\nfit = poolwise.fit({frame}, {columns}, seed=0)\n"
     code += "assert fit.method in ('exact', 'eb'), fit.method"
     assert loaded(code) == []
+
+
+@pytest.mark.parametrize("kind", ["normal rows", "normal with se"])
+def test_a_normal_fit_needs_no_scipy(kind):
+    # its mixtures' distribution function is poolwise's own (intervals.normal_cdf), and pandas
+    # itself reduces sound raw rows (data._sound_pandas_rows)
+    frame, columns = FITS[kind]
+    code = f"import pandas as pd, poolwise\nfit = poolwise.fit({frame}, {columns}, seed=0)\n"
+    code += "import sys; print(json.dumps([m for m in ('scipy', 'narwhals') if m in sys.modules]))"
+    out = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == (
+        [] if kind == "normal rows" else ["narwhals"]
+    )

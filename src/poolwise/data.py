@@ -248,6 +248,9 @@ def reduce(
     """
     family = family_of(family)
     lay = layout(family, columns)
+    table = _sound_pandas_rows(data, group, columns, lay)
+    if table is not None:
+        return _stats(family, lay, table, group)
     con, facts = None, {}
     if is_path(data):
         import duckdb
@@ -271,6 +274,34 @@ def reduce(
         if con is not None:
             con.close()
     return _stats(family, lay, table, group)
+
+
+def _sound_pandas_rows(
+    data: Any, group: str, columns: dict[str, str], lay: Layout
+) -> pd.DataFrame | None:
+    """The group-by of raw normal rows in a pandas frame, by pandas itself (no narwhals to import
+    and translate through: the commonest fit, several times faster), as :func:`group_rows` makes
+    it; None, for the general path, unless every row is sound (a label, a finite number): that
+    path counts the bad rows and says what is wrong."""
+    if type(data) is not pd.DataFrame or lay.reduction != "moments" or len(data) == 0:
+        return None
+    (y,) = columns.values()
+    names = data.columns
+    if not (isinstance(group, str) and isinstance(y, str) and names.is_unique):
+        return None
+    if group not in names or y not in names or group == y:
+        return None
+    values, labels = data[y], data[group]
+    if not (isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf"):
+        return None
+    if labels.isna().any() or not np.isfinite(values.to_numpy()).all():
+        return None
+    # the keywords narwhals groups pandas rows with
+    grouped = values.groupby(labels, sort=False, dropna=False, observed=True)
+    table = pd.DataFrame(
+        {"__rows": grouped.size(), "__mean": grouped.mean(), "__var": grouped.var(ddof=0)}
+    )
+    return table.reset_index()
 
 
 def _stats(family: Family, lay: Layout, table: pd.DataFrame, group: str) -> GroupStats:

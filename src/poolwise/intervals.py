@@ -4,6 +4,7 @@ distributions (and, through :func:`solve_hdi`, for mixtures of them)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 
@@ -14,6 +15,30 @@ from ._lazy import special
 # at the two ends define the interval (the density of x, or of a transform of x)
 Evaluate = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
 MAX_STEPS = 60
+# Hart's rational approximation of the normal tail (Hart et al. 1968, no. 5666, as given by West,
+# "Better approximations to cumulative normal functions", 2005): Phi(-t) = exp(-t²/2) P(t) / Q(t)
+# for t >= 0, coefficients from the highest power down
+TAIL_P = (
+    3.52624965998911e-02,
+    0.700383064443688,
+    6.37396220353165,
+    33.912866078383,
+    112.079291497871,
+    221.213596169931,
+    220.206867912376,
+)
+TAIL_Q = (
+    8.83883476483184e-02,
+    1.75566716318264,
+    16.064177579207,
+    86.7807322029461,
+    296.564248779674,
+    637.333633378831,
+    793.826512519948,
+    440.413735824752,
+)
+# beyond this |z| the tail's exp(-z²/2) is zero: the rational is held there (no inf / inf)
+TAIL_END = 40.0
 
 
 def hdi_names(prob: float) -> tuple[str, str]:
@@ -55,8 +80,39 @@ def hdi_normal(mean: np.ndarray, var: np.ndarray, prob: float) -> tuple[np.ndarr
     >>> round(float(hi[0]), 4)
     1.96
     """
-    half = special.ndtri(0.5 + prob / 2) * np.sqrt(var)  # the normal quantile
+    half = NormalDist().inv_cdf(0.5 + prob / 2) * np.sqrt(var)  # the normal quantile
     return mean - half, mean + half
+
+
+def _horner(coefficients: tuple[float, ...], t: np.ndarray) -> np.ndarray:
+    out = t * coefficients[0]
+    for c in coefficients[1:-1]:
+        out += c
+        out *= t
+    out += coefficients[-1]
+    return out
+
+
+def normal_cdf(z: np.ndarray, gauss: np.ndarray | None = None) -> np.ndarray:
+    """The standard normal distribution function, elementwise, to an absolute error below
+    3e-16 (what a mixture's distribution function needs; the far lower tail, below 1e-12, only
+    to a relative 1e-5); ``gauss``: exp(-z²/2), where already at hand. NumPy alone, about as
+    fast as scipy.special.ndtr: a fit of normal groups need not import scipy.special.
+
+    Example
+    -------
+    >>> [round(float(p), 12) for p in normal_cdf(np.array([-1.959963984540054, 0.0, 1.0]))]
+    [0.025, 0.5, 0.841344746069]
+    """
+    z = np.asarray(z, dtype=float)
+    t = np.minimum(np.abs(z), TAIL_END)
+    low = _horner(TAIL_P, t)
+    low /= _horner(TAIL_Q, t)
+    low *= np.exp(-0.5 * z * z) if gauss is None else gauss
+    # Phi(z) = 1 - low above zero, low below: [z >= 0] - copysign(low, z), without a masked copy
+    # or np.where (each several times as slow as the rest together); -0.0 counts as below
+    out = np.copysign(low, z, out=t)
+    return np.subtract(~np.signbit(z), out, out=out)
 
 
 def _solve2(f_lo, f_hi, g_lo, g_hi, det, r1, r2):
@@ -204,7 +260,7 @@ def kernel_terms(centre, bandwidth, x):
     phi = np.exp(-0.5 * z * z) / (np.sqrt(2 * np.pi) * bandwidth)
     z2 = z * z
     return (
-        special.ndtr(z) + 0.5 * z * phi * bandwidth,
+        normal_cdf(z) + 0.5 * z * phi * bandwidth,
         0.5 * phi * (3.0 - z2),
         -0.5 * z * phi * (5.0 - z2) / bandwidth,
         -0.5 * phi * (5.0 - 8.0 * z2 + z2 * z2) / bandwidth**2,

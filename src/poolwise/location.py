@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -42,13 +43,34 @@ class CollapsedLocation:
     prior_mean: float
     prior_precision: float
     _last: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _kept_columns: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(n for n in self.model.names if n != "mu")
 
-    def _full(self, reduced: np.ndarray, z_mu: np.ndarray) -> np.ndarray:
-        return np.insert(np.atleast_2d(reduced), self.index, z_mu, axis=1)
+    def _full(self, reduced: np.ndarray, z_mu: np.ndarray | float) -> np.ndarray:
+        """Points z with mu's column ``z_mu`` put back (``np.insert``'s result, made directly:
+        the engines call this many times on a few points)."""
+        reduced, i = np.atleast_2d(reduced), self.index
+        out = np.empty((reduced.shape[0], reduced.shape[1] + 1))
+        out[:, :i], out[:, i], out[:, i + 1 :] = reduced[:, :i], z_mu, reduced[:, i:]
+        return out
+
+    @property
+    def _columns(self) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """The estimates' weighted mean (sums of squares about it: no cancellation), the columns
+        whose weighted sums over groups of 1 / V_j :meth:`mu_given` takes, and the excess term;
+        kept while the model's totals are the same objects."""
+        stats, w = self.model.total_stats, self.model.total_weights
+        kept = self._kept_columns
+        if kept is None or kept[0] is not stats or kept[1] is not w:
+            est, excess = self.model.family.location_estimates(stats)
+            center = float(np.average(est, weights=np.broadcast_to(w, est.shape)))
+            d = est - center
+            columns = np.stack([w, w * d, w * d**2] + ([] if excess is None else [w * excess]), 1)
+            kept = self._kept_columns = (stats, w, (center, columns, excess))
+        return kept[2]
 
     def mu_given(
         self, reduced: np.ndarray, likelihood: bool = True
@@ -64,12 +86,8 @@ class CollapsedLocation:
         k = reduced.shape[0]
         model, w = self.model, self.model.total_weights
         pooled = model.pooling == "complete"
-        est, excess = model.family.location_estimates(model.total_stats)
-        # sums of squares about the estimates' mean: no cancellation
-        center = float(np.average(est, weights=np.broadcast_to(w, est.shape)))
-        d, prior_d = est - center, self.prior_mean - center
-        # the weighted sums over groups of 1 / V_j times each of these columns
-        columns = np.stack([w, w * d, w * d**2] + ([] if excess is None else [w * excess]), 1)
+        center, columns, excess = self._columns
+        prior_d = self.prior_mean - center
         mean, precision = np.empty(k), np.empty(k)
         log_lik = np.empty(k) if likelihood else None
         for sl in _chunks(k, w.size):
@@ -162,10 +180,23 @@ class ExpandedPosterior:
     collapsed: CollapsedLocation
 
     def __post_init__(self) -> None:
-        self.points, self.weights = self.collapsed.expand(self.reduced.points, self.reduced.weights)
         self.info = {**self.reduced.info, "mu": "integrated in closed form"}
         self.warnings = self.reduced.warnings
         self.boundary: tuple[int, ...] = ()
+
+    @cached_property
+    def _expanded(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.collapsed.expand(self.reduced.points, self.reduced.weights)
+
+    @property
+    def points(self) -> np.ndarray:
+        """Points z of every hyperparameter: Gauss–Hermite nodes of mu at each grid point (made
+        when first asked for: the tables need only the grid and mu's normals)."""
+        return self._expanded[0]
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self._expanded[1]
 
     @property
     def point(self) -> bool:

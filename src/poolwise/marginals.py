@@ -61,13 +61,13 @@ def group_intervals(
         return lo, hi
     w = weights[keep] / weights[keep].sum()
     coarse = None if grid.coarse is None else grid.coarse[keep]
-    at = points[keep]
-    params = None if kind == "normal" else model.params(at)
+    params = None if kind == "normal" else model.params(points[keep])
     step = max(1, BLOCK // keep.size)
     for start in range(0, cols.size, step):
         c = cols[start : start + step]
         if kind == "normal":
-            m, v, _ = conditional(at, c)
+            # on the whole grid, where mu's normals were computed for the moments, then pruned
+            m, v = (a[keep] for a in conditional(points, c)[:2])
             mix = Mixture(kind, w, m, np.sqrt(v, out=v), None)
         else:
             unique = {k: u[c] for k, u in model.unique.items()}
@@ -113,6 +113,26 @@ class _Grid:
         return mean, 1.0 / precision
 
 
+def hyper_moments(
+    model: PoolModel, posterior: GridPosterior | ExpandedPosterior, names: list[str]
+) -> dict[str, tuple[float, float]]:
+    """Posterior mean and sd of each hyperparameter in ``names``, over the grid's points (mu,
+    where integrated in closed form, from its normal conditionals at each point)."""
+    g = _Grid(model, posterior)
+    weights, points = g.grid.weights, g.grid.points
+    p = model.params(g.full(points))
+    out = {}
+    for name in names:
+        if g.expanded and name == "mu":
+            centre, spread = g.mu_normals(points)
+        else:
+            centre, spread = p[name][:, 0], 0.0
+        mean = float(weights @ centre)
+        var = float(weights @ ((centre - mean) ** 2 + spread))
+        out[name] = mean, math.sqrt(max(var, 0.0))
+    return out
+
+
 def hyper_marginals(
     model: PoolModel, posterior: GridPosterior | ExpandedPosterior, names: list[str], prob: float
 ) -> dict[str, tuple[float, float, float]]:
@@ -130,11 +150,15 @@ def hyper_marginals(
         ends = [g.full(grid.mode + np.sinh(v + s * half) @ grid.chol.T) for s in (-1, 1)]
         sides.append([model.params(e) for e in ends])
     out = {}
+    # the rows' mixtures by kind, link and points used: those of one are solved together
+    batches: dict[tuple, list[tuple[str, float, float, np.ndarray, np.ndarray]]] = {}
     for name in names:
         x = centre[name][:, 0]
         if g.expanded and name == "mu":
-            mean, var = g.mu_normals(points)
-            mix, shift, scale = Mixture.of("normal", weights, mean[:, None], var[:, None]), 0.0, 1.0
+            # on the whole grid, as the groups' moments had them (computed once), then pruned
+            mean, var = (a[keep] for a in g.mu_normals(grid.points))
+            key, shift, scale = ("normal", "identity", b""), 0.0, 1.0
+            ok = slice(None)
         elif np.ptp(x) == 0:
             out[name] = (float(x[0]),) * 3
             continue
@@ -151,31 +175,40 @@ def hyper_marginals(
             )
             ok = np.isfinite(eta) & np.isfinite(width2)
             w = weights[ok] / weights[ok].sum()
-            eta, width2 = eta[ok], width2[ok]
-            spread = np.sqrt(w @ (eta - w @ eta) ** 2)
+            mean = eta[ok]
+            spread = np.sqrt(w @ (mean - w @ mean) ** 2)
             # a bandwidth of the cell's width: a smooth density whatever the grid's projection
-            width2 = np.maximum(width2, (1e-6 * spread) ** 2 + 1e-300)
-            mix = Mixture.of("kernel", w, eta[:, None], width2[:, None], link)
-        values, sound = _median_and_hdi(mix, prob)
-        if not sound:
+            var = np.maximum(width2[ok], (1e-6 * spread) ** 2 + 1e-300)
+            key = ("kernel", link, ok.tobytes())
+        batches.setdefault(key, []).append((name, shift, scale, mean, var))
+    for (kind, link, used), rows in batches.items():
+        ok = np.frombuffer(used, dtype=bool) if used else slice(None)
+        w = weights[ok] / weights[ok].sum()
+        first, second = (np.stack([row[k] for row in rows], axis=1) for k in (3, 4))
+        mix = Mixture.of(kind, w, first, second, link)
+        values, sound = _medians_and_hdis(mix, prob)
+        if not sound.all():
             # the points thin out abruptly near an end (a steep tail across wide cells), where a
             # fourth-order kernel dips below zero: a positive one of the same bandwidth (which
             # widens the interval, by about bandwidth² / sd)
-            mix = Mixture.of("normal", mix.weights, mix.first, mix.second**2, mix.link)
-            values, sound = _median_and_hdi(mix, prob)
-        out[name] = tuple(float(shift + scale * q) for q in values)
+            bad = ~sound
+            mix = Mixture.of("normal", w, first[:, bad], second[:, bad], link)
+            values[bad] = _medians_and_hdis(mix, prob)[0]
+        for (name, shift, scale, _, _), row in zip(rows, values, strict=True):
+            out[name] = tuple(float(shift + scale * q) for q in row)
     return out
 
 
-def _median_and_hdi(mix: Mixture, prob: float) -> tuple[tuple[float, float, float], bool]:
-    """Median, HDI low and high of a one-variable mixture, and whether the HDI is sound."""
-    m = mix.weights @ mix.first[:, 0]
-    var = mix.weights @ (mix.first[:, 0] - m) ** 2
+def _medians_and_hdis(mix: Mixture, prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """Median, HDI low and high of each variable of a mixture (n, 3), and whether each HDI is
+    sound."""
+    m = mix.weights @ mix.first
+    var = mix.weights @ (mix.first - m) ** 2
     if mix.kind == "normal":
-        var += mix.weights @ mix.second[:, 0] ** 2
-    lo, hi, sound = mix.hdi(prob, *hdi_normal(np.array([m]), np.array([var]), prob))
-    median = mix.quantile(0.5, np.array([m]))
-    return (float(median[0]), float(lo[0]), float(hi[0])), bool(sound[0])
+        var += mix.weights @ mix.second**2
+    lo, hi, sound = mix.hdi(prob, *hdi_normal(m, var, prob))
+    median = mix.quantile(0.5, m)
+    return np.stack([median, lo, hi], axis=1), sound
 
 
 def missing_moments(

@@ -27,6 +27,7 @@ from .marginals import (
     TAIL_AT,
     group_intervals,
     hyper_marginals,
+    hyper_moments,
     missing_moments,
     theta_mixture,
 )
@@ -37,10 +38,10 @@ METHODS = ("auto", "exact", "eb")
 # beyond this many groups, "auto" uses empirical Bayes: the hyperparameter posterior is then so
 # narrow that conditioning on its mode changes nothing visible, and the grid would cost seconds
 AUTO_EB_GROUPS = 20_000
-# (points x groups) elements per pass of the groups' moments: one pass for all but the largest
-# grids (its few large arrays, reused by the group HDIs' smaller ones, keep the allocator from
-# mapping those afresh at every fit)
-MOMENT_CHUNK = 1 << 22
+# (points x groups) elements per pass of the groups' moments: one pass for a few dozen groups
+# (whose mu normals the tables then reuse), megabyte arrays for more (a thousand groups' moments
+# in one pass of 20 MB arrays took half as long again as in passes of 1 MB)
+MOMENT_CHUNK = 1 << 17
 
 
 @dataclass
@@ -213,18 +214,16 @@ def _group_moments(run: Run):
 def _population(run: Run, prob: float) -> pd.DataFrame:
     """The hyperparameters' table: mean, sd (missing where they do not exist), median and HDI."""
     model, post = run.model, run.posterior
-    names = [n for n in model.family.supports if n in model.params(post.points[:1])]
+    names = [n for n in model.family.supports if n in model.params(np.zeros((1, model.dim)))]
     rows = {}
     if post.point:
         rows = point_rows(model, post, names, prob)
     else:
-        p_grid = model.params(post.points)
+        moments = hyper_moments(model, post, names)
         marginals = hyper_marginals(model, post, names, prob)
         missing = missing_moments(model, post, run.tails, names)
         for n in names:
-            g = p_grid[n][:, 0]
-            mean = float(post.weights @ g)
-            sd = float(np.sqrt(max(post.weights @ (g - mean) ** 2, 0.0)))
+            mean, sd = moments[n]
             no_mean, no_sd = missing[n]
             rows[n] = (np.nan if no_mean else mean, np.nan if no_sd else sd, *marginals[n])
     table = pd.DataFrame.from_dict(

@@ -340,6 +340,16 @@ class LatentModel:
         lm = f + norm - 0.5 * logdet + self.log_prior(theta)
         return Conditional(x, fac, V, M, self.constraints, np.where(np.isfinite(lm), lm, -np.inf))
 
+    def prior_precision(self, theta: np.ndarray) -> np.ndarray:
+        """The effects' prior precision (diagonal) at each point of ``theta`` (K, d): (K, dim)."""
+        return self._precision(self.sds(theta))
+
+    def log_joint(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """``log p(y | x) + log p(x | theta)`` up to a constant in x, at rows of ``x`` (K, dim)
+        and ``theta`` (K, d)."""
+        sigma = None if self.sigma_index is None else np.exp(theta[:, self.sigma_index])
+        return self._objective(x, self.prior_precision(theta), sigma)[0]
+
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
         effects' curvature cannot be factored (theta far out in a tail)."""

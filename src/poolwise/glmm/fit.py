@@ -41,8 +41,10 @@ def fit_from_api(
     one-factor engines (the same numbers as ``fit(data, group=...)``), unless NUTS is asked for
     (``method="nuts"`` or any of its options in ``nuts``). The rest: ``"laplace"`` and ``"eb"``
     to the Laplace engine (a TypeError for NUTS options), ``"nuts"`` to NUTS, and ``"auto"`` to
-    the Laplace engine where it takes the model (see :func:`poolwise.glmm.laplace.refusal`) and
-    no NUTS option is given, else to NUTS; the fit's ``method_reason`` says which and why. The
+    the Laplace engine where it takes the model (see :func:`poolwise.glmm.laplace.refusal`),
+    no NUTS option is given and the engine's accuracy check does not flag
+    (:func:`poolwise.glmm.laplace.laplace_check`), else to NUTS; the fit's ``method_reason``
+    says which and why. The
     Laplace route's exact case, one scalar factor of a binomial or poisson model, is integrated
     by adaptive Gauss–Hermite quadrature (:mod:`poolwise.glmm.aghq`)."""
     if data is None:
@@ -96,7 +98,8 @@ def fit_from_api(
         spec=spec,
     )
     reason = None
-    if method == "auto":
+    auto = method == "auto"
+    if auto:
         why = refusal(prep)
         if nuts or parametrization != "auto":
             given = ", ".join(["parametrization"] * (parametrization != "auto") + list(nuts))
@@ -136,6 +139,39 @@ def fit_from_api(
             )
         except Declined as err:
             reason = f"{reason or 'laplace'} ({err})"
-    return fit_laplace(
-        prep, method=method, draws=draws, hdi_prob=hdi_prob, seed=seed, reason=reason
+    fit = fit_laplace(
+        prep,
+        method=method,
+        draws=draws,
+        hdi_prob=hdi_prob,
+        seed=seed,
+        reason=reason,
+        route=auto,
+    )
+    check = fit.info.get("laplace_check")
+    if not auto or check is None:
+        return fit
+    flags = check["flags"]
+    if not flags:
+        shift = check.get("theta_shift_sd", {})
+        return replace(
+            fit,
+            method_reason=f"{reason}; its accuracy check passed (Pareto k-hat "
+            f"{check['khat']:.2f}, largest skewness shift "
+            f"{check.get('max_shift_sd', float('nan')):.2f} sd, largest shift of the Laplace "
+            f"marginal {max(map(abs, shift.values()), default=0.0):.2f} sd)",
+        )
+    nuts_fit = fit_formula(
+        formula,
+        data,
+        draws=draws,
+        hdi_prob=hdi_prob,
+        seed=seed,
+        parametrization=parametrization,
+        prepared=prep,
+    )
+    return replace(
+        nuts_fit,
+        method_reason="auto: NUTS, as the Laplace engine's accuracy check flagged: "
+        + "; ".join(flags),
     )

@@ -1,0 +1,203 @@
+"""The simplified-Laplace mean correction of a latent Gaussian model's effects, and the check of
+the Gaussian approximation (arrays only; LAPLACE.md sections 3 and 7).
+
+Given theta, the effects' log density about the mode ``x*`` is, with ``u = x - x*``,
+``eta = A x`` and ``t_i`` the third derivative of cell i's log likelihood in its eta,
+
+    f(x* + u) = f(x*) - u' H u / 2 + sum_i t_i (a_i' u)^3 / 6 + ...
+
+Expanding ``exp`` of the cubic term to first order under ``N(0, Sigma)`` (``Sigma = H^-1``,
+restricted to the zero-sum constraints) gives the mean of u, by Isserlis' theorem
+``E[u (a_i'u)^3] = 3 Sigma a_i (a_i' Sigma a_i)``:
+
+    delta = 1/2 sum_i Cov(x, eta_i) Var(eta_i) t_i = Sigma A' c,   c_i = t_i Var(eta_i) / 2.
+
+This is the mean shift of Rue, Martino & Chopin's (2009, section 3.2.3) simplified Laplace
+marginal (its skew-normal's location moves by the same first-order amount; INLA's and Stan's
+adjusted Laplace use it likewise), for every effect at once with one solve per theta point
+instead of one per effect. The effects' marginals given theta become Gaussians shifted by delta
+(the variance keeps H^-1's: its correction is of the next order). ``Var(eta_i)`` is the
+diagonal of ``A Sigma A'``, from the blocked factor: for cell c in level j of the eliminated
+term (multiplier v_c) and rest row r_c, ``Var = v_c^2 / D_j + |L^-1 (r_c - v_c C_j / D_j)|^2``.
+
+:func:`importance_check` compares the Gaussian with the exact conditional by importance sampling:
+the Pareto k-hat of the weights ``p(x, y | theta) / N(x; x*, Sigma)`` (Vehtari et al. 2024).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .latent import Conditional, LatentModel, loglik
+
+# cells x rest columns of one dense block when the rest is large (crossed factors)
+CHUNK_FLOATS = 20_000_000
+# beyond this many flops (cells x rest^2 x points) the shift is not computed
+MAX_FLOPS = 2e10
+
+
+def third_derivative(kind: str, stats: tuple, eta: np.ndarray) -> np.ndarray:
+    """The third derivative of each cell's log likelihood in its eta (K, cells); 0 for a normal
+    outcome.
+
+    Example
+    -------
+    >>> float(third_derivative("poisson", (np.array([3.0]),), np.zeros((1, 1)))[0, 0])
+    -1.0
+    """
+    if kind == "binomial":
+        _, n = stats
+        p = 0.5 * (1.0 + np.tanh(eta / 2))  # the logistic without overflow
+        return -n * p * (1.0 - p) * (1.0 - 2.0 * p)
+    if kind == "poisson":
+        return -np.exp(eta)
+    return np.zeros_like(eta)
+
+
+def eta_variances(model: LatentModel, cond: Conditional) -> np.ndarray:
+    """``Var(eta_i)`` given theta at each of the conditional's K points (K, cells), the zero-sum
+    constraints included."""
+    s = model.structure
+    f = cond.factor
+    K = cond.x.shape[0]
+    if s.elim is None:
+        first = np.zeros((K, s.n))
+        codes = np.zeros(s.n, int)
+        values = np.zeros(s.n)
+    else:
+        t = s.terms[s.elim]
+        codes, values = t.codes, t.values.astype(float)
+        first = values**2 / f.D[:, codes]
+    if s.batched:
+        scale = (values / f.D[:, codes]) if s.elim is not None else np.zeros((K, s.n))
+        u = s.R_dense[None] - scale[:, :, None] * (f.C[:, codes, :] if s.elim is not None else 0)
+        rest = (np.linalg.solve(f.L, np.swapaxes(u, 1, 2)) ** 2).sum(axis=1)
+    else:
+        from scipy.linalg import solve_triangular
+
+        rest = np.empty((K, s.n))
+        step = max(1, CHUNK_FLOATS // s.m)
+        for k in range(K):
+            for a in range(0, s.n, step):
+                rows = slice(a, a + step)
+                c = f.C[k][codes[rows]].multiply((values[rows] / f.D[k, codes[rows]])[:, None])
+                u = (s.R[rows] - c).toarray()
+                rest[k, rows] = (solve_triangular(f.L[k], u.T, lower=True) ** 2).sum(axis=0)
+    var = first + rest
+    if cond.V is not None:
+        av = np.stack([s.eta(cond.V[:, :, r]) for r in range(cond.V.shape[2])], axis=1)
+        half = np.linalg.solve(np.linalg.cholesky(cond.M), av)
+        var = var - (half**2).sum(axis=1)
+    return np.maximum(var, 0.0)
+
+
+def covariance_times(cond: Conditional, g: np.ndarray) -> np.ndarray:
+    """``Sigma g`` (K, dim): H^-1 g restricted to the constraints (kriging)."""
+    out = cond.factor.solve(g)
+    if cond.V is not None:
+        lam = np.linalg.solve(cond.M, np.swapaxes(cond.V, 1, 2) @ g[:, :, None])
+        out = out - (cond.V @ lam)[:, :, 0]
+    return out
+
+
+def affordable(model: LatentModel, points: int) -> bool:
+    """Whether :func:`mean_shift` at ``points`` theta points fits ``MAX_FLOPS``."""
+    s = model.structure
+    return model.likelihood != "normal" and s.n * s.m**2 * points <= MAX_FLOPS
+
+
+def mean_shift(model: LatentModel, cond: Conditional) -> np.ndarray:
+    """The simplified-Laplace shift of every effect's conditional mean (K, dim); zeros for a
+    normal outcome (its conditional is Gaussian).
+
+    Example
+    -------
+    >>> from poolwise.engines.blocks import Structure, Term
+    >>> s = Structure(np.ones((3, 1)), [Term(np.arange(3), np.ones(3), 3)])
+    >>> m = LatentModel(s, "poisson", (np.array([0.0, 1.0, 5.0]),), np.zeros(3), np.zeros(1),
+    ...                 np.full(1, 0.25), (0,), (None,), (False,), None, lambda t: 0 * t[:, 0])
+    >>> shift = mean_shift(m, m.conditional(np.zeros((1, 1))))
+    >>> bool(shift[0, 1] < 0)  # a zero count: the log rate's posterior leans to the left
+    True
+    """
+    if model.likelihood == "normal":
+        return np.zeros_like(cond.x)
+    s = model.structure
+    eta = model.offset + s.eta(cond.x)
+    c = 0.5 * third_derivative(model.likelihood, model.stats, eta) * eta_variances(model, cond)
+    return covariance_times(cond, s.gradient(c))
+
+
+def importance_check(
+    model: LatentModel, cond: Conditional, theta: np.ndarray, draws: int, seed: int
+) -> tuple[float, float]:
+    """Importance sampling of the conditional at one theta point (``cond`` at that point,
+    ``theta`` (1, d)) from ``draws`` draws of its Gaussian: the Pareto k-hat of the weights
+    ``p(x, y | theta) / N(x; x*, Sigma)`` (below 0.5 the Gaussian is close to the conditional,
+    above 0.7 it misses its tails) and the log of their mean, ``log p(y | theta)`` less its
+    Laplace approximation. The draws' normals depend on ``seed`` only: the same at every point.
+
+    Example
+    -------
+    >>> from poolwise.engines.blocks import Structure, Term
+    >>> s = Structure(np.ones((3, 1)), [Term(np.arange(3), np.ones(3), 3)])
+    >>> m = LatentModel(s, "poisson", (np.array([40.0, 50.0, 60.0]),), np.zeros(3), np.zeros(1),
+    ...                 np.full(1, 0.25), (0,), (None,), (False,), None, lambda t: 0 * t[:, 0])
+    >>> theta = np.zeros((1, 1))
+    >>> khat, error = importance_check(m, m.conditional(theta), theta, 400, 1)
+    >>> bool(khat < 0.5 and abs(error) < 0.01)
+    True
+    """
+    from arviz_stats.base import array_stats
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng([seed, 15])
+    s = model.structure
+    sigma = None if model.sigma_index is None else np.exp(theta[:, model.sigma_index])
+    _, _, w = loglik(model.likelihood, model.stats, model.offset + s.eta(cond.x), sigma)
+    q = model.prior_precision(theta)
+    top = model.log_joint(cond.x, theta)[0]
+    logw = np.empty(draws)
+    step = max(1, CHUNK_FLOATS // max(s.n, s.dim))  # draws whose arrays fit at once
+    for a in range(0, draws, step):
+        r = min(step, draws - a)
+        # one solve with every draw as a column
+        u = cond.factor.sample(rng.standard_normal((1, s.dim, r)))[0].T
+        if cond.V is not None:
+            lam = np.linalg.solve(cond.M[0], cond.constraints @ u.T)
+            u = u - (cond.V[0] @ lam).T
+        quad = (w * s.eta(u) ** 2).sum(axis=1) + (q * u**2).sum(axis=1)
+        joint = model.log_joint(cond.x + u, np.repeat(theta, r, axis=0))
+        logw[a : a + r] = joint - top + 0.5 * quad
+    khat = array_stats.pareto_khat(logw[None], log_weights=True, tail="right")
+    return float(khat), float(logsumexp(logw) - np.log(draws))
+
+
+def shifted(model: LatentModel, cond: Conditional) -> tuple[Conditional, np.ndarray]:
+    """The conditional with its modes moved by :func:`mean_shift` (the shifts' means), in
+    batches of points that keep the cells' dense blocks within ``CHUNK_FLOATS``."""
+    K = cond.x.shape[0]
+    size = max(1, CHUNK_FLOATS // (model.structure.n * (model.structure.m + 2)))
+    shift = np.concatenate(
+        [mean_shift(model, cond.take(np.arange(a, min(a + size, K)))) for a in range(0, K, size)]
+    )
+    return replace(cond, x=cond.x + shift), shift
+
+
+def separated(model: LatentModel) -> list[int]:
+    """Per group term, the levels whose outcomes leave the likelihood no interior maximum: all
+    failures or all successes (binomial), only zero counts (Poisson); none for a normal one."""
+    s = model.structure
+    out = []
+    for t in s.terms:
+        if model.likelihood == "normal":
+            out.append(0)
+            continue
+        total = np.bincount(t.codes, model.stats[0], t.n_levels)
+        edge = total == 0
+        if model.likelihood == "binomial":
+            edge |= total == np.bincount(t.codes, model.stats[1], t.n_levels)
+        out.append(int(edge.sum()))
+    return out
