@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 
 from poolwise.engines import blocks
 from poolwise.engines.blocks import Structure, Term
-from poolwise.engines.latent import LatentModel, loglik
+from poolwise.engines.latent import CorrBlock, LatentModel, loglik
 
 
 def _problem(kind: str, seed: int = 3):
@@ -154,3 +154,125 @@ def test_conditional_at_reuses_the_evaluated_points(kind):
         # the modes from warm starts, to Newton's tolerance: their curvature to ~1e-7
         np.testing.assert_allclose(vv[j], v, rtol=1e-6, atol=1e-12)
         np.testing.assert_allclose(c.log_marginal[j] - cond.log_marginal[1], lm - lm0, atol=1e-7)
+
+
+# ------------------------------------------------------------------------ correlated blocks
+def _block_model(kind: str, n_other: int, zero_sum: bool, k: int = 2):
+    """A block (1 + x|a) (k = 2) or (1 + x + w|a) (k = 3) of 6 levels and a factor b of
+    ``n_other`` levels (3: the block is eliminated first; 9: b is, and the block's coupling sits
+    in the dense rest); theta = (the block's log sds, its correlation coordinates, b's log sd,
+    a normal outcome's log sigma)."""
+    rng = np.random.default_rng(5)
+    n = 80
+    a, b = rng.integers(0, 6, n), rng.integers(0, n_other, n)
+    x, w = rng.normal(size=n), rng.normal(size=n)
+    X = np.column_stack([np.ones(n), x])
+    values = [np.ones(n), x, w][:k]
+    terms = [Term(a, v, 6) for v in values] + [Term(b, np.ones(n), n_other)]
+    eta = 0.3 + 0.5 * x + rng.normal(0, 0.5, 6)[a] + rng.normal(0, 0.4, 6)[a] * x
+    if kind == "binomial":
+        trials = rng.integers(1, 6, n).astype(float)
+        stats = (rng.binomial(trials.astype(int), 1 / (1 + np.exp(-eta))).astype(float), trials)
+    else:
+        size = rng.integers(1, 4, n).astype(float)
+        stats = (size, eta + rng.normal(0, 1, n) / np.sqrt(size), rng.uniform(0, 2, n) * (size - 1))
+    n_corr = k * (k - 1) // 2
+    model = LatentModel(
+        Structure(X, terms, (tuple(range(k)),)),
+        kind,
+        stats,
+        np.zeros(n),
+        np.array([0.2, 0.0]),
+        np.array([1 / 4.0, 1.0]),
+        (*range(k), k + n_corr),
+        (None,) * (k + 1),
+        (zero_sum,) * k + (True,),
+        k + n_corr + 1 if kind == "normal" else None,
+        lambda t: -0.5 * (t**2).sum(axis=1),
+        (CorrBlock(tuple(range(k)), tuple(range(k, k + n_corr))),),
+    )
+    return model, (X, terms, stats)
+
+
+def _dense_block(kind: str, n_other: int, zero_sum: bool, theta: np.ndarray, k: int = 2):
+    """The block model's log marginal, mode and covariance from dense matrices: the prior
+    precision with each level's k x k inverse covariance, the constraints by a basis U, the
+    prior's normaliser as 1/2 log det(U' Q U)."""
+    from poolwise.engines.correlation import corr_cholesky
+
+    _, (X, terms, stats) = _block_model(kind, n_other, zero_sum, k)
+    A = np.hstack([X] + [np.eye(t.n_levels)[t.codes] * t.values[:, None] for t in terms])
+    n_corr = k * (k - 1) // 2
+    sds, sb = np.exp(theta[:k]), np.exp(theta[k + n_corr])
+    L = corr_cholesky(theta[None, k : k + n_corr], k)[0][0]
+    P = np.linalg.inv(np.outer(sds, sds) * (L @ L.T))
+    dim = A.shape[1]
+    Q = np.zeros((dim, dim))
+    Q[0, 0], Q[1, 1] = 1 / 4.0, 1.0
+    for j in range(6):
+        idx = [2 + 6 * t + j for t in range(k)]
+        Q[np.ix_(idx, idx)] = P
+    Q[2 + 6 * k :, 2 + 6 * k :] = np.eye(n_other) / sb**2
+    mean = np.r_[0.2, 0.0, np.zeros(dim - 2)]
+    rows = [np.r_[np.zeros(2 + 6 * t), np.ones(6), np.zeros(dim - 8 - 6 * t)] for t in range(k)]
+    C = np.array([*(rows if zero_sum else []), np.r_[np.zeros(2 + 6 * k), np.ones(n_other)]])
+    U = null_space(C)
+    sigma = np.exp(theta[-1:]) if kind == "normal" else None
+
+    def f(u):
+        x = U @ u
+        ll, d, _ = loglik(kind, stats, (A @ x)[None], sigma)
+        dev = x - mean
+        return -(ll[0] - 0.5 * dev @ Q @ dev), -(U.T @ (A.T @ d[0] - Q @ dev))
+
+    res = minimize(f, np.zeros(U.shape[1]), jac=True, method="BFGS", options={"gtol": 1e-10})
+    x = U @ res.x
+    _, _, w = loglik(kind, stats, (A @ x)[None], sigma)
+    H = A.T @ (w[0][:, None] * A) + Q
+    Hu = U.T @ H @ U
+    norm = 0.5 * np.linalg.slogdet(U.T @ Q @ U)[1]
+    lm = -res.fun + norm - 0.5 * np.linalg.slogdet(Hu)[1] - 0.5 * (theta**2).sum()
+    return lm, x, U @ np.linalg.inv(Hu) @ U.T
+
+
+def _block_thetas(kind: str, k: int) -> np.ndarray:
+    rng = np.random.default_rng(k)
+    n_corr = k * (k - 1) // 2
+    thetas = np.column_stack(
+        [
+            rng.uniform(-1, 0.3, (3, k)),
+            rng.uniform(-1.5, 1.5, (3, n_corr)),
+            rng.uniform(-0.3, 0.2, (3, 1 + (kind == "normal"))),
+        ]
+    )
+    return thetas
+
+
+@pytest.mark.parametrize("kind", ["binomial", "normal"])
+@pytest.mark.parametrize("n_other", [3, 9])
+@pytest.mark.parametrize("zero_sum", [True, False])
+@pytest.mark.parametrize("batch", [64, 0])
+@pytest.mark.parametrize("k", [2, 3])
+def test_correlated_block_matches_dense(kind, n_other, zero_sum, batch, k, monkeypatch):
+    monkeypatch.setattr(blocks, "BATCH_REST", batch)
+    thetas = _block_thetas(kind, k)
+    model, _ = _block_model(kind, n_other, zero_sum, k)
+    assert model.structure.unit == (tuple(range(k)) if n_other == 3 else (k,))
+    cond = model.conditional(thetas)
+    var = cond.variances()
+    lm0 = _dense_block(kind, n_other, zero_sum, thetas[0], k)[0]
+    for i, theta in enumerate(thetas):
+        lm, x, cov = _dense_block(kind, n_other, zero_sum, theta, k)
+        np.testing.assert_allclose(cond.x[i], x, atol=1e-6)
+        # the dense mode is BFGS's, to ~1e-7: the curvature at it (and its log det) to ~1e-6
+        np.testing.assert_allclose(var[i], np.diag(cov), rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(cond.log_marginal[i] - cond.log_marginal[0], lm - lm0, atol=1e-6)
+    # draws: the conditional covariance, each level's coefficients together; a covariance's
+    # sampling sd from N draws is sqrt((S_aa S_bb + S_ab^2) / N)
+    cov = _dense_block(kind, n_other, zero_sum, thetas[0], k)[2]
+    z = np.random.default_rng(2).normal(size=(40_000, cond.x.shape[1]))
+    draws = cond.sample(np.zeros(40_000, dtype=int), z)
+    got = np.cov(draws.T)
+    sd = np.sqrt(np.diag(cov))
+    se = np.sqrt((np.outer(sd, sd) ** 2 + cov**2) / len(draws))
+    assert np.all(np.abs(got - cov) < 5 * se + 1e-12)

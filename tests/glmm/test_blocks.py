@@ -284,7 +284,9 @@ def test_check_and_arviz(radon):
     )
 
 
-def test_predict_seen_levels_use_each_levels_intercept_and_slope(radon):
+@pytest.mark.parametrize("fitted", ["radon", "radon_laplace"])
+def test_predict_seen_levels_use_each_levels_intercept_and_slope(fitted, request):
+    radon = request.getfixturevalue(fitted)
     names = list(radon.groups.loc["1|county"].index[:3])
     new = pd.DataFrame({"county": names * 2, "floor": [0] * 3 + [1] * 3})
     out = radon.predict(new)
@@ -301,10 +303,12 @@ def test_predict_seen_levels_use_each_levels_intercept_and_slope(radon):
         assert out.loc[i, "sd"] == pytest.approx(eta.std(), rel=1e-9)
 
 
-def test_predict_new_level_draws_intercept_and_slope_together(radon):
+@pytest.mark.parametrize("fitted", ["radon", "radon_laplace"])
+def test_predict_new_level_draws_intercept_and_slope_together(fitted, request):
     """A new county on the first floor: eta = Intercept + floor + a + b with (a, b) ~ N(0, S)
     per draw, so its variance is Var(Intercept + floor) + E[sd_a^2 + sd_b^2 + 2 r sd_a sd_b];
     drawn apart (r = 0) it would be larger by -2 E[r sd_a sd_b] (about 20 % here)."""
+    radon = request.getfixturevalue(fitted)
     out = radon.predict(pd.DataFrame({"county": ["NEW"] * 2, "floor": [0, 1]}), unseen="draw")
     d = {k: v.reshape(-1) for k, v in radon.draws.items() if k in radon.hyper_draws}
     sa, sb, r = d["1|county_sigma"], d["floor|county_sigma"], d["1 + floor|county_corr"]
@@ -349,16 +353,84 @@ def test_block_prior_by_its_correlations_name():
     assert trace["floor|county"]["value"].shape == (85,)
 
 
-def test_laplace_routes_a_block_to_nuts():
-    """The Laplace engine does not take correlated blocks yet: method='auto' samples by NUTS
-    and says why, method='laplace' is refused by name."""
+# ------------------------------------------------------------------------ the Laplace engine
+@pytest.fixture(scope="module")
+def radon_laplace():
+    return poolwise.fit(RADON, data=references.radon_data(), priors=RADON_PRIORS, seed=5)
+
+
+def test_laplace_takes_a_block_and_auto_chooses_it(radon_laplace):
+    """method='auto' fits a block by the Laplace engine (a pruned grid over its 4 variance
+    parameters); a block whose coefficients sum to zero in part is left to NUTS, by name."""
     from poolwise.glmm.laplace import refusal
     from poolwise.glmm.setup import prepare
 
     df = references.radon_data()
-    assert (
-        refusal(prepare(RADON, df)) == "correlated group effects are not in the Laplace engine yet"
+    assert radon_laplace.method == "laplace"
+    assert radon_laplace.info["design"] == "pruned grid"
+    assert refusal(prepare(RADON, df)) is None
+    partly = prepare("log_radon ~ 1 + (1 + floor|county)", df)  # floor's slopes do not sum to 0
+    assert "1 + floor|county: some of its coefficients sum to zero" in refusal(partly)
+    with pytest.raises(ValueError, match="method='laplace': 1 \\+ floor\\|county: some"):
+        poolwise.fit("log_radon ~ 1 + (1 + floor|county)", data=df, method="laplace")
+
+
+def test_radon_laplace_agrees_with_the_long_reference_run(radon_laplace):
+    """A normal outcome: the Laplace marginal of theta is exact and only the pruned grid's
+    quadrature error is left. Criterion of the Laplace engine (tests/glmm/test_laplace.py):
+    means within 0.1 posterior sd, sds within 10 %, widened by the reference's Monte Carlo
+    error; seen: within 0.02 sd and 2 %."""
+    from .test_laplace import _close
+
+    rows = [
+        "Intercept",
+        "floor",
+        "1|county_sigma",
+        "floor|county_sigma",
+        "1 + floor|county_corr",
+        "sigma",
+    ]
+    levels = list(radon_laplace.groups.loc["1|county"].index)
+    big = levels[int(np.argmax(radon_laplace.groups.loc["1|county", "n"]))]
+    effects = [f"{t}[{lv}]" for t in ("1|county", "floor|county") for lv in (levels[0], big)]
+    _close(radon_laplace, "radon_slopes", rows + effects)
+    # the tables are the mixture's: the correlation's interval in [-1, 1] (its density does not
+    # vanish at -1: the data barely tell the slopes' sd from 0), about its median
+    row = radon_laplace.population.loc["1 + floor|county_corr"]
+    assert -1 <= row["hdi_low"] < row["median"] < row["hdi_high"] < 1
+
+
+def test_binomial_slopes_laplace_agrees_with_a_reference_run():
+    """A binomial block, 25 levels of 6 rows with 1-12 trials (tests/reference/
+    run_glmm_references.py, binomial_slopes: NUTS, 4 x 5,000 draws), at the Laplace engine's
+    criterion (0.1 sd and 10 %). Seen: within 0.02 sd and 2.5 % everywhere with the skewness
+    correction; without it the common effects were off by 0.16 and 0.30 sd."""
+    from .test_laplace import _close
+
+    priors = {
+        "Intercept": Normal(0, 2),
+        "x": Normal(0, 1),
+        "1|g_sigma": HalfNormal(1),
+        "x|g_sigma": HalfNormal(1),
+    }
+    df = references.binomial_slopes_data()
+    fit = poolwise.fit("p(k, n) ~ 1 + x + (1 + x|g)", df, priors=priors, method="laplace", seed=3)
+    assert fit.info["design"] == "pruned grid"
+    rows = ["Intercept", "x", "1|g_sigma", "x|g_sigma", "1 + x|g_corr"]
+    _close(fit, "binomial_slopes", rows + [f"{t}[{j}]" for t in ("1|g", "x|g") for j in (0, 7)])
+    assert fit.groups.loc["x|g"].shape[0] == 25
+
+
+def test_radon_eb_is_lmers_estimate():
+    """method='eb' maximises the marginal likelihood of the sds and the correlation, the common
+    effects integrated out (REML-like; their weak normal priors stay): lmer's REML estimates
+    of Gelman and Hill's M3 (fixed effects to 0.02 of their se: seen 0.014; the sds and the
+    correlation as lmer prints them, to 2 decimals)."""
+    fit = poolwise.fit(
+        RADON, data=references.radon_data(), priors=RADON_PRIORS, method="eb", seed=1
     )
-    assert refusal(prepare("log_radon ~ 1 + floor + (floor||county)", df)) is None
-    with pytest.raises(ValueError, match="method='laplace': correlated group effects"):
-        poolwise.fit(RADON, data=df, method="laplace")
+    pop = fit.population
+    for name in ("Intercept", "floor"):
+        assert abs(pop.loc[name, "mean"] - M3[name]) < 0.02 * pop.loc[name, "sd"], name
+    for name in ("1|county_sigma", "floor|county_sigma", "1 + floor|county_corr", "sigma"):
+        assert abs(pop.loc[name, "mean"] - M3[name]) < 0.01, name

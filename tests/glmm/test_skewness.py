@@ -104,15 +104,23 @@ def test_importance_sampling_finds_the_laplace_error_of_the_marginal(kind, stats
 
 
 @pytest.mark.parametrize("batched", [True, False])
-def test_eta_variances_and_shift_match_dense_algebra(monkeypatch, batched):
-    # crossed factors, one of them zero-sum, a covariate: every path of the blocked algebra
+@pytest.mark.parametrize("block", [False, True])
+def test_eta_variances_and_shift_match_dense_algebra(monkeypatch, batched, block):
+    # crossed factors, one of them zero-sum, a covariate: every path of the blocked algebra;
+    # with ``block`` the first factor's intercept and slope are a correlated block (eliminated
+    # first, each level's 2 x 2 block together)
+    from poolwise.engines.latent import CorrBlock
+
     if not batched:
         monkeypatch.setattr(blocks, "BATCH_REST", 0)
     rng = np.random.default_rng(4)
     n, J, L = 40, 7, 3
     a, c = rng.integers(0, J, n), rng.integers(0, L, n)
     X = np.column_stack([np.ones(n), rng.normal(size=n)])
-    s = Structure(X, [Term(a, np.ones(n), J), Term(c, rng.uniform(0.5, 2, n), L)])
+    terms = [Term(a, np.ones(n), J), Term(c, rng.uniform(0.5, 2, n), L)]
+    if block:
+        terms.insert(1, Term(a, X[:, 1], J))
+    s = Structure(X, terms, ((0, 1),) if block else ())
     assert s.batched == batched
     k = rng.integers(0, 4, n).astype(float)
     stats = (k, np.full(n, 4.0))
@@ -123,21 +131,28 @@ def test_eta_variances_and_shift_match_dense_algebra(monkeypatch, batched):
         np.zeros(n),
         np.zeros(2),
         np.full(2, 0.5),
-        (0, 1),
-        (None, None),
-        (True, False),
+        (0, 1, 3) if block else (0, 1),
+        (None,) * len(terms),
+        (True, True, False) if block else (True, False),
         None,
         lambda t: 0 * t[:, 0],
+        (CorrBlock((0, 1), (2,)),) if block else (),
     )
-    theta = np.array([[0.3, -0.2], [-0.5, 0.1]])
+    theta = np.array([[0.3, -0.2, 0.7, 0.1], [-0.5, 0.1, -0.4, 0.0]])[:, : 4 if block else 2]
     cond = m.conditional(theta)
-    A = np.column_stack([X, np.eye(J)[a], np.eye(L)[c] * s.terms[1].values[:, None]])
-    C = np.concatenate([np.zeros(2), np.ones(J), np.zeros(L)])[None]
+    A = np.column_stack([X] + [np.eye(t.n_levels)[t.codes] * t.values[:, None] for t in terms])
+    dim = A.shape[1]
+    C = np.array(
+        [
+            np.r_[np.zeros(2 + J * i), np.ones(J), np.zeros(dim - 2 - J * (i + 1))]
+            for i in range(2 if block else 1)  # the zero-sum terms: the first factor's
+        ]
+    )
     for kk in range(2):
         eta = A @ cond.x[kk]
         _, _, w = loglik("binomial", stats, eta[None], None)
-        q = m.prior_precision(theta[kk : kk + 1])[0]
-        Hinv = np.linalg.inv(A.T @ (w[0][:, None] * A) + np.diag(q))
+        Q = s.prior_times(m.prior_precision(theta[kk : kk + 1]), np.eye(dim))
+        Hinv = np.linalg.inv(A.T @ (w[0][:, None] * A) + Q)
         Sigma = Hinv - Hinv @ C.T @ np.linalg.solve(C @ Hinv @ C.T, C @ Hinv)
         var = np.einsum("ij,jk,ik->i", A, Sigma, A)
         assert np.allclose(eta_variances(m, cond)[kk], var, rtol=1e-8, atol=1e-12)

@@ -19,6 +19,9 @@ is poolwise's zero-sum normal, and mean(c) is not in the likelihood):
   and floor slope (Gelman and Hill's M3): Intercept ~ N(1.5, 2), floor ~ N(0, 2), both sds ~
   HalfNormal(1), their correlation ~ LKJ(1), sigma ~ HalfNormal(2); each county's (intercept,
   slope) = diag(sd) L z with z standard normal, then centred over the counties.
+- ``binomial_slopes``: p(k, n) ~ 1 + x + (1 + x|g), 25 levels of 6 rows (1-12 trials each), a
+  correlated intercept and slope; Intercept ~ N(0, 2), x ~ N(0, 1), both sds ~ HalfNormal(1),
+  their correlation ~ LKJ(1); each level's (intercept, slope) built as radon_slopes' are.
 - ``binomial_crossed``: p(k, n) ~ 1 + x + (1|a) + (1|b), 2,000 rows, 8 x 6 crossed levels;
   Intercept ~ N(0, 2), x ~ N(0, 1), both sds ~ HalfNormal(1).
 - ``poisson_crossed``: c ~ 1 + x + (1|a) + (1|b) + offset(log(t)), the same design with exposure.
@@ -74,6 +77,18 @@ def binomial_crossed_data() -> pd.DataFrame:
     trials = rng.integers(1, 20, len(a))
     p = 1 / (1 + np.exp(-(-0.5 + 0.4 * x + ea[a] + eb[b])))
     return pd.DataFrame({"a": a, "b": b, "x": x, "k": rng.binomial(trials, p), "n": trials})
+
+
+def binomial_slopes_data() -> pd.DataFrame:
+    rng = np.random.default_rng(31)
+    g = np.repeat(np.arange(25), 6)
+    x = rng.normal(size=g.size).round(1)
+    sd, rho = np.array([0.6, 0.4]), 0.5
+    L = np.linalg.cholesky(np.array([[1.0, rho], [rho, 1.0]]))
+    u = rng.normal(size=(25, 2)) @ (sd[:, None] * L).T
+    trials = rng.integers(1, 13, g.size)
+    p = 1 / (1 + np.exp(-(-0.3 + 0.5 * x + u[g, 0] + u[g, 1] * x)))
+    return pd.DataFrame({"g": g, "x": x, "k": rng.binomial(trials, p), "n": trials})
 
 
 def poisson_crossed_data() -> pd.DataFrame:
@@ -135,6 +150,37 @@ def radon_model(y, floor, county, n):
     sigma = numpyro.sample("sigma", dist.HalfNormal(2))
     u = _deviations("u", n, tau)
     numpyro.sample("y", dist.Normal(a + b * floor + u[county], sigma), obs=y)
+
+
+def _block_deviations(n: int):
+    """A correlated intercept and slope per level, (n, 2), centred over the levels: both sds
+    ~ HalfNormal(1), their correlation ~ LKJ(1); records sd0, sd1, rho, u0 and u1
+    (radon_slopes_model writes the same out, its sites in the order of its stored run)."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    sd = numpyro.sample("sd", dist.HalfNormal(1).expand([2]).to_event(1))
+    L = numpyro.sample("L", dist.LKJCholesky(2, 1.0))
+    z = numpyro.sample("z", dist.Normal(0, 1).expand([n, 2]).to_event(2))
+    c = z @ (sd[:, None] * L).T
+    u = c - c.mean(axis=0)
+    numpyro.deterministic("u0", u[:, 0])
+    numpyro.deterministic("u1", u[:, 1])
+    numpyro.deterministic("sd0", sd[0])
+    numpyro.deterministic("sd1", sd[1])
+    numpyro.deterministic("rho", L[1, 0])
+    return u
+
+
+def binomial_slopes_model(k, n, x, g, levels):
+    import numpyro
+    import numpyro.distributions as dist
+
+    a = numpyro.sample("a", dist.Normal(0, 2))
+    b = numpyro.sample("b", dist.Normal(0, 1))
+    u = _block_deviations(levels)
+    logits = a + b * x + u[g, 0] + u[g, 1] * x
+    numpyro.sample("k", dist.Binomial(n, logits=logits), obs=k)
 
 
 def radon_slopes_model(y, floor, county, n):
@@ -263,6 +309,23 @@ MODELS = {
             "sigma": "sigma",
             "1|county": "u0",
             "floor|county": "u1",
+        },
+    ),
+    "binomial_slopes": (
+        binomial_slopes_model,
+        lambda: {
+            **{c: binomial_slopes_data()[c].to_numpy() for c in ("k", "n", "x", "g")},
+            "levels": 25,
+        },
+        14,
+        {
+            "Intercept": "a",
+            "x": "b",
+            "1|g_sigma": "sd0",
+            "x|g_sigma": "sd1",
+            "1 + x|g_corr": "rho",
+            "1|g": "u0",
+            "x|g": "u1",
         },
     ),
     "binomial_crossed": (

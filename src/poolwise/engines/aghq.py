@@ -23,11 +23,14 @@ import numpy as np
 
 FAMILIES = ("binomial", "poisson")
 NODES = 15
-# a level's mode and beta's: Newton until the step is this small (relative to the scale)
-LEVEL_TOL = 1e-12
+# a level's mode: Newton stops after a step this small (relative to the scale), which leaves it
+# ~1e-14 from the mode (quadratic convergence; the quadrature is as exact with any centre near
+# the mode, so this serves only the modes returned)
+LEVEL_TOL = 1e-7
 NEWTON_STEPS = 60
-# beta's Newton stops after the step whose decrement g' H^-1 g (twice the gain still to come in
-# the log density) was this small: beta within ~1e-8 of its posterior sd of the mode
+# beta's Newton stops where the next step's decrement g' H^-1 g (twice the gain still to come in
+# the log density) is this small: beta within ~1e-8 of its posterior sd of the mode, and the
+# Hessian there is the mode's to that
 BETA_TOL = 1e-16
 # Newton steps whose decrement is below this are taken whole (the quadratic model holds there)
 SAFE_DECREMENT = 1e-4
@@ -97,15 +100,35 @@ class LevelModel:
         (constants dropped), for eta of shape (B, cells) or (B, cells, K)."""
         shape = (-1,) + (1,) * (eta.ndim - 2)  # the cells' axis is the second
         y, n = self.y.reshape(shape), self.n.reshape(shape)
+        t = _exp_term(self.family, eta)
         if self.family == "poisson":
-            mu = np.exp(eta)
-            return ((y * eta - mu,) if value else ()) + (y - mu, mu)
-        e = np.exp(-np.abs(eta))
-        p = np.where(eta >= 0, 1.0, e) / (1.0 + e)
+            return ((_log_lik(self.family, y, n, eta, t),) if value else ()) + (y - t, t)
+        p = np.where(eta >= 0, 1.0, t) / (1.0 + t)
         derivs = (y - n * p, n * p * (1.0 - p))
         if not value:
             return derivs
-        return (y * eta - n * (np.maximum(eta, 0.0) + np.log1p(e)), *derivs)
+        return (_log_lik(self.family, y, n, eta, t), *derivs)
+
+    def level_log_lik(
+        self, eta0: np.ndarray, rows: np.ndarray, levels: np.ndarray, b: np.ndarray
+    ) -> np.ndarray:
+        """Entry e's log likelihood: the cells of level ``levels[e]`` at row ``rows[e]`` of
+        ``eta0`` (B, cells) moved by ``b[e]`` (only those cells are computed).
+
+        Example
+        -------
+        >>> m = LevelModel.build("poisson", [1.0, 2.0], None, np.ones((2, 1)), np.zeros(2),
+        ...                      [0, 1], 2)
+        >>> m.level_log_lik(np.zeros((1, 2)), np.array([0]), np.array([1]), np.array([0.0]))
+        array([-1.])
+        """
+        counts = np.diff(np.r_[self.starts, len(self.codes)])[levels]
+        entry = np.repeat(np.arange(levels.size), counts)
+        first = np.cumsum(counts) - counts
+        cells = self.starts[levels][entry] + np.arange(counts.sum()) - first[entry]
+        eta = eta0[rows[entry], cells] + b[entry]
+        ll = _log_lik(self.family, self.y[cells], self.n[cells], eta, _exp_term(self.family, eta))
+        return np.bincount(entry, weights=ll, minlength=levels.size)
 
     def by_level(self, a: np.ndarray, axis: int) -> np.ndarray:
         """Sums over each level's cells along ``axis`` (the cells' axis)."""
@@ -117,10 +140,23 @@ class LevelModel:
         return np.add.reduceat(a, self.starts, axis=axis)
 
 
+def _exp_term(family: str, eta: np.ndarray) -> np.ndarray:
+    """exp(eta) (poisson) or exp(-|eta|) (binomial): the exponential the cells' terms share."""
+    return np.exp(eta) if family == "poisson" else np.exp(-np.abs(eta))
+
+
+def _log_lik(family: str, y, n, eta: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The cells' log likelihood (constants dropped), ``t`` their :func:`_exp_term`."""
+    if family == "poisson":
+        return y * eta - t
+    return y * eta - n * (np.maximum(eta, 0.0) + np.log1p(t))
+
+
 def level_modes(
     model: LevelModel, eta0: np.ndarray, sd: np.ndarray, b: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each level's mode b* and curvature h of log N(b | 0, sd^2) + sum_i log p(y_i | eta0_i + b).
+    """Each level's mode b* and curvature h of log N(b | 0, sd^2) + sum_i log p(y_i | eta0_i + b)
+    (h at the point before Newton's last step, within ~1e-7 of the mode).
 
     ``eta0`` (B, cells), ``sd`` (B,), ``b`` a start (B, J); returns b* and h, both (B, J).
     Newton's method on the derivative (decreasing: the function is concave), kept inside the
@@ -146,14 +182,16 @@ def level_modes(
         lo[rows] = np.where(grad > 0, br, lo[rows])
         hi[rows] = np.where(grad <= 0, br, hi[rows])
         step = np.clip(grad / h[rows], -MAX_STEP, MAX_STEP)
-        moving = np.any(np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br)), axis=1)  # (NaN: no mode)
-        if not moving.any():
-            break
-        rows, step, br = rows[moving], step[moving], br[moving]
         new = br + step
         low, high = lo[rows], hi[rows]
-        outside = (new <= low) | (new >= high)
-        b[rows] = np.where(outside & np.isfinite(low + high), 0.5 * (low + high), new)
+        bisect = ((new <= low) | (new >= high)) & np.isfinite(low + high)
+        new = np.where(bisect, 0.5 * (low + high), new)
+        b[rows] = np.where(np.isfinite(new), new, br)  # (NaN: no mode)
+        # (a bisection converges only linearly: Newton's step decides)
+        moving = np.any(bisect | (np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br))), axis=1)
+        if not moving.any():
+            break
+        rows = rows[moving]
     return b, h
 
 
@@ -285,7 +323,8 @@ def beta_laplace(
         step = np.linalg.solve(H, grad[..., None])[..., 0]
         step *= np.minimum(1.0, MAX_STEP / np.maximum(np.abs(step).max(axis=1), 1e-300))[:, None]
         decrement = (grad * step).sum(axis=1)
-        done = not np.any(decrement > BETA_TOL)  # (a NaN: a point whose density overflows)
+        if not np.any(decrement > BETA_TOL):  # (a NaN: a point whose density overflows)
+            break
         for _ in range(40):
             q1, lp1 = evaluate(beta + step, q.modes)
             # a step that lowers the log density is halved, away from the mode only: near it
@@ -296,10 +335,9 @@ def beta_laplace(
             step = np.where(worse[:, None], step / 2, step)
             decrement = np.where(worse, decrement / 2, decrement)
         beta, q, lp = beta + step, q1, lp1
-        if done:
-            break
-    _, hess = derivatives(model, q)
-    H = -hess + prec[:, :, None] * np.eye(p)
+    else:
+        _, hess = derivatives(model, q)
+        H = -hess + prec[:, :, None] * np.eye(p)
     proper = prec > 0
     norm = 0.5 * np.where(proper, np.log(np.where(proper, prec, 1.0) / (2 * np.pi)), 0.0).sum(1)
     _, logdet = np.linalg.slogdet(H)
@@ -307,13 +345,55 @@ def beta_laplace(
     return BetaLaplace(beta, H, log_marginal, q)
 
 
-def _log_f(model, eta0, prec, b):
-    """A level's log density (up to a constant) and its derivative at b (S, J, A)."""
-    ll, r, _ = model.cell_terms(eta0[..., None] + b[:, model.codes, :])
-    return (
+def mode_slopes(
+    model: LevelModel, beta: np.ndarray, modes: np.ndarray, sd: np.ndarray
+) -> np.ndarray:
+    """How each level's mode (``modes`` (B, J) at the rows of ``beta`` (B, p) and ``sd``
+    (B,)) moves with beta: d b_j* / d beta = -sum_{i in j} w_i x_i / h_j (the score equation
+    differentiated), (B, J, p).
+
+    Example
+    -------
+    >>> m = LevelModel.build("poisson", [4.0], None, np.ones((1, 1)), np.zeros(1), [0], 1)
+    >>> b, _ = level_modes(m, np.zeros((1, 1)), np.array([1e6]))
+    >>> round(float(mode_slopes(m, np.zeros((1, 1)), b, np.array([1e6]))[0, 0, 0]), 6)
+    -1.0
+    """
+    eta0 = model.offset + np.atleast_2d(beta) @ model.X.T
+    _, w = model.cell_terms(eta0 + modes[:, model.codes], value=False)
+    h = model.by_level(w, 1) + 1.0 / np.asarray(sd, dtype=float).reshape(-1, 1) ** 2
+    return -model.by_level(w[..., None] * model.X, 1) / h[..., None]
+
+
+def _log_f(model, eta0, prec, b, curvature=False):
+    """A level's log density (up to a constant) and its derivative at b (S, J, A), and minus
+    its second derivative where ``curvature``."""
+    ll, r, w = model.cell_terms(eta0[..., None] + b[:, model.codes, :])
+    out = (
         model.by_level(ll, 1) - 0.5 * prec[:, None, None] * b**2,
         model.by_level(r, 1) - prec[:, None, None] * b,
     )
+    return out + (model.by_level(w, 1) + prec[:, None, None],) if curvature else out
+
+
+def _envelope(model, eta0, prec, centre, h, middle=None):
+    """Tangents of each level's log density at ``centre`` +- TANGENT sds (of curvature ``h``)
+    and in the middle: at the centre, or at the point of ``middle`` (x, its value, its slope,
+    each (S, J)). Points (S, J, 3), values and slopes; ``valid`` where the points are in order
+    and the side slopes point inwards (the envelope then has finite mass)."""
+    d = TANGENT / np.sqrt(h)
+    if middle is None:
+        x = centre[..., None] + np.stack([-d, np.zeros_like(d), d], -1)
+        f, g = _log_f(model, eta0, prec, x)
+    else:
+        sides = centre[..., None] + np.stack([-d, d], -1)
+        fs, gs = _log_f(model, eta0, prec, sides)
+        x, f, g = (
+            np.stack([a[..., 0], m, a[..., 1]], -1)
+            for a, m in zip((sides, fs, gs), middle, strict=True)
+        )
+    valid = (g[..., 0] > 0) & (g[..., 2] < 0) & (x[..., 0] < x[..., 1]) & (x[..., 1] < x[..., 2])
+    return x, f, g, valid & np.isfinite(f).all(-1) & np.isfinite(d)
 
 
 def sample_levels(
@@ -324,9 +404,10 @@ def sample_levels(
     start: np.ndarray | None = None,
 ) -> np.ndarray:
     """One exact draw of every level's effect from its conditional given each (beta, sd) row:
-    (S, J). Rejection sampling from the envelope of tangents at fixed points around the mode
-    (the log density is concave, so its tangents lie above it), repeated for the rejected.
-    ``start``: the levels' modes, roughly (S, J).
+    (S, J). Rejection sampling from the envelope of three tangents (the log density is
+    concave, so its tangents lie above it): at ``start`` (roughly the levels' modes, (S, J)),
+    and 1.2 sds (of the curvature there) either side of the point one Newton step on; where
+    those do not enclose the mode, the mode is found first. Rejected draws are drawn again.
 
     Example
     -------
@@ -338,47 +419,59 @@ def sample_levels(
     sd = np.asarray(sd, dtype=float).reshape(-1)
     prec = 1.0 / sd**2
     eta0 = model.offset + np.atleast_2d(beta) @ model.X.T
-    mode, h = level_modes(model, eta0, sd, start)
-    # tangents at mode - d (slope gl > 0), the mode (flat) and mode + d (slope gr < 0); they
-    # cross at mode - d + (f0 - fl) / gl and mode + d + (f0 - fr) / gr
-    d = TANGENT / np.sqrt(h)
-    x = mode[..., None] + np.stack([-d, np.zeros_like(d), d], -1)
-    f, g = _log_f(model, eta0, prec, x)
-    fl, f0, fr = f[..., 0] - f[..., 1], 0.0, f[..., 2] - f[..., 1]
-    gl, gr = g[..., 0], g[..., 2]
-    left, right = -d - fl / gl, d - fr / gr  # the flat piece, around the mode
-    # masses relative to the mode's density: the two exponential tails and the flat piece
-    masses = np.stack([1.0 / gl, right - left, -1.0 / gr], -1)
+    start = np.zeros((eta0.shape[0], model.n_levels)) if start is None else start
+    f, g, h = (a[..., 0] for a in _log_f(model, eta0, prec, start[..., None], curvature=True))
+    centre = start + np.clip(g / h, -MAX_STEP, MAX_STEP)
+    x, f, g, valid = _envelope(model, eta0, prec, centre, h, (start, f, g))
+    if not valid.all():
+        rows = np.flatnonzero(~valid.all(axis=1))
+        mode, h = level_modes(model, eta0[rows], sd[rows], centre[rows])
+        x[rows], f[rows], g[rows], _ = _envelope(model, eta0[rows], prec[rows], mode, h)
+    # the tangents k = 0, 1, 2 (values relative to the centre's) cross at z01 and z12: the
+    # envelope is tangent 0 up to z01, tangent 1 to z12, tangent 2 beyond
+    centre_f = f[..., 1].copy()
+    f = f - centre_f[..., None]
+    z01 = (f[..., 1] - f[..., 0] + g[..., 0] * x[..., 0] - g[..., 1] * x[..., 1]) / (
+        g[..., 0] - g[..., 1]
+    )
+    z12 = (f[..., 2] - f[..., 1] + g[..., 1] * x[..., 1] - g[..., 2] * x[..., 2]) / (
+        g[..., 1] - g[..., 2]
+    )
+    at01, at12 = g[..., 1] * (z01 - x[..., 1]), g[..., 1] * (z12 - x[..., 1])
+    width = z12 - z01
+    flat = np.abs(g[..., 1] * width) < 1e-8
+    g1 = np.where(flat, 1.0, g[..., 1])
+    growth = np.where(flat, g[..., 1] * width, np.expm1(g1 * width))  # e^{g1 width} - 1
+    middle = np.where(flat, width, growth / g1)
+    masses = np.stack(
+        [np.exp(at01) / g[..., 0], np.exp(at01) * middle, -np.exp(at12) / g[..., 2]], -1
+    )
     cum = np.cumsum(masses, -1)
-    out = np.empty_like(mode)
-    todo = np.ones(mode.shape, dtype=bool)
-    while todo.any():
-        rows = np.flatnonzero(todo.any(axis=1))
-        sub = todo[rows]
-        u = rng.random(sub.shape + (3,))
-        c = cum[rows]
-        seg = (c < u[..., :1] * c[..., -1:]).sum(-1)
-        r = u[..., 1]
-        with np.errstate(divide="ignore"):
-            y = np.where(
-                seg == 0,
-                left[rows] + np.log(r) / gl[rows],
-                np.where(
-                    seg == 1,
-                    left[rows] + r * (right[rows] - left[rows]),
-                    right[rows] + np.log(r) / gr[rows],
-                ),
+    out = np.empty_like(centre)
+    rows, levels = np.nonzero(np.ones(centre.shape, dtype=bool))  # the entries to draw
+    while rows.size:
+        u = rng.random((rows.size, 3))
+        c = cum[rows, levels]
+        seg = (c < u[:, :1] * c[:, -1:]).sum(-1)
+        r = u[:, 1]
+        a, b, gr = z01[rows, levels], z12[rows, levels], g[rows, levels]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mid = np.where(
+                flat[rows, levels],
+                a + r * width[rows, levels],
+                a + np.log1p(r * growth[rows, levels]) / g1[rows, levels],
             )
-        envelope = np.where(
-            seg == 0,
-            f0 + gl[rows] * (y - left[rows]),
-            np.where(seg == 1, f0, f0 + gr[rows] * (y - right[rows])),
+            draw = np.where(
+                seg == 0,
+                a + np.log(r) / gr[:, 0],
+                np.where(seg == 1, mid, b + np.log(r) / gr[:, 2]),
+            )
+        xk, fk, gk = (
+            np.take_along_axis(a_[rows, levels], seg[:, None], -1)[:, 0] for a_ in (x, f, g)
         )
-        draw = mode[rows] + y
-        fd, _ = _log_f(model, eta0[rows], prec[rows], draw[..., None])
-        accept = sub & (np.log(u[..., 2]) <= fd[..., 0] - f[rows][..., 1] - envelope)
-        block = out[rows]
-        block[accept] = draw[accept]
-        out[rows] = block
-        todo[rows] = sub & ~accept
+        envelope = fk + gk * (draw - xk)
+        fd = model.level_log_lik(eta0, rows, levels, draw) - 0.5 * prec[rows] * draw**2
+        accept = np.log(u[:, 2]) <= fd - centre_f[rows, levels] - envelope
+        out[rows[accept], levels[accept]] = draw[accept]
+        rows, levels = rows[~accept], levels[~accept]
     return out

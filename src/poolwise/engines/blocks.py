@@ -3,23 +3,28 @@
 The field is ``x = (beta, b_1, ..., b_T)``: ``p`` common coefficients and each group term's
 effects, and the cells' linear predictor is ``A x`` with ``A = [X, Z_1, ..., Z_T]``, ``Z_t`` the
 indicator of each cell's level (``codes[t]``) times the term's ``values[t]``, never formed densely.
-For ``K`` points at once (a leading axis: the hyperparameter points of a quadrature level) with
-cell weights ``W`` (K, cells) and a diagonal prior precision ``q`` (K, dim), the precision is
+Terms of one factor may form a correlated block (``(1 + x|g)``): a level's k coefficients then
+have a k x k prior precision. For ``K`` points at once (a leading axis: the hyperparameter points
+of a quadrature level) with cell weights ``W`` (K, cells) and a prior precision ``Q``
+(:class:`Precision`: diagonal, plus each block's coupling of a level's coefficients), the
+precision is
 
-    H = A' W A + diag(q).
+    H = A' W A + Q.
 
-The term with the most levels is eliminated first: its block is diagonal, so the Schur complement
+The unit (a term, or a block's terms) with the most levels is eliminated first: its block is
+block-diagonal (one k x k block per level; k = 1 for a term), so the Schur complement
 ``S = E - C' D^-1 C`` on the rest (the other terms' levels and beta) costs O(levels), and ``S`` is
 factored densely by Cholesky. One factor (or a factor with a few covariates) leaves a p x p
 ``S``, batched over the K points by numpy; nested factors leave a diagonal-plus-small ``S``;
 crossed factors leave a dense block of the smaller factors' levels (MixedModels.jl's blocked
 Cholesky), built from sparse products of the codes, one point at a time. ``log det H`` comes from
-``D`` and ``S``'s factor. The crossed products ``Z_t' W Z_u`` are sparse matrix products of the
-codes (the pattern is cached once, only the weights change).
+``D``'s blocks and ``S``'s factor. The crossed products ``Z_t' W Z_u`` are sparse matrix products
+of the codes (the pattern is cached once, only the weights change).
 
-Interface (used by :mod:`poolwise.engines.latent`): ``Structure(X, terms)`` once per design;
-``Structure.factor(W, q)`` -> :class:`Factor` with ``solve``, ``logdet``, ``diag_inverse`` and
-``sample`` (``x = L^-T z``, covariance ``H^-1``), all batched over the points.
+Interface (used by :mod:`poolwise.engines.latent`): ``Structure(X, terms, blocks)`` once per
+design; ``Structure.factor(W, Q)`` -> :class:`Factor` with ``solve``, ``logdet``,
+``diag_inverse`` and ``sample`` (``x = L^-T z``, covariance ``H^-1``), all batched over the
+points; ``Structure.prior_times(Q, x)`` is ``Q x``.
 """
 
 from __future__ import annotations
@@ -52,63 +57,179 @@ def _indicator(term: Term, n: int):
     )
 
 
+@dataclass(frozen=True)
+class Precision:
+    """The prior precision of the field at K points: its diagonal ``q`` (K, dim) and, per
+    correlated block of the structure, the coupling of a level's coefficients ``coupled[b]``
+    (K, k, k), zero on the diagonal (the same for every level)."""
+
+    q: np.ndarray
+    coupled: tuple[np.ndarray, ...] = ()
+
+    def take(self, points: np.ndarray) -> Precision:
+        """The precision at the ``points`` (indices)."""
+        return Precision(self.q[points], tuple(c[points] for c in self.coupled))
+
+
+def _unit_inverse(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inverses of D's per-level blocks (K, J, k, k) and their log determinants' sum (K,):
+    in closed form for k = 1 and 2 (numpy's batched solvers cost more than the arithmetic on
+    so small matrices); raises LinAlgError where a block is not positive definite."""
+    k = D.shape[-1]
+    if k == 1:
+        det = D[..., 0, 0]
+        inv = 1.0 / D
+    elif k == 2:
+        a, b, c = D[..., 0, 0], D[..., 0, 1], D[..., 1, 1]
+        det = a * c - b * b
+        inv = np.stack([np.stack([c, -b], -1), np.stack([-b, a], -1)], -2) / det[..., None, None]
+    else:
+        np.linalg.cholesky(D)
+        return np.linalg.inv(D), np.linalg.slogdet(D)[1].sum(axis=1)
+    if not np.all(det > 0) or (k == 2 and not np.all(a > 0)):
+        raise np.linalg.LinAlgError("a level's block is not positive definite")
+    return inv, np.log(det).sum(axis=1)
+
+
+def _unit_half_solve(D: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``L^-T z`` per level with ``D = L L'`` (covariance ``D^-1``): D (K, J, k, k), z (K, J, k,
+    r); in closed form for k = 1 and 2."""
+    k = D.shape[-1]
+    if k == 1:
+        return z / np.sqrt(D)
+    if k == 2:
+        l00 = np.sqrt(D[..., 0, 0])
+        l10 = D[..., 1, 0] / l00
+        l11 = np.sqrt(D[..., 1, 1] - l10**2)
+        x1 = z[..., 1, :] / l11[..., None]
+        x0 = (z[..., 0, :] - l10[..., None] * x1) / l00[..., None]
+        return np.stack([x0, x1], axis=-2)
+    return np.linalg.solve(np.swapaxes(np.linalg.cholesky(D), -1, -2), z)
+
+
+def _unit_apply(Dinv: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``D^-1 v`` per level: Dinv (K, J, k, k), v (K, J, k, r)."""
+    return Dinv * v if Dinv.shape[-1] == 1 else Dinv @ v
+
+
+def _block_diag(blocks: np.ndarray):
+    """The sparse block-diagonal matrix of ``blocks`` (J, k, k)."""
+    from scipy import sparse
+
+    J, k = blocks.shape[0], blocks.shape[1]
+    if k == 1:
+        return sparse.diags(blocks[:, 0, 0])
+    return sparse.bsr_matrix((blocks, np.arange(J), np.arange(J + 1)), shape=(J * k, J * k)).tocsr()
+
+
 class Structure:
     """The design of a field, and the order in which its precision is factored.
+
+    ``blocks``: the correlated blocks, each the indices of its terms (one factor's codes).
 
     Example
     -------
     >>> X = np.ones((4, 1))
     >>> s = Structure(X, [Term(np.array([0, 0, 1, 1]), np.ones(4), 2)])
-    >>> f = s.factor(np.ones((1, 4)), np.ones((1, 3)))
+    >>> f = s.factor(np.ones((1, 4)), Precision(np.ones((1, 3))))
     >>> H = np.array([[5.0, 2, 2], [2, 3, 0], [2, 0, 3]])
     >>> bool(np.allclose(f.solve(np.ones((1, 3)))[0], np.linalg.solve(H, np.ones(3))))
     True
     """
 
-    def __init__(self, X: np.ndarray, terms: list[Term]) -> None:
+    def __init__(
+        self, X: np.ndarray, terms: list[Term], blocks: tuple[tuple[int, ...], ...] = ()
+    ) -> None:
         from scipy import sparse
 
         self.X = np.asarray(X, dtype=float)
         n, p = self.X.shape
         self.n, self.p, self.terms = n, p, list(terms)
+        self.blocks = tuple(tuple(b) for b in blocks)
         sizes = [t.n_levels for t in self.terms]
         self.offsets = np.cumsum([p, *sizes])[:-1].astype(int) if terms else np.zeros(0, int)
         self.dim = p + sum(sizes)
         self.Z = [_indicator(t, n) for t in self.terms]
         self.ZT = [z.T.tocsr() for z in self.Z]
-        # the eliminated term: the one with most levels
-        self.elim = int(np.argmax(sizes)) if terms else None
-        others = [i for i in range(len(self.terms)) if i != self.elim]
-        # x order inside: (eliminated levels, rest) with rest = (beta, other terms' levels)
+        # the eliminated unit (a block's terms or one term): the one with most levels
+        self.unit, self.unit_block = self._eliminated()
+        self.k = max(len(self.unit), 1)
+        others = [i for i in range(len(self.terms)) if i not in self.unit]
+        # x order inside: (eliminated coefficients level by level, rest) with rest = (beta,
+        # other terms' levels)
         rest_index = [np.arange(p)] + [self.offsets[i] + np.arange(sizes[i]) for i in others]
         self.rest = np.concatenate(rest_index).astype(int)
-        self.first = (
-            self.offsets[self.elim] + np.arange(sizes[self.elim])
-            if self.elim is not None
-            else np.zeros(0, int)
-        )
-        blocks = [sparse.csr_matrix(self.X)] + [self.Z[i] for i in others]
-        self.R = sparse.hstack(blocks, format="csr")
+        J = sizes[self.unit[0]] if self.unit else 0
+        self.first = (self.offsets[list(self.unit)][None, :] + np.arange(J)[:, None]).reshape(-1)
+        self.first = self.first.astype(int)
+        self._rest_coupling = self._coupling_in_rest()
+        blocks_ = [sparse.csr_matrix(self.X)] + [self.Z[i] for i in others]
+        self.R = sparse.hstack(blocks_, format="csr")
         self.m = self.R.shape[1]
         self.batched = self.m <= BATCH_REST and n * self.m**2 <= BATCH_CELLS
         # floats a point takes in a batch (its cells' arrays, its blocks)
-        self.point_size = n * (self.m + 4) + (self.dim + 1) * (self.m + 2)
+        self.point_size = n * (self.m + 4) + (self.dim + 1) * (self.m + 2) * self.k
         self.R_dense = self.R.toarray() if self.batched else None
-        if self.batched and self.elim is not None:
-            from scipy import sparse
-
-            t = self.terms[self.elim]
-            rows = np.repeat(np.arange(n), self.m)
-            cols = (t.codes[:, None] * self.m + np.arange(self.m)).reshape(-1)
-            vals = (t.values[:, None] * self.R_dense).reshape(-1)
-            shape = (n, t.n_levels * self.m)
-            self.P = sparse.csr_matrix((vals, (rows, cols)), shape=shape).T.tocsr()
+        if self.unit:
+            k, codes = self.k, self.terms[self.unit[0]].codes
+            V = np.stack([self.terms[i].values.astype(float) for i in self.unit], axis=1)
+            # D's blocks: DD[(j, a, b), c] = v_a v_b where c is in level j
+            rows = ((codes[:, None, None] * k + np.arange(k)[:, None]) * k + np.arange(k)).reshape(
+                -1
+            )
+            vals = (V[:, :, None] * V[:, None, :]).reshape(-1)
+            self.DD = sparse.csr_matrix(
+                (vals, (rows, np.repeat(np.arange(n), k * k))), shape=(J * k * k, n)
+            )
+            # the unit's indicator, (J k, cells): row (j, a) holds v_a where c is in level j
+            urows = (codes[:, None] * k + np.arange(k)).reshape(-1)
+            self.ZU = sparse.csr_matrix(
+                (V.reshape(-1), (urows, np.repeat(np.arange(n), k))), shape=(J * k, n)
+            )
+        if self.batched and self.unit:
+            # C[k] = Z_u' diag(W_k) R, (K, J k, m): one sparse product with the cells' pattern
+            # P[(j, a, b), c] = v_a(c) R[c, b] where c is in level j
+            m = self.m
+            cols = ((urows[:, None] * m) + np.arange(m)).reshape(-1)
+            vals = (V[:, :, None] * self.R_dense[:, None, :]).reshape(-1)
+            self.P = sparse.csr_matrix(
+                (vals, (cols, np.repeat(np.arange(n), k * m))), shape=(J * k * m, n)
+            )
         # the products R_a R_b of every cell, (cells, m * m): E = W @ RR, one matrix product
         self.RR = (
             (self.R_dense[:, :, None] * self.R_dense[:, None, :]).reshape(n, -1)
             if self.batched
             else None
         )
+
+    def _eliminated(self) -> tuple[tuple[int, ...], int | None]:
+        """The unit eliminated first, and its block's index (None for a single term)."""
+        in_block = {i for b in self.blocks for i in b}
+        units = [(b[0], b, i) for i, b in enumerate(self.blocks)]
+        units += [(t, (t,), None) for t in range(len(self.terms)) if t not in in_block]
+        if not units:
+            return (), None
+        units.sort(key=lambda u: u[0])
+        best = max(units, key=lambda u: self.terms[u[0]].n_levels)
+        return best[1], best[2]
+
+    def _coupling_in_rest(self) -> list[tuple[int, np.ndarray, np.ndarray, int, int]]:
+        """Where the blocks left in the rest couple their levels' coefficients: per block and
+        pair (a, c), the rows and columns of E (block index, rows, cols, a, c)."""
+        pos = np.full(self.dim, -1)
+        pos[self.rest] = np.arange(self.rest.size)
+        out = []
+        for bi, block in enumerate(self.blocks):
+            if bi == self.unit_block:
+                continue
+            J = self.terms[block[0]].n_levels
+            for a, ta in enumerate(block):
+                for c, tc in enumerate(block):
+                    if a != c:
+                        rows = pos[self.offsets[ta] + np.arange(J)]
+                        cols = pos[self.offsets[tc] + np.arange(J)]
+                        out.append((bi, rows, cols, a, c))
+        return out
 
     # products with A = [X, Z_1, ...] (K points at once)
     def eta(self, x: np.ndarray) -> np.ndarray:
@@ -123,56 +244,73 @@ class Structure:
         parts = [g @ self.X] + [(zt @ g.T).T for zt in self.ZT]
         return np.concatenate(parts, axis=1)
 
+    def prior_times(self, Q: Precision, x: np.ndarray) -> np.ndarray:
+        """``Q x`` for each row of ``x`` (K, dim)."""
+        out = Q.q * x
+        for block, P in zip(self.blocks, Q.coupled, strict=True):
+            J = self.terms[block[0]].n_levels
+            for a, ta in enumerate(block):
+                for c, tc in enumerate(block):
+                    if a != c:
+                        ra, rc = self.offsets[ta], self.offsets[tc]
+                        out[:, ra : ra + J] += P[:, a, c][:, None] * x[:, rc : rc + J]
+        return out
+
     def _blocks(self, W: np.ndarray):
-        """``A' diag(W_k) A`` by blocks: D (K, levels), C (K, levels, m; a list of sparse
+        """``A' diag(W_k) A`` by blocks: D (K, J, k, k), C (K, J k, m; a list of sparse
         matrices where the rest is large) and E (K, m, m)."""
         K = W.shape[0]
-        if self.elim is None:
-            D = np.zeros((K, 0))
+        if not self.unit:
+            D = np.zeros((K, 0, 1, 1))
         else:
-            t = self.terms[self.elim]
-            D = (self.ZT[self.elim] @ (W * t.values**2).T).T
+            D = (self.DD @ W.T).T.reshape(K, -1, self.k, self.k)
         if self.batched:
             E = (W @ self.RR).reshape(K, self.m, self.m)
-            if self.elim is None:
+            if not self.unit:
                 return D, np.zeros((K, 0, self.m)), E
-            # C[k] = Z_e' diag(W_k) R, (K, levels, m): one sparse product with the cells'
-            # pattern P[c, (j, a)] = v_c R[c, a] where c is in level j
             C = (self.P @ W.T).T.reshape(K, -1, self.m)
             return D, C, E
         Cs, Es = [], []
         for k in range(K):
             E = (self.R.T @ self._diag(W[k]) @ self.R).toarray()
-            C = self.ZT[self.elim] @ self._diag(W[k] * self.terms[self.elim].values) @ self.R
-            Cs.append(C.tocsr())
+            Cs.append((self.ZU @ self._diag(W[k]) @ self.R).tocsr())
             Es.append(E)
         return D, Cs, np.stack(Es)
 
-    def _finish(self, D: np.ndarray, C, E: np.ndarray, q: np.ndarray) -> Factor:
-        """The factor once the prior precision ``q`` is added to the blocks."""
-        D = D + q[:, self.first]
+    def _finish(self, D: np.ndarray, C, E: np.ndarray, Q: Precision) -> Factor:
+        """The factor once the prior precision ``Q`` is added to the blocks."""
+        K, J, k = D.shape[0], D.shape[1], self.k
+        D = D.copy()
+        idx = np.arange(k)
+        D[:, :, idx, idx] += Q.q[:, self.first].reshape(K, J, k)
+        if self.unit_block is not None:
+            D += Q.coupled[self.unit_block][:, None]
         E = E.copy()
-        E[:, np.arange(self.m), np.arange(self.m)] += q[:, self.rest]
+        E[:, np.arange(self.m), np.arange(self.m)] += Q.q[:, self.rest]
+        for bi, rows, cols, a, c in self._rest_coupling:
+            E[:, rows, cols] += Q.coupled[bi][:, a, c][:, None]
+        Dinv, logdet_D = _unit_inverse(D)
         if self.batched:
-            E -= np.swapaxes(C / D[:, :, None], 1, 2) @ C
+            G = _unit_apply(Dinv, C.reshape(K, J, k, self.m)).reshape(C.shape)
+            E -= np.swapaxes(C, 1, 2) @ G
         else:
-            for k, c in enumerate(C):
-                E[k] -= (c.T @ self._diag(1.0 / D[k]) @ c).toarray()
-        return Factor(self, D, C, np.linalg.cholesky(E))
+            for p, c in enumerate(C):
+                E[p] -= (c.T @ _block_diag(Dinv[p]) @ c).toarray()
+        return Factor(self, D, Dinv, logdet_D, C, np.linalg.cholesky(E))
 
-    def factor(self, W: np.ndarray, q: np.ndarray) -> Factor:
-        """The factor of ``A' diag(W_k) A + diag(q_k)`` at each of the K points."""
-        return self._finish(*self._blocks(W), q)
+    def factor(self, W: np.ndarray, Q: Precision) -> Factor:
+        """The factor of ``A' diag(W_k) A + Q_k`` at each of the K points."""
+        return self._finish(*self._blocks(W), Q)
 
-    def factor_scaled(self, scale: np.ndarray, w0: np.ndarray, q: np.ndarray) -> Factor:
-        """The factor of ``scale_k A' diag(w0) A + diag(q_k)``: one set of cell weights scaled
+    def factor_scaled(self, scale: np.ndarray, w0: np.ndarray, Q: Precision) -> Factor:
+        """The factor of ``scale_k A' diag(w0) A + Q_k``: one set of cell weights scaled
         per point (a normal outcome's n / sigma^2), its blocks formed once and cached."""
         if getattr(self, "_scaled_for", None) is not w0:
             self._scaled_for, self._scaled = w0, self._blocks(w0[None])
         D0, C0, E0 = self._scaled
         s = scale[:, None]
         C = s[:, :, None] * C0 if self.batched else [C0[0] * float(k) for k in scale]
-        return self._finish(s * D0, C, s[:, :, None] * E0, q)
+        return self._finish(s[:, :, None, None] * D0, C, s[:, :, None] * E0, Q)
 
     @staticmethod
     def _diag(w: np.ndarray):
@@ -182,17 +320,25 @@ class Structure:
 
 
 class Factor:
-    """``H = [[D, C], [C', E]]`` (eliminated levels first) at K points: D (K, J), C, and the
-    Cholesky factor L (K, m, m) of the Schur complement ``S = E - C' D^-1 C``."""
+    """``H = [[D, C], [C', E]]`` (eliminated coefficients first) at K points: D's per-level
+    blocks (K, J, k, k), their inverses and log determinants' sum, C, and the Cholesky factor L
+    (K, m, m) of the Schur complement ``S = E - C' D^-1 C``."""
 
-    def __init__(self, s: Structure, D: np.ndarray, C, L: np.ndarray) -> None:
-        self.s, self.D, self.C, self.L = s, D, C, L
+    def __init__(
+        self, s: Structure, D: np.ndarray, Dinv: np.ndarray, logdet_D: np.ndarray, C, L: np.ndarray
+    ) -> None:
+        self.s, self.D, self.Dinv, self.logdet_D, self.C, self.L = s, D, Dinv, logdet_D, C, L
 
     def _C(self, v: np.ndarray, transpose: bool) -> np.ndarray:
-        """C v (v: (K, m, r)) or C' v (v: (K, J, r)) per point."""
+        """C v (v: (K, m, r)) or C' v (v: (K, J k, r)) per point."""
         if self.s.batched:
             return (np.swapaxes(self.C, 1, 2) if transpose else self.C) @ v
         return np.stack([(c.T if transpose else c) @ vk for c, vk in zip(self.C, v, strict=True)])
+
+    def _Dsolve(self, v: np.ndarray) -> np.ndarray:
+        """D^-1 v for v (K, J k, r)."""
+        K, J, k = self.D.shape[:3]
+        return _unit_apply(self.Dinv, v.reshape(K, J, k, -1)).reshape(v.shape)
 
     def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return x[:, self.s.first], x[:, self.s.rest]
@@ -212,41 +358,46 @@ class Factor:
         if vec:
             g = g[:, :, None]
         g1, g2 = self._split(g)
-        Dx = self.D[:, :, None]
-        y1 = g1 / Dx
+        y1 = self._Dsolve(g1)
         x2 = self._cho_solve(g2 - self._C(y1, True))
-        x1 = (g1 - self._C(x2, False)) / Dx
+        x1 = self._Dsolve(g1 - self._C(x2, False))
         out = self._join(x1, x2)
         return out[:, :, 0] if vec else out
 
     def logdet(self) -> np.ndarray:
         """log det H at each point."""
         diag = np.diagonal(self.L, axis1=1, axis2=2)
-        return np.log(self.D).sum(axis=1) + 2 * np.log(diag).sum(axis=1)
+        return self.logdet_D + 2 * np.log(diag).sum(axis=1)
 
     def diag_inverse(self) -> np.ndarray:
         """The diagonal of H^-1 (the marginal variances): S^-1's diagonal for the rest, and
-        ``1/D_j + c_j' S^-1 c_j / D_j^2`` for the eliminated levels (c_j: row j of C)."""
+        ``diag(D^-1) + g_j' S^-1 g_j`` for the eliminated coefficients (g_j: row j of
+        ``D^-1 C``)."""
         eye = np.broadcast_to(np.eye(self.s.m), self.L.shape)
         Linv = np.linalg.solve(self.L, eye)
         Sinv = np.swapaxes(Linv, 1, 2) @ Linv
         rest = np.diagonal(Sinv, axis1=1, axis2=2)
+        K, J, k = self.D.shape[:3]
+        Dinv = self.Dinv
+        own = np.diagonal(Dinv, axis1=2, axis2=3).reshape(K, J * k)
         if self.s.batched:
-            quad = ((self.C @ Sinv) * self.C).sum(axis=2)
+            G = self._Dsolve(self.C)
+            quad = ((G @ Sinv) * G).sum(axis=2)
         else:
-            quad = np.stack(
-                [
-                    np.asarray(c.multiply(c @ S).sum(axis=1)).reshape(-1)
-                    for c, S in zip(self.C, Sinv, strict=True)
-                ]
-            )
-        return self._join(1.0 / self.D + quad / self.D**2, rest)
+            quad = []
+            for c, S, Di in zip(self.C, Sinv, Dinv, strict=True):
+                G = _block_diag(Di) @ c
+                quad.append(np.asarray(G.multiply(G @ S).sum(axis=1)).reshape(-1))
+            quad = np.stack(quad)
+        return self._join(own + quad, rest)
 
     def sample(self, z: np.ndarray) -> np.ndarray:
         """Draws with covariance H^-1 from standard normals z (K, dim, r)."""
         z1, z2 = self._split(z)
         x2 = np.linalg.solve(np.swapaxes(self.L, 1, 2), z2)
-        x1 = (z1 * np.sqrt(self.D)[:, :, None] - self._C(x2, False)) / self.D[:, :, None]
+        K, J, k = self.D.shape[:3]
+        own = _unit_half_solve(self.D, z1.reshape(K, J, k, -1))
+        x1 = own.reshape(K, J * k, -1) - self._Dsolve(self._C(x2, False))
         return self._join(x1, x2)
 
     @staticmethod
@@ -257,10 +408,20 @@ class Factor:
             C = np.concatenate([f.C for f in parts])
         else:
             C = [c for f in parts for c in f.C]
-        D = np.concatenate([f.D for f in parts])
-        return Factor(first.s, D, C, np.concatenate([f.L for f in parts]))
+        D, Dinv, logdet_D, L = (
+            np.concatenate([getattr(f, name) for f in parts])
+            for name in ("D", "Dinv", "logdet_D", "L")
+        )
+        return Factor(first.s, D, Dinv, logdet_D, C, L)
 
     def take(self, points: np.ndarray) -> Factor:
         """The factor at the ``points`` (indices; repeats allowed)."""
         C = self.C[points] if self.s.batched else [self.C[k] for k in points]
-        return Factor(self.s, self.D[points], C, self.L[points])
+        return Factor(
+            self.s,
+            self.D[points],
+            self.Dinv[points],
+            self.logdet_D[points],
+            C,
+            self.L[points],
+        )

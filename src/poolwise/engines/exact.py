@@ -47,6 +47,12 @@ class GridPosterior:
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     boundary: tuple[int, ...] = ()
+    # the grid is even in v with z = mode + chol sinh(v); False: even in z = mode + chol v
+    stretched: bool = True
+
+    def to_u(self, v: np.ndarray) -> np.ndarray:
+        """Grid coordinates ``v`` to standardised ones ``u`` (z = mode + chol u)."""
+        return np.sinh(v) if self.stretched else v
 
     @property
     def point(self) -> bool:
@@ -58,7 +64,7 @@ class GridPosterior:
         d = self.points.shape[1]
         idx = rng.choice(self.weights.size, size=size, p=self.weights)
         v = self.grid[idx] + (rng.random((size, d)) - 0.5) * self.spacing
-        return self.mode + np.sinh(v) @ self.chol.T
+        return self.mode + self.to_u(v) @ self.chol.T
 
 
 def _grid(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

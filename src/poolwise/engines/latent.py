@@ -3,8 +3,12 @@ Laplace approximation of the variance parameters' posterior (arrays only; see LA
 
 The latent field ``x = (beta, b_1, ..., b_T)`` has the prior ``beta ~ N(m, diag(1/q_beta))``
 (precision 0: flat) and ``b_t ~ N(0, sd_t^2 I)``, restricted to sum zero where ``zero_sum[t]``
-(numpyro's ZeroSumNormal, as the NUTS model has it). ``theta`` holds the free log sds (and the
-log residual sd of a normal outcome). For K points ``theta`` at once, Newton's method (PIRLS)
+(numpyro's ZeroSumNormal, as the NUTS model has it). A correlated block of terms (one factor's
+``(1 + x|g)``) instead gives each level's coefficient vector ``N(0, D R D)`` (D the terms' sds, R
+their correlation matrix; its zero-sum terms all sum to zero, the model of NUTS's blocks where
+every coefficient or none sums to zero). ``theta`` holds the free log sds, each block's
+correlation coordinates (:mod:`poolwise.engines.correlation`) and the log residual sd of a
+normal outcome. For K points ``theta`` at once, Newton's method (PIRLS)
 finds the mode ``x*`` of ``log p(y | x) + log p(x | theta)`` on the constraint set (projected
 steps), batched over the points, from the mode at the nearest point already solved; a normal
 outcome's mode is one step. Then
@@ -30,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blocks import Factor, Structure
+from .blocks import Factor, Precision, Structure
+from .correlation import beyond_range, corr_cholesky
 
 NEWTON_STEPS = 60
 # Newton stops when the squared decrement g' H^-1 g (twice the gain still to come) is this
@@ -142,13 +147,23 @@ class Conditional:
         return x
 
 
+@dataclass(frozen=True)
+class CorrBlock:
+    """A correlated block of a latent model: its ``terms`` (indices, the structure's block)
+    and the columns of theta holding its correlation coordinates (``corr_index``)."""
+
+    terms: tuple[int, ...]
+    corr_index: tuple[int, ...]
+
+
 @dataclass
 class LatentModel:
     """A latent Gaussian model on cells (see the module docstring).
 
     ``sd_index[t]`` is the column of theta holding term t's log sd, or None where ``sd_fixed[t]``
     gives it; ``sigma_index`` likewise the log residual sd of a normal outcome;
-    ``log_prior(theta)`` is the log density of theta (K, d) -> (K,), Jacobians included.
+    ``log_prior(theta)`` is the log density of theta (K, d) -> (K,), Jacobians included;
+    ``blocks`` the correlated blocks (the structure's, in its order).
 
     Example
     -------
@@ -172,9 +187,16 @@ class LatentModel:
     zero_sum: tuple[bool, ...]
     sigma_index: int | None
     log_prior: Callable[[np.ndarray], np.ndarray]
+    blocks: tuple[CorrBlock, ...] = ()
 
     def __post_init__(self) -> None:
         s = self.structure
+        if tuple(b.terms for b in self.blocks) != s.blocks:
+            raise ValueError("LatentModel: the blocks must be the structure's")
+        for b in self.blocks:
+            zs = {self.zero_sum[t] for t in b.terms}
+            if len(zs) > 1:
+                raise ValueError("LatentModel: a block's terms all sum to zero, or none")
         rows = []
         for t, off, zs in zip(s.terms, s.offsets, self.zero_sum, strict=True):
             if zs:
@@ -197,13 +219,30 @@ class LatentModel:
         ]
         return np.stack(cols, axis=1) if cols else np.zeros((len(theta), 0))
 
-    def _precision(self, sds: np.ndarray) -> np.ndarray:
+    def correlation_factors(self, theta: np.ndarray) -> list[np.ndarray]:
+        """Each block's Cholesky factor of its correlation matrix at each point (K, k, k)."""
+        return [corr_cholesky(theta[:, list(b.corr_index)], len(b.terms))[0] for b in self.blocks]
+
+    def _precision(self, sds: np.ndarray, factors: list[np.ndarray]) -> Precision:
+        """The prior precision: 1 / sd^2 per independent term; per block and level the inverse
+        of D R D = (D L)(D L)'."""
         s = self.structure
         q = np.empty((sds.shape[0], s.dim))
         q[:, : s.p] = self.beta_precision
         for j, (t, off) in enumerate(zip(s.terms, s.offsets, strict=True)):
             q[:, off : off + t.n_levels] = (1.0 / sds[:, j] ** 2)[:, None]
-        return q
+        coupled = []
+        for b, L in zip(self.blocks, factors, strict=True):
+            k = len(b.terms)
+            A = sds[:, list(b.terms), None] * L
+            Ainv = np.linalg.solve(A, np.broadcast_to(np.eye(k), A.shape))
+            P = np.swapaxes(Ainv, 1, 2) @ Ainv
+            for a, t in enumerate(b.terms):
+                off = s.offsets[t]
+                q[:, off : off + s.terms[t].n_levels] = P[:, a, a][:, None]
+            P[:, np.arange(k), np.arange(k)] = 0.0
+            coupled.append(P)
+        return Precision(q, tuple(coupled))
 
     def _start(self, theta: np.ndarray) -> np.ndarray:
         """Each point's start: the mode at the nearest point solved so far (else the prior mean)."""
@@ -224,11 +263,14 @@ class LatentModel:
         if sum(len(s) for s in self._seen) > KEEP_MODES:
             self._seen, self._modes = self._seen[-1:], self._modes[-1:]
 
-    def _objective(self, x, q, sigma):
+    def _objective(self, x, Q: Precision, sigma):
+        """The log density at ``x`` (K,), the likelihood's derivative and weights in eta, and
+        the prior's gradient's negative ``Q (x - m)``."""
         eta = self.offset + self.structure.eta(x)
         ll, d, w = loglik(self.likelihood, self.stats, eta, sigma)
         dev = x - self.prior_mean
-        return ll - 0.5 * (q * dev**2).sum(axis=1), d, w, dev
+        Qdev = self.structure.prior_times(Q, dev)
+        return ll - 0.5 * (dev * Qdev).sum(axis=1), d, w, Qdev
 
     def _constrain(self, fac: Factor, K: int):
         """V = H^-1 C' and M = C V at each point (None without constraints)."""
@@ -250,10 +292,10 @@ class LatentModel:
         s = self.structure
         x = self._start(theta)
         for _ in range(NEWTON_STEPS):
-            f, d, w, dev = self._objective(x, q, sigma)
+            f, d, w, Qdev = self._objective(x, q, sigma)
             fac = s.factor(w, q)
             V, M = self._constrain(fac, len(theta))
-            g = s.gradient(d) - q * dev
+            g = s.gradient(d) - Qdev
             step = self._project(fac.solve(g), V, M)
             if np.all((g * step).sum(axis=1) < DECREMENT * (1 + np.abs(f) * 1e-3)):
                 break
@@ -286,7 +328,7 @@ class LatentModel:
         n, b0, rr, total = self._normal_stats
         scale = sigma**-2
         fac = s.factor_scaled(scale, n, q)
-        V, M = self._constrain(fac, len(q))
+        V, M = self._constrain(fac, len(q.q))
         step = self._project(fac.solve(scale[:, None] * b0), V, M)
         f = -total * np.log(sigma) - 0.5 * scale * (rr - step @ b0)
         return self.prior_mean + step, f, fac, V, M
@@ -327,7 +369,8 @@ class LatentModel:
     def _conditional(self, theta: np.ndarray) -> Conditional:
         s = self.structure
         sds = self.sds(theta)
-        q = self._precision(sds)
+        factors = self.correlation_factors(theta)
+        q = self._precision(sds, factors)
         if self.likelihood == "normal":
             x, f, fac, V, M = self._gaussian(q, np.exp(theta[:, self.sigma_index]))
         else:
@@ -337,12 +380,20 @@ class LatentModel:
             logdet = logdet + np.linalg.slogdet(M)[1]
         n_free = np.array([t.n_levels - zs for t, zs in zip(s.terms, self.zero_sum, strict=True)])
         norm = -(np.log(sds) * n_free).sum(axis=1)
+        for b, L in zip(self.blocks, factors, strict=True):  # det R^(-1/2) a free level
+            logdet_half = np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+            norm -= n_free[b.terms[0]] * logdet_half
         lm = f + norm - 0.5 * logdet + self.log_prior(theta)
         return Conditional(x, fac, V, M, self.constraints, np.where(np.isfinite(lm), lm, -np.inf))
 
-    def prior_precision(self, theta: np.ndarray) -> np.ndarray:
-        """The effects' prior precision (diagonal) at each point of ``theta`` (K, d): (K, dim)."""
-        return self._precision(self.sds(theta))
+    def _correlations_outside(self, theta: np.ndarray) -> np.ndarray:
+        """Points whose correlation coordinates are beyond their range (K,)."""
+        cols = [c for b in self.blocks for c in b.corr_index]
+        return beyond_range(theta[:, cols]) if cols else np.zeros(len(theta), dtype=bool)
+
+    def prior_precision(self, theta: np.ndarray) -> Precision:
+        """The effects' prior precision at each point of ``theta`` (K, d)."""
+        return self._precision(self.sds(theta), self.correlation_factors(theta))
 
     def log_joint(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """``log p(y | x) + log p(x | theta)`` up to a constant in x, at rows of ``x`` (K, dim)
@@ -352,8 +403,15 @@ class LatentModel:
 
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
-        effects' curvature cannot be factored (theta far out in a tail)."""
+        effects' curvature cannot be factored (theta far out in a tail) or a correlation is
+        within ~1e-8 of +-1 (:func:`poolwise.engines.correlation.beyond_range`)."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        outside = self._correlations_outside(theta)
+        if outside.any():
+            out = np.full(len(theta), -np.inf)
+            if not outside.all():
+                out[~outside] = self.log_marginal(theta[~outside])
+            return out
         with np.errstate(all="ignore"):
             try:
                 cond = self.conditional(theta)

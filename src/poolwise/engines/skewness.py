@@ -62,29 +62,33 @@ def eta_variances(model: LatentModel, cond: Conditional) -> np.ndarray:
     s = model.structure
     f = cond.factor
     K = cond.x.shape[0]
-    if s.elim is None:
+    if not s.unit:
         first = np.zeros((K, s.n))
-        codes = np.zeros(s.n, int)
-        values = np.zeros(s.n)
+        y = np.zeros((K, s.n, 1))
+        codes, k = np.zeros(s.n, int), 1
     else:
-        t = s.terms[s.elim]
-        codes, values = t.codes, t.values.astype(float)
-        first = values**2 / f.D[:, codes]
+        # a cell's part in the eliminated unit: its k values v at its level j; D_j^-1 v
+        codes, k = s.terms[s.unit[0]].codes, s.k
+        V = np.stack([s.terms[i].values.astype(float) for i in s.unit], axis=1)  # (n, k)
+        y = (f.Dinv[:, codes] @ V[None, :, :, None])[..., 0]  # (K, n, k)
+        first = (y * V).sum(axis=2)
     if s.batched:
-        scale = (values / f.D[:, codes]) if s.elim is not None else np.zeros((K, s.n))
-        u = s.R_dense[None] - scale[:, :, None] * (f.C[:, codes, :] if s.elim is not None else 0)
+        C = f.C.reshape(K, -1, k, s.m) if s.unit else np.zeros((K, 1, k, s.m))
+        u = s.R_dense[None] - (y[..., None] * C[:, codes]).sum(axis=2)
         rest = (np.linalg.solve(f.L, np.swapaxes(u, 1, 2)) ** 2).sum(axis=1)
     else:
         from scipy.linalg import solve_triangular
 
         rest = np.empty((K, s.n))
         step = max(1, CHUNK_FLOATS // s.m)
-        for k in range(K):
+        for p in range(K):
             for a in range(0, s.n, step):
                 rows = slice(a, a + step)
-                c = f.C[k][codes[rows]].multiply((values[rows] / f.D[k, codes[rows]])[:, None])
+                c = sum(
+                    f.C[p][codes[rows] * k + i].multiply(y[p, rows, i][:, None]) for i in range(k)
+                )
                 u = (s.R[rows] - c).toarray()
-                rest[k, rows] = (solve_triangular(f.L[k], u.T, lower=True) ** 2).sum(axis=0)
+                rest[p, rows] = (solve_triangular(f.L[p], u.T, lower=True) ** 2).sum(axis=0)
     var = first + rest
     if cond.V is not None:
         av = np.stack([s.eta(cond.V[:, :, r]) for r in range(cond.V.shape[2])], axis=1)
@@ -168,7 +172,7 @@ def importance_check(
         if cond.V is not None:
             lam = np.linalg.solve(cond.M[0], cond.constraints @ u.T)
             u = u - (cond.V[0] @ lam).T
-        quad = (w * s.eta(u) ** 2).sum(axis=1) + (q * u**2).sum(axis=1)
+        quad = (w * s.eta(u) ** 2).sum(axis=1) + (u * s.prior_times(q, u)).sum(axis=1)
         joint = model.log_joint(cond.x + u, np.repeat(theta, r, axis=0))
         logw[a : a + r] = joint - top + 0.5 * quad
     khat = array_stats.pareto_khat(logw[None], log_weights=True, tail="right")

@@ -7,8 +7,18 @@ Each level's effect is integrated by adaptive Gauss–Hermite quadrature
 beta is Gaussian given the sd around its conditional mode on that exact likelihood (it pools
 every level's data, so its conditional is close to normal), which also gives the sd's marginal
 (Laplace in beta only); the log sd is integrated by the adaptive quadrature of
-:mod:`poolwise.engines.exact`. Draws: the sd from its grid, beta from its Gaussian, every level's
-effect exactly from its conditional.
+:mod:`poolwise.engines.exact`.
+
+Tables, from the quadrature (no Monte Carlo noise): given the sd, each level's effect has exact
+moments at every beta (over its own nodes; the levels are independent given (beta, sd)), and
+beta's Gaussian is integrated by a product Gauss–Hermite rule (:func:`beta_rule`), which gives
+every reported effect's exact mean and variance given the sd; each row is then the mixture over
+the sd's grid points of normals with those moments: means and sds are its exact moments,
+medians and HDIs are found by root-finding on it (:class:`poolwise.mixture.Mixture`; each
+component normal, so an interval, not a moment, carries the skew left within one sd point). The
+sd's row mixes a narrow normal in log sd per grid cell. Draws, for ranks, plots and
+``to_arviz``: a grid point by its weight and the sd within its cell, beta from its Gaussian
+there, every level's effect exactly from its conditional.
 
 Zero-sum effects (the default with an intercept): NUTS samples an intercept ``a`` with prior
 N(m, s^2) and deviations ``d`` that sum to zero, N(0, sd^2 I) restricted to sum zero. Take
@@ -24,17 +34,28 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
 from ..engines import ENGINES, Density
-from ..engines.aghq import FAMILIES, NODES, LevelModel, beta_laplace, sample_levels
+from ..engines.aghq import (
+    FAMILIES,
+    NODES,
+    LevelModel,
+    beta_laplace,
+    mode_slopes,
+    quadrature,
+    sample_levels,
+)
+from ..engines.exact import GridPosterior
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
 from ..fitdata import RegressionData
+from ..mixture import prune
 from ..priors import Flat, Normal
+from .laplace import _cell_variance, _mixture_rows, mixture_record
 from .model import ModelPlan, prior_scale
-from .sampling import draws_record
 from .setup import Prepared
 
 # common effects with which beta's Gaussian (p x p, per sd point) is the model's
@@ -44,6 +65,12 @@ BOUND_FRACTION = 0.8
 # (the grid's mass there stands for the mass cut off beyond: 1e-4 of it moves a mean by about
 # 1e-4 times its distance, a few posterior sds, well inside the quadrature's own tolerance)
 BOUND_MASS = 1e-4
+# beta's Gauss–Hermite rule at each sd takes 3 nodes a dimension up to this many common
+# effects (27 points), 2 beyond: on the reference models the 3-node rule's moments are within
+# 4e-5 sd of a 5-node rule's (see beta_rule)
+BETA_DIMS = 3
+# (beta, sd) rows x cells x nodes in one batch of the tables' quadrature
+CHUNK = 1 << 21
 
 
 class Declined(ValueError):
@@ -106,9 +133,14 @@ def fit_aghq(
     reason: str | None = None,
     nodes: int | None = None,
 ) -> RegressionData:
-    """Fit the prepared model by adaptive Gauss–Hermite quadrature (``method="laplace"``):
-    tables from ``draws`` independent draws. Raises :class:`Declined` where the model is not
-    this engine's (see :func:`why_not`).
+    """Fit the prepared model by adaptive Gauss–Hermite quadrature (``method="laplace"``).
+    Raises :class:`Declined` where the model is not this engine's (see :func:`why_not`).
+
+    The tables come from the quadrature itself: every row is a mixture over the sd's grid
+    points of normals with the row's exact moments given the sd (beta's Gaussian integrated by
+    a Gauss–Hermite rule, each level's effect by its own nodes), so the same data give the same
+    tables whatever the seed; the ``draws`` (exact given the grid) serve ranks, plots and
+    ``to_arviz``.
 
     Example
     -------
@@ -127,39 +159,71 @@ def fit_aghq(
         seed = int(np.random.SeedSequence().entropy % (2**63))
     start = time.perf_counter()
     nodes = nodes or NODES
-    samples, facts, notes = _sample(prep, draws, np.random.default_rng([seed, 15]), nodes)
+    post = _posterior(prep, nodes)
+    rows, summaries = _tables(prep, post, hdi_prob, nodes)
+    samples = _sample(prep, post, draws, np.random.default_rng([seed, 15]))
     what = prep.cells.likelihood
     info = {
         "engine": "aghq",
         "seconds": time.perf_counter() - start,
         "cells": prep.design.n_cells,
-        **facts,
+        **post.facts,
     }
     default = (
         f"one scalar grouping factor of a {what} regression: each level's effect integrated by "
         f"adaptive Gauss–Hermite, {nodes} nodes; the common effects Gaussian given the group sd "
         "(Laplace on that exact likelihood); the sd by adaptive quadrature"
     )
-    prep = replace(prep, messages=[*prep.messages, *notes])
-    for m in notes:
+    for m in post.warnings:
         warnings.warn(m, PoolwiseWarning, stacklevel=3)
-    return draws_record(
+    gterm = prep.design.groups[0]
+    return mixture_record(
         prep,
+        rows,
+        summaries,
+        {gterm.name: (post.sds, post.weights)},
         {k: v[None] for k, v in samples.items()},
-        hdi_prob,
-        int(seed),
-        "laplace",
-        f"{reason}; {default}" if reason else default,
-        info,
-        mcmc=False,
+        hdi_prob=hdi_prob,
+        seed=seed,
+        method="laplace",
+        reason=f"{reason}; {default}" if reason else default,
+        info=info,
+        messages=[*prep.messages, *post.warnings],
     )
 
 
-def _sample(
-    prep: Prepared, draws: int, rng: np.random.Generator, nodes: int
-) -> tuple[dict[str, np.ndarray], dict, list[str]]:
-    """Draws of the common effects, the group sd (when it has a prior) and the level effects
-    (draws, J), with the engine's facts and its warnings."""
+@dataclass(frozen=True)
+class SdPosterior:
+    """The group sd's posterior on its grid (sorted): ``sds`` (S,), ``weights`` (S,), ``spread``
+    (S,) each point's variance in log sd (its quadrature cell's; zero for a fixed sd); at each
+    point beta's Gaussian, ``mode`` (S, p) and ``hessian`` (S, p, p), and the levels' modes
+    there (S, J) with their slopes in beta (S, J, p); the model, the quadrature's nodes, the
+    engine's facts and warnings, its grid and the points' coordinates on it, ``v`` (both None
+    for a fixed sd)."""
+
+    model: LevelModel
+    sds: np.ndarray
+    weights: np.ndarray
+    spread: np.ndarray
+    mode: np.ndarray
+    hessian: np.ndarray
+    levels: np.ndarray
+    slopes: np.ndarray
+    nodes: int
+    facts: dict
+    warnings: list[str]
+    grid: GridPosterior | None = None
+    v: np.ndarray | None = None
+
+    def level_starts(self, at: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """The levels' modes at the points ``at`` (indices, (B,)) moved to ``beta`` (B, p) along
+        their slopes: a start for their Newton (exact to second order in the step)."""
+        step = beta - self.mode[at]
+        return self.levels[at] + np.einsum("bjp,bp->bj", self.slopes[at], step)
+
+
+def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
+    """The sd's grid and beta's Gaussian at each of its points."""
     plan, design = prep.plan, prep.design
     why = why_not(plan)
     if why is not None:
@@ -182,6 +246,8 @@ def _sample(
         return prec, ok
 
     seen: dict[str, np.ndarray] = {}
+    # each sd's fit (beta's mode, its Hessian, the levels' modes), for the grid's points
+    fits: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def conditional(sd: np.ndarray):
         """beta's Gaussian at each sd, started from the modes found at the nearest sds so far."""
@@ -195,54 +261,165 @@ def _sample(
             z = np.log(sd[good])
             order = np.argsort(z)
             seen["z"], seen["mode"] = z[order], fit.mode[good][order]
-        return fit, ok
+        for i in np.flatnonzero(good):
+            fits[float(sd[i])] = (fit.mode[i], fit.hessian[i], fit.quadrature.modes[i])
+        return fit.log_marginal, ok
+
+    def record(sds: np.ndarray, **grid) -> SdPosterior:
+        """The posterior with the fits at ``sds`` (those not met on the grid computed now)."""
+        missing = np.array([float(v) not in fits for v in sds])
+        if missing.any():
+            conditional(sds[missing])
+        mode, hessian, levels = (np.array([fits[float(v)][k] for v in sds]) for k in range(3))
+        slopes = mode_slopes(model, mode, levels, sds)
+        return SdPosterior(
+            model,
+            sds,
+            mode=mode,
+            hessian=hessian,
+            levels=levels,
+            slopes=slopes,
+            nodes=nodes,
+            **grid,
+        )
 
     facts: dict = {"nodes": nodes}
-    warnings: list[str] = []
     if term.sd is not None:
-        sd_draws = np.full(draws, float(term.sd))
-        fit, ok = conditional(np.array([term.sd]))
-        if not ok.all():
+        sds = np.array([float(term.sd)])
+        if not conditional(sds)[1].all():
             raise Declined(
                 f"the fixed sd of {term.name} is too large for its zero-sum effects "
                 f"(sd^2 >= levels x the intercept's prior variance)"
             )
-        modes, chols = fit.mode[[0] * draws], _chol_cov(fit.hessian)[[0] * draws]
-        level_start = fit.quadrature.modes[[0] * draws]
+        one = np.ones(1)
+        return record(sds, weights=one, spread=np.zeros(1), facts=facts, warnings=[])
+    sd_prior = term.sd_prior
+
+    def log_density(z: np.ndarray) -> np.ndarray:
+        sd = np.exp(z[:, 0])
+        # the grid's search reaches far sds (e^40), where exp overflows: those points'
+        # density is zero
+        with np.errstate(over="ignore", invalid="ignore"):
+            log_marginal, ok = conditional(sd)
+        with np.errstate(divide="ignore"):
+            lp = np.asarray(sd_prior.logpdf(sd), dtype=float) + z[:, 0] + log_marginal
+        return np.where(ok & np.isfinite(lp), lp, -np.inf)
+
+    name = gterm.sigma_name
+    z0 = np.array([math.log(prior_scale(sd_prior))])
+    post = ENGINES["exact"](Density(log_density, z0, (name,)))
+    if intercept_var is not None:
+        near = np.exp(2 * post.points[:, 0]) > BOUND_FRACTION * J * intercept_var
+        if post.weights[near].sum() > BOUND_MASS:
+            raise Declined(
+                f"the posterior of {name} reaches sd^2 = levels x the intercept's prior "
+                "variance, beyond which zero-sum effects have no independent form"
+            )
+    keep = prune(post.weights)
+    keep = keep[np.argsort(post.points[keep, 0])]
+    facts |= {"grid_points": int(post.info["grid_points"]), "sd_grid": keep.size}
+    return record(
+        np.exp(post.points[keep, 0]),
+        weights=post.weights[keep] / post.weights[keep].sum(),
+        spread=_cell_variance(post)[keep, 0],
+        facts=facts,
+        warnings=list(post.warnings),
+        grid=post,
+        v=post.grid[keep, 0],
+    )
+
+
+@cache
+def beta_rule(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """A product Gauss–Hermite rule for the standard normal in p dimensions: points (B, p) and
+    weights (B,); 3 nodes a dimension up to ``BETA_DIMS`` dimensions (exact for polynomials
+    of degree 5 in each), 2 beyond (exact for every quadratic).
+
+    Example
+    -------
+    >>> u, w = beta_rule(2)
+    >>> u.shape, round(float(w @ u[:, 0] ** 2), 12)
+    ((9, 2), 1.0)
+    """
+    n = 3 if p <= BETA_DIMS else 2
+    t, w = np.polynomial.hermite.hermgauss(n)
+    axes = np.meshgrid(*[t * math.sqrt(2.0)] * p, indexing="ij")
+    weights = np.prod(np.meshgrid(*[w / math.sqrt(math.pi)] * p, indexing="ij"), axis=0)
+    return np.stack([a.reshape(-1) for a in axes], axis=1), weights.reshape(-1)
+
+
+def _moments(prep: Prepared, post: SdPosterior) -> tuple[np.ndarray, np.ndarray]:
+    """Each reported effect's mean and variance given the sd, at every grid point: (S, p + J)
+    each, the common effects then the levels (as reported: zero-sum deviations and the
+    intercept they move). Given (beta, sd) the levels are independent with moments from their
+    nodes; beta's Gaussian is integrated by :func:`beta_rule`."""
+    model, plan = post.model, prep.plan
+    S, p = post.mode.shape
+    u, w = beta_rule(p)
+    B, J = len(w), model.n_levels
+    chol = _chol_cov(post.hessian)
+    mean = np.empty((S, p + J))
+    second = np.empty((S, p + J))
+    step = max(1, CHUNK // (B * len(model.y) * post.nodes))
+    for lo in range(0, S, step):
+        sl = slice(lo, min(lo + step, S))
+        n = sl.stop - sl.start
+        at = np.repeat(np.arange(sl.start, sl.stop), B)
+        beta = (post.mode[sl, None, :] + np.einsum("spq,bq->sbp", chol[sl], u)).reshape(-1, p)
+        q = quadrature(model, beta, post.sds[at], post.nodes, post.level_starts(at, beta))
+        e = (q.weights * q.nodes).sum(axis=2)
+        v = (q.weights * (q.nodes - e[..., None]) ** 2).sum(axis=2)
+        beta_var = np.zeros_like(beta)
+        if plan.terms[0].zero_sum:
+            bar, var_bar = e.mean(axis=1), v.sum(axis=1) / J**2
+            beta[:, plan.intercept] += bar
+            beta_var[:, plan.intercept] = var_bar
+            e = e - bar[:, None]
+            v = v * (1.0 - 2.0 / J) + var_bar[:, None]
+        values = np.concatenate([beta, e], axis=1).reshape(n, B, -1)
+        var = np.concatenate([beta_var, v], axis=1).reshape(n, B, -1)
+        mean[sl] = np.einsum("b,sbk->sk", w, values)
+        second[sl] = np.einsum("b,sbk->sk", w, var + values**2)
+    return mean, np.maximum(second - mean**2, 0.0)
+
+
+def _tables(prep: Prepared, post: SdPosterior, hdi_prob: float, nodes: int):
+    """The population rows (name: mean, sd, median, HDI) and the levels' (mean, sd, HDI)."""
+    design, gterm = prep.design, prep.design.groups[0]
+    p = len(design.names)
+    mean, var = _moments(prep, post)
+    # (one pass on the whole grid: a first pass on its coarse half costs more on a grid this small)
+    w = post.weights
+    m, sd, med, lo, hi = _mixture_rows(w, mean[:, :p], var[:, :p], hdi_prob)
+    rows = {name: (m[i], sd[i], med[i], lo[i], hi[i]) for i, name in enumerate(design.names)}
+    if prep.plan.terms[0].sd is None:
+        z = np.log(post.sds)[:, None]
+        row = _mixture_rows(w, z, post.spread[:, None], hdi_prob, link="log")
+        rows[gterm.sigma_name] = tuple(float(a[0]) for a in row)
+    tm, tsd, _, tlo, thi = _mixture_rows(w, mean[:, p:], var[:, p:], hdi_prob, median=False)
+    return rows, {gterm.name: (tm, tsd, tlo, thi)}
+
+
+def _sample(
+    prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Draws of the common effects, the group sd (when it has a prior) and the level effects
+    (draws, J): the sd within its grid's cells, beta from its Gaussian there, every level's
+    effect exactly from its conditional."""
+    plan, gterm = prep.plan, prep.design.groups[0]
+    term = plan.terms[0]
+    if term.sd is not None:
+        sd_draws = np.full(draws, float(term.sd))
+        at = np.zeros(draws, dtype=int)
     else:
-        sd_prior = term.sd_prior
-
-        def log_density(z: np.ndarray) -> np.ndarray:
-            sd = np.exp(z[:, 0])
-            # the grid's search reaches far sds (e^40), where exp overflows: those points'
-            # density is zero
-            with np.errstate(over="ignore", invalid="ignore"):
-                fit, ok = conditional(sd)
-            with np.errstate(divide="ignore"):
-                lp = np.asarray(sd_prior.logpdf(sd), dtype=float) + z[:, 0] + fit.log_marginal
-            return np.where(ok & np.isfinite(lp), lp, -np.inf)
-
-        name = gterm.sigma_name
-        z0 = np.array([math.log(prior_scale(sd_prior))])
-        post = ENGINES["exact"](Density(log_density, z0, (name,)))
-        warnings += post.warnings
-        grid = np.sort(post.points[:, 0])
-        if intercept_var is not None:
-            near = np.exp(2 * post.points[:, 0]) > BOUND_FRACTION * J * intercept_var
-            if post.weights[near].sum() > BOUND_MASS:
-                raise Declined(
-                    f"the posterior of {name} reaches sd^2 = levels x the intercept's prior "
-                    "variance, beyond which zero-sum effects have no independent form"
-                )
-        fit, _ = conditional(np.exp(grid))
-        z = post.sample(rng, draws)[:, 0]
-        sd_draws = np.exp(z)
-        modes = _interp(z, grid, fit.mode)
-        chols = _interp(z, grid, _chol_cov(fit.hessian))
-        level_start = _interp(z, grid, fit.quadrature.modes)
-        facts |= {"grid_points": int(post.info["grid_points"]), "sd_grid": grid.size}
+        # the draw's grid point, by its weight; its sd spread within the point's cell
+        at = rng.choice(post.sds.size, size=draws, p=post.weights)
+        grid = post.grid
+        v = post.v[at] + (rng.random(draws) - 0.5) * grid.spacing[0]
+        sd_draws = np.exp(grid.mode[0] + np.sinh(v) * grid.chol[0, 0])
+    modes, chols = post.mode[at], _chol_cov(post.hessian)[at]
     beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
-    effects = sample_levels(model, beta, sd_draws, rng, start=level_start)
+    effects = sample_levels(post.model, beta, sd_draws, rng, start=post.level_starts(at, beta))
     if term.zero_sum:
         shift = effects.mean(axis=1)
         beta[:, plan.intercept] += shift
@@ -251,7 +428,7 @@ def _sample(
     if term.sd is None:
         out[gterm.sigma_name] = sd_draws
     out[gterm.name] = effects
-    return out, facts, warnings
+    return out
 
 
 def _chol_cov(hessian: np.ndarray) -> np.ndarray:

@@ -191,6 +191,18 @@ def diagnose(
             f"low effective sample size (< 400) for {len(low)} parameter(s), lowest {worst}: "
             "means and intervals of these are noisy; draw more (draws=) or reparametrize"
         )
+    return out + boundary_notes(sd_terms)
+
+
+def boundary_notes(sd_terms: dict[str, tuple[np.ndarray, float]]) -> list[str]:
+    """A note for each group sd (name: draws, prior scale) whose posterior sits at zero.
+
+    Example
+    -------
+    >>> boundary_notes({"s": (np.ones(4), 1.0)})
+    []
+    """
+    out = []
     for name, (draws, scale) in sd_terms.items():
         draws = np.asarray(draws).ravel()
         if is_singular(draws, scale):
