@@ -5,6 +5,7 @@
     python bench/calibration.py run eb_groups    # empirical Bayes as the number of groups grows
     python bench/calibration.py run laplace      # 500 simulations per regression family, Laplace
     python bench/calibration.py run KIND NAME... # only these jobs of KIND, in this order
+    python bench/calibration.py run KIND NAME... --sims N  # the first N simulations only
     python bench/calibration.py report           # CALIBRATION.md and the plots, from the results
 
 Each job writes its ranks and tests to bench/calibration_results/<job>.json and its plot to
@@ -106,11 +107,22 @@ def _regression_chunk(spec: pc.CalibrationSpec, chunk: int) -> None:
     path.write_text(json.dumps(record))
 
 
+def _progress(name: str):
+    """Prints the job's progress every 50 simulations (wall time so far)."""
+    start = time.perf_counter()
+
+    def show(done: int, total: int) -> None:
+        if done % 50 == 0 or done == total:
+            print(f"{name}: {done}/{total} in {time.perf_counter() - start:.0f}s", flush=True)
+
+    return show
+
+
 def _calibration(name: str, spec: pc.CalibrationSpec, n_sims: int) -> pc.Calibration:
     if spec.family != "regression" or spec.method != "nuts":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return pc.calibration(spec, n_sims=n_sims, seed=2018)
+            return pc.calibration(spec, n_sims=n_sims, seed=2018, progress=_progress(name))
     import subprocess
 
     import pandas as pd
@@ -136,20 +148,34 @@ def _calibration(name: str, spec: pc.CalibrationSpec, n_sims: int) -> pc.Calibra
         warnings=sum(c["warnings"] for c in chunks),
         divergences=sum(c["divergences"] for c in chunks),
         seconds=sum(c["seconds"] for c in chunks),
+        engines=["nuts"] * len(ranks),
     )
 
 
-def run(kind: str, names: list[str]) -> None:
-    """Run the jobs of ``kind`` not yet done (of ``names`` only, in that order, where given)."""
+def _commit() -> str:
+    """The code's commit (with "+changes" where the working tree differs from it)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    dirty = git("status", "--porcelain", "--untracked-files=no", "src").strip()
+    return git("rev-parse", "HEAD").strip() + (" +changes" if dirty else "")
+
+
+def run(kind: str, names: list[str], sims: int | None = None) -> None:
+    """Run the jobs of ``kind`` not yet done (of ``names`` only, in that order, where given;
+    ``sims`` simulations each instead of the job's number, where given)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     PLOTS.mkdir(parents=True, exist_ok=True)
     todo = jobs(kind)
     for name in names or list(todo):
         spec, n_sims = todo[name]
+        n_sims = sims or n_sims
         path = RESULTS / f"{name}.json"
         if path.exists():
             continue
-        start = time.perf_counter()
+        start, commit = time.perf_counter(), _commit()  # the code as the job starts
         cal = _calibration(name, spec, n_sims)
         record = {
             "name": name,
@@ -163,6 +189,8 @@ def run(kind: str, names: list[str]) -> None:
             "bins": cal.bins,
             "warnings": cal.warnings,
             "divergences": cal.divergences,
+            "engines": cal.engines,
+            "commit": commit,
             "seconds": cal.seconds if name == "regression_nuts" else time.perf_counter() - start,
             "tests": cal.tests.reset_index().to_dict("records"),
             "ranks": {c: cal.ranks[c].tolist() for c in cal.ranks.columns},
@@ -335,6 +363,11 @@ if __name__ == "__main__":
         _regression_chunk(jobs("regression")["regression_nuts"][0], int(sys.argv[2]))
     elif len(sys.argv) >= 3 and sys.argv[1] == "run":
         np.seterr(all="ignore")
-        run(sys.argv[2], sys.argv[3:])
+        args, sims = sys.argv[3:], None
+        if "--sims" in args:
+            i = args.index("--sims")
+            sims = int(args[i + 1])
+            del args[i : i + 2]
+        run(sys.argv[2], args, sims)
     else:
         raise SystemExit(__doc__)

@@ -66,6 +66,14 @@ def test_regression_smoke():
     cal = pc.calibration(spec, n_sims=2, seed=3)
     assert list(cal.ranks.columns) == spec.parameters()
     assert cal.ranks.to_numpy().min() >= 0 and cal.ranks.to_numpy().max() <= 9
+    assert cal.engines == ["nuts", "nuts"]
+
+
+def test_regression_records_the_engine_method_laplace_used():
+    # one scalar factor of a Bernoulli model, 20 levels under the default HalfNormal(1) group sd:
+    # far from the bound sd^2 = 20 x the intercept's prior variance where AGHQ declines
+    spec = pc.CalibrationSpec("regression_bernoulli", (2, 3, 4, 5) * 5, method="laplace", draws=9)
+    assert pc.calibration(spec, n_sims=3, seed=1).engines == ["aghq"] * 3
 
 
 def test_laplace_is_calibrated_for_a_normal_regression():
@@ -75,6 +83,7 @@ def test_laplace_is_calibrated_for_a_normal_regression():
     assert spec.parameters()[3] == "sigma"
     cal = pc.calibration(spec, n_sims=60, seed=14)
     assert_uniform(cal)
+    assert cal.engines == ["laplace"] * 60  # a normal outcome is never AGHQ's
 
 
 def test_regression_eb_draws_variance_parameters_from_their_asymptotic_normal():

@@ -135,7 +135,9 @@ class Calibration:
     and its p-value, and the p-value of the ECDF test (the smallest pointwise binomial tail
     probability of the rank ECDF, calibrated by simulating uniform ranks, as in Säilynoja,
     Bürkner and Vehtari 2022). ``warnings`` counts the fits that warned; ``divergences`` the
-    divergent NUTS transitions over all fits.
+    divergent NUTS transitions over all fits; ``engines`` the engine that made each simulation's
+    fit (for a regression, the fit's ``info["engine"]``: ``method="laplace"`` gives ``"aghq"``
+    where adaptive Gauss–Hermite quadrature took the model, ``"laplace"`` where it did not).
     """
 
     spec: CalibrationSpec
@@ -145,6 +147,7 @@ class Calibration:
     warnings: int = 0
     divergences: int = 0
     seconds: float = 0.0
+    engines: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -344,7 +347,7 @@ def _run_one_factor(spec: CalibrationSpec, n_sims: int, seed: int, progress):
                 rows.append([_ranks(truth[n], draws[n], rng) for n in names])
         if progress is not None:
             progress(len(rows), n_sims)
-    return rows, warned, divergences
+    return rows, warned, divergences, [spec.method] * n_sims
 
 
 def _sim_seed(seed: int, s: int) -> int:
@@ -414,6 +417,7 @@ def _run_regression(spec: CalibrationSpec, n_sims: int, seed: int, progress):
     priors = spec.used_priors()
     family = REGRESSIONS[spec.family]
     rows, warned, divergences = [], 0, 0
+    engines: list[str] = []
     j = len(spec.group_sizes)
     for s in range(n_sims):
         df, truth, b = simulate_regression(spec.group_sizes, priors, _sim_seed(seed, s), family)
@@ -423,12 +427,13 @@ def _run_regression(spec: CalibrationSpec, n_sims: int, seed: int, progress):
             fit = _fit_regression(spec, df, _sim_seed(seed, s) % (2**31))
         warned += any(issubclass(w.category, PoolwiseWarning) for w in caught)
         divergences += int(fit.divergences)
+        engines.append(fit.info.get("engine", fit.method))  # NUTS fits record no engine
         rng = np.random.default_rng([seed, s, 1])
         flat = _regression_draws(spec, fit, rng)
         rows.append([_ranks(truth[n], flat[n], rng) for n in names])
         if progress is not None:
             progress(len(rows), n_sims)
-    return rows, warned, divergences
+    return rows, warned, divergences, engines
 
 
 # ------------------------------------------------------------------------ entry point
@@ -466,7 +471,7 @@ def calibration(
         raise ValueError(f"bins must divide draws + 1 = {L + 1}, got {bins}")
     start = time.perf_counter()
     run = _run_regression if spec.family in REGRESSIONS else _run_one_factor
-    rows, warned, divergences = run(spec, n_sims, seed, progress)
+    rows, warned, divergences, engines = run(spec, n_sims, seed, progress)
     ranks = pd.DataFrame(rows, columns=spec.parameters())
     ranks.index.name = "simulation"
     tests = pd.DataFrame(
@@ -482,4 +487,5 @@ def calibration(
         warnings=warned,
         divergences=divergences,
         seconds=time.perf_counter() - start,
+        engines=engines,
     )
