@@ -174,21 +174,28 @@ def level_modes(
     h = np.empty_like(b)
     lo, hi = np.full(b.shape, -np.inf), np.full(b.shape, np.inf)
     rows = np.arange(b.shape[0])  # the rows still moving: only they are computed
+    # while every row moves, the arrays are used whole (no copies in and out)
+    state = (b, h, lo, hi, eta0, prec)
     for _ in range(NEWTON_STEPS):
-        br = b[rows]
-        r, w = model.cell_terms(eta0[rows] + br[:, model.codes], value=False)
-        grad = model.by_level(r, 1) - prec[rows] * br
-        h[rows] = model.by_level(w, 1) + prec[rows]
-        lo[rows] = np.where(grad > 0, br, lo[rows])
-        hi[rows] = np.where(grad <= 0, br, hi[rows])
-        step = np.clip(grad / h[rows], -MAX_STEP, MAX_STEP)
+        br, hr, low, high, eta_r, prec_r = (
+            state if rows.size == b.shape[0] else (a[rows] for a in state)
+        )
+        r, w = model.cell_terms(eta_r + br[:, model.codes], value=False)
+        grad = model.by_level(r, 1) - prec_r * br
+        hr[...] = model.by_level(w, 1) + prec_r
+        np.copyto(low, br, where=grad > 0)
+        np.copyto(high, br, where=grad <= 0)
+        step = np.clip(grad / hr, -MAX_STEP, MAX_STEP)
         new = br + step
-        low, high = lo[rows], hi[rows]
         bisect = ((new <= low) | (new >= high)) & np.isfinite(low + high)
         new = np.where(bisect, 0.5 * (low + high), new)
-        b[rows] = np.where(np.isfinite(new), new, br)  # (NaN: no mode)
         # (a bisection converges only linearly: Newton's step decides)
         moving = np.any(bisect | (np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br))), axis=1)
+        new = np.where(np.isfinite(new), new, br)  # (NaN: no mode)
+        if rows.size < b.shape[0]:
+            b[rows], h[rows], lo[rows], hi[rows] = new, hr, low, high
+        else:
+            b[...] = new
         if not moving.any():
             break
         rows = rows[moving]
