@@ -98,8 +98,7 @@ class LevelModel:
     def cell_terms(self, eta: np.ndarray, value: bool = True) -> tuple[np.ndarray, ...]:
         """Log likelihood (where ``value``), its first derivative and minus its second in eta
         (constants dropped), for eta of shape (B, cells) or (B, cells, K)."""
-        shape = (-1,) + (1,) * (eta.ndim - 2)  # the cells' axis is the second
-        y, n = self.y.reshape(shape), self.n.reshape(shape)
+        y, n = self._counts(eta)
         t = _exp_term(self.family, eta)
         if self.family == "poisson":
             return ((_log_lik(self.family, y, n, eta, t),) if value else ()) + (y - t, t)
@@ -108,6 +107,16 @@ class LevelModel:
         if not value:
             return derivs
         return (_log_lik(self.family, y, n, eta, t), *derivs)
+
+    def cell_log_lik(self, eta: np.ndarray) -> np.ndarray:
+        """The log likelihood alone of :meth:`cell_terms` (no derivatives)."""
+        y, n = self._counts(eta)
+        return _log_lik(self.family, y, n, eta, _exp_term(self.family, eta))
+
+    def _counts(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """y and n shaped to broadcast against ``eta`` (the cells' axis is its second)."""
+        shape = (-1,) + (1,) * (eta.ndim - 2)
+        return self.y.reshape(shape), self.n.reshape(shape)
 
     def level_log_lik(
         self, eta0: np.ndarray, rows: np.ndarray, levels: np.ndarray, b: np.ndarray
@@ -247,7 +256,7 @@ def quadrature(
     t, logw = gauss_hermite(k)
     scale = np.sqrt(2.0 / h)
     nodes = b[..., None] + scale[..., None] * t
-    ll, _, _ = model.cell_terms(eta0[..., None] + nodes[:, model.codes, :])
+    ll = model.cell_log_lik(eta0[..., None] + nodes[:, model.codes, :])
     g = model.by_level(ll, 1) - 0.5 * nodes**2 / sd[:, None, None] ** 2
     terms = logw + g
     top = terms.max(axis=2, keepdims=True)
@@ -266,7 +275,7 @@ def quadrature(
 def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarray]:
     """Gradient (B, p) and Hessian (B, p, p) in beta of sum_j log m_j, as posterior moments over
     the nodes: sum_i x_i E[r_i] and -sum_i x_i x_i' E[w_i] + sum_j Cov_j(sum_{i in j} x_i r_i)."""
-    _, r, w = model.cell_terms(q.eta0[..., None] + q.nodes[:, model.codes, :])
+    r, w = model.cell_terms(q.eta0[..., None] + q.nodes[:, model.codes, :], value=False)
     pi = q.weights[:, model.codes, :]
     X = model.X
     grad = np.einsum("bck,cp->bp", pi * r, X)
