@@ -89,15 +89,18 @@ def fit_from_api(
             "the factor as a common term (y ~ 0 + C(g)), for complete pooling leave it out"
         )
     parametrization = nuts.pop("parametrization", "auto")
-    prep = prepare(
-        formula,
-        data,
-        family=family,
-        exposure=exposure,
-        priors=priors,
-        parametrization=parametrization,
-        spec=spec,
-    )
+    # its products (the identifiability check's cross-product among them) are small: BLAS
+    # threads only wait on shared cores, and spin on after the call (see poolwise._threads)
+    with one_blas_thread():
+        prep = prepare(
+            formula,
+            data,
+            family=family,
+            exposure=exposure,
+            priors=priors,
+            parametrization=parametrization,
+            spec=spec,
+        )
     reason = None
     auto = method == "auto"
     if auto:
@@ -131,13 +134,14 @@ def fit_from_api(
         return replace(fit, method_reason=reason)
     if method == "laplace" and why_not(prep.plan) is None:
         try:
-            return fit_aghq(
-                prep,
-                draws=draws,
-                hdi_prob=hdi_prob,
-                seed=seed,
-                reason=reason and "auto: the exact case of the Laplace route",
-            )
+            with one_blas_thread():  # (as the Laplace engine's below)
+                return fit_aghq(
+                    prep,
+                    draws=draws,
+                    hdi_prob=hdi_prob,
+                    seed=seed,
+                    reason=reason and "auto: the exact case of the Laplace route",
+                )
         except Declined as err:
             reason = f"{reason or 'laplace'} ({err})"
     # its products are small and batched over theta points: BLAS threads only wait on shared
