@@ -45,3 +45,27 @@ def test_the_block_restores_the_setting_after_an_error(two_blas_threads):
         assert all(n == 1 for n in _blas_threads())
         raise RuntimeError("inside")
     assert _blas_threads() == two_blas_threads
+
+
+def test_a_formula_fit_checks_and_integrates_on_one_blas_thread(monkeypatch, two_blas_threads):
+    from poolwise.glmm import aghq, setup
+
+    seen = {}
+
+    def spy(module, name):
+        real = getattr(module, name)
+
+        def inner(*args, **kwargs):
+            seen[name] = _blas_threads()
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, inner)
+
+    spy(setup, "identifiability")  # the cross-product's eigenvalues, in prepare()
+    spy(aghq, "_posterior")
+    df = pd.DataFrame(
+        {"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": [10] * 6}
+    )
+    poolwise.fit("p(k, n) ~ 1 + x + (1|g)", df, seed=1)
+    assert seen == {name: [1] * len(two_blas_threads) for name in ("identifiability", "_posterior")}
+    assert _blas_threads() == two_blas_threads
