@@ -187,19 +187,18 @@ def radon():
     )
 
 
-def test_radon_agrees_with_the_long_reference_run(radon):
-    rows = [
-        "Intercept",
-        "floor",
-        "1|county_sigma",
-        "floor|county_sigma",
-        "1 + floor|county_corr",
-        "sigma",
-    ]
-    levels = list(radon.groups.loc["1|county"].index)
-    big = levels[int(np.argmax(radon.groups.loc["1|county", "n"]))]
+def _radon_rows(fit) -> list[str]:
+    """Radon M3's rows checked against the reference: the common effects, sds, correlation and
+    sigma, and both terms' effects of the first county and of the one with the most homes."""
+    levels = list(fit.groups.loc["1|county"].index)
+    big = levels[int(np.argmax(fit.groups.loc["1|county", "n"]))]
     effects = [f"{t}[{lv}]" for t in ("1|county", "floor|county") for lv in (levels[0], big)]
-    _mc_close(radon, "radon_slopes", rows + effects)
+    common = ["Intercept", "floor", "1|county_sigma", "floor|county_sigma"]
+    return [*common, "1 + floor|county_corr", "sigma", *effects]
+
+
+def test_radon_agrees_with_the_long_reference_run(radon):
+    _mc_close(radon, "radon_slopes", _radon_rows(radon))
 
 
 # Gelman and Hill (2007), section 13.1, model M3: lmer(y ~ x + (1 + x | county)), display(M3):
@@ -382,18 +381,7 @@ def test_radon_laplace_agrees_with_the_long_reference_run(radon_laplace):
     error; seen: within 0.02 sd and 2 %."""
     from .test_laplace import _close
 
-    rows = [
-        "Intercept",
-        "floor",
-        "1|county_sigma",
-        "floor|county_sigma",
-        "1 + floor|county_corr",
-        "sigma",
-    ]
-    levels = list(radon_laplace.groups.loc["1|county"].index)
-    big = levels[int(np.argmax(radon_laplace.groups.loc["1|county", "n"]))]
-    effects = [f"{t}[{lv}]" for t in ("1|county", "floor|county") for lv in (levels[0], big)]
-    _close(radon_laplace, "radon_slopes", rows + effects)
+    _close(radon_laplace, "radon_slopes", _radon_rows(radon_laplace))
     # the tables are the mixture's: the correlation's interval in [-1, 1] (its density does not
     # vanish at -1: the data barely tell the slopes' sd from 0), about its median
     row = radon_laplace.population.loc["1 + floor|county_corr"]

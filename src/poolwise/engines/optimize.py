@@ -152,3 +152,25 @@ def covariance(h: np.ndarray) -> tuple[np.ndarray, bool]:
     curv = np.abs(np.diag(h))
     curv = np.where(np.isfinite(curv) & (curv > 1e-8), curv, 1.0)
     return np.diag(1.0 / curv), False
+
+
+def gaussian_at_mode(
+    log_density: LogDensity, z0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The mode of ``log_density`` (searched from ``z0``), the Cholesky factor of the covariance
+    from its curvature there, and whether it is concave there (else a diagonal stands in).
+
+    Example
+    -------
+    >>> mode, chol, concave = gaussian_at_mode(lambda z: -((z - 1.0) ** 2).sum(axis=1), np.zeros(2))
+    >>> mode.round(4).tolist(), np.diag(chol).round(4).tolist(), concave
+    ([1.0, 1.0], [0.7071, 0.7071], True)
+    """
+    mode, ok = find_mode(log_density, np.asarray(z0, dtype=float))
+    if not ok:
+        raise ValueError(
+            "the posterior density of the hyperparameters is zero or undefined everywhere tried: "
+            "check the priors against the data"
+        )
+    cov, concave = covariance(hessian(log_density, mode))
+    return mode, np.linalg.cholesky(cov), concave

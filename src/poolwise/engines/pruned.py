@@ -17,7 +17,7 @@ import numpy as np
 
 from .base import Target
 from .exact import GridPosterior
-from .optimize import covariance, find_mode, hessian
+from .optimize import gaussian_at_mode
 
 # the lattice's spacing in u (standardised units)
 SPACING = 1.5
@@ -41,14 +41,7 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     """
     log_density, z0 = model.log_posterior, model.initial_point()
     d = z0.size
-    mode, ok = find_mode(log_density, np.asarray(z0, dtype=float))
-    if not ok:
-        raise ValueError(
-            "the posterior density of the hyperparameters is zero or undefined everywhere tried: "
-            "check the priors against the data"
-        )
-    cov, concave = covariance(hessian(log_density, mode))
-    chol = np.linalg.cholesky(cov)
+    mode, chol, concave = gaussian_at_mode(log_density, z0)
 
     def evaluate(idx: np.ndarray) -> np.ndarray:
         lp = log_density(mode + (idx * spacing) @ chol.T)

@@ -118,8 +118,9 @@ def fit_from_api(
         else:
             method = "nuts"
             reason = f"auto: NUTS, as {why}"
-    if method == "nuts":
-        fit = fit_formula(
+
+    def sample() -> FitData:
+        return fit_formula(
             formula,
             data,
             draws=draws,
@@ -129,6 +130,9 @@ def fit_from_api(
             prepared=prep,
             **nuts,
         )
+
+    if method == "nuts":
+        fit = sample()
         if reason is None:
             return fit
         return replace(fit, method_reason=reason)
@@ -169,17 +173,8 @@ def fit_from_api(
             f"{check.get('max_shift_sd', float('nan')):.2f} sd, largest shift of the Laplace "
             f"marginal {max(map(abs, shift.values()), default=0.0):.2f} sd)",
         )
-    nuts_fit = fit_formula(
-        formula,
-        data,
-        draws=draws,
-        hdi_prob=hdi_prob,
-        seed=seed,
-        parametrization=parametrization,
-        prepared=prep,
-    )
     return replace(
-        nuts_fit,
+        sample(),
         method_reason="auto: NUTS, as the Laplace engine's accuracy check flagged: "
         + "; ".join(flags),
     )
