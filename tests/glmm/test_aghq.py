@@ -3,9 +3,7 @@ the model NUTS samples (zero-sum effects included), against long NUTS runs and d
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,10 +11,9 @@ import pytest
 
 import poolwise as pw
 
-REFERENCES = Path(__file__).resolve().parents[1] / "reference"
-_spec = importlib.util.spec_from_file_location("references", REFERENCES / "run_glmm_references.py")
-references = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(references)
+from . import REFERENCES, reference_script
+
+references = reference_script("run_glmm_references")
 
 N, H = pw.Normal, pw.HalfNormal
 # the models of tests/reference/run_glmm_references.py, as poolwise formulas with their priors

@@ -1,8 +1,5 @@
 """Identifiability: the directions of the coefficients that no cell's prediction depends on."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,11 +9,9 @@ from poolwise.glmm.cells import reduce_cells
 from poolwise.glmm.design import build_design
 from poolwise.glmm.formula import parse_formula
 
-_spec = importlib.util.spec_from_file_location(
-    "references", Path(__file__).resolve().parents[1] / "reference" / "run_glmm_references.py"
-)
-references = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(references)
+from . import reference_script
+
+references = reference_script("run_glmm_references")
 
 
 @pytest.mark.parametrize(

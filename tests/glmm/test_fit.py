@@ -6,12 +6,10 @@ mcse = sd / sqrt(ess_bulk); Z = 4.5 keeps the false-failure rate of ~30 comparis
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +17,8 @@ import pytest
 
 import poolwise
 from poolwise import HalfNormal, Normal, PoolwiseWarning
+
+from . import REFERENCES, reference_script
 
 Z = 4.5
 THREAD = pd.DataFrame(
@@ -30,11 +30,8 @@ THREAD = pd.DataFrame(
     }
 )
 THREAD_PRIORS = {"Intercept": Normal(-math.log(4), 0.125), "trial_control": Normal(0, 0.5)}
-REFERENCES = Path(__file__).resolve().parents[1] / "reference"
 # the stored long runs' script, whose functions build the data sets the runs were made on
-_spec = importlib.util.spec_from_file_location("references", REFERENCES / "run_glmm_references.py")
-references = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(references)
+references = reference_script("run_glmm_references")
 # short chains where Monte Carlo error allows (tolerances follow the ESS): 4 x (500 + 500)
 SHORT = {"draws": 2000, "tune": 500, "progress": False}
 

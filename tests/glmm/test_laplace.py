@@ -7,11 +7,9 @@ within 10 %; the references' own Monte Carlo error is below 0.01 sd in the mean.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,10 +18,9 @@ import pytest
 import poolwise
 from poolwise import HalfNormal, Normal, PoolwiseWarning, Uniform
 
-REFERENCES = Path(__file__).resolve().parents[1] / "reference"
-_spec = importlib.util.spec_from_file_location("references", REFERENCES / "run_glmm_references.py")
-references = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(references)
+from . import REFERENCES, reference_script
+
+references = reference_script("run_glmm_references")
 
 CROSSED_PRIORS = {
     "Intercept": Normal(0, 2),
@@ -200,11 +197,7 @@ def test_more_than_three_variance_parameters_use_a_central_composite_design():
 
 
 # five more models, references by tests/reference/run_laplace_references.py (4 x 2,000 draws)
-_spec2 = importlib.util.spec_from_file_location(
-    "laplace_refs", REFERENCES / "run_laplace_references.py"
-)
-laplace_refs = importlib.util.module_from_spec(_spec2)
-_spec2.loader.exec_module(laplace_refs)
+laplace_refs = reference_script("run_laplace_references")
 FEW_PRIORS = {"Intercept": Normal(0, 2), "x": Normal(0, 1), "1|g_sigma": HalfNormal(1)}
 
 

@@ -4,10 +4,8 @@ itself, which ``auto`` and ``laplace`` leave to adaptive Gauss–Hermite quadrat
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,17 +25,10 @@ from poolwise.engines.skewness import (
 from poolwise.glmm.laplace import fit_laplace
 from poolwise.glmm.setup import prepare
 
-REFERENCES = Path(__file__).resolve().parents[1] / "reference"
+from . import REFERENCES, reference_script
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REFERENCES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-laplace_refs, glmm_refs = _load("run_laplace_references"), _load("run_glmm_references")
+laplace_refs = reference_script("run_laplace_references")
+glmm_refs = reference_script("run_glmm_references")
 FEW = {"Intercept": Normal(0, 2), "x": Normal(0, 1), "1|g_sigma": HalfNormal(1)}
 
 
