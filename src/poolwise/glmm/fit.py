@@ -136,9 +136,11 @@ def fit_from_api(
         if reason is None:
             return fit
         return replace(fit, method_reason=reason)
-    if method == "laplace" and why_not(prep.plan) is None:
-        try:
-            with one_blas_thread():  # (as the Laplace engine's below)
+    # the deterministic route's products are small and batched over theta points: BLAS
+    # threads only wait on shared cores (see poolwise._threads)
+    with one_blas_thread():
+        if method == "laplace" and why_not(prep.plan) is None:
+            try:
                 return fit_aghq(
                     prep,
                     draws=draws,
@@ -146,11 +148,8 @@ def fit_from_api(
                     seed=seed,
                     reason=reason and "auto: the exact case of the Laplace route",
                 )
-        except Declined as err:
-            reason = f"{reason or 'laplace'} ({err})"
-    # its products are small and batched over theta points: BLAS threads only wait on shared
-    # cores (see poolwise._threads)
-    with one_blas_thread():
+            except Declined as err:
+                reason = f"{reason or 'laplace'} ({err})"
         fit = fit_laplace(
             prep,
             method=method,
