@@ -41,7 +41,7 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     """
     log_density, z0 = model.log_posterior, model.initial_point()
     d = z0.size
-    mode, chol, concave = gaussian_at_mode(log_density, z0)
+    mode, chol, concave = gaussian_at_mode(log_density, z0, getattr(model, "derivatives", None))
 
     def evaluate(idx: np.ndarray) -> np.ndarray:
         lp = log_density(mode + (idx * spacing) @ chol.T)
