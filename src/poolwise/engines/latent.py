@@ -47,6 +47,9 @@ QUADRATIC = 1e-4
 KEEP_MODES = 4096
 # floats of the arrays of one batch of points (larger sets of points go in batches)
 BATCH_FLOATS = 20_000_000
+# floats of the evaluations held for ``conditional_at``: the 25 points of a central composite
+# design in 4 dimensions with a factor of InstEval's size (~1.5e6 floats each)
+HOLD_FLOATS = 40_000_000
 # floats of a chunk of draws (every array of the draws' linear algebra is of this size: under
 # the C library's largest threshold for fresh memory, so that their memory is reused)
 DRAW_FLOATS = 2_000_000
@@ -407,7 +410,7 @@ class LatentModel:
 
     def conditional_at(self, theta: np.ndarray) -> Conditional:
         """:meth:`conditional` at points of ``theta`` (K, d), taken from the evaluations of
-        :meth:`log_marginal` still held (up to ``BATCH_FLOATS`` floats) where they are among
+        :meth:`log_marginal` still held (up to ``HOLD_FLOATS`` floats) where they are among
         their points (exactly those values), computed afresh where not."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         thetas, conds = self._evaluated or ([], [])
@@ -438,7 +441,7 @@ class LatentModel:
         conds.append(cond)
         r = 0 if self.constraints is None else len(self.constraints)
         size = self.structure.factor_size + self.structure.dim * (1 + r) + r * r
-        while thetas and sum(map(len, thetas)) * size > BATCH_FLOATS:
+        while thetas and sum(map(len, thetas)) * size > HOLD_FLOATS:
             del thetas[0], conds[0]
         self._evaluated = (thetas, conds) if thetas else None
 

@@ -118,7 +118,7 @@ def _scoring(derivatives: Derivatives, z: np.ndarray) -> tuple[np.ndarray, np.nd
             return None
         w, v = np.linalg.eigh(info)
         step = v @ ((v.T @ g) / np.maximum(w, 1e-12 * max(float(w.max()), 1.0)))
-        step *= min(1.0, MAX_STEP / float(np.max(np.abs(step))))
+        step *= MAX_STEP / max(float(np.max(np.abs(step))), MAX_STEP)
         if float(g @ step) < SCORING_TOL:
             return z, g
         for _ in range(40):
