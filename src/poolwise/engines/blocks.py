@@ -19,7 +19,10 @@ factored densely by Cholesky. One factor (or a factor with a few covariates) lea
 crossed factors leave a dense block of the smaller factors' levels (MixedModels.jl's blocked
 Cholesky), built from sparse products of the codes, one point at a time. ``log det H`` comes from
 ``D``'s blocks and ``S``'s factor. The crossed products ``Z_t' W Z_u`` are sparse matrix products
-of the codes (the pattern is cached once, only the weights change).
+of the codes (the pattern is cached once, only the weights change; the lower triangles alone, all
+that the factorisation reads). Where one set of cell weights is scaled per point (a normal
+outcome), ``C' D^-1 C`` is one sparse product of C's row pairs with D's inverse, and
+``diag(H^-1)`` reads ``S^-1`` at those pairs.
 
 Interface (used by :mod:`poolwise.engines.latent`): ``Structure(X, terms, blocks)`` once per
 design; ``Structure.factor(W, Q)`` -> :class:`Factor` with ``solve``, ``logdet``,
@@ -47,28 +50,11 @@ class Term:
     n_levels: int
 
 
-def _pair_pattern(R):
-    """The sparse (m * m, cells) matrix whose product with cell weights W gives ``R' diag(W) R``
-    (flattened): one entry for each pair of nonzeros in a row of R."""
-    from scipy import sparse
-
-    n, m = R.shape
-    k = np.diff(R.indptr)
-    row_of = np.repeat(np.arange(n), k)
-    partners = k[row_of]
-    first = np.repeat(np.arange(R.nnz), partners)
-    within = np.arange(first.size) - np.repeat(np.cumsum(partners) - partners, partners)
-    second = R.indptr[row_of[first]] + within
-    cols = R.indices[first].astype(np.int64) * m + R.indices[second]
-    vals = R.data[first] * R.data[second]
-    return sparse.csr_matrix((vals, (cols, row_of[first])), shape=(m * m, n))
-
-
 def _row_pairs(C):
     """The sparse (m * m, rows) matrix P (CSC) whose product with per-row weights v gives the
-    lower triangle of ``C' diag(v) C`` (flattened, the upper triangle zero): one entry for each
-    pair of nonzeros of a row of C (J, m; CSR), the later column first; ``P' u`` is then
-    ``sum_(a >= b) C_ja C_jb u_ab`` per row j."""
+    lower triangle of ``C' diag(v) C`` (flattened, the upper triangle zero; all that a Cholesky
+    factorisation reads): one entry for each pair of nonzeros of a row of C (rows, m; CSR), the
+    later column first; ``P' u`` is then ``sum_(a >= b) C_ja C_jb u_ab`` per row j."""
     from scipy import sparse
 
     C = C.sorted_indices()
@@ -240,7 +226,7 @@ class Structure:
         self.batched = self.m <= BATCH_REST
         # floats a point takes in a batch (its cells' arrays, its blocks)
         self.point_size = 8 * n + (self.dim + 1) * (self.m + 2) * self.k + self.m**2
-        self.PE = _pair_pattern(self.R)
+        self.PE = _row_pairs(self.R)
         self.PC, self.C_pattern = None, None
         if self.unit:
             k, codes = self.k, self.terms[self.unit[0]].codes
@@ -350,8 +336,8 @@ class Structure:
 
     def _blocks(self, W: np.ndarray):
         """``A' diag(W_k) A`` by blocks: D (K, J, k, k), C (K, J k, m; a list of sparse
-        matrices where the rest is large) and E (K, m, m), each a sparse product of the cells'
-        fixed patterns with the weights."""
+        matrices where the rest is large) and E (K, m, m; its lower triangle), each a sparse
+        product of the cells' fixed patterns with the weights."""
         K = W.shape[0]
         WT = np.ascontiguousarray(W.T)
         E = (self.PE @ WT).T.reshape(K, self.m, self.m)
@@ -432,9 +418,8 @@ class Factor:
     """``H = [[D, C], [C', E]]`` (eliminated coefficients first) at K points: D's per-level
     blocks (K, J, k, k), their inverses and log determinants' sum, C, and the Cholesky factor L
     (K, m, m; a list of K where the rest is large) of the Schur complement ``S = E - C' D^-1 C``;
-    ``pairs``: C's
-    :func:`_row_pairs` and scale per point where C is one pattern scaled per point (else
-    None)."""
+    ``pairs``: C's :func:`_row_pairs` and scale per point where C is one pattern scaled per point
+    (else None)."""
 
     def __init__(
         self,
@@ -443,7 +428,7 @@ class Factor:
         Dinv: np.ndarray,
         logdet_D: np.ndarray,
         C,
-        L: np.ndarray,
+        L: np.ndarray | list[np.ndarray],
         pairs=None,
     ) -> None:
         self.s, self.D, self.Dinv, self.logdet_D, self.C, self.L = s, D, Dinv, logdet_D, C, L
@@ -537,11 +522,10 @@ class Factor:
         D, Dinv, logdet_D = (
             np.concatenate([getattr(f, name) for f in parts]) for name in ("D", "Dinv", "logdet_D")
         )
-        L = (
-            np.concatenate([f.L for f in parts])
-            if first.s.batched
-            else sum([f.L for f in parts], [])
-        )
+        if first.s.batched:
+            L = np.concatenate([f.L for f in parts])
+        else:
+            L = [lk for f in parts for lk in f.L]
         pairs = None
         if first.pairs is not None:
             pairs = (first.pairs[0], np.concatenate([f.pairs[1] for f in parts]))

@@ -21,8 +21,8 @@ MAX_STEP = 2.0
 # relative rounding error of a log density: a fall smaller than this is no fall
 ROUNDING = 1e-10
 # scoring (steps by the information) stops when the gain its step promises, g' step (the squared
-# decrement where the step is not cut), is this small: the mode is then ~1e-5 sds away
-SCORING_TOL = 1e-10
+# decrement where the step is not cut), is this small: the mode is then ~1e-4 sds away
+SCORING_TOL = 1e-8
 # forward-difference step of the Hessian from exact gradients
 GRADIENT_STEP = 1e-4
 
