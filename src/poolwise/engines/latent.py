@@ -155,9 +155,9 @@ class Conditional:
 
     def sample(self, points: np.ndarray, z: np.ndarray) -> np.ndarray:
         """One draw (n, dim) of the effects at each of the ``points`` (indices, n) from standard
-        normals z (n, dim). Each point's factor is used once, its draws as columns: the points
-        go in bands by their number of draws (up to a power of two, the columns padded), a band's
-        columns in chunks of ``DRAW_FLOATS``; small factors are simply taken once per draw."""
+        normals z (n, dim). Each point's factor is used once, its draws as columns (in chunks of
+        ``DRAW_FLOATS``), batched factors in bands of points by their number of draws; small
+        factors are simply taken once per draw."""
         if self.factor.s.factor_size * len(points) <= BATCH_FLOATS // 8:
             return self.x[points] + self._spread(points, z[:, :, None])[:, :, 0]
         x = np.empty_like(z)
@@ -165,9 +165,14 @@ class Conditional:
         order = np.argsort(inv, kind="stable")
         column = np.empty(len(points), dtype=np.int64)
         column[order] = np.arange(len(points)) - np.repeat(np.cumsum(counts) - counts, counts)
-        width = 1 << np.ceil(np.log2(counts)).astype(np.int64)
-        for w in np.unique(width):
-            band = np.flatnonzero(width == w)
+        # batched factors: the points in bands of their draws' count up to a power of two (the
+        # columns padded); else one point at a time, unpadded
+        batched = self.factor.s.batched
+        width = (1 << np.ceil(np.log2(counts)).astype(np.int64)) if batched else counts
+        key = width if batched else np.arange(uniq.size)
+        for b in np.unique(key):
+            band = np.flatnonzero(key == b)
+            w = width[band[0]]
             slot = np.full(uniq.size, -1)
             slot[band] = np.arange(band.size)
             draws = np.flatnonzero(slot[inv] >= 0)
