@@ -11,8 +11,9 @@ GRAD_STEP = 1e-5
 HESSIAN_STEP = 1e-3
 NEWTON_STEPS = 50
 # Newton stops when the squared decrement g' (-H)^-1 g, twice the gain still to come in the log
-# density, is this small: the step is then ~1e-7 posterior sds
-NEWTON_TOL = 1e-14
+# density, is this small: the step is then ~1e-5 posterior sds, and the point it reaches (Newton's
+# error squares each step) ~1e-10 from the mode
+NEWTON_TOL = 1e-10
 # no Newton step moves a coordinate further than this (a factor e^2 in a scale)
 MAX_STEP = 2.0
 # relative rounding error of a log density: a fall smaller than this is no fall
