@@ -276,8 +276,8 @@ def _theta_engine(d: int, prep: Prepared) -> str:
     ``PRUNED_MAX`` dimensions: the correlations' posterior and a slope sd's near zero are far
     from normal, so a central composite design misplaces their mass (by half a posterior sd on
     radon's slope sd), and the full grid, refined until its moments agree, takes ~10^5 points
-    for a binomial block's 3 (its points grow as the posterior's volume: ~200 for a normal in 3
-    dimensions, ~600 in 4, ~1,700 in 5, ~13,000 in 7). Otherwise the full grid up to
+    for a binomial block's 3 (the pruned grid's points grow as the posterior's volume: 65 for a
+    normal in 3 dimensions, 169 in 4, 445 in 5, 1,189 in 6). Otherwise the full grid up to
     ``GRID_MAX``; beyond either, a central composite design."""
     if prep.plan.correlated:
         return "pruned" if d <= PRUNED_MAX else "ccd"
