@@ -32,6 +32,9 @@ def test_normal_moments_in_four_dimensions():
     np.testing.assert_allclose(m, mu, atol=1e-9)
     assert np.all(np.abs(c - cov) < 0.003 * np.sqrt(np.outer(np.diag(cov), np.diag(cov))))
     assert post.info["design"] == "pruned grid" and len(post.weights) < 200
+    # chol is the curvature's factor (what the checks of theta step along), the stretch apart
+    np.testing.assert_allclose(post.chol @ post.chol.T, cov, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(post.points, post.mode + post.to_u(post.grid) @ post.chol.T)
 
 
 def test_skewed_density_follows_its_long_tail():

@@ -37,6 +37,11 @@ DROP = 4.0
 MAX_POINTS = 20_000
 
 
+def _to_u(v: np.ndarray) -> np.ndarray:
+    """Lattice coordinates to standardised ones (the stretch)."""
+    return STRETCH * np.sinh(v / STRETCH)
+
+
 def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPosterior:
     """Integrate the model's posterior density, ``exp(log_posterior)``, over R^d on a lattice
     explored from the mode.
@@ -56,9 +61,9 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     half = np.sqrt(2.0) * spacing / 2
 
     def evaluate(idx: np.ndarray) -> np.ndarray:
-        v = idx * half / STRETCH
-        lp = log_density(mode + (STRETCH * np.sinh(v)) @ chol.T)
-        return np.where(np.isfinite(lp), lp, -np.inf) + np.log(np.cosh(v)).sum(axis=1)
+        v = idx * half
+        lp = log_density(mode + _to_u(v) @ chol.T)
+        return np.where(np.isfinite(lp), lp, -np.inf) + np.log(np.cosh(v / STRETCH)).sum(axis=1)
 
     steps = np.vstack(
         [2 * np.eye(d, dtype=int), -2 * np.eye(d, dtype=int)]
@@ -96,15 +101,16 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     w /= w.sum()
     if not concave:
         warnings.append("the hyperparameter posterior is not concave at its mode: check the priors")
-    v = idx_all * half / STRETCH
+    v = idx_all * half
     return GridPosterior(
-        points=mode + (STRETCH * np.sinh(v)) @ chol.T,
+        points=mode + _to_u(v) @ chol.T,
         weights=w,
         grid=v,
-        # a cube with the lattice's volume per point, (s^d / 2)^(1/d), in v / STRETCH
-        spacing=np.full(d, 2 * half * 2 ** (-1 / d) / STRETCH),
-        chol=STRETCH * chol,
+        # a cube with the lattice's volume per point, (s^d / 2)^(1/d)
+        spacing=np.full(d, 2 * half * 2 ** (-1 / d)),
+        chol=chol,
         mode=mode,
+        stretch=STRETCH,
         info={"grid_points": len(w), "design": "pruned grid", "concave_mode": concave},
         warnings=warnings,
     )

@@ -365,8 +365,7 @@ def _cell_variance(post) -> np.ndarray:
     linearised (a quarter of the posterior's variance for a design without cells)."""
     if not np.any(post.spacing):
         return np.tile(np.diag(post.chol @ post.chol.T) / 4, (len(post.weights), 1))
-    stretch = np.cosh(post.grid) if post.stretched else np.ones_like(post.grid)
-    jac = post.chol[None, :, :] * (stretch * post.spacing)[:, None, :]
+    jac = post.chol[None, :, :] * (post.du_dv(post.grid) * post.spacing)[:, None, :]
     return (jac**2).sum(axis=2) / 12
 
 
