@@ -14,7 +14,8 @@ found by root-finding on the mixtures (no Monte Carlo noise in the tables); the 
 verbs (ranks, plots, ``to_arviz``, ``predict``, ``check``) pick a theta point by its weight and
 draw the effects from its Gaussian. The sds' rows mix narrow normals on the log scale, one per
 point, as wide as the point's quadrature cell (a quarter of the posterior's variance for a
-central composite design; the asymptotic normal for ``eb``).
+central composite design; the asymptotic normal for ``eb``); off the full grid, their intervals
+are taken back in by the share of the variance that this smoothing adds.
 
 :func:`refusal` says why a model is not for this engine (``method="auto"`` then samples by NUTS).
 Binomial and Poisson effects are Gaussians given theta shifted by the simplified-Laplace mean
