@@ -14,7 +14,7 @@ found by root-finding on the mixtures (no Monte Carlo noise in the tables); the 
 verbs (ranks, plots, ``to_arviz``, ``predict``, ``check``) pick a theta point by its weight and
 draw the effects from its Gaussian. The sds' rows mix narrow normals on the log scale, one per
 point, as wide as the point's quadrature cell (a quarter of the posterior's variance for a
-central composite design; the asymptotic normal for ``eb``); off the full grid, their intervals
+central composite design; the asymptotic normal for ``eb``); on a pruned grid, their intervals
 are taken back in by the share of the variance that this smoothing adds.
 
 :func:`refusal` says why a model is not for this engine (``method="auto"`` then samples by NUTS).
@@ -320,11 +320,14 @@ def _boundary_message(model: LatentModel, plan, names: list[str], i: int) -> str
 CORR_STEP = 1e-6
 
 
-def _correlation_rows(model: LatentModel, plan, weights, points, var, prob, method) -> dict:
+def _correlation_rows(
+    model: LatentModel, plan, weights, points, var, prob, method, smoothing
+) -> dict:
     """The blocks' correlations' rows (mean, sd, median, HDI low, high): a normal per point on
     the ``atanh`` scale (the coordinate itself for two coefficients; beyond, by the delta method
-    from the coordinates' spread), the mixture's intervals mapped back by ``tanh``; the mean and
-    sd over the points (as the sds'), by the delta method for ``eb``."""
+    from the coordinates' spread), the mixture's intervals mapped back by ``tanh`` (and pulled
+    in where ``smoothing`` is "pulled", as the sds'); the mean and sd over the points (as the
+    sds'), by the delta method for ``eb``."""
     out = {}
     for b, bp in zip(model.blocks, plan.blocks, strict=True):
         cols, k = list(b.corr_index), len(b.terms)
@@ -339,7 +342,7 @@ def _correlation_rows(model: LatentModel, plan, weights, points, var, prob, meth
             v = np.arctanh(np.clip(r, -1 + 1e-15, 1 - 1e-15))
             var_v = var_r / (1.0 - r**2) ** 2
         _, _, med, lo, hi = _mixture_rows(weights, 2 * v, 4 * var_v, prob, link="logit")
-        if method != "eb":
+        if smoothing == "pulled":
             lo, hi = _pulled_in((lo, hi), "logit", weights, 2 * v, 4 * var_v)
         m = weights @ r
         sd = np.sqrt(np.maximum(weights @ r**2 - m**2, 0.0))
@@ -387,17 +390,18 @@ def _pulled_in(ends, link, weights, centres, var) -> list[np.ndarray]:
     return out
 
 
-def _hyper_rows(weights, points, var, prob, cells):
-    """The sds' rows (mean, sd, median, HDI). ``cells`` "grid" (the full grid): each point
+def _hyper_rows(weights, points, var, prob, smoothing):
+    """The sds' rows (mean, sd, median, HDI). ``smoothing`` "kernel" (the full grid): each point
     smoothed over its cell by the fourth-order kernel (moments up to the third kept: the
     intervals' error is O(spacing^4)), the cell's normal where that kernel's interval is
-    unsound; "cells" (a pruned grid, a central composite design): each point's normal, the
-    intervals without the smoothing's spread (:func:`_pulled_in`; on radon's slopes, the ends
-    within 0.06 sd of a grid of 65,742 points, where they were 0.27 sd out); "point" (``eb``):
-    the point's normal, its spread the posterior's."""
-    if cells != "grid":
+    unsound; "pulled" (a pruned grid): each point's normal over its cell, the intervals without
+    that smoothing's spread (:func:`_pulled_in`; on radon's slopes, the ends within 0.06 sd of a
+    grid of 65,742 points, where they were 0.27 sd out); "normal": each point's normal, as it
+    is (a central composite design's quarter of the posterior's variance: the design's sds run
+    short of a long run's, and that spread makes up part of it; ``eb``'s, the posterior's)."""
+    if smoothing != "kernel":
         rows = _mixture_rows(weights, points, var, prob, link="log")
-        if cells == "cells":
+        if smoothing == "pulled":
             rows = (*rows[:3], *_pulled_in(rows[3:], "log", weights, points, var))
         return rows
     rows = _mixture_table(weights, points, 12 * var, prob, link="log", kind="kernel")
@@ -540,13 +544,17 @@ def fit_laplace(
         rows[name] = (m[j], sd[j], med[j], lo[j], hi[j])
     sdc = _sd_columns(model, names)
     if d:
-        engine_name = _theta_engine(d, prep)
-        cells = "point" if method == "eb" else "grid" if engine_name == "exact" else "cells"
-        hm, hsd, hmed, hlo, hhi = _hyper_rows(weights, points[:, sdc], var[:, sdc], hdi_prob, cells)
+        by_engine = {"exact": "kernel", "pruned": "pulled", "ccd": "normal"}
+        smoothing = "normal" if method == "eb" else by_engine[_theta_engine(d, prep)]
+        hm, hsd, hmed, hlo, hhi = _hyper_rows(
+            weights, points[:, sdc], var[:, sdc], hdi_prob, smoothing
+        )
         if method == "eb":
             hm = hmed = np.exp(points[0, sdc])
             hsd = hm * np.sqrt(var[0, sdc])
-        rows.update(_correlation_rows(model, plan, weights, points, var, hdi_prob, method))
+        rows.update(
+            _correlation_rows(model, plan, weights, points, var, hdi_prob, method, smoothing)
+        )
         for i in boundary:
             if i in sdc:
                 j = sdc.index(i)
