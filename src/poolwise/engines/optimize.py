@@ -14,8 +14,9 @@ GRAD_STEP = 1e-5
 HESSIAN_STEP = 1e-3
 NEWTON_STEPS = 50
 # Newton stops when the squared decrement g' (-H)^-1 g, twice the gain still to come in the log
-# density, is this small: the step is then ~1e-7 posterior sds
-NEWTON_TOL = 1e-14
+# density, is this small: the step is then ~1e-5 posterior sds, and the point it reaches (Newton's
+# error squares each step) ~1e-10 from the mode
+NEWTON_TOL = 1e-10
 # no Newton step moves a coordinate further than this (a factor e^2 in a scale)
 MAX_STEP = 2.0
 # relative rounding error of a log density: a fall smaller than this is no fall
@@ -40,14 +41,15 @@ def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool
     (2.0, True)
     """
     z0 = np.asarray(z0, dtype=float)
-    mode = _newton(log_density, z0)
-    if mode is not None:
-        return mode, True
+    found = _newton(log_density, z0)
+    if found is not None:
+        return found[0], True
     return _quasi_newton(log_density, z0)
 
 
-def _newton(log_density: LogDensity, z: np.ndarray) -> np.ndarray | None:
-    """The mode by damped Newton steps from ``z``, or None where that does not get there."""
+def _newton(log_density: LogDensity, z: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mode by damped Newton steps from ``z`` and the Hessian of the last step (a step of
+    ~1e-7 sds from the mode: the same to that share), or None where that does not get there."""
     d = z.size
     offsets = np.vstack([np.eye(d) * GRAD_STEP, -np.eye(d) * GRAD_STEP])
     top, moved = -np.inf, np.zeros(d)
@@ -62,21 +64,22 @@ def _newton(log_density: LogDensity, z: np.ndarray) -> np.ndarray | None:
             z = z - moved
             continue
         grad = (values[-2 * d : -d] - values[-d:]) / (2 * GRAD_STEP)
+        h = _hessian_from(values, HESSIAN_STEP, d)
         try:
-            step = _newton_step(values, grad, d)
+            step = _newton_step(h, grad)
         except np.linalg.LinAlgError:
             return None
         top = values[0]
         if float(grad @ step) < NEWTON_TOL:  # the squared Newton decrement
-            return z + step
+            return z + step, h
         moved = step * min(1.0, MAX_STEP / float(np.max(np.abs(step))))
         z = z + moved
     return None
 
 
-def _newton_step(values: np.ndarray, grad: np.ndarray, d: int) -> np.ndarray:
+def _newton_step(h: np.ndarray, grad: np.ndarray) -> np.ndarray:
     """-H^-1 g where -H is positive definite (else LinAlgError)."""
-    chol = np.linalg.cholesky(-_hessian_from(values, HESSIAN_STEP, d))
+    chol = np.linalg.cholesky(-h)
     return np.linalg.solve(chol.T, np.linalg.solve(chol, grad))
 
 
@@ -138,7 +141,8 @@ def mode_and_hessian(
     """The mode of ``log_density`` (searched from ``z0``), its Hessian there and whether the
     search succeeded. With ``derivatives`` (the same density's exact gradient and information):
     scoring steps, then the Hessian by forward differences of the gradient (d + 1
-    evaluations); else :func:`find_mode` and :func:`hessian` on the values alone.
+    evaluations); else Newton's method on the values alone, the Hessian its last step's (or
+    L-BFGS's mode and :func:`hessian` there).
 
     Example
     -------
@@ -151,8 +155,11 @@ def mode_and_hessian(
     z0 = np.asarray(z0, dtype=float)
     found = None if derivatives is None else _scoring(derivatives, z0)
     if found is None:
-        mode, ok = find_mode(log_density, z0)
-        return mode, hessian(log_density, mode), ok
+        found = _newton(log_density, z0)
+        if found is not None:
+            return *found, True
+        mode, ok = _quasi_newton(log_density, z0)
+        return mode, hessian(log_density, mode) if ok else np.full((z0.size,) * 2, np.nan), ok
     mode, g = found
     ahead = derivatives(mode + GRADIENT_STEP * np.eye(mode.size))[1]
     h = (ahead - g) / GRADIENT_STEP
