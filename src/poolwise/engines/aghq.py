@@ -16,7 +16,7 @@ envelope of tangents, which bounds a log-concave density from above). Arrays onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -139,6 +139,29 @@ class LevelModel:
         ll = _log_lik(self.family, self.y[cells], self.n[cells], eta, _exp_term(self.family, eta))
         return np.bincount(entry, weights=ll, minlength=levels.size)
 
+    def subset(self, lo: int, hi: int) -> LevelModel:
+        """The model of levels ``lo`` to ``hi`` - 1 alone (their cells; codes from 0).
+
+        Example
+        -------
+        >>> m = LevelModel.build("poisson", [1.0, 2.0, 3.0], None, np.ones((3, 1)), np.zeros(3),
+        ...                      [0, 1, 2], 3)
+        >>> m.subset(1, 3).y.tolist()
+        [2.0, 3.0]
+        """
+        ends = np.r_[self.starts, len(self.codes)]
+        cells = slice(ends[lo], ends[hi])
+        return replace(
+            self,
+            y=self.y[cells],
+            n=self.n[cells],
+            X=self.X[cells],
+            offset=self.offset[cells],
+            codes=self.codes[cells] - lo,
+            n_levels=hi - lo,
+            starts=self.starts[lo:hi] - ends[lo],
+        )
+
     def by_level(self, a: np.ndarray, axis: int) -> np.ndarray:
         """Sums over each level's cells along ``axis`` (the cells' axis)."""
         if self.block == 1:
@@ -196,10 +219,13 @@ def level_modes(
         np.copyto(high, br, where=grad <= 0)
         step = np.clip(grad / hr, -MAX_STEP, MAX_STEP)
         new = br + step
-        bisect = ((new <= low) | (new >= high)) & np.isfinite(low + high)
+        small = ~(np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br)))  # (NaN: no mode)
+        # (a step this small is trusted: at the mode the gradient's rounding can carry it a few
+        # ulps past the bracket's end, and a bisection would then leave the mode)
+        bisect = ((new <= low) | (new >= high)) & np.isfinite(low + high) & ~small
         new = np.where(bisect, 0.5 * (low + high), new)
         # (a bisection converges only linearly: Newton's step decides)
-        moving = np.any(bisect | (np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br))), axis=1)
+        moving = np.any(bisect | ~small, axis=1)
         new = np.where(np.isfinite(new), new, br)  # (NaN: no mode)
         if rows.size < b.shape[0]:
             b[rows], h[rows], lo[rows], hi[rows] = new, hr, low, high
@@ -284,6 +310,76 @@ def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarra
     cov = np.einsum("bjk,bjkp,bjkq->bpq", q.weights, s, s) - np.einsum("bjp,bjq->bpq", mean, mean)
     info = np.einsum("bc,cp,cq->bpq", (pi * w).sum(axis=2), X, X)
     return grad, cov - info
+
+
+@dataclass(frozen=True)
+class JointTerms:
+    """The levels at one point theta = (beta, log sd): ``log_m`` sum_j log m_j, its gradient
+    ``grad`` (p + 1,) and Hessian ``hess`` (p + 1, p + 1) in theta; each level's conditional
+    mean ``mean`` (J,) and variance ``var`` (J,), the mean's slopes in theta ``slopes``
+    (J, p + 1), and the third derivative of sum_j log m_j in log sd, ``third``."""
+
+    log_m: float
+    grad: np.ndarray
+    hess: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    slopes: np.ndarray
+    third: float
+
+
+def joint_terms(
+    model: LevelModel,
+    beta: np.ndarray,
+    sd: float,
+    k: int = NODES,
+    start: np.ndarray | None = None,
+) -> JointTerms:
+    """:class:`JointTerms` at (``beta`` (p,), ``sd``), ``start`` (J,) near the levels' modes.
+    With f_j(b) the log of level j's integrand and u = df/dtheta (x's scores in beta, b^2/sd^2
+    in log sd), every derivative is a moment over the level's nodes (Louis):
+    d log m_j = E[u] (less 1 in log sd), d^2 log m_j = E[d^2 f] + Cov(u), the levels' slopes
+    Cov(b, u). Linear in cells x nodes.
+
+    Example
+    -------
+    >>> m = LevelModel.build("poisson", [3.0, 5.0], None, np.ones((2, 1)), np.zeros(2), [0, 1], 2)
+    >>> t = joint_terms(m, np.zeros(1), 0.5)
+    >>> h = 1e-6
+    >>> up = quadrature(m, np.array([[0.0]]), np.array([0.5 * np.exp(h)])).log_m.sum()
+    >>> down = quadrature(m, np.array([[0.0]]), np.array([0.5 * np.exp(-h)])).log_m.sum()
+    >>> bool(np.isclose(t.grad[1], (up - down) / (2 * h), rtol=1e-6))
+    True
+    """
+    start = None if start is None else start[None]
+    q = quadrature(model, beta[None], np.array([float(sd)]), k, start)
+    b, pi = q.nodes[0], q.weights[0]  # (J, K)
+    r, w = model.cell_terms(q.eta0[..., None] + q.nodes[:, model.codes], value=False)
+    p = model.X.shape[1]
+    u = np.empty(b.shape + (p + 1,))
+    for i in range(p):
+        u[..., i] = model.by_level(r * model.X[:, i, None], 1)[0]
+    r, w = r[0], w[0]
+    t = b**2 / sd**2
+    u[..., p] = t
+    ubar = np.einsum("jk,jkq->jq", pi, u)
+    du = u - ubar[:, None, :]
+    mean = (pi * b).sum(axis=1)
+    db = b - mean[:, None]
+    slopes = np.einsum("jk,jkq->jq", pi * db, du)
+    hess = np.einsum("jk,jkq,jkr->qr", pi, du, du)
+    info = (pi[model.codes] * w).sum(axis=1)
+    hess[:p, :p] -= np.einsum("c,cp,cq->pq", info, model.X, model.X)
+    hess[p, p] -= 2.0 * ubar[:, p].sum()
+    grad = ubar.sum(axis=0)
+    grad[p] -= model.n_levels
+    dt = du[..., p]
+    # d^3 log m / dz^3 = E[d^3 f] + 3 Cov(d^2 f, d f) + the third cumulant of d f; in log sd
+    # d f = t, d^2 f = -2 t, d^3 f = 4 t
+    third = float(4.0 * ubar[:, p].sum() - 6.0 * (pi * dt**2).sum() + (pi * dt**3).sum())
+    return JointTerms(
+        float(q.log_m.sum()), grad, hess, mean, (pi * db**2).sum(axis=1), slopes, third
+    )
 
 
 @dataclass(frozen=True)
