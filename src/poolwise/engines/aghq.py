@@ -255,6 +255,8 @@ class Quadrature:
     weights: np.ndarray
     modes: np.ndarray
     eta0: np.ndarray
+    # the cells' first and minus second derivatives at the nodes (B, cells, K), where asked for
+    scores: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def quadrature(
@@ -263,6 +265,7 @@ def quadrature(
     sd: np.ndarray,
     k: int = NODES,
     start: np.ndarray | None = None,
+    scores: bool = False,
 ) -> Quadrature:
     """Adaptive Gauss–Hermite quadrature of every level's integral m_j at each (beta, sd) row.
 
@@ -282,7 +285,11 @@ def quadrature(
     t, logw = gauss_hermite(k)
     scale = np.sqrt(2.0 / h)
     nodes = b[..., None] + scale[..., None] * t
-    ll = model.cell_log_lik(eta0[..., None] + nodes[:, model.codes, :])
+    eta = eta0[..., None] + nodes[:, model.codes, :]
+    if scores:  # (one pass for the three)
+        ll, *derivs = model.cell_terms(eta)
+    else:
+        ll, derivs = model.cell_log_lik(eta), None
     g = model.by_level(ll, 1) - 0.5 * nodes**2 / sd[:, None, None] ** 2
     terms = logw + g
     top = terms.max(axis=2, keepdims=True)
@@ -295,7 +302,7 @@ def quadrature(
         - np.log(sd)[:, None]
         - 0.5 * np.log(2.0 * np.pi)
     )
-    return Quadrature(log_m, nodes, weights / total, b, eta0)
+    return Quadrature(log_m, nodes, weights / total, b, eta0, derivs and tuple(derivs))
 
 
 def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarray]:
@@ -352,9 +359,9 @@ def joint_terms(
     True
     """
     start = None if start is None else start[None]
-    q = quadrature(model, beta[None], np.array([float(sd)]), k, start)
+    q = quadrature(model, beta[None], np.array([float(sd)]), k, start, scores=True)
     b, pi = q.nodes[0], q.weights[0]  # (J, K)
-    r, w = model.cell_terms(q.eta0[..., None] + q.nodes[:, model.codes], value=False)
+    r, w = q.scores
     p = model.X.shape[1]
     u = np.empty(b.shape + (p + 1,))
     for i in range(p):
@@ -367,9 +374,10 @@ def joint_terms(
     mean = (pi * b).sum(axis=1)
     db = b - mean[:, None]
     slopes = np.einsum("jk,jkq->jq", pi * db, du)
-    hess = np.einsum("jk,jkq,jkr->qr", pi, du, du)
+    flat = du.reshape(-1, p + 1)
+    hess = (flat * pi.reshape(-1, 1)).T @ flat
     info = (pi[model.codes] * w).sum(axis=1)
-    hess[:p, :p] -= np.einsum("c,cp,cq->pq", info, model.X, model.X)
+    hess[:p, :p] -= (model.X * info[:, None]).T @ model.X
     hess[p, p] -= 2.0 * ubar[:, p].sum()
     grad = ubar.sum(axis=0)
     grad[p] -= model.n_levels

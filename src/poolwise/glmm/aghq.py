@@ -88,10 +88,10 @@ MANY_LEVELS = 20_000
 # the normal is kept where the log sd marginal's third derivative at the mode moves its mean by
 # at most this many posterior sds (the leading term, T3 sd^4 / 2); else the grid
 SKEW_SHIFT = 0.02
-# the joint mode's Newton: first on this many levels (a start), then on all of them with
-# LADDER_NODES nodes, then one step with every node, kept without a further pass where its
-# decrement is below FINAL_DECREMENT (a step within about a posterior sd: the quadratic model's
-# error there is the skewness's, SKEW_SHIFT at most)
+# the joint mode's Newton: with LADDER_NODES nodes on this many levels (a start), then one
+# steps on all of them, then with every node, its last step kept without a further pass where
+# its decrement is below FINAL_DECREMENT (a step within about a posterior sd: the quadratic
+# model's error there is the skewness's, SKEW_SHIFT at most)
 START_LEVELS = 4096
 LADDER_NODES = 3
 LADDER_TOL = 1e-2
@@ -355,10 +355,10 @@ def _joint(prep: Prepared, nodes: int) -> JointPosterior | None:
     theta = np.r_[mean, math.log(prior_scale(plan.terms[0].sd_prior))]
     J = model.n_levels
     # a start from the first levels alone, then all of them with few nodes, then every node
-    stages = [(model.subset(0, min(J, START_LEVELS)), LADDER_NODES), (model, LADDER_NODES)]
+    stages = [(model.subset(0, min(J, START_LEVELS)), JOINT_STEPS), (model, 1)]
     levels = None
-    for sub, k in stages:
-        found = _newton_joint(sub, log_prior, theta, k, LADDER_TOL, JOINT_STEPS, levels)
+    for sub, steps in stages:
+        found = _newton_joint(sub, log_prior, theta, LADDER_NODES, LADDER_TOL, steps, levels)
         if found is None:
             return None
         theta, t, step, _ = found
