@@ -20,6 +20,17 @@ sd's row mixes a narrow normal in log sd per grid cell. Draws, for ranks, plots 
 ``to_arviz``: a grid point by its weight and the sd within its cell, beta from its Gaussian
 there, every level's effect exactly from its conditional.
 
+Many levels (``MANY_LEVELS``, a group sd with a prior): (beta, log sd) pools every level, and
+its posterior is normal to within terms that fall as 1 / sqrt(levels). It is taken as one
+normal at its mode on the same exact likelihood (:func:`_joint`: Newton's method with the
+derivatives from the levels' nodes, :func:`poolwise.engines.aghq.joint_terms`), where its
+skewness check passes; each level's conditional moments at the mode, moved through their slopes
+in (beta, log sd) by the normal's covariance, give its row (a normal). The grid's hundred passes
+over the cells are so one or two with every node. The levels' draws are made when first read
+(:class:`poolwise.fitdata.LazyDraws`), by chunks of levels with their own random streams, as
+the one-factor fits draw theirs; the zero-sum levels' mean given (beta, sd), which the intercept
+takes, is drawn from its normal.
+
 Zero-sum effects (the default with an intercept): NUTS samples an intercept ``a`` with prior
 N(m, s^2) and deviations ``d`` that sum to zero, N(0, sd^2 I) restricted to sum zero. Take
 instead independent effects c_j ~ N(0, sd^2) and an intercept mu ~ N(m, s^2 - sd^2 / J). Then
@@ -144,6 +155,27 @@ def _prior_arrays(plan: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
     means = [p.mu if isinstance(p, Normal) else 0.0 for p in plan.common_priors]
     precisions = [1.0 / p.sigma**2 if isinstance(p, Normal) else 0.0 for p in plan.common_priors]
     return np.array(means, dtype=float), np.array(precisions, dtype=float)
+
+
+def _intercept_var(plan: ModelPlan) -> float | None:
+    """The intercept's prior variance where zero-sum effects move it (None elsewhere)."""
+    if plan.terms[0].zero_sum and isinstance(plan.common_priors[plan.intercept], Normal):
+        return plan.common_priors[plan.intercept].sigma ** 2
+    return None
+
+
+def _precisions(plan: ModelPlan, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """beta's prior precisions at each sd (S, p), and where they exist (S,): zero-sum effects
+    leave the independent intercept the variance s^2 - sd^2 / J (see the module's notes)."""
+    _, precision = _prior_arrays(plan)
+    prec = np.tile(precision, (sd.size, 1))
+    ok = np.ones(sd.size, dtype=bool)
+    intercept_var = _intercept_var(plan)
+    if intercept_var is not None:
+        room = intercept_var - sd**2 / plan.terms[0].n_levels
+        ok = room > 0
+        prec[:, plan.intercept] = 1.0 / np.where(ok, room, 1.0)
+    return prec, ok
 
 
 def level_model(prep: Prepared) -> LevelModel:
@@ -279,19 +311,11 @@ def _prior_density(prep: Prepared):
     term = plan.terms[0]
     mean, precision = _prior_arrays(plan)
     proper = precision > 0
-    J, p = term.n_levels, len(plan.common)
-    intercept_var = None
-    if term.zero_sum and isinstance(plan.common_priors[plan.intercept], Normal):
-        intercept_var = plan.common_priors[plan.intercept].sigma ** 2
+    p = len(plan.common)
 
     def log_prior(theta: np.ndarray) -> np.ndarray:
         beta, z = theta[:, :p], theta[:, p]
-        prec = np.tile(precision, (len(z), 1))
-        ok = np.ones(len(z), dtype=bool)
-        if intercept_var is not None:
-            room = intercept_var - np.exp(2 * z) / J
-            ok = room > 0
-            prec[:, plan.intercept] = 1.0 / np.where(ok, room, 1.0)
+        prec, ok = _precisions(plan, np.exp(z))
         lp = -0.5 * (prec * (beta - mean) ** 2).sum(axis=1)
         lp += 0.5 * np.log(np.where(proper, prec / (2 * np.pi), 1.0)).sum(axis=1)
         with np.errstate(divide="ignore"):
@@ -453,7 +477,13 @@ def _joint_sample(prep: Prepared, post: JointPosterior, draws: int, seed: int) -
     def chunk(levels: slice, chunk_rng: np.random.Generator) -> np.ndarray:
         sub = model.subset(levels.start, levels.stop)
         start = t.mean[levels] + (theta - post.mode) @ t.slopes[levels].T
-        return sample_levels(sub, mu, sd, chunk_rng, start=start) - shift[:, None]
+        out = np.empty_like(start)
+        # (draws x cells a batch bounded: the envelope's arrays are three times that)
+        step = max(1, CHUNK // len(sub.y))
+        for lo in range(0, draws, step):
+            rows = slice(lo, lo + step)
+            out[rows] = sample_levels(sub, mu[rows], sd[rows], chunk_rng, start=start[rows])
+        return out - shift[:, None]
 
     eager = {name: beta[None, :, i] for i, name in enumerate(plan.common)}
     eager[gterm.sigma_name] = sd[None]
@@ -498,20 +528,9 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         raise Declined(f"adaptive Gauss–Hermite quadrature does not fit {why}")
     model = level_model(prep)
     term, gterm = plan.terms[0], design.groups[0]
-    mean, precision = _prior_arrays(plan)
+    mean, _ = _prior_arrays(plan)
     J = term.n_levels
-    intercept_var = None
-    if term.zero_sum and isinstance(plan.common_priors[plan.intercept], Normal):
-        intercept_var = plan.common_priors[plan.intercept].sigma ** 2
-
-    def precisions(sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        prec = np.tile(precision, (sd.size, 1))
-        ok = np.ones(sd.size, dtype=bool)
-        if intercept_var is not None:
-            room = intercept_var - sd**2 / J
-            ok = room > 0
-            prec[:, plan.intercept] = 1.0 / np.where(ok, room, 1.0)
-        return prec, ok
+    intercept_var = _intercept_var(plan)
 
     seen: dict[str, np.ndarray] = {}
     # each sd's fit (beta's mode, its Hessian, the levels' modes), for the grid's points
@@ -519,7 +538,7 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
 
     def conditional(sd: np.ndarray):
         """beta's Gaussian at each sd, started from the modes found at the nearest sds so far."""
-        prec, ok = precisions(sd)
+        prec, ok = _precisions(plan, sd)
         start = None
         if seen:
             start = _interp(np.log(sd), seen["z"], seen["mode"])
