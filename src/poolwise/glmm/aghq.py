@@ -95,7 +95,7 @@ CHUNK = 1 << 21
 # normal (each level still integrated by its nodes): their posterior pools every level, its
 # skewness falls as 1 / sqrt(levels) (checked: SKEW_SHIFT), and the sd's grid, with beta's
 # Newton and its Gauss–Hermite rule at every point, would cost 100 passes over the cells
-MANY_LEVELS = 20_000
+MANY_LEVELS = 5_000
 # the normal is kept where the third derivative in log sd at the mode moves its mean by at most
 # this many posterior sds (that term, T3 sd^4 / 2); else the grid. Every third cumulant of
 # (beta, log sd) falls as 1 / sqrt(levels); those through beta add about five times this one
@@ -477,13 +477,7 @@ def _joint_sample(prep: Prepared, post: JointPosterior, draws: int, seed: int) -
     def chunk(levels: slice, chunk_rng: np.random.Generator) -> np.ndarray:
         sub = model.subset(levels.start, levels.stop)
         start = t.mean[levels] + (theta - post.mode) @ t.slopes[levels].T
-        out = np.empty_like(start)
-        # (draws x cells a batch bounded: the envelope's arrays are three times that)
-        step = max(1, CHUNK // len(sub.y))
-        for lo in range(0, draws, step):
-            rows = slice(lo, lo + step)
-            out[rows] = sample_levels(sub, mu[rows], sd[rows], chunk_rng, start=start[rows])
-        return out - shift[:, None]
+        return _sample_batched(sub, mu, sd, chunk_rng, start) - shift[:, None]
 
     eager = {name: beta[None, :, i] for i, name in enumerate(plan.common)}
     eager[gterm.sigma_name] = sd[None]
@@ -711,7 +705,7 @@ def _sample(
         sd_draws = np.exp(grid.mode[0] + np.sinh(v) * grid.chol[0, 0])
     modes, chols = post.mode[at], _chol_cov(post.hessian)[at]
     beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
-    effects = sample_levels(post.model, beta, sd_draws, rng, start=post.level_starts(at, beta))
+    effects = _sample_batched(post.model, beta, sd_draws, rng, post.level_starts(at, beta))
     if term.zero_sum:
         shift = effects.mean(axis=1)
         beta[:, plan.intercept] += shift
@@ -720,6 +714,19 @@ def _sample(
     if term.sd is None:
         out[gterm.sigma_name] = sd_draws
     out[gterm.name] = effects
+    return out
+
+
+def _sample_batched(
+    model: LevelModel, beta: np.ndarray, sd: np.ndarray, rng: np.random.Generator, start
+) -> np.ndarray:
+    """:func:`~poolwise.engines.aghq.sample_levels` in batches of draws of at most ``CHUNK``
+    draws x cells (the envelope's arrays are three times that), one after another on ``rng``."""
+    out = np.empty_like(start)
+    step = max(1, CHUNK // len(model.y))
+    for lo in range(0, len(sd), step):
+        rows = slice(lo, lo + step)
+        out[rows] = sample_levels(model, beta[rows], sd[rows], rng, start=start[rows])
     return out
 
 
