@@ -102,11 +102,11 @@ MANY_LEVELS = 5_000
 # on the bench's model (the grid's sd mean 0.035 posterior sds away at 1,000 levels, 0.012 at
 # 10,000, where this term is 0.006 and 0.0024): this bound keeps them near 0.03 sds
 SKEW_SHIFT = 0.005
-# the joint mode's Newton: with LADDER_NODES nodes on this many levels (a start), then one
-# steps on all of them, then with every node, its last step kept without a further pass where
+# the joint mode's Newton: with LADDER_NODES nodes on this many levels (a start, a few
+# posterior sds from the mode), then one step on all of them, then with every node, its last step kept without a further pass where
 # its decrement is below FINAL_DECREMENT (a step within about a posterior sd: the quadratic
 # model's error there is the skewness's, SKEW_SHIFT at most)
-START_LEVELS = 4096
+START_LEVELS = 16384
 LADDER_NODES = 3
 LADDER_TOL = 1e-2
 FINAL_DECREMENT = 1.0
@@ -381,8 +381,8 @@ def _joint(prep: Prepared, nodes: int) -> JointPosterior | None:
     mean, _ = _prior_arrays(plan)
     theta = np.r_[mean, math.log(prior_scale(plan.terms[0].sd_prior))]
     J = model.n_levels
-    # a start from the first levels alone, then all of them with few nodes, then every node
-    stages = [(model.subset(0, min(J, START_LEVELS)), JOINT_STEPS), (model, 1)]
+    # a start from the first levels alone, a step on all of them with few nodes, then every node
+    stages = [(model.subset(0, min(J, START_LEVELS)), JOINT_STEPS), (model, 0)]
     levels = None
     for sub, steps in stages:
         found = _newton_joint(sub, log_prior, theta, LADDER_NODES, LADDER_TOL, steps, levels)
