@@ -103,9 +103,9 @@ MANY_LEVELS = 5_000
 # 10,000, where this term is 0.006 and 0.0024): this bound keeps them near 0.03 sds
 SKEW_SHIFT = 0.005
 # the joint mode's Newton: with LADDER_NODES nodes on this many levels (a start, a few
-# posterior sds from the mode), then one step on all of them, then with every node, its last step kept without a further pass where
-# its decrement is below FINAL_DECREMENT (a step within about a posterior sd: the quadratic
-# model's error there is the skewness's, SKEW_SHIFT at most)
+# posterior sds from the mode), then one step on all of them, then with every node, its last
+# step kept without a further pass where its decrement is below FINAL_DECREMENT (a step within
+# about a posterior sd: the quadratic model's error there is the skewness's, SKEW_SHIFT at most)
 START_LEVELS = 16384
 LADDER_NODES = 3
 LADDER_TOL = 1e-2
