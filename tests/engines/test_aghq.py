@@ -160,6 +160,21 @@ def test_joint_terms_match_finite_differences(family):
     np.testing.assert_allclose(t.mean, (direct.weights * direct.nodes).sum(axis=2)[0], rtol=1e-12)
 
 
+@pytest.mark.parametrize("cells", [13, 15])  # (uneven, and three cells a level)
+def test_joint_terms_by_chunks_of_levels_are_the_whole(monkeypatch, cells):
+    model = _model("binomial", levels=5, cells=cells)
+    if cells == 15:
+        model = LevelModel.build(
+            "binomial", model.y, model.n, model.X, model.offset, np.arange(15) // 3, 5
+        )
+        assert model.block == 3
+    whole = joint_terms(model, np.array([-0.4, 0.3]), 1.2)
+    monkeypatch.setattr(aghq, "JOINT_CHUNK", 40)  # one level a chunk
+    parts = joint_terms(model, np.array([-0.4, 0.3]), 1.2)
+    for a, b in zip(whole.__dict__.values(), parts.__dict__.values(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_subset_is_the_levels_alone():
     model = _model("poisson", levels=6, cells=20)
     beta, sd = np.array([[0.1, -0.2]]), np.array([0.8])

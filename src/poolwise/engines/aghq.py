@@ -32,6 +32,8 @@ NEWTON_STEPS = 60
 # the log density) is this small: beta within ~1e-8 of its posterior sd of the mode, and the
 # Hessian there is the mode's to that
 BETA_TOL = 1e-16
+# cells x nodes of one chunk of levels in joint_terms (a few megabytes an array)
+JOINT_CHUNK = 1 << 16
 # Newton steps whose decrement is below this are taken whole (the quadratic model holds there)
 SAFE_DECREMENT = 1e-4
 # Newton on a concave function: a step longer than this many units of the link scale is cut
@@ -161,6 +163,14 @@ class LevelModel:
             n_levels=hi - lo,
             starts=self.starts[lo:hi] - ends[lo],
         )
+
+    def level_products(self, r: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """sum_{i in j} r_ik X_i for every level j: ``r`` (cells, K), ``X`` (cells, p) -> (J, K, p)
+        (a product of small matrices a level where every level has as many cells)."""
+        if self.block:
+            shape = (self.n_levels, self.block)
+            return np.matmul(r.reshape(shape + (-1,)).transpose(0, 2, 1), X.reshape(shape + (-1,)))
+        return np.stack([self.by_level(r * x[:, None], 0) for x in X.T], axis=-1)
 
     def by_level(self, a: np.ndarray, axis: int) -> np.ndarray:
         """Sums over each level's cells along ``axis`` (the cells' axis)."""
@@ -348,6 +358,9 @@ def joint_terms(
     d log m_j = E[u] (less 1 in log sd), d^2 log m_j = E[d^2 f] + Cov(u), the levels' slopes
     Cov(b, u). Linear in cells x nodes.
 
+    Levels are taken in chunks of about ``JOINT_CHUNK`` cells x nodes (arrays that stay in
+    cache, not fresh memory at every step).
+
     Example
     -------
     >>> m = LevelModel.build("poisson", [3.0, 5.0], None, np.ones((2, 1)), np.zeros(2), [0, 1], 2)
@@ -358,15 +371,41 @@ def joint_terms(
     >>> bool(np.isclose(t.grad[1], (up - down) / (2 * h), rtol=1e-6))
     True
     """
+    J = model.n_levels
+    step = max(1, JOINT_CHUNK * J // (k * len(model.y)))
+    if step >= J:
+        return _joint_part(model, beta, sd, k, start)
+    parts = [
+        _joint_part(
+            model.subset(lo, min(lo + step, J)),
+            beta,
+            sd,
+            k,
+            None if start is None else start[lo : lo + step],
+        )
+        for lo in range(0, J, step)
+    ]
+    return JointTerms(
+        sum(t.log_m for t in parts),
+        sum(t.grad for t in parts),
+        sum(t.hess for t in parts),
+        np.concatenate([t.mean for t in parts]),
+        np.concatenate([t.var for t in parts]),
+        np.concatenate([t.slopes for t in parts]),
+        sum(t.third for t in parts),
+    )
+
+
+def _joint_part(model, beta, sd, k, start) -> JointTerms:
+    """:func:`joint_terms` of one chunk of levels."""
     start = None if start is None else start[None]
     q = quadrature(model, beta[None], np.array([float(sd)]), k, start, scores=True)
     b, pi = q.nodes[0], q.weights[0]  # (J, K)
     r, w = q.scores
+    r, w = r[0], w[0]
     p = model.X.shape[1]
     u = np.empty(b.shape + (p + 1,))
-    for i in range(p):
-        u[..., i] = model.by_level(r * model.X[:, i, None], 1)[0]
-    r, w = r[0], w[0]
+    u[..., :p] = model.level_products(r, model.X)
     t = b**2 / sd**2
     u[..., p] = t
     ubar = np.einsum("jk,jkq->jq", pi, u)
