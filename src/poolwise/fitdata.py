@@ -7,6 +7,7 @@ verbs (plots, ranks, simulate, report) read them, and the result classes of
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,77 @@ if TYPE_CHECKING:
 # groups per chunk of theta draws, each chunk with its own random stream: a group's draws do not
 # depend on how many groups are drawn with it
 THETA_CHUNK = 4096
+
+
+def chunked(
+    seed: int, n_groups: int, draw: Callable[[slice, np.random.Generator], np.ndarray]
+) -> np.ndarray:
+    """Draws of ``n_groups`` groups, (draws, groups): ``draw(groups, rng)`` for each chunk of
+    ``THETA_CHUNK`` groups with its own random stream from ``seed`` (the same draws at every
+    call, whatever else is drawn).
+
+    Example
+    -------
+    >>> x = chunked(1, 5000, lambda g, rng: rng.normal(size=(2, g.stop - g.start)))
+    >>> x.shape, bool((x == chunked(1, 5000, lambda g, rng: rng.normal(size=(2, g.stop - g.start)))).all())
+    ((2, 5000), True)
+    """
+    out = []
+    for c0 in range(0, n_groups, THETA_CHUNK):
+        rng = np.random.default_rng([seed, 1, c0 // THETA_CHUNK])
+        out.append(draw(slice(c0, min(c0 + THETA_CHUNK, n_groups)), rng))
+    return np.concatenate(out, axis=1)
+
+
+class LazyDraws(Mapping):
+    """Draws by parameter, some made only when first read (then kept): ``eager`` the arrays,
+    ``lazy`` a function making each of the others (many groups' draws: a fit need not hold
+    them).
+
+    Example
+    -------
+    >>> d = LazyDraws({"a": np.zeros(2)}, {"b": lambda: np.ones(2)})
+    >>> sorted(d), d["b"].tolist()
+    (['a', 'b'], [1.0, 1.0])
+    """
+
+    def __init__(self, eager: dict[str, np.ndarray], lazy: dict[str, Callable[[], np.ndarray]]):
+        self._values = dict(eager)
+        self._lazy = dict(lazy)
+        self._order = [*eager, *(k for k in lazy if k not in eager)]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._values:
+            if key not in self._lazy:
+                raise KeyError(key)
+            self._values[key] = self._lazy.pop(key)()
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def pick(self, keys: list[str]) -> LazyDraws:
+        """The draws of ``keys`` alone (those not yet made still made when first read)."""
+        return LazyDraws(
+            {k: self._values[k] for k in keys if k in self._values},
+            {k: self._lazy[k] for k in keys if k in self._lazy},
+        )
+
+
+def pick(draws: Mapping[str, np.ndarray], keys: list[str]) -> Mapping[str, np.ndarray]:
+    """The draws of ``keys`` alone, lazy ones still lazy (see :class:`LazyDraws`).
+
+    Example
+    -------
+    >>> list(pick({"a": 1, "b": 2}, ["b"]))
+    ['b']
+    """
+    if isinstance(draws, LazyDraws):
+        return draws.pick(keys)
+    return {k: draws[k] for k in keys}
 
 
 @dataclass(frozen=True)
@@ -72,12 +144,7 @@ class FitData:
         model, z = self.model, self.z_draws
         if model is None or z is None:
             raise ValueError("theta_draws: this fit keeps no model to draw the groups from")
-        out = []
-        for c0 in range(0, model.n_groups, THETA_CHUNK):
-            rng = np.random.default_rng([self.seed, 1, c0 // THETA_CHUNK])
-            stop = min(c0 + THETA_CHUNK, model.n_groups)
-            out.append(model.sample_theta(z, rng, slice(c0, stop)))
-        return np.concatenate(out, axis=1)
+        return chunked(self.seed, model.n_groups, lambda g, rng: model.sample_theta(z, rng, g))
 
 
 def as_type(data: FitData, cls: type) -> Any:

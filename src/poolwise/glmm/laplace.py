@@ -47,7 +47,7 @@ from ..engines.skewness import (
     shifted,
 )
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
-from ..fitdata import RegressionData
+from ..fitdata import RegressionData, pick
 from ..intervals import hdi_names, hdi_normal
 from ..mixture import Mixture, from_link, prune, to_link
 from ..priors import Flat, Normal
@@ -659,7 +659,8 @@ def mixture_record(
     """The fit's record from tables computed on a mixture (no Monte Carlo noise): ``rows`` each
     population row's (mean, sd, median, HDI low, HDI high), in order; ``summaries`` and
     ``sd_values`` per term, as :func:`poolwise.glmm.setup.groups_table` takes them; ``draws``
-    (1, n, ...) per parameter, for the verbs; ``sigma2`` a normal outcome's residual variance
+    (1, n, ...) per parameter, for the verbs (a :class:`~poolwise.fitdata.LazyDraws` keeps
+    those not yet made so); ``sigma2`` a normal outcome's residual variance
     (its posterior mean); ``check_sds``: warn where a group sd's draws sit at zero."""
     design, plan = prep.design, prep.plan
     lo_name, hi_name = hdi_names(hdi_prob)
@@ -712,10 +713,7 @@ def mixture_record(
         warnings=tuple(messages),
         info=info,
         formula=prep.formula,
-        draws={
-            **{k: draws[k] for k in keep_rows},
-            **{t.name: draws[t.name] for t in design.groups},
-        },
+        draws=pick(draws, [*keep_rows, *(t.name for t in design.groups)]),
         coords={t.name: t.levels for t in design.groups},
         design=design,
         plan=plan,
