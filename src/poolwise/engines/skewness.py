@@ -30,6 +30,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .blocks import _triangular
 from .latent import Conditional, LatentModel, loglik
 
 # cells x rest columns of one dense block when the rest is large (crossed factors)
@@ -58,38 +59,45 @@ def third_derivative(kind: str, stats: tuple, eta: np.ndarray) -> np.ndarray:
 
 def eta_variances(model: LatentModel, cond: Conditional) -> np.ndarray:
     """``Var(eta_i)`` given theta at each of the conditional's K points (K, cells), the zero-sum
-    constraints included."""
+    constraints included.
+
+    The rest's part ``|L^-1 u_c|^2`` with ``u_c = r_c - C_j' y_c`` (``y_c = D_j^-1 v_c``) is the
+    quadratic form ``u_c' S^-1 u_c``, expanded so that no (cells x rest) block is formed:
+    ``r_c' S^-1 r_c`` (the rest's pair pattern against ``S^-1``), ``- 2 y_c' (C S^-1)_j r_c``
+    (the rest's nonzeros against ``C S^-1``) and ``y_c' (C S^-1 C')_jj y_c`` (one k x k block a
+    level): O(levels x rest^2) a point, not O(cells x rest^2)."""
+    from scipy import sparse
+
     s = model.structure
     f = cond.factor
     K = cond.x.shape[0]
-    if not s.unit:
-        first = np.zeros((K, s.n))
-        y = np.zeros((K, s.n, 1))
-        codes, k = np.zeros(s.n, int), 1
-    else:
+    Linv = _triangular(f.L, np.broadcast_to(np.eye(s.m), f.L.shape), False)
+    Sinv = np.swapaxes(Linv, 1, 2) @ Linv
+    var = (s.PE.T @ Sinv.reshape(K, -1).T).T  # r_c' S^-1 r_c
+    if s.unit:
         # a cell's part in the eliminated unit: its k values v at its level j; D_j^-1 v
         codes, k = s.terms[s.unit[0]].codes, s.k
         V = np.stack([s.terms[i].values.astype(float) for i in s.unit], axis=1)  # (n, k)
         y = (f.Dinv[:, codes] @ V[None, :, :, None])[..., 0]  # (K, n, k)
-        first = (y * V).sum(axis=2)
-    if s.batched:
-        C = f.C.reshape(K, -1, k, s.m) if s.unit else np.zeros((K, 1, k, s.m))
-        u = s.R_dense[None] - (y[..., None] * C[:, codes]).sum(axis=2)
-        rest = (np.linalg.solve(f.L, np.swapaxes(u, 1, 2)) ** 2).sum(axis=1)
-    else:
-        from scipy.linalg import solve_triangular
-
-        rest = np.empty((K, s.n))
-        step = max(1, CHUNK_FLOATS // s.m)
-        for p in range(K):
-            for a in range(0, s.n, step):
-                rows = slice(a, a + step)
-                c = sum(
-                    f.C[p][codes[rows] * k + i].multiply(y[p, rows, i][:, None]) for i in range(k)
-                )
-                u = (s.R[rows] - c).toarray()
-                rest[p, rows] = (solve_triangular(f.L[p], u.T, lower=True) ** 2).sum(axis=0)
-    var = first + rest
+        var += (y * V).sum(axis=2)
+        R = s.R.tocoo()
+        cell_sum = sparse.csr_matrix((R.data, (R.row, np.arange(R.nnz))), shape=(s.n, R.nnz))
+        at = (codes[R.row][:, None] * k + np.arange(k)) * s.m + R.col[:, None]  # (nnz, k)
+        # the points at once where C is dense, else one by one
+        parts = (
+            [(slice(None), f.C)]
+            if s.batched
+            else [([p], c.toarray()[None]) for p, c in enumerate(f.C)]
+        )
+        for p, C in parts:
+            T = C @ Sinv[p]  # (K, J k, m)
+            # y_c' (C S^-1 C')_jj y_c, with the level's k x k block
+            G = np.einsum("pjam,pjbm->pjab", *(a.reshape(len(a), -1, k, s.m) for a in (T, C)))
+            yp = y[p]
+            var[p] += np.einsum("pca,pcab,pcb->pc", yp, G[:, codes], yp)
+            # - 2 y_c' (C S^-1)_j r_c
+            Tr = cell_sum @ T.reshape(len(T), -1)[:, at].transpose(1, 0, 2).reshape(R.nnz, -1)
+            var[p] -= 2 * (yp * Tr.reshape(s.n, len(T), k).transpose(1, 0, 2)).sum(axis=2)
     if cond.V is not None:
         av = np.stack([s.eta(cond.V[:, :, r]) for r in range(cond.V.shape[2])], axis=1)
         half = np.linalg.solve(np.linalg.cholesky(cond.M), av)
