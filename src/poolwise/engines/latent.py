@@ -49,8 +49,11 @@ KEEP_MODES = 4096
 BATCH_FLOATS = 20_000_000
 
 
-def loglik(kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None):
-    """Log likelihood (K,), its derivative and minus its second derivative in eta (K, cells).
+def loglik(
+    kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None, derivatives: bool = True
+):
+    """Log likelihood (K,), its derivative and minus its second derivative in eta (K, cells);
+    the log likelihood alone where not ``derivatives``.
 
     ``binomial``: stats (successes, trials); ``poisson``: (counts,), the exposure in the offset;
     ``normal``: (n, mean, m2) per cell and ``sigma`` (K,).
@@ -64,19 +67,28 @@ def loglik(kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None):
     if kind == "binomial":
         k, n = stats
         e = np.exp(-np.abs(eta))  # one exponential serves softplus(eta) and sigmoid(eta)
-        softplus = np.maximum(eta, 0.0) + np.log1p(e)
-        p = np.where(eta >= 0, 1.0, e) / (1.0 + e)
-        ll = (k * eta - n * softplus).sum(axis=1)
-        return ll, k - n * p, n * p * (1.0 - p)
+        softplus = np.log1p(e)
+        softplus += np.maximum(eta, 0.0)
+        softplus *= n
+        ll = (k * eta - softplus).sum(axis=1)
+        if not derivatives:
+            return ll
+        r = np.add(e, 1.0, out=softplus)
+        np.reciprocal(r, out=r)  # 1 / (1 + e)
+        e *= r  # the smaller of p and 1 - p
+        p = np.where(eta >= 0, r, e)
+        e *= r  # p (1 - p)
+        return ll, k - n * p, np.multiply(n, e, out=e)
     if kind == "poisson":
         (c,) = stats
         mu = np.exp(eta)
-        return (c * eta - mu).sum(axis=1), c - mu, mu
+        ll = (c * eta - mu).sum(axis=1)
+        return (ll, c - mu, mu) if derivatives else ll
     n, mean, m2 = stats
     s2 = (sigma**2)[:, None]
     r = mean - eta
     ll = (-n * np.log(sigma)[:, None] - (m2 + n * r**2) / (2 * s2)).sum(axis=1)
-    return ll, n * r / s2, np.broadcast_to(n / s2, eta.shape)
+    return (ll, n * r / s2, np.broadcast_to(n / s2, eta.shape)) if derivatives else ll
 
 
 @dataclass
@@ -275,14 +287,19 @@ class LatentModel:
         if sum(len(s) for s in self._seen) > KEEP_MODES:
             self._seen, self._modes = self._seen[-1:], self._modes[-1:]
 
-    def _objective(self, x, Q: Precision, sigma):
+    def _objective(self, x, Q: Precision, sigma, eta=None, derivatives=True):
         """The log density at ``x`` (K,), the likelihood's derivative and weights in eta, and
-        the prior's gradient's negative ``Q (x - m)``."""
-        eta = self.offset + self.structure.eta(x)
-        ll, d, w = loglik(self.likelihood, self.stats, eta, sigma)
+        the prior's gradient's negative ``Q (x - m)`` (the log density alone where not
+        ``derivatives``); ``eta``: the cells' linear predictors at ``x`` where known."""
+        if eta is None:
+            eta = self.offset + self.structure.eta(x)
         dev = x - self.prior_mean
         Qdev = self.structure.prior_times(Q, dev)
-        return ll - 0.5 * (dev * Qdev).sum(axis=1), d, w, Qdev
+        prior = -0.5 * (dev * Qdev).sum(axis=1)
+        if not derivatives:
+            return loglik(self.likelihood, self.stats, eta, sigma, False) + prior
+        ll, d, w = loglik(self.likelihood, self.stats, eta, sigma)
+        return ll + prior, d, w, Qdev
 
     def _constrain(self, fac: Factor, K: int):
         """V = H^-1 C' and M = C V at each point (None without constraints)."""
@@ -332,7 +349,7 @@ class LatentModel:
             t = np.ones(len(moving))
             for _ in range(40):  # halve the step where the objective falls
                 new = xa + t[:, None] * step
-                f_new = self._objective(new, Qa, sigma)[0]
+                f_new = self._objective(new, Qa, sigma, derivatives=False)
                 worse = ~(f_new >= f - 1e-12 * np.abs(f))
                 if not worse.any():
                     break
@@ -438,11 +455,11 @@ class LatentModel:
         """The effects' prior precision at each point of ``theta`` (K, d)."""
         return self._precision(self.sds(theta), self.correlation_factors(theta))
 
-    def log_joint(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    def log_joint(self, x: np.ndarray, theta: np.ndarray, eta: np.ndarray | None = None):
         """``log p(y | x) + log p(x | theta)`` up to a constant in x, at rows of ``x`` (K, dim)
-        and ``theta`` (K, d)."""
+        and ``theta`` (K, d); ``eta``: the cells' linear predictors at ``x`` where known."""
         sigma = None if self.sigma_index is None else np.exp(theta[:, self.sigma_index])
-        return self._objective(x, self.prior_precision(theta), sigma)[0]
+        return self._objective(x, self.prior_precision(theta), sigma, eta, derivatives=False)
 
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the

@@ -168,9 +168,10 @@ def importance_check(
     rng = np.random.default_rng([seed, 15])
     s = model.structure
     sigma = None if model.sigma_index is None else np.exp(theta[:, model.sigma_index])
-    _, _, w = loglik(model.likelihood, model.stats, model.offset + s.eta(cond.x), sigma)
+    eta = model.offset + s.eta(cond.x)
+    _, _, w = loglik(model.likelihood, model.stats, eta, sigma)
     q = model.prior_precision(theta)
-    top = model.log_joint(cond.x, theta)[0]
+    top = model.log_joint(cond.x, theta, eta)[0]
     logw = np.empty(draws)
     step = max(1, CHUNK_FLOATS // max(s.n, s.dim))  # draws whose arrays fit at once
     for a in range(0, draws, step):
@@ -180,8 +181,9 @@ def importance_check(
         if cond.V is not None:
             lam = np.linalg.solve(cond.M[0], cond.constraints @ u.T)
             u = u - (cond.V[0] @ lam).T
-        quad = (w * s.eta(u) ** 2).sum(axis=1) + (u * s.prior_times(q, u)).sum(axis=1)
-        joint = model.log_joint(cond.x + u, np.repeat(theta, r, axis=0))
+        eta_u = s.eta(u)
+        quad = (w * eta_u**2).sum(axis=1) + (u * s.prior_times(q, u)).sum(axis=1)
+        joint = model.log_joint(cond.x + u, np.repeat(theta, r, axis=0), eta + eta_u)
         logw[a : a + r] = joint - top + 0.5 * quad
     khat = array_stats.pareto_khat(logw[None], log_weights=True, tail="right")
     return float(khat), float(logsumexp(logw) - np.log(draws))
