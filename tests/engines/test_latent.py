@@ -141,7 +141,8 @@ def test_points_in_batches_give_the_same_answers(monkeypatch):
     monkeypatch.setattr(latent, "BATCH_FLOATS", 1)  # one point a batch
     parts = _model("binomial")[0].conditional(thetas)
     np.testing.assert_allclose(parts.log_marginal, whole.log_marginal, atol=1e-9)
-    np.testing.assert_allclose(parts.variances(), whole.variances(), rtol=1e-9)
+    # the modes from other warm starts, to Newton's tolerance: their curvature to ~1e-8
+    np.testing.assert_allclose(parts.variances(), whole.variances(), rtol=1e-7)
 
 
 @pytest.mark.parametrize("kind", ["binomial", "normal"])

@@ -39,12 +39,21 @@ from .correlation import beyond_range, corr_cholesky
 
 NEWTON_STEPS = 60
 # Newton stops when the squared decrement g' H^-1 g (twice the gain still to come) is this
-# small: the log density is then exact to ~1e-13
+# small (relative to 1 + |f| 1e-3); the gain still to come is added to the log density
 DECREMENT = 1e-12
 # below this squared decrement Newton's quadratic model holds: the full step is taken unchecked
 QUADRATIC = 1e-4
 # warm starts kept (modes of the points solved so far)
 KEEP_MODES = 4096
+# the step in theta of the forward difference that gives the modes' derivatives
+SLOPE_STEP = 1e-6
+# the modes' derivatives move a start from a solved point at most this far in theta
+SLOPE_REACH = 1.0
+# Newton's points go in about this many waves, of at least WAVE_MIN points
+WAVES = 8
+WAVE_MIN = 32
+# cells x points whose log likelihoods are best taken at once (the arrays stay in the cache)
+CACHE_CELLS = 1 << 20
 # floats of the arrays of one batch of points (larger sets of points go in batches)
 BATCH_FLOATS = 20_000_000
 
@@ -234,6 +243,7 @@ class LatentModel:
         # the latest evaluations of log_marginal: their points and conditionals
         self._evaluated: tuple[list[np.ndarray], list[Conditional]] | None = None
         self._modes: list[np.ndarray] = []
+        self._slopes: list[np.ndarray] = []
 
     def sds(self, theta: np.ndarray) -> np.ndarray:
         """Each term's sd at each point (K, T)."""
@@ -269,7 +279,9 @@ class LatentModel:
         return Precision(q, tuple(coupled))
 
     def _start(self, theta: np.ndarray) -> np.ndarray:
-        """Each point's start: the mode at the nearest point solved so far (else the prior mean)."""
+        """Each point's start: the mode at the nearest point solved so far, moved to first
+        order along its derivative in theta where that point is within ``SLOPE_REACH`` (else
+        the prior mean)."""
         if not self._seen:
             return np.tile(self.prior_mean, (len(theta), 1))
         from scipy.spatial import cKDTree
@@ -278,14 +290,36 @@ class LatentModel:
         if theta.shape[1] == 0:
             return np.tile(self._modes[-1][-1], (len(theta), 1))
         _, nearest = cKDTree(seen).query(theta)
-        return np.concatenate(self._modes)[nearest]
+        delta = theta - seen[nearest]
+        delta[np.abs(delta).max(axis=1) > SLOPE_REACH] = 0.0  # far: the mode itself
+        moved = (np.concatenate(self._slopes)[nearest] @ delta[:, :, None])[:, :, 0]
+        return np.concatenate(self._modes)[nearest] + moved
 
-    def _remember(self, theta: np.ndarray, x: np.ndarray) -> None:
-        ok = np.all(np.isfinite(x), axis=1)
+    def _remember(self, theta: np.ndarray, x: np.ndarray, slopes: np.ndarray) -> None:
+        ok = np.all(np.isfinite(x), axis=1) & np.all(np.isfinite(slopes), axis=(1, 2))
         self._seen.append(theta[ok])
         self._modes.append(x[ok])
+        self._slopes.append(slopes[ok])
         if sum(len(s) for s in self._seen) > KEEP_MODES:
             self._seen, self._modes = self._seen[-1:], self._modes[-1:]
+            self._slopes = self._slopes[-1:]
+
+    def _slopes_at(self, theta, x, q: Precision, fac: Factor, V, M) -> np.ndarray:
+        """The modes' derivatives in theta (K, dim, d): ``H^-1 dg/dtheta_i`` on the constraints,
+        the gradient's derivative ``-(dQ/dtheta_i) (x - m)`` by a forward difference of the
+        prior precision (the implicit function theorem at the mode, where g = 0)."""
+        s = self.structure
+        dev = x - self.prior_mean
+        base = s.prior_times(q, dev)
+        dg = np.empty((*x.shape, theta.shape[1]))
+        for i in range(theta.shape[1]):
+            moved = theta.copy()
+            moved[:, i] += SLOPE_STEP
+            dg[:, :, i] = (base - s.prior_times(self.prior_precision(moved), dev)) / SLOPE_STEP
+        out = fac.solve(dg)
+        if V is None:
+            return out
+        return out - V @ np.linalg.solve(M, self.constraints @ out)
 
     def _objective(self, x, Q: Precision, sigma, eta=None, derivatives=True):
         """The log density at ``x`` (K,), the likelihood's derivative and weights in eta, and
@@ -335,7 +369,8 @@ class LatentModel:
             decrement = (g * step).sum(axis=1)
             if w_end is None:
                 w_end = np.empty((len(theta), w.shape[1]))
-            f_end[moving], w_end[moving] = f, w
+            # the gain still to come added: the mode's log density to O(decrement^2)
+            f_end[moving], w_end[moving] = f + 0.5 * decrement, w
             last = (moving, fac, V, M)
             done = decrement < DECREMENT * (1 + np.abs(f) * 1e-3)
             if done.all():
@@ -355,11 +390,11 @@ class LatentModel:
                     break
                 t[worse] /= 2
             x[moving] = new
-        self._remember(theta, x)
         moving, fac, V, M = last
         if len(moving) < len(theta):  # some points stopped earlier: the factor at every mode
             fac = s.factor(w_end, q)
             V, M = self._constrain(fac, len(theta))
+        self._remember(theta, x, self._slopes_at(theta, x, q, fac, V, M))
         return x, f_end, fac, V, M
 
     def _gaussian(self, q, sigma):
@@ -384,13 +419,30 @@ class LatentModel:
     def conditional(self, theta: np.ndarray) -> Conditional:
         """The mode and curvature of the effects at each point of ``theta`` (K, d), in batches
         of points whose arrays fit ``BATCH_FLOATS``."""
-        return Conditional.concat(self._batches(theta))
+        parts = self._batches(theta)
+        cond = Conditional.concat([c for _, c in parts])
+        order = np.concatenate([i for i, _ in parts])
+        return cond if np.all(order[1:] > order[:-1]) else cond.take(np.argsort(order))
 
-    def _batches(self, theta: np.ndarray) -> list[Conditional]:
-        """:meth:`conditional` batch by batch (not joined: a large factor is not copied)."""
+    def _batches(self, theta: np.ndarray) -> list[tuple[np.ndarray, Conditional]]:
+        """:meth:`conditional` batch by batch, each with its points' indices (not joined: a
+        large factor is not copied). Newton's points go in waves of ``1 / WAVES`` of them (at
+        least ``WAVE_MIN``), those nearest the points solved so far first, so that each starts
+        from a near neighbour's mode."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         size = max(1, BATCH_FLOATS // self.structure.point_size)
-        return [self._conditional(theta[i : i + size]) for i in range(0, max(len(theta), 1), size)]
+        if self.likelihood != "normal" and theta.shape[1]:
+            size = min(size, max(WAVE_MIN, -(-len(theta) // WAVES)))
+        left, out = np.arange(len(theta)), []
+        while left.size or not out:
+            if self._seen and left.size > size:
+                from scipy.spatial import cKDTree
+
+                far = cKDTree(np.concatenate(self._seen)).query(theta[left])[0]
+                left = left[np.argsort(far, kind="stable")]
+            out.append((left[:size], self._conditional(theta[left[:size]])))
+            left = left[size:]
+        return out
 
     def conditional_at(self, theta: np.ndarray) -> Conditional:
         """:meth:`conditional` at points of ``theta`` (K, d) that :meth:`log_marginal` evaluated
@@ -481,8 +533,8 @@ class LatentModel:
                     with contextlib.suppress(np.linalg.LinAlgError):
                         out[k] = self.conditional(theta[k : k + 1]).log_marginal[0]
                 return out
-        start = 0
-        for cond in parts:
-            self._hold(theta[start : start + len(cond.x)], cond)
-            start += len(cond.x)
-        return np.concatenate([cond.log_marginal for cond in parts])
+        out = np.empty(len(theta))
+        for at, cond in parts:
+            self._hold(theta[at], cond)
+            out[at] = cond.log_marginal
+        return out

@@ -31,7 +31,7 @@ from dataclasses import replace
 import numpy as np
 
 from .blocks import _triangular
-from .latent import Conditional, LatentModel, loglik
+from .latent import CACHE_CELLS, Conditional, LatentModel, loglik
 
 # cells x rest columns of one dense block when the rest is large (crossed factors)
 CHUNK_FLOATS = 20_000_000
@@ -173,7 +173,7 @@ def importance_check(
     q = model.prior_precision(theta)
     top = model.log_joint(cond.x, theta, eta)[0]
     logw = np.empty(draws)
-    step = max(1, CHUNK_FLOATS // max(s.n, s.dim))  # draws whose arrays fit at once
+    step = max(1, CACHE_CELLS // max(s.n, s.dim))  # draws whose arrays stay in the cache
     for a in range(0, draws, step):
         r = min(step, draws - a)
         # one solve with every draw as a column
