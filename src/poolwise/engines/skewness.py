@@ -66,43 +66,53 @@ def eta_variances(model: LatentModel, cond: Conditional) -> np.ndarray:
     ``r_c' S^-1 r_c`` (the rest's pair pattern against ``S^-1``), ``- 2 y_c' (C S^-1)_j r_c``
     (the rest's nonzeros against ``C S^-1``) and ``y_c' (C S^-1 C')_jj y_c`` (one k x k block a
     level): O(levels x rest^2) a point, not O(cells x rest^2)."""
-    from scipy import sparse
-
     s = model.structure
     f = cond.factor
     K = cond.x.shape[0]
     Linv = _triangular(f.L, np.broadcast_to(np.eye(s.m), f.L.shape), False)
     Sinv = np.swapaxes(Linv, 1, 2) @ Linv
-    var = (s.PE.T @ Sinv.reshape(K, -1).T).T  # r_c' S^-1 r_c
+    var = np.ascontiguousarray((s.PE.T @ Sinv.reshape(K, -1).T).T)  # r_c' S^-1 r_c
     if s.unit:
         # a cell's part in the eliminated unit: its k values v at its level j; D_j^-1 v
-        codes, k = s.terms[s.unit[0]].codes, s.k
+        codes = s.terms[s.unit[0]].codes
         V = np.stack([s.terms[i].values.astype(float) for i in s.unit], axis=1)  # (n, k)
-        y = (f.Dinv[:, codes] @ V[None, :, :, None])[..., 0]  # (K, n, k)
-        var += (y * V).sum(axis=2)
-        R = s.R.tocoo()
-        cell_sum = sparse.csr_matrix((R.data, (R.row, np.arange(R.nnz))), shape=(s.n, R.nnz))
-        at = (codes[R.row][:, None] * k + np.arange(k)) * s.m + R.col[:, None]  # (nnz, k)
+        y = np.einsum("pcab,cb->pca", f.Dinv[:, codes], V)  # (K, n, k)
+        var += np.einsum("pca,ca->pc", y, V)
         # the points at once where C is dense, else one by one
         parts = (
             [(slice(None), f.C)]
             if s.batched
-            else [([p], c.toarray()[None]) for p, c in enumerate(f.C)]
+            else [(slice(p, p + 1), c.toarray()[None]) for p, c in enumerate(f.C)]
         )
         for p, C in parts:
-            T = C @ Sinv[p]  # (K, J k, m)
-            # y_c' (C S^-1 C')_jj y_c, with the level's k x k block
-            G = np.einsum("pjam,pjbm->pjab", *(a.reshape(len(a), -1, k, s.m) for a in (T, C)))
-            yp = y[p]
-            var[p] += np.einsum("pca,pcab,pcb->pc", yp, G[:, codes], yp)
-            # - 2 y_c' (C S^-1)_j r_c
-            Tr = cell_sum @ T.reshape(len(T), -1)[:, at].transpose(1, 0, 2).reshape(R.nnz, -1)
-            var[p] -= 2 * (yp * Tr.reshape(s.n, len(T), k).transpose(1, 0, 2)).sum(axis=2)
+            var[p] += _cross_terms(s, codes, C, Sinv[p], y[p])
     if cond.V is not None:
         av = np.stack([s.eta(cond.V[:, :, r]) for r in range(cond.V.shape[2])], axis=1)
-        half = np.linalg.solve(np.linalg.cholesky(cond.M), av)
+        half = np.linalg.inv(np.linalg.cholesky(cond.M)) @ av
         var = var - (half**2).sum(axis=1)
     return np.maximum(var, 0.0)
+
+
+def _cross_terms(s, codes: np.ndarray, C: np.ndarray, Sinv: np.ndarray, y: np.ndarray):
+    """``y_c' (C S^-1 C')_jj y_c - 2 y_c' (C S^-1)_j r_c`` of every cell c (in level j) at K
+    points: C (K, J k, m) dense, S^-1 (K, m, m), y (K, cells, k); a cell's rest row r_c holds
+    its covariates and its level of each term left in the rest."""
+    K, k, m = len(C), s.k, s.m
+    T = C @ Sinv  # (K, J k, m)
+    G = np.einsum("pjam,pjbm->pjab", T.reshape(K, -1, k, m), C.reshape(K, -1, k, m))
+    out = np.einsum("pca,pcab,pcb->pc", y, G[:, codes], y)
+    pos = np.zeros(s.dim, dtype=np.int64)
+    pos[s.rest] = np.arange(m)  # where each coefficient sits in the rest
+    rest = [(s.X[:, i], pos[i]) for i in range(s.p)]
+    rest += [
+        (t.values, pos[s.offsets[i] + t.codes]) for i, t in enumerate(s.terms) if i not in s.unit
+    ]
+    flat = T.reshape(K, -1)
+    for a in range(k):
+        row = (codes * k + a) * m
+        Tr = sum(values * flat[:, row + col] for values, col in rest)  # (C S^-1)_ja r_c
+        out -= 2 * y[:, :, a] * Tr
+    return out
 
 
 def covariance_times(cond: Conditional, g: np.ndarray) -> np.ndarray:
