@@ -335,13 +335,19 @@ class LatentModel:
         ll, d, w = loglik(self.likelihood, self.stats, eta, sigma)
         return ll + prior, d, w, Qdev
 
-    def _constrain(self, fac: Factor, K: int):
-        """V = H^-1 C' and M = C V at each point (None without constraints)."""
+    def _constrain(self, fac: Factor, K: int, g: np.ndarray | None = None):
+        """V = H^-1 C' and M = C V at each point (None without constraints), and ``H^-1 g``
+        where ``g`` (K, dim) is given, in the same solve."""
         C = self.constraints
-        if C is None:
+        rhs = [] if C is None else [np.broadcast_to(C.T, (K, *C.T.shape))]
+        if g is not None:
+            rhs.append(g[:, :, None])
+        if not rhs:
             return None, None
-        V = fac.solve(np.broadcast_to(C.T, (K, *C.T.shape)).copy())
-        return V, C @ V
+        sol = fac.solve(np.concatenate(rhs, axis=2))
+        V = None if C is None else np.ascontiguousarray(sol[:, :, : len(C)])
+        M = None if C is None else C @ V
+        return (V, M) if g is None else (V, M, sol[:, :, -1])
 
     def _project(self, step: np.ndarray, V, M) -> np.ndarray:
         """The Newton step restricted to the constraints (C step = 0)."""
@@ -352,29 +358,31 @@ class LatentModel:
 
     def _newton(self, theta, q, sigma):
         """The mode by damped, projected Newton steps (binomial, Poisson), each point stepping
-        until its own decrement is small (the points still moving form the batch); the factor
-        is then formed at every point's mode."""
+        until its own decrement is small (the points still moving form the batch), its factor
+        the one at its mode (where it stopped)."""
         s = self.structure
         x = self._start(theta)
-        f_end, w_end = np.empty(len(theta)), None
+        f_end = np.empty(len(theta))
         moving = np.arange(len(theta))
-        last = None
-        for _ in range(NEWTON_STEPS):
+        parts = []  # the points that stopped at each step, and their factors
+        for it in range(NEWTON_STEPS):
             Qa = q.take(moving)
             f, d, w, Qdev = self._objective(x[moving], Qa, sigma)
             fac = s.factor(w, Qa)
-            V, M = self._constrain(fac, len(moving))
             g = s.gradient(d) - Qdev
-            step = self._project(fac.solve(g), V, M)
+            V, M, step = self._constrain(fac, len(moving), g)
+            step = self._project(step, V, M)
             decrement = (g * step).sum(axis=1)
-            if w_end is None:
-                w_end = np.empty((len(theta), w.shape[1]))
             # the gain still to come added: the mode's log density to O(decrement^2)
-            f_end[moving], w_end[moving] = f + 0.5 * decrement, w
-            last = (moving, fac, V, M)
-            done = decrement < DECREMENT * (1 + np.abs(f) * 1e-3)
+            f_end[moving] = f + 0.5 * decrement
+            done = (decrement < DECREMENT * (1 + np.abs(f) * 1e-3)) | (it == NEWTON_STEPS - 1)
             if done.all():
+                parts.append((moving, fac, V, M))
                 break
+            if done.any():
+                at = np.flatnonzero(done)
+                kept = [None if a is None else a[at] for a in (V, M)]
+                parts.append((moving[at], fac.take(at), *kept))
             keep = ~done
             moving, f, step, Qa = moving[keep], f[keep], step[keep], Qa.take(keep)
             xa = x[moving]
@@ -390,10 +398,14 @@ class LatentModel:
                     break
                 t[worse] /= 2
             x[moving] = new
-        moving, fac, V, M = last
-        if len(moving) < len(theta):  # some points stopped earlier: the factor at every mode
-            fac = s.factor(w_end, q)
-            V, M = self._constrain(fac, len(theta))
+        stopped, fac, V, M = parts[0]
+        if len(parts) > 1:
+            stopped = np.concatenate([p[0] for p in parts])
+            back = np.argsort(stopped)
+            fac = Factor.concat([p[1] for p in parts]).take(back)
+            if V is not None:
+                V = np.concatenate([p[2] for p in parts])[back]
+                M = np.concatenate([p[3] for p in parts])[back]
         self._remember(theta, x, self._slopes_at(theta, x, q, fac, V, M))
         return x, f_end, fac, V, M
 
