@@ -183,7 +183,8 @@ def importance_check(
     q = model.prior_precision(theta)
     top = model.log_joint(cond.x, theta, eta)[0]
     logw = np.empty(draws)
-    step = max(1, CACHE_CELLS // max(s.n, s.dim))  # draws whose arrays stay in the cache
+    step = max(1, CHUNK_FLOATS // max(s.n, s.dim))  # draws whose arrays fit at once
+    part = max(1, CACHE_CELLS // max(s.n, s.dim))  # ... and stay in the cache
     for a in range(0, draws, step):
         r = min(step, draws - a)
         # one solve with every draw as a column
@@ -191,10 +192,12 @@ def importance_check(
         if cond.V is not None:
             lam = np.linalg.solve(cond.M[0], cond.constraints @ u.T)
             u = u - (cond.V[0] @ lam).T
-        eta_u = s.eta(u)
-        quad = (w * eta_u**2).sum(axis=1) + (u * s.prior_times(q, u)).sum(axis=1)
-        joint = model.log_joint(cond.x + u, np.repeat(theta, r, axis=0), eta + eta_u)
-        logw[a : a + r] = joint - top + 0.5 * quad
+        for b in range(0, r, part):
+            ub = u[b : b + part]
+            eta_u = s.eta(ub)
+            quad = (w * eta_u**2).sum(axis=1) + (ub * s.prior_times(q, ub)).sum(axis=1)
+            joint = model.log_joint(cond.x + ub, np.repeat(theta, len(ub), axis=0), eta + eta_u)
+            logw[a + b : a + b + len(ub)] = joint - top + 0.5 * quad
     khat = array_stats.pareto_khat(logw[None], log_weights=True, tail="right")
     return float(khat), float(logsumexp(logw) - np.log(draws))
 
