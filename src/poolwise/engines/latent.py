@@ -49,9 +49,10 @@ KEEP_MODES = 4096
 SLOPE_STEP = 1e-6
 # the modes' derivatives move a start from a solved point at most this far in theta
 SLOPE_REACH = 1.0
-# Newton's points go in about this many waves, of at least WAVE_MIN points
-WAVES = 8
-WAVE_MIN = 32
+# Newton's points go in about this many waves, each of at least WAVE_CELLS cells x points (in
+# smaller ones the calls' overhead outweighs the arrays' work)
+WAVES = 24
+WAVE_CELLS = 1 << 18
 # cells x points whose log likelihoods are best taken at once (the arrays stay in the cache)
 CACHE_CELLS = 1 << 20
 # floats of the arrays of one batch of points (larger sets of points go in batches)
@@ -439,12 +440,12 @@ class LatentModel:
     def _batches(self, theta: np.ndarray) -> list[tuple[np.ndarray, Conditional]]:
         """:meth:`conditional` batch by batch, each with its points' indices (not joined: a
         large factor is not copied). Newton's points go in waves of ``1 / WAVES`` of them (at
-        least ``WAVE_MIN``), those nearest the points solved so far first, so that each starts
-        from a near neighbour's mode."""
+        least ``WAVE_CELLS`` cells x points), those nearest the points solved so far first, so
+        that each starts from a near neighbour's mode."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         size = max(1, BATCH_FLOATS // self.structure.point_size)
         if self.likelihood != "normal" and theta.shape[1]:
-            size = min(size, max(WAVE_MIN, -(-len(theta) // WAVES)))
+            size = min(size, max(WAVE_CELLS // self.structure.n, -(-len(theta) // WAVES)))
         left, out = np.arange(len(theta)), []
         while left.size or not out:
             if self._seen and left.size > size:
