@@ -88,7 +88,8 @@ def loglik(
         e *= r  # the smaller of p and 1 - p
         p = np.where(eta >= 0, r, e)
         e *= r  # p (1 - p)
-        return ll, k - n * p, np.multiply(n, e, out=e)
+        p *= n
+        return ll, np.subtract(k, p, out=p), np.multiply(n, e, out=e)
     if kind == "poisson":
         (c,) = stats
         mu = np.exp(eta)

@@ -50,8 +50,14 @@ def third_derivative(kind: str, stats: tuple, eta: np.ndarray) -> np.ndarray:
     """
     if kind == "binomial":
         _, n = stats
-        p = 0.5 * (1.0 + np.tanh(eta / 2))  # the logistic without overflow
-        return -n * p * (1.0 - p) * (1.0 - 2.0 * p)
+        # with t = tanh(eta / 2) = 2 p - 1 (the logistic without overflow), p (1 - p) = (1 -
+        # t^2) / 4: the third derivative -n p (1 - p) (1 - 2 p) is n t (1 - t^2) / 4
+        t = np.tanh(0.5 * eta)
+        out = np.square(t)
+        np.subtract(1.0, out, out=out)
+        out *= t
+        out *= 0.25 * n
+        return out
     if kind == "poisson":
         return -np.exp(eta)
     return np.zeros_like(eta)
