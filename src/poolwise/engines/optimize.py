@@ -11,7 +11,8 @@ GRAD_STEP = 1e-5
 HESSIAN_STEP = 1e-3
 NEWTON_STEPS = 50
 # Newton stops when the squared decrement g' (-H)^-1 g, twice the gain still to come in the log
-# density, is this small: the step is then ~1e-7 posterior sds
+# density, is this small (relative to 1 + |f| 1e-3): the step is then ~1e-7 posterior sds (~1e-6
+# where |f| ~ 1e6)
 NEWTON_TOL = 1e-14
 # no Newton step moves a coordinate further than this (a factor e^2 in a scale)
 MAX_STEP = 2.0
@@ -59,7 +60,9 @@ def _newton(log_density: LogDensity, z: np.ndarray) -> np.ndarray | None:
         except np.linalg.LinAlgError:
             return None
         top = values[0]
-        if float(grad @ step) < NEWTON_TOL:  # the squared Newton decrement
+        # the squared Newton decrement, against a floor that grows with the density's size (its
+        # central differences' rounding, ~1e-16 |f| / GRAD_STEP, squared)
+        if float(grad @ step) < NEWTON_TOL * (1 + abs(top) * 1e-3):
             return z + step
         moved = step * min(1.0, MAX_STEP / float(np.max(np.abs(step))))
         z = z + moved
