@@ -479,11 +479,10 @@ class LatentModel:
         if any(f is None for f in found):
             return self.conditional(theta)
         part, k = np.array(found).T
-        order = np.argsort(part, kind="stable")
-        taken = [conds[p].take(k[part == p]) for p in np.unique(part)]
-        back = np.empty(len(theta), dtype=np.int64)
-        back[order] = np.arange(len(theta))
-        return Conditional.concat(taken).take(back)
+        used = np.unique(part)  # the evaluations joined whole, the points taken once
+        start = np.zeros(len(conds), dtype=np.int64)
+        start[used] = np.cumsum([0] + [len(conds[p].x) for p in used[:-1]])
+        return Conditional.concat([conds[p] for p in used]).take(start[part] + k)
 
     def _hold(self, theta: np.ndarray, cond: Conditional) -> None:
         """Hold an evaluation for :meth:`conditional_at`, the oldest let go beyond the budget."""
