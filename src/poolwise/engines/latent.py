@@ -10,8 +10,9 @@ every coefficient or none sums to zero). ``theta`` holds the free log sds, each 
 correlation coordinates (:mod:`poolwise.engines.correlation`) and the log residual sd of a
 normal outcome. For K points ``theta`` at once, Newton's method (PIRLS)
 finds the mode ``x*`` of ``log p(y | x) + log p(x | theta)`` on the constraint set (projected
-steps), batched over the points, from the mode at the nearest point already solved; a normal
-outcome's mode is one step. Then
+steps), batched over the points, from the mode at the nearest point already solved moved along
+its derivative in theta (the points in waves outward from the solved ones); a normal outcome's
+mode is one step. Then
 
     log p(theta | y) ~ log p(theta) + log p(y | x*) + log p(x* | theta) - 1/2 log det H_c
 
