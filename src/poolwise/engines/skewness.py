@@ -33,7 +33,7 @@ import numpy as np
 from .blocks import _triangular
 from .latent import CACHE_CELLS, Conditional, LatentModel, loglik
 
-# cells x rest columns of one dense block when the rest is large (crossed factors)
+# floats of the importance draws drawn at once (the chunks fix which normals each draw gets)
 CHUNK_FLOATS = 20_000_000
 # beyond this many flops (cells x rest^2 x points) the shift is not computed
 MAX_FLOPS = 2e10
@@ -210,9 +210,9 @@ def importance_check(
 
 def shifted(model: LatentModel, cond: Conditional) -> tuple[Conditional, np.ndarray]:
     """The conditional with its modes moved by :func:`mean_shift` (the shifts' means), in
-    batches of points that keep the cells' dense blocks within ``CHUNK_FLOATS``."""
+    batches of points whose cells' arrays (some eight alive at once) stay in the cache."""
     K = cond.x.shape[0]
-    size = max(1, CHUNK_FLOATS // (model.structure.n * (model.structure.m + 2)))
+    size = max(1, CACHE_CELLS // (8 * model.structure.n))
     shift = np.concatenate(
         [mean_shift(model, cond.take(np.arange(a, min(a + size, K)))) for a in range(0, K, size)]
     )
