@@ -184,3 +184,7 @@ def test_refined_grid_reuses_the_coarse_points_exactly(by_rows):
     where = {tuple(r): c for r, c in zip(rows, counts, strict=True)}
     times = np.array([where[tuple(p)] for p in post.points.round(10)])
     assert times.min() == 1 and np.sum(times > 1) <= 1
+    # and is returned exactly as evaluated (to the last bit: a caller holding what it computed
+    # at each point finds it again by its value)
+    exact_rows = {row.tobytes() for row in np.concatenate(evaluated)}
+    assert all(p.tobytes() in exact_rows for p in post.points)

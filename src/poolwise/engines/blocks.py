@@ -380,6 +380,15 @@ class Structure:
                 E[p] -= (c.T @ _block_diag(Dinv[p]) @ c).toarray()
         return Factor(self, D, Dinv, logdet_D, C, _cholesky(E, self.batched), pairs)
 
+    def rest_quadratic(self, M: np.ndarray) -> np.ndarray:
+        """``r_c' M r_c`` for each cell's rest row r_c and symmetric M (K, m, m): (K, cells).
+        The pair pattern holds each pair of a row once (the lower triangle), so M's
+        off-diagonal entries count twice."""
+        idx = np.arange(self.m)
+        low = 2 * np.tril(M)
+        low[:, idx, idx] = M[:, idx, idx]
+        return np.ascontiguousarray((self.PE.T @ low.reshape(len(M), -1).T).T)
+
     def factor(self, W: np.ndarray, Q: Precision) -> Factor:
         """The factor of ``A' diag(W_k) A + Q_k`` at each of the K points."""
         return self._finish(*self._blocks(W), Q)
@@ -473,6 +482,14 @@ class Factor:
         diag = [np.diagonal(lk) for lk in self.L]
         return self.logdet_D + 2 * np.log(diag).sum(axis=1)
 
+    def rest_inverse(self) -> np.ndarray:
+        """``S^-1`` (K, m, m), the Schur complement's inverse at each point."""
+        if isinstance(self.L, np.ndarray):
+            Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
+            return np.swapaxes(Linv, 1, 2) @ Linv
+        low = _inverse_lower(self.L)
+        return low + np.swapaxes(np.tril(low, -1), 1, 2)
+
     def diag_inverse(self) -> np.ndarray:
         """The diagonal of H^-1 (the marginal variances): S^-1's diagonal for the rest, and
         ``diag(D^-1) + g_j' S^-1 g_j`` for the eliminated coefficients (g_j: row j of
@@ -481,8 +498,7 @@ class Factor:
         Dinv = self.Dinv
         own = np.diagonal(Dinv, axis1=2, axis2=3).reshape(K, J * k)
         if self.s.batched:
-            Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
-            Sinv = np.swapaxes(Linv, 1, 2) @ Linv
+            Sinv = self.rest_inverse()
             G = self._Dsolve(self.C)
             quad = ((G @ Sinv) * G).sum(axis=2)
             return self._join(own + quad, np.diagonal(Sinv, axis1=1, axis2=2))

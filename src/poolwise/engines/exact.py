@@ -157,19 +157,22 @@ def fit(
     lo, hi = np.full(d, -START_HALF_WIDTH), np.full(d, START_HALF_WIDTH)
 
     def evaluate(lo, hi, n, known=None):
-        """The grid, and its weights; the points of ``known`` (indices on this grid, log
-        densities: the points of a grid before refinement or before rows were added) are not
-        evaluated again."""
+        """The grid, its points in z and their log densities; the points of ``known`` (indices
+        on this grid, points in z, log densities: the points of a grid before refinement or
+        before rows were added) are not evaluated again, and keep their z exactly as evaluated
+        (a caller that holds what it computed at each point finds it again)."""
         v, h, idx = _grid(lo, hi, n)
         u = np.sinh(v)
+        z = mode + u @ chol.T
         lp = np.full(len(v), np.nan)
         if known is not None:
-            lp[np.ravel_multi_index(tuple(known[0].T), n)] = known[1]
+            at = np.ravel_multi_index(tuple(known[0].T), n)
+            z[at], lp[at] = known[1], known[2]
         new = np.isnan(lp)
-        lp[new] = log_density(mode + u[new] @ chol.T) + np.log(np.cosh(v[new])).sum(axis=1)
-        return v, u, h, idx, lp
+        lp[new] = log_density(z[new]) + np.log(np.cosh(v[new])).sum(axis=1)
+        return v, u, h, idx, z, lp
 
-    v, u, h, idx, lp = evaluate(lo, hi, n)
+    v, u, h, idx, z, lp = evaluate(lo, hi, n)
     w = _weights(lp)
     edge = {}
     for _ in range(MAX_WIDEN):
@@ -196,7 +199,7 @@ def fit(
                 n[i] += rows if widen_by_rows else 0
         if not widened:
             break
-        v, u, h, idx, lp = evaluate(lo, hi, n, None if known is None else (known, lp))
+        v, u, h, idx, z, lp = evaluate(lo, hi, n, None if known is None else (known, z, lp))
         w = _weights(lp)
     if not np.all(np.isfinite(w)):
         raise ValueError("the hyperparameter posterior could not be evaluated on the grid")
@@ -220,7 +223,7 @@ def fit(
                 warnings.append("the quadrature grid could not be refined to full accuracy")
             break
         n = 2 * n - 1
-        v, u, h, idx, lp = evaluate(lo, hi, n, (2 * idx, lp))
+        v, u, h, idx, z, lp = evaluate(lo, hi, n, (2 * idx, z, lp))
         w = _weights(lp)
     keep = w > 1e-14 * w.max()
     info = {
@@ -235,7 +238,7 @@ def fit(
     if not concave:
         warnings.append("the hyperparameter posterior is not concave at its mode: check the priors")
     return GridPosterior(
-        points=mode + u[keep] @ chol.T,
+        points=z[keep],
         weights=w[keep] / w[keep].sum(),
         grid=v[keep],
         spacing=h,

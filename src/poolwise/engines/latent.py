@@ -10,8 +10,9 @@ every coefficient or none sums to zero). ``theta`` holds the free log sds, each 
 correlation coordinates (:mod:`poolwise.engines.correlation`) and the log residual sd of a
 normal outcome. For K points ``theta`` at once, Newton's method (PIRLS)
 finds the mode ``x*`` of ``log p(y | x) + log p(x | theta)`` on the constraint set (projected
-steps), batched over the points, from the mode at the nearest point already solved; a normal
-outcome's mode is one step. Then
+steps), batched over the points, from the mode at the nearest point already solved moved along
+its derivative in theta (the points in waves outward from the solved ones); a normal outcome's
+mode is one step. Then
 
     log p(theta | y) ~ log p(theta) + log p(y | x*) + log p(x* | theta) - 1/2 log det H_c
 
@@ -39,12 +40,22 @@ from .correlation import beyond_range, corr_cholesky
 
 NEWTON_STEPS = 60
 # Newton stops when the squared decrement g' H^-1 g (twice the gain still to come) is this
-# small: the log density is then exact to ~1e-13
+# small (relative to 1 + |f| 1e-3); the gain still to come is added to the log density
 DECREMENT = 1e-12
 # below this squared decrement Newton's quadratic model holds: the full step is taken unchecked
 QUADRATIC = 1e-4
 # warm starts kept (modes of the points solved so far)
 KEEP_MODES = 4096
+# the step in theta of the forward difference that gives the modes' derivatives
+SLOPE_STEP = 1e-6
+# the modes' derivatives move a start from a solved point at most this far in theta
+SLOPE_REACH = 1.0
+# Newton's points go in about this many waves, each of at least WAVE_CELLS cells x points (in
+# smaller ones the calls' overhead outweighs the arrays' work)
+WAVES = 24
+WAVE_CELLS = 1 << 18
+# cells x points whose log likelihoods are best taken at once (the arrays stay in the cache)
+CACHE_CELLS = 1 << 20
 # floats of the arrays of one batch of points (larger sets of points go in batches)
 BATCH_FLOATS = 20_000_000
 # floats of the evaluations held for ``conditional_at``: the 25 points of a central composite
@@ -66,8 +77,11 @@ def _swap(a: np.ndarray, block: int = 256) -> np.ndarray:
     return out
 
 
-def loglik(kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None):
-    """Log likelihood (K,), its derivative and minus its second derivative in eta (K, cells).
+def loglik(
+    kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None, derivatives: bool = True
+):
+    """Log likelihood (K,), its derivative and minus its second derivative in eta (K, cells);
+    the log likelihood alone where not ``derivatives``.
 
     ``binomial``: stats (successes, trials); ``poisson``: (counts,), the exposure in the offset;
     ``normal``: (n, mean, m2) per cell and ``sigma`` (K,).
@@ -81,19 +95,29 @@ def loglik(kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None):
     if kind == "binomial":
         k, n = stats
         e = np.exp(-np.abs(eta))  # one exponential serves softplus(eta) and sigmoid(eta)
-        softplus = np.maximum(eta, 0.0) + np.log1p(e)
-        p = np.where(eta >= 0, 1.0, e) / (1.0 + e)
-        ll = (k * eta - n * softplus).sum(axis=1)
-        return ll, k - n * p, n * p * (1.0 - p)
+        softplus = np.log1p(e)
+        softplus += np.maximum(eta, 0.0)
+        softplus *= n
+        ll = (k * eta - softplus).sum(axis=1)
+        if not derivatives:
+            return ll
+        r = np.add(e, 1.0, out=softplus)
+        np.reciprocal(r, out=r)  # 1 / (1 + e)
+        e *= r  # the smaller of p and 1 - p
+        p = np.where(eta >= 0, r, e)
+        e *= r  # p (1 - p)
+        p *= n
+        return ll, np.subtract(k, p, out=p), np.multiply(n, e, out=e)
     if kind == "poisson":
         (c,) = stats
         mu = np.exp(eta)
-        return (c * eta - mu).sum(axis=1), c - mu, mu
+        ll = (c * eta - mu).sum(axis=1)
+        return (ll, c - mu, mu) if derivatives else ll
     n, mean, m2 = stats
     s2 = (sigma**2)[:, None]
     r = mean - eta
     ll = (-n * np.log(sigma)[:, None] - (m2 + n * r**2) / (2 * s2)).sum(axis=1)
-    return ll, n * r / s2, np.broadcast_to(n / s2, eta.shape)
+    return (ll, n * r / s2, np.broadcast_to(n / s2, eta.shape)) if derivatives else ll
 
 
 @dataclass
@@ -260,6 +284,7 @@ class LatentModel:
         # the latest evaluations of log_marginal: their points and conditionals
         self._evaluated: tuple[list[np.ndarray], list[Conditional]] | None = None
         self._modes: list[np.ndarray] = []
+        self._slopes: list[np.ndarray] = []
 
     def sds(self, theta: np.ndarray) -> np.ndarray:
         """Each term's sd at each point (K, T)."""
@@ -295,7 +320,9 @@ class LatentModel:
         return Precision(q, tuple(coupled))
 
     def _start(self, theta: np.ndarray) -> np.ndarray:
-        """Each point's start: the mode at the nearest point solved so far (else the prior mean)."""
+        """Each point's start: the mode at the nearest point solved so far, moved to first
+        order along its derivative in theta where that point is within ``SLOPE_REACH`` (else
+        the prior mean)."""
         if not self._seen:
             return np.tile(self.prior_mean, (len(theta), 1))
         from scipy.spatial import cKDTree
@@ -304,31 +331,64 @@ class LatentModel:
         if theta.shape[1] == 0:
             return np.tile(self._modes[-1][-1], (len(theta), 1))
         _, nearest = cKDTree(seen).query(theta)
-        return np.concatenate(self._modes)[nearest]
+        delta = theta - seen[nearest]
+        delta[np.abs(delta).max(axis=1) > SLOPE_REACH] = 0.0  # far: the mode itself
+        moved = (np.concatenate(self._slopes)[nearest] @ delta[:, :, None])[:, :, 0]
+        return np.concatenate(self._modes)[nearest] + moved
 
-    def _remember(self, theta: np.ndarray, x: np.ndarray) -> None:
-        ok = np.all(np.isfinite(x), axis=1)
+    def _remember(self, theta: np.ndarray, x: np.ndarray, slopes: np.ndarray) -> None:
+        ok = np.all(np.isfinite(x), axis=1) & np.all(np.isfinite(slopes), axis=(1, 2))
         self._seen.append(theta[ok])
         self._modes.append(x[ok])
+        self._slopes.append(slopes[ok])
         if sum(len(s) for s in self._seen) > KEEP_MODES:
             self._seen, self._modes = self._seen[-1:], self._modes[-1:]
+            self._slopes = self._slopes[-1:]
 
-    def _objective(self, x, Q: Precision, sigma):
+    def _slopes_at(self, theta, x, q: Precision, fac: Factor, V, M) -> np.ndarray:
+        """The modes' derivatives in theta (K, dim, d): ``H^-1 dg/dtheta_i`` on the constraints,
+        the gradient's derivative ``-(dQ/dtheta_i) (x - m)`` by a forward difference of the
+        prior precision (the implicit function theorem at the mode, where g = 0)."""
+        s = self.structure
+        dev = x - self.prior_mean
+        base = s.prior_times(q, dev)
+        dg = np.empty((*x.shape, theta.shape[1]))
+        for i in range(theta.shape[1]):
+            moved = theta.copy()
+            moved[:, i] += SLOPE_STEP
+            dg[:, :, i] = (base - s.prior_times(self.prior_precision(moved), dev)) / SLOPE_STEP
+        out = fac.solve(dg)
+        if V is None:
+            return out
+        return out - V @ np.linalg.solve(M, self.constraints @ out)
+
+    def _objective(self, x, Q: Precision, sigma, eta=None, derivatives=True):
         """The log density at ``x`` (K,), the likelihood's derivative and weights in eta, and
-        the prior's gradient's negative ``Q (x - m)``."""
-        eta = self.offset + self.structure.eta(x)
-        ll, d, w = loglik(self.likelihood, self.stats, eta, sigma)
+        the prior's gradient's negative ``Q (x - m)`` (the log density alone where not
+        ``derivatives``); ``eta``: the cells' linear predictors at ``x`` where known."""
+        if eta is None:
+            eta = self.offset + self.structure.eta(x)
         dev = x - self.prior_mean
         Qdev = self.structure.prior_times(Q, dev)
-        return ll - 0.5 * (dev * Qdev).sum(axis=1), d, w, Qdev
+        prior = -0.5 * (dev * Qdev).sum(axis=1)
+        if not derivatives:
+            return loglik(self.likelihood, self.stats, eta, sigma, False) + prior
+        ll, d, w = loglik(self.likelihood, self.stats, eta, sigma)
+        return ll + prior, d, w, Qdev
 
-    def _constrain(self, fac: Factor, K: int):
-        """V = H^-1 C' and M = C V at each point (None without constraints)."""
+    def _constrain(self, fac: Factor, K: int, g: np.ndarray | None = None):
+        """V = H^-1 C' and M = C V at each point (None without constraints), and ``H^-1 g``
+        where ``g`` (K, dim) is given, in the same solve."""
         C = self.constraints
-        if C is None:
+        rhs = [] if C is None else [np.broadcast_to(C.T, (K, *C.T.shape))]
+        if g is not None:
+            rhs.append(g[:, :, None])
+        if not rhs:
             return None, None
-        V = fac.solve(np.broadcast_to(C.T, (K, *C.T.shape)).copy())
-        return V, C @ V
+        sol = fac.solve(np.concatenate(rhs, axis=2))
+        V = None if C is None else np.ascontiguousarray(sol[:, :, : len(C)])
+        M = None if C is None else C @ V
+        return (V, M) if g is None else (V, M, sol[:, :, -1])
 
     def _project(self, step: np.ndarray, V, M) -> np.ndarray:
         """The Newton step restricted to the constraints (C step = 0)."""
@@ -339,28 +399,35 @@ class LatentModel:
 
     def _newton(self, theta, q, sigma):
         """The mode by damped, projected Newton steps (binomial, Poisson), each point stepping
-        until its own decrement is small (the points still moving form the batch); the factor
-        is then formed at every point's mode."""
+        until its own decrement is small (the points still moving form the batch), its factor
+        the one at its mode (where it stopped)."""
         s = self.structure
         x = self._start(theta)
-        f_end, w_end = np.empty(len(theta)), None
+        f_end = np.empty(len(theta))
         moving = np.arange(len(theta))
-        last = None
-        for _ in range(NEWTON_STEPS):
+        parts = []  # the points that stopped at each step, and their factors
+        for it in range(NEWTON_STEPS):
             Qa = q.take(moving)
             f, d, w, Qdev = self._objective(x[moving], Qa, sigma)
             fac = s.factor(w, Qa)
-            V, M = self._constrain(fac, len(moving))
             g = s.gradient(d) - Qdev
-            step = self._project(fac.solve(g), V, M)
+            V, M, step = self._constrain(fac, len(moving), g)
+            step = self._project(step, V, M)
             decrement = (g * step).sum(axis=1)
-            if w_end is None:
-                w_end = np.empty((len(theta), w.shape[1]))
-            f_end[moving], w_end[moving] = f, w
-            last = (moving, fac, V, M)
-            done = decrement < DECREMENT * (1 + np.abs(f) * 1e-3)
+            # the gain still to come added: the mode's log density to O(decrement^2)
+            f_end[moving] = f + 0.5 * decrement
+            # at least one step: the factor then sits at a mode exact to O(decrement^2), not
+            # O(decrement) (its log determinant smooth in theta, for the differences of the
+            # modes' searches)
+            small = decrement < DECREMENT * (1 + np.abs(f) * 1e-3)
+            done = (small & (it > 0)) | (it == NEWTON_STEPS - 1)
             if done.all():
+                parts.append((moving, fac, V, M))
                 break
+            if done.any():
+                at = np.flatnonzero(done)
+                kept = [None if a is None else a[at] for a in (V, M)]
+                parts.append((moving[at], fac.take(at), *kept))
             keep = ~done
             moving, f, step, Qa = moving[keep], f[keep], step[keep], Qa.take(keep)
             xa = x[moving]
@@ -370,17 +437,21 @@ class LatentModel:
             t = np.ones(len(moving))
             for _ in range(40):  # halve the step where the objective falls
                 new = xa + t[:, None] * step
-                f_new = self._objective(new, Qa, sigma)[0]
+                f_new = self._objective(new, Qa, sigma, derivatives=False)
                 worse = ~(f_new >= f - 1e-12 * np.abs(f))
                 if not worse.any():
                     break
                 t[worse] /= 2
             x[moving] = new
-        self._remember(theta, x)
-        moving, fac, V, M = last
-        if len(moving) < len(theta):  # some points stopped earlier: the factor at every mode
-            fac = s.factor(w_end, q)
-            V, M = self._constrain(fac, len(theta))
+        stopped, fac, V, M = parts[0]
+        if len(parts) > 1:
+            stopped = np.concatenate([p[0] for p in parts])
+            back = np.argsort(stopped)
+            fac = Factor.concat([p[1] for p in parts]).take(back)
+            if V is not None:
+                V = np.concatenate([p[2] for p in parts])[back]
+                M = np.concatenate([p[3] for p in parts])[back]
+        self._remember(theta, x, self._slopes_at(theta, x, q, fac, V, M))
         return x, f_end, fac, V, M
 
     def _gaussian(self, q, sigma):
@@ -405,13 +476,30 @@ class LatentModel:
     def conditional(self, theta: np.ndarray) -> Conditional:
         """The mode and curvature of the effects at each point of ``theta`` (K, d), in batches
         of points whose arrays fit ``BATCH_FLOATS``."""
-        return Conditional.concat(self._batches(theta))
+        parts = self._batches(theta)
+        cond = Conditional.concat([c for _, c in parts])
+        order = np.concatenate([i for i, _ in parts])
+        return cond if np.all(order[1:] > order[:-1]) else cond.take(np.argsort(order))
 
-    def _batches(self, theta: np.ndarray) -> list[Conditional]:
-        """:meth:`conditional` batch by batch (not joined: a large factor is not copied)."""
+    def _batches(self, theta: np.ndarray) -> list[tuple[np.ndarray, Conditional]]:
+        """:meth:`conditional` batch by batch, each with its points' indices (not joined: a
+        large factor is not copied). Newton's points go in waves of ``1 / WAVES`` of them (at
+        least ``WAVE_CELLS`` cells x points), those nearest the points solved so far first, so
+        that each starts from a near neighbour's mode."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         size = max(1, BATCH_FLOATS // self.structure.point_size)
-        return [self._conditional(theta[i : i + size]) for i in range(0, max(len(theta), 1), size)]
+        if self.likelihood != "normal" and theta.shape[1]:
+            size = min(size, max(WAVE_CELLS // self.structure.n, -(-len(theta) // WAVES)))
+        left, out = np.arange(len(theta)), []
+        while left.size or not out:
+            if self._seen and left.size > size:
+                from scipy.spatial import cKDTree
+
+                far = cKDTree(np.concatenate(self._seen)).query(theta[left])[0]
+                left = left[np.argsort(far, kind="stable")]
+            out.append((left[:size], self._conditional(theta[left[:size]])))
+            left = left[size:]
+        return out
 
     def conditional_at(self, theta: np.ndarray) -> Conditional:
         """:meth:`conditional` at points of ``theta`` (K, d), taken from the evaluations of
@@ -433,11 +521,10 @@ class LatentModel:
             for k, i in enumerate(missing):
                 found[i] = (len(conds) - 1, k)
         part, k = np.array(found).T
-        order = np.argsort(part, kind="stable")
-        taken = [conds[p].take(k[part == p]) for p in np.unique(part)]
-        back = np.empty(len(theta), dtype=np.int64)
-        back[order] = np.arange(len(theta))
-        return Conditional.concat(taken).take(back)
+        used = np.unique(part)  # the evaluations joined whole, the points taken once
+        start = np.zeros(len(conds), dtype=np.int64)
+        start[used] = np.cumsum([0] + [len(conds[p].x) for p in used[:-1]])
+        return Conditional.concat([conds[p] for p in used]).take(start[part] + k)
 
     def _hold(self, theta: np.ndarray, cond: Conditional) -> None:
         """Hold an evaluation for :meth:`conditional_at`, the oldest let go beyond the budget."""
@@ -479,11 +566,11 @@ class LatentModel:
         """The effects' prior precision at each point of ``theta`` (K, d)."""
         return self._precision(self.sds(theta), self.correlation_factors(theta))
 
-    def log_joint(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    def log_joint(self, x: np.ndarray, theta: np.ndarray, eta: np.ndarray | None = None):
         """``log p(y | x) + log p(x | theta)`` up to a constant in x, at rows of ``x`` (K, dim)
-        and ``theta`` (K, d)."""
+        and ``theta`` (K, d); ``eta``: the cells' linear predictors at ``x`` where known."""
         sigma = None if self.sigma_index is None else np.exp(theta[:, self.sigma_index])
-        return self._objective(x, self.prior_precision(theta), sigma)[0]
+        return self._objective(x, self.prior_precision(theta), sigma, eta, derivatives=False)
 
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
@@ -505,11 +592,11 @@ class LatentModel:
                     with contextlib.suppress(np.linalg.LinAlgError):
                         out[k] = self.conditional(theta[k : k + 1]).log_marginal[0]
                 return out
-        start = 0
-        for cond in parts:
-            self._hold(theta[start : start + len(cond.x)], cond)
-            start += len(cond.x)
-        return np.concatenate([cond.log_marginal for cond in parts])
+        out = np.empty(len(theta))
+        for at, cond in parts:
+            self._hold(theta[at], cond)
+            out[at] = cond.log_marginal
+        return out
 
     @property
     def differentiable(self) -> bool:

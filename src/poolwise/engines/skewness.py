@@ -30,9 +30,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from .latent import Conditional, LatentModel, loglik
+from .latent import CACHE_CELLS, Conditional, LatentModel, loglik
 
-# cells x rest columns of one dense block when the rest is large (crossed factors)
+# floats of the importance draws drawn at once (the chunks fix which normals each draw gets)
 CHUNK_FLOATS = 20_000_000
 # beyond this many flops (cells x rest^2 x points) the shift is not computed
 MAX_FLOPS = 2e10
@@ -49,8 +49,14 @@ def third_derivative(kind: str, stats: tuple, eta: np.ndarray) -> np.ndarray:
     """
     if kind == "binomial":
         _, n = stats
-        p = 0.5 * (1.0 + np.tanh(eta / 2))  # the logistic without overflow
-        return -n * p * (1.0 - p) * (1.0 - 2.0 * p)
+        # with t = tanh(eta / 2) = 2 p - 1 (the logistic without overflow), p (1 - p) = (1 -
+        # t^2) / 4: the third derivative -n p (1 - p) (1 - 2 p) is n t (1 - t^2) / 4
+        t = np.tanh(0.5 * eta)
+        out = np.square(t)
+        np.subtract(1.0, out, out=out)
+        out *= t
+        out *= 0.25 * n
+        return out
     if kind == "poisson":
         return -np.exp(eta)
     return np.zeros_like(eta)
@@ -58,43 +64,58 @@ def third_derivative(kind: str, stats: tuple, eta: np.ndarray) -> np.ndarray:
 
 def eta_variances(model: LatentModel, cond: Conditional) -> np.ndarray:
     """``Var(eta_i)`` given theta at each of the conditional's K points (K, cells), the zero-sum
-    constraints included."""
+    constraints included.
+
+    The rest's part ``|L^-1 u_c|^2`` with ``u_c = r_c - C_j' y_c`` (``y_c = D_j^-1 v_c``) is the
+    quadratic form ``u_c' S^-1 u_c``, expanded so that no (cells x rest) block is formed:
+    ``r_c' S^-1 r_c`` (the rest's pair pattern against ``S^-1``), ``- 2 y_c' (C S^-1)_j r_c``
+    (the rest's nonzeros against ``C S^-1``) and ``y_c' (C S^-1 C')_jj y_c`` (one k x k block a
+    level): O(levels x rest^2) a point, not O(cells x rest^2)."""
     s = model.structure
     f = cond.factor
-    K = cond.x.shape[0]
-    if not s.unit:
-        first = np.zeros((K, s.n))
-        y = np.zeros((K, s.n, 1))
-        codes, k = np.zeros(s.n, int), 1
-    else:
+    Sinv = f.rest_inverse()
+    var = s.rest_quadratic(Sinv)  # r_c' S^-1 r_c
+    if s.unit:
         # a cell's part in the eliminated unit: its k values v at its level j; D_j^-1 v
-        codes, k = s.terms[s.unit[0]].codes, s.k
+        codes = s.terms[s.unit[0]].codes
         V = np.stack([s.terms[i].values.astype(float) for i in s.unit], axis=1)  # (n, k)
-        y = (f.Dinv[:, codes] @ V[None, :, :, None])[..., 0]  # (K, n, k)
-        first = (y * V).sum(axis=2)
-    if s.batched:
-        C = f.C.reshape(K, -1, k, s.m) if s.unit else np.zeros((K, 1, k, s.m))
-        u = s.R_dense[None] - (y[..., None] * C[:, codes]).sum(axis=2)
-        rest = (np.linalg.solve(f.L, np.swapaxes(u, 1, 2)) ** 2).sum(axis=1)
-    else:
-        from scipy.linalg import solve_triangular
-
-        rest = np.empty((K, s.n))
-        step = max(1, CHUNK_FLOATS // s.m)
-        for p in range(K):
-            for a in range(0, s.n, step):
-                rows = slice(a, a + step)
-                c = sum(
-                    f.C[p][codes[rows] * k + i].multiply(y[p, rows, i][:, None]) for i in range(k)
-                )
-                u = (s.R[rows] - c).toarray()
-                rest[p, rows] = (solve_triangular(f.L[p], u.T, lower=True) ** 2).sum(axis=0)
-    var = first + rest
+        y = np.einsum("pcab,cb->pca", f.Dinv[:, codes], V)  # (K, n, k)
+        var += np.einsum("pca,ca->pc", y, V)
+        # the points at once where C is dense, else one by one
+        parts = (
+            [(slice(None), f.C)]
+            if s.batched
+            else [(slice(p, p + 1), c.toarray()[None]) for p, c in enumerate(f.C)]
+        )
+        for p, C in parts:
+            var[p] += _cross_terms(s, codes, C, Sinv[p], y[p])
     if cond.V is not None:
         av = np.stack([s.eta(cond.V[:, :, r]) for r in range(cond.V.shape[2])], axis=1)
-        half = np.linalg.solve(np.linalg.cholesky(cond.M), av)
+        half = np.linalg.inv(np.linalg.cholesky(cond.M)) @ av
         var = var - (half**2).sum(axis=1)
     return np.maximum(var, 0.0)
+
+
+def _cross_terms(s, codes: np.ndarray, C: np.ndarray, Sinv: np.ndarray, y: np.ndarray):
+    """``y_c' (C S^-1 C')_jj y_c - 2 y_c' (C S^-1)_j r_c`` of every cell c (in level j) at K
+    points: C (K, J k, m) dense, S^-1 (K, m, m), y (K, cells, k); a cell's rest row r_c holds
+    its covariates and its level of each term left in the rest."""
+    K, k, m = len(C), s.k, s.m
+    T = C @ Sinv  # (K, J k, m)
+    G = np.einsum("pjam,pjbm->pjab", T.reshape(K, -1, k, m), C.reshape(K, -1, k, m))
+    out = np.einsum("pca,pcab,pcb->pc", y, G[:, codes], y)
+    pos = np.zeros(s.dim, dtype=np.int64)
+    pos[s.rest] = np.arange(m)  # where each coefficient sits in the rest
+    rest = [(s.X[:, i], pos[i]) for i in range(s.p)]
+    rest += [
+        (t.values, pos[s.offsets[i] + t.codes]) for i, t in enumerate(s.terms) if i not in s.unit
+    ]
+    flat = T.reshape(K, -1)
+    for a in range(k):
+        row = (codes * k + a) * m
+        Tr = sum(values * flat[:, row + col] for values, col in rest)  # (C S^-1)_ja r_c
+        out -= 2 * y[:, :, a] * Tr
+    return out
 
 
 def covariance_times(cond: Conditional, g: np.ndarray) -> np.ndarray:
@@ -160,11 +181,13 @@ def importance_check(
     rng = np.random.default_rng([seed, 15])
     s = model.structure
     sigma = None if model.sigma_index is None else np.exp(theta[:, model.sigma_index])
-    _, _, w = loglik(model.likelihood, model.stats, model.offset + s.eta(cond.x), sigma)
+    eta = model.offset + s.eta(cond.x)
+    _, _, w = loglik(model.likelihood, model.stats, eta, sigma)
     q = model.prior_precision(theta)
-    top = model.log_joint(cond.x, theta)[0]
+    top = model.log_joint(cond.x, theta, eta)[0]
     logw = np.empty(draws)
     step = max(1, CHUNK_FLOATS // max(s.n, s.dim))  # draws whose arrays fit at once
+    part = max(1, CACHE_CELLS // max(s.n, s.dim))  # ... and stay in the cache
     for a in range(0, draws, step):
         r = min(step, draws - a)
         # one solve with every draw as a column
@@ -172,18 +195,21 @@ def importance_check(
         if cond.V is not None:
             lam = np.linalg.solve(cond.M[0], cond.constraints @ u.T)
             u = u - (cond.V[0] @ lam).T
-        quad = (w * s.eta(u) ** 2).sum(axis=1) + (u * s.prior_times(q, u)).sum(axis=1)
-        joint = model.log_joint(cond.x + u, np.repeat(theta, r, axis=0))
-        logw[a : a + r] = joint - top + 0.5 * quad
+        for b in range(0, r, part):
+            ub = u[b : b + part]
+            eta_u = s.eta(ub)
+            quad = (w * eta_u**2).sum(axis=1) + (ub * s.prior_times(q, ub)).sum(axis=1)
+            joint = model.log_joint(cond.x + ub, np.repeat(theta, len(ub), axis=0), eta + eta_u)
+            logw[a + b : a + b + len(ub)] = joint - top + 0.5 * quad
     khat = array_stats.pareto_khat(logw[None], log_weights=True, tail="right")
     return float(khat), float(logsumexp(logw) - np.log(draws))
 
 
 def shifted(model: LatentModel, cond: Conditional) -> tuple[Conditional, np.ndarray]:
     """The conditional with its modes moved by :func:`mean_shift` (the shifts' means), in
-    batches of points that keep the cells' dense blocks within ``CHUNK_FLOATS``."""
+    batches of points whose cells' arrays (some eight alive at once) stay in the cache."""
     K = cond.x.shape[0]
-    size = max(1, CHUNK_FLOATS // (model.structure.n * (model.structure.m + 2)))
+    size = max(1, CACHE_CELLS // (8 * model.structure.n))
     shift = np.concatenate(
         [mean_shift(model, cond.take(np.arange(a, min(a + size, K)))) for a in range(0, K, size)]
     )
