@@ -54,10 +54,12 @@ def rule_checks(c: Any, rule: str, is_float: bool) -> dict[str, Any]:
     return checks
 
 
-def family_checks(family: Family, columns: dict[str, str]) -> dict[str, Any]:
-    """The family's checks of rows that involve several roles, keyed ``role__check<i>``."""
+def family_checks(family: Family, columns: dict[str, str], column: Any = None) -> dict[str, Any]:
+    """The family's checks of rows that involve several roles, keyed ``role__check<i>``
+    (``column``: a column's expression by name, ``nw.col`` by default)."""
+    column = column or nw.col
     return {
-        f"{check.role}__check{i}": check.bad(lambda role: nw.col(columns[role]))
+        f"{check.role}__check{i}": check.bad(lambda role: column(columns[role]))
         for i, check in enumerate(family.row_checks)
     }
 
@@ -70,6 +72,96 @@ def count_rows(frame, checks: dict[str, Any]) -> tuple[int, dict[str, int]]:
     counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(np.int64).to_dict()
     rows = int(counts.pop("__rows"))
     return rows, {key: int(count) for key, count in counts.items() if count}
+
+
+class Values(np.ndarray):
+    """A column held in memory, as a numpy array with the expression methods that the row checks
+    call besides numpy's operators and ``round``: the checks, written once for ``nw.col``, also
+    evaluate on it (see :class:`InMemory`).
+
+    Example
+    -------
+    >>> c = np.array([1.0, np.nan, 2.5]).view(Values)
+    >>> ((c != c.round(0)) & c.is_finite()).tolist(), c.is_null().tolist()
+    ([False, False, True], [False, True, False])
+    """
+
+    def is_null(self) -> np.ndarray:
+        return pd.isna(np.asarray(self))
+
+    def is_finite(self) -> np.ndarray:
+        return np.isfinite(np.asarray(self))
+
+
+class InMemory:
+    """The rows of a pandas frame, checked and grouped by numpy: on rows already in memory a
+    translated expression costs far more than the operation itself. The same checks and the same
+    table as :func:`count_rows` and :func:`group_rows` (the keys' groups in sorted order).
+
+    Example
+    -------
+    >>> frame = nw.from_native(pd.DataFrame({"g": ["b", "a", "b"], "k": [1, 2, 3]}))
+    >>> rows = InMemory.of(frame)
+    >>> rows.count({"neg": rows.col("k") < 2})
+    (3, {'neg': 1})
+    >>> rows.group(["g"], Layout({"k": "count"}, "sums"), {"k": "k"}).to_dict("list")
+    {'g': ['a', 'b'], '__rows': [1, 2], '__k': [2, 4]}
+    """
+
+    def __init__(self, native: pd.DataFrame) -> None:
+        self.native = native
+        self.columns: dict[str, Values] = {}
+
+    @classmethod
+    def of(cls, frame: Any) -> InMemory | None:
+        """The rows of ``frame`` where pandas holds them (None for other engines)."""
+        if not isinstance(frame, nw.DataFrame) or not frame.implementation.is_pandas():
+            return None
+        native = frame.to_native()
+        return cls(native) if native.columns.is_unique else None
+
+    def col(self, name: str) -> Values:
+        """Column ``name``'s values (``nw.col``'s counterpart)."""
+        if name not in self.columns:
+            self.columns[name] = np.asarray(self.native[name].to_numpy()).view(Values)
+        return self.columns[name]
+
+    def count(self, checks: dict[str, Any]) -> tuple[int, dict[str, int]]:
+        """:func:`count_rows` of checks made of :meth:`col`'s values."""
+        counts = {key: int(np.count_nonzero(e)) for key, e in checks.items()}
+        return len(self.native), {key: count for key, count in counts.items() if count}
+
+    def group(self, keys: list[str], lay: Layout, columns: dict[str, str]) -> pd.DataFrame | None:
+        """:func:`group_rows`, sorted by the keys; None where numpy cannot stand in: a key that
+        pandas holds as a category or as Python objects, a layout other than sums and moments."""
+        if lay.reduction not in ("sums", "moments"):
+            return None
+        codes = np.zeros(len(self.native), dtype=np.int64)
+        for key in keys:
+            dtype = self.native[key].dtype
+            if not (isinstance(dtype, np.dtype) and dtype.kind in "biuf") and not (
+                isinstance(dtype, pd.StringDtype)
+            ):
+                return None
+            inverse, unique = pd.factorize(self.native[key], sort=True)
+            codes = codes * len(unique) + inverse
+        present, first, codes = np.unique(codes, return_index=True, return_inverse=True)
+        table = {key: self.native[key].iloc[first].reset_index(drop=True) for key in keys}
+        table["__rows"] = np.bincount(codes, minlength=present.size)
+        # pandas' own sums, mean and variance (compensated), as the engine's group-by has them
+        if lay.reduction == "moments":
+            (y,) = columns.values()
+            grouped = pd.Series(np.asarray(self.col(y))).groupby(codes)
+            table |= {"__mean": grouped.mean(), "__var": grouped.var(ddof=0)}
+        else:
+            for role, c in columns.items():
+                x = np.asarray(self.col(c))
+                table[f"__{role}"] = (
+                    np.bincount(codes, x, present.size).astype(x.dtype)  # exact below 2^53
+                    if x.dtype.kind in "iu"
+                    else pd.Series(x).groupby(codes).sum()
+                )
+        return pd.DataFrame({k: np.asarray(v) for k, v in table.items()})
 
 
 def row_check_message(check: RowCheck, columns: dict[str, str], count: int, rows: int) -> str:

@@ -8,6 +8,7 @@ from formulae import design_matrices
 from poolwise.glmm.cells import reduce_cells
 from poolwise.glmm.design import build_design
 from poolwise.glmm.formula import parse_formula
+from poolwise.rows import InMemory
 
 
 @pytest.mark.parametrize(
@@ -50,3 +51,51 @@ def test_group_codes_are_formulae_levels(rhs):
         np.testing.assert_array_equal(present[t.codes], dense.argmax(axis=1))
         np.testing.assert_allclose(t.values, np.asarray(term.expr.data, float).reshape(-1))
     np.testing.assert_allclose(design.X, np.asarray(ref.common.design_matrix))
+
+
+@pytest.mark.parametrize(
+    ("formula", "options"),
+    [
+        ("p(k, n) ~ 1 + x + (1|a) + (1|b)", {}),
+        ("c ~ x + (1|a:b)", {"exposure": "w"}),
+        ("c ~ x + (1|b)", {"family": "poisson"}),
+        ("y ~ x + f + (1 + x|a)", {}),
+        ("k01 ~ x + (1|t)", {"family": "bernoulli"}),
+    ],
+)
+def test_pandas_cells_are_the_engines(formula, options, monkeypatch):
+    """A pandas frame's cells, checked and grouped by numpy, are those the engine's path makes
+    of the same rows (pandas through narwhals): keys, order, statistics, dtypes; and bad rows
+    get the same messages."""
+    rng = np.random.default_rng(7)
+    n = 200
+    df = pd.DataFrame(
+        {
+            "a": rng.choice(["u", "v", "w"], n),
+            "b": rng.integers(0, 4, n),
+            "t": rng.random(n) < 0.5,
+            "f": rng.choice([0.5, 1.5], n),
+            "x": rng.integers(0, 3, n).astype(float),
+            "n": rng.integers(5, 9, n),
+            "w": rng.random(n) + 0.5,
+            "y": rng.normal(size=n),
+        }
+    )
+    df["k"] = rng.binomial(df["n"], 0.3)
+    df["c"] = rng.poisson(2.0, n)
+    df["k01"] = (df["k"] > 2).astype(int)
+    bad = df.assign(x=df["x"].where(df.index % 7 > 0), k=df["k"] + 9 * (df.index == 3))
+    bad.loc[5, "c"] = -1
+    spec = parse_formula(formula, **options)
+
+    def cells_and_message():
+        with pytest.raises(ValueError) as err:
+            reduce_cells(bad, spec)
+        return reduce_cells(df, spec), str(err.value)
+
+    ours, message = cells_and_message()
+    monkeypatch.setattr(InMemory, "of", classmethod(lambda cls, frame: None))
+    theirs, engine_message = cells_and_message()
+    pd.testing.assert_frame_equal(ours.table, theirs.table, check_exact=True)
+    assert ours.n_rows == theirs.n_rows == n
+    assert message == engine_message
