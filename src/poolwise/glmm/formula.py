@@ -7,6 +7,7 @@ inside expressions too) and which it must add up (the response, the exposure).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -127,10 +128,13 @@ def is_formula(spec: object) -> bool:
     >>> is_formula("y ~ 1 + (1|g)"), is_formula("~/visits.csv"), is_formula("data~1.csv")
     (True, False, False)
     """
-    if not isinstance(spec, str):
-        return False
+    return isinstance(spec, str) and _reads_as_formula(spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_as_formula(text: str) -> bool:
     try:
-        return describe(spec).response is not None
+        return describe(text).response is not None
     except ValueError:
         return False
 
@@ -299,6 +303,12 @@ def parse_formula(
             )
     if exposure is not None and not isinstance(exposure, str):
         raise TypeError(f"exposure: expected a column name (str), got {type(exposure).__name__}")
+    return _parse(formula, family, exposure)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(formula: str, family: str | None, exposure: str | None) -> FormulaSpec:
+    """:func:`parse_formula` of arguments already checked (the same formula is read once)."""
     desc = describe(formula)
     rhs = expand_double_bars(formula).split("~", 1)[1]
     if desc.response is None:
