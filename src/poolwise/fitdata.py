@@ -7,6 +7,7 @@ verbs (plots, ranks, simulate, report) read them, and the result classes of
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,80 @@ if TYPE_CHECKING:
 # groups per chunk of theta draws, each chunk with its own random stream: a group's draws do not
 # depend on how many groups are drawn with it
 THETA_CHUNK = 4096
+
+
+class Deferred(Mapping):
+    """Draws made at their first use: ``make()`` returns every one of ``names`` at once,
+    ``ready`` holds those made already. A fit whose tables come from quadrature keeps its draws
+    (for ranks, plots and ``to_arviz``) unmade until something reads one of them; made, they are
+    the same numbers.
+
+    Example
+    -------
+    >>> d = Deferred(["a", "b"], lambda: {"a": np.zeros(2), "b": np.ones(2)}, {"b": np.ones(2)})
+    >>> d["b"].tolist(), d.made, d["a"].tolist(), d.made
+    ([1.0, 1.0], False, [0.0, 0.0], True)
+    """
+
+    def __init__(
+        self,
+        names: Iterable[str],
+        make: Callable[[], dict[str, np.ndarray]],
+        ready: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        self._names = tuple(names)
+        self._make: Callable[[], dict[str, np.ndarray]] | None = make
+        self._ready = dict(ready or {})
+        self._all: dict[str, np.ndarray] | None = None
+
+    @property
+    def ready(self) -> tuple[str, ...]:
+        """The names whose draws are at hand without making the rest."""
+        return tuple(self._all or self._ready)
+
+    @property
+    def made(self) -> bool:
+        """Whether the draws have been made."""
+        return self._all is not None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._ready:
+            return self._ready[name]
+        if name not in self._names:
+            raise KeyError(name)
+        if self._all is None:
+            assert self._make is not None
+            self._all, self._make = self._make(), None
+        return self._all[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"Deferred({list(self._names)!r}, made={self.made})"
+
+
+def pick(
+    draws: Mapping[str, np.ndarray],
+    names: Iterable[str],
+    shape: Callable[[np.ndarray], np.ndarray] = np.asarray,
+) -> Mapping[str, np.ndarray]:
+    """The draws of ``names``, each through ``shape``: a dict, or a :class:`Deferred` (made when
+    first read) where ``draws`` are one.
+
+    Example
+    -------
+    >>> pick({"a": np.zeros((1, 2)), "b": 1}, ["a"], lambda x: x.reshape(-1))
+    {'a': array([0., 0.])}
+    """
+    names = list(names)
+    if not isinstance(draws, Deferred):
+        return {k: shape(draws[k]) for k in names}
+    ready = {k: shape(draws[k]) for k in names if k in draws.ready}
+    return Deferred(names, lambda: {k: shape(draws[k]) for k in names}, ready)
 
 
 @dataclass(frozen=True)

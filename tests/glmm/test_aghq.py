@@ -178,6 +178,29 @@ def test_tables_are_the_quadratures_not_the_draws():
     assert not rows.loc["a"].equals(rows.loc["c"])
 
 
+def test_draws_are_made_when_first_read():
+    """The fit returns before its level draws (the tables need none): they are made, from the
+    same random stream, when a verb first reads them, and the same numbers whichever is read
+    first; the sd's draws (the boundary note reads them) are there at once."""
+    df = pd.DataFrame(
+        {"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": [10] * 6}
+    )
+    one, two = (
+        pw.fit("p(k, n) ~ 1 + x + (1|g)", data=df, method="laplace", seed=5) for _ in range(2)
+    )
+    assert not one.hyper_draws.made and not one.draws.made
+    assert "1|g_sigma" in one.hyper_draws.ready
+    sd = one.hyper_draws["1|g_sigma"]
+    assert not one.hyper_draws.made
+    intercept = one.hyper_draws["Intercept"]
+    assert one.hyper_draws.made and intercept.shape == (4000,)
+    effects = two.draws["1|g"][0]  # the other fit reads its levels first
+    np.testing.assert_array_equal(two.draws["Intercept"][0], intercept)
+    np.testing.assert_array_equal(two.hyper_draws["1|g_sigma"], sd)
+    np.testing.assert_array_equal(one.draws["1|g"][0], effects)
+    assert np.abs(effects.sum(axis=1)).max() < 1e-12  # zero-sum deviations
+
+
 def test_tables_match_a_direct_integral():
     """Three levels, independent effects (as written): every posterior mean, sd and one level's
     HDI against a direct sum over (intercept, log sd, effect) on a dense grid (the effect as sd

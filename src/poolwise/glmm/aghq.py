@@ -51,7 +51,7 @@ from ..engines.aghq import (
 )
 from ..engines.exact import GridPosterior
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
-from ..fitdata import RegressionData
+from ..fitdata import Deferred, RegressionData
 from ..mixture import prune
 from ..priors import Flat, Normal
 from .laplace import _cell_variance, _mixture_rows, mixture_record
@@ -188,7 +188,7 @@ def fit_aghq(
         rows,
         summaries,
         {gterm.name: (post.sds, post.weights)},
-        {k: v[None] for k, v in samples.items()},
+        samples,
         hdi_prob=hdi_prob,
         seed=seed,
         method="laplace",
@@ -411,12 +411,11 @@ def _tables(prep: Prepared, post: SdPosterior, hdi_prob: float, nodes: int):
     return rows, {gterm.name: (tm, tsd, tlo, thi)}
 
 
-def _sample(
-    prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Draws of the common effects, the group sd (when it has a prior) and the level effects
-    (draws, J): the sd within its grid's cells, beta from its Gaussian there, every level's
-    effect exactly from its conditional."""
+def _sample(prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator) -> Deferred:
+    """Draws (1, draws, ...) of the common effects, the group sd (when it has a prior) and the
+    level effects (1, draws, J): the sd within its grid's cells, beta from its Gaussian there,
+    every level's effect exactly from its conditional. The sd's are drawn now (the fit's notes
+    read them), the rest from the same stream when first read."""
     plan, gterm = prep.plan, prep.design.groups[0]
     term = plan.terms[0]
     if term.sd is not None:
@@ -428,18 +427,20 @@ def _sample(
         grid = post.grid
         v = post.v[at] + (rng.random(draws) - 0.5) * grid.spacing[0]
         sd_draws = np.exp(grid.mode[0] + np.sinh(v) * grid.chol[0, 0])
-    modes, chols = post.mode[at], _chol_cov(post.hessian)[at]
-    beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
-    effects = sample_levels(post.model, beta, sd_draws, rng, start=post.level_starts(at, beta))
-    if term.zero_sum:
-        shift = effects.mean(axis=1)
-        beta[:, plan.intercept] += shift
-        effects -= shift[:, None]
-    out = {name: beta[:, i] for i, name in enumerate(plan.common)}
-    if term.sd is None:
-        out[gterm.sigma_name] = sd_draws
-    out[gterm.name] = effects
-    return out
+    ready = {} if term.sd is not None else {gterm.sigma_name: sd_draws[None]}
+
+    def make() -> dict[str, np.ndarray]:
+        modes, chols = post.mode[at], _chol_cov(post.hessian)[at]
+        beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
+        effects = sample_levels(post.model, beta, sd_draws, rng, start=post.level_starts(at, beta))
+        if term.zero_sum:
+            shift = effects.mean(axis=1)
+            beta[:, plan.intercept] += shift
+            effects -= shift[:, None]
+        out = {name: beta[None, :, i] for i, name in enumerate(plan.common)}
+        return out | ready | {gterm.name: effects[None]}
+
+    return Deferred([*plan.common, *ready, gterm.name], make, ready)
 
 
 def _chol_cov(hessian: np.ndarray) -> np.ndarray:

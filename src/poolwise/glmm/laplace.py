@@ -46,7 +46,7 @@ from ..engines.skewness import (
     shifted,
 )
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
-from ..fitdata import RegressionData
+from ..fitdata import RegressionData, pick
 from ..intervals import hdi_names, hdi_normal
 from ..mixture import Mixture, prune
 from ..priors import Flat, Normal
@@ -674,14 +674,11 @@ def mixture_record(
         n_rows=prep.cells.n_rows,
         seed=int(seed),
         observed=dict(prep.cells.stats()),
-        hyper_draws={k: draws[k].reshape(-1) for k in keep_rows},
+        hyper_draws=pick(draws, keep_rows, lambda a: a.reshape(-1)),
         warnings=tuple(messages),
         info=info,
         formula=prep.formula,
-        draws={
-            **{k: draws[k] for k in keep_rows},
-            **{t.name: draws[t.name] for t in design.groups},
-        },
+        draws=pick(draws, [*keep_rows, *(t.name for t in design.groups)]),
         coords={t.name: t.levels for t in design.groups},
         design=design,
         plan=plan,
