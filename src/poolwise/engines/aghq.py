@@ -198,8 +198,10 @@ def level_modes(
         new = br + step
         bisect = ((new <= low) | (new >= high)) & np.isfinite(low + high)
         new = np.where(bisect, 0.5 * (low + high), new)
-        # (a bisection converges only linearly: Newton's step decides)
-        moving = np.any(bisect | (np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br))), axis=1)
+        # (a bisection converges only linearly: Newton's step decides, or a bracket narrowed to
+        # the tolerance, where Newton's step rounds onto its end)
+        tol = LEVEL_TOL * (1.0 + np.abs(br))
+        moving = np.any((bisect & (high - low > tol)) | (np.abs(step) > tol), axis=1)
         new = np.where(np.isfinite(new), new, br)  # (NaN: no mode)
         if rows.size < b.shape[0]:
             b[rows], h[rows], lo[rows], hi[rows] = new, hr, low, high
