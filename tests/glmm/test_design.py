@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from formulae import design_matrices
 
+from poolwise.glmm import design as design_module
 from poolwise.glmm.cells import reduce_cells
 from poolwise.glmm.design import build_design
 from poolwise.glmm.formula import parse_formula
@@ -99,3 +100,47 @@ def test_pandas_cells_are_the_engines(formula, options, monkeypatch):
     pd.testing.assert_frame_equal(ours.table, theirs.table, check_exact=True)
     assert ours.n_rows == theirs.n_rows == n
     assert message == engine_message
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ 1 + x + (1|a)",
+        "y ~ 0 + x + w + (x|b)",
+        "y ~ w + x + w + 0",
+        "y ~ (1|a)",
+        "y ~ 0 + (1|b)",
+    ],
+)
+def test_a_plain_design_is_formulaes(formula, monkeypatch):
+    """Numeric columns of a plain formula are taken as they are, in formulae's order; formulae's
+    own matrices (for predictions on new rows) are built when first read, and are the same."""
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame(
+        {
+            "a": rng.choice(list("pqr"), 60),
+            "b": rng.integers(0, 3, 60),
+            "x": rng.integers(0, 4, 60),
+            "w": rng.normal(size=60).round(1),
+            "y": rng.normal(size=60),
+        }
+    )
+    spec = parse_formula(formula)
+    cells = reduce_cells(df, spec)
+    ours = build_design(cells, spec)
+    monkeypatch.setattr(design_module, "_plain_columns", lambda spec, table: None)
+    theirs = build_design(cells, spec)
+    assert isinstance(ours.matrices, design_module.Later)
+    assert (ours.names, ours.terms, ours.intercept) == (
+        theirs.names,
+        theirs.terms,
+        theirs.intercept,
+    )
+    np.testing.assert_array_equal(ours.X, theirs.X)
+    if theirs.matrices.common is None:
+        assert ours.matrices.common is None
+    else:
+        np.testing.assert_array_equal(
+            np.asarray(ours.matrices.common.design_matrix),
+            np.asarray(theirs.matrices.common.design_matrix),
+        )

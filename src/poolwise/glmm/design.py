@@ -9,6 +9,8 @@ so that no (cells x levels) indicator matrix is ever built.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import Cells
-from .formula import FormulaSpec, components, describe, environment
+from .formula import FormulaSpec, components, describe, environment, plain_common
 
 
 @dataclass
@@ -212,6 +214,33 @@ def _factor_codes(table: pd.DataFrame, columns: tuple[str, ...]) -> tuple[list[s
     return list(labels), codes.reshape(-1).astype(np.int32)
 
 
+class Later:
+    """formulae's design matrices, built when first read (``make()``): a plain formula's
+    design needs none of them, only a prediction on new rows does."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+
+    @functools.cached_property
+    def common(self) -> Any:
+        """The common terms' design matrix (formulae's ``DesignMatrices.common``)."""
+        return self._make().common
+
+
+def _plain_columns(spec: FormulaSpec, table: pd.DataFrame) -> tuple[bool, list[str]] | None:
+    """The intercept and columns of a plain common part (see
+    :func:`poolwise.glmm.formula.plain_common`) whose columns all hold numbers, which formulae
+    takes as they are (other columns it encodes); else None."""
+    plain = plain_common(spec.common)
+    if plain is None or spec.row_checks:
+        return None
+    for c in plain[1]:
+        dtype = table[c].dtype
+        if not (isinstance(dtype, np.dtype) and dtype.kind in "iuf"):
+            return None
+    return plain
+
+
 def build_design(cells: Cells, spec: FormulaSpec) -> Design:
     """Evaluate the right-hand side of ``spec`` on the cells with formulae.
 
@@ -229,12 +258,22 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
     table = cells.table
     if "exposure" in spec.response:  # offset(log(col)) evaluates on the cell's total exposure
         table = table.assign(**{spec.response["exposure"]: table["__exposure"]})
-    dm = _common(spec.common, spec, table, bool(spec.row_checks))
-    common = dm.common
     names: list[str] = []
     terms: dict[str, list[str]] = {}
     cols = []
     intercept = False
+    plain = _plain_columns(spec, table)
+    if plain is not None:  # formulae's design, without formulae until something reads it
+        intercept, columns = plain
+        names = ["Intercept"] * intercept + columns
+        terms = {name: [name] for name in names}
+        cols = [np.ones((len(table), 1))] * intercept
+        cols += [table[c].to_numpy(np.float64).reshape(-1, 1) for c in columns]
+        dm: Any = Later(lambda: _common(spec.common, spec, table, False))
+        common = None
+    else:
+        dm = _common(spec.common, spec, table, bool(spec.row_checks))
+        common = dm.common
     if common is not None:
         X_all = np.asarray(common.design_matrix, dtype=np.float64)
         for term_name, term in common.terms.items():
