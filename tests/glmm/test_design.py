@@ -113,8 +113,9 @@ def test_pandas_cells_are_the_engines(formula, options, monkeypatch):
     ],
 )
 def test_a_plain_design_is_formulaes(formula, monkeypatch):
-    """Numeric columns of a plain formula are taken as they are, in formulae's order; formulae's
-    own matrices (for predictions on new rows) are built when first read, and are the same."""
+    """Numeric columns of a plain formula (and of its slopes) are taken as they are, in
+    formulae's order; formulae's own matrices (for predictions on new rows) are built when
+    first read, and are the same."""
     rng = np.random.default_rng(3)
     df = pd.DataFrame(
         {
@@ -128,8 +129,10 @@ def test_a_plain_design_is_formulaes(formula, monkeypatch):
     spec = parse_formula(formula)
     cells = reduce_cells(df, spec)
     ours = build_design(cells, spec)
-    monkeypatch.setattr(design_module, "_plain_columns", lambda spec, table: None)
+    monkeypatch.setattr(design_module, "_numbers", lambda table, columns: False)
     theirs = build_design(cells, spec)
+    for ours_term, their_term in zip(ours.groups, theirs.groups, strict=True):
+        np.testing.assert_array_equal(ours_term.values, their_term.values)  # slopes too
     assert isinstance(ours.matrices, design_module.Later)
     assert (ours.names, ours.terms, ours.intercept) == (
         theirs.names,

@@ -117,7 +117,7 @@ class Design:
         return bool(self.blocks)
 
 
-def _labels(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+def _labels(frame: pd.DataFrame | dict[str, pd.Series], columns: tuple[str, ...]) -> np.ndarray:
     parts = [frame[c].astype(str).to_numpy(object) for c in columns]
     out = parts[0]
     for p in parts[1:]:
@@ -208,9 +208,9 @@ def _factor_codes(table: pd.DataFrame, columns: tuple[str, ...]) -> tuple[list[s
     present, codes = np.unique(combined, return_inverse=True)
     digits = {}
     for c, unique in zip(reversed(columns), reversed(uniques), strict=True):
-        digits[c] = unique[present % len(unique)]
+        digits[c] = pd.Series(unique[present % len(unique)])
         present = present // len(unique)
-    labels = _labels(pd.DataFrame(digits), columns)
+    labels = _labels(digits, columns)
     return list(labels), codes.reshape(-1).astype(np.int32)
 
 
@@ -227,17 +227,19 @@ class Later:
         return self._make().common
 
 
+def _numbers(table: pd.DataFrame, columns: list[str]) -> bool:
+    """Whether the columns all hold numbers, which formulae takes as they are (it encodes the
+    rest: strings, booleans, categories)."""
+    dtypes = [table[c].dtype for c in columns]
+    return all(isinstance(d, np.dtype) and d.kind in "iuf" for d in dtypes)
+
+
 def _plain_columns(spec: FormulaSpec, table: pd.DataFrame) -> tuple[bool, list[str]] | None:
     """The intercept and columns of a plain common part (see
-    :func:`poolwise.glmm.formula.plain_common`) whose columns all hold numbers, which formulae
-    takes as they are (other columns it encodes); else None."""
+    :func:`poolwise.glmm.formula.plain_common`) of numbers; else None."""
     plain = plain_common(spec.common)
-    if plain is None or spec.row_checks:
+    if plain is None or spec.row_checks or not _numbers(table, plain[1]):
         return None
-    for c in plain[1]:
-        dtype = table[c].dtype
-        if not (isinstance(dtype, np.dtype) and dtype.kind in "iuf"):
-            return None
     return plain
 
 
@@ -303,7 +305,12 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
     groups = []
     for name, factor_cols in spec.groups:
         expr = "1" if name.startswith("1|") else name.split("|", 1)[0]
-        values = np.ones(len(table)) if expr == "1" else _evaluate(expr, name, spec, table)
+        if expr == "1":
+            values = np.ones(len(table))
+        elif plain_common(expr) == (True, [expr]) and _numbers(table, [expr]):
+            values = table[expr].to_numpy(np.float64)  # (a column of numbers, as it is)
+        else:
+            values = _evaluate(expr, name, spec, table)
         levels, codes = _factor_codes(table, factor_cols)
         zero_sum = spans_constant if expr == "1" else expr in terms
         groups.append(
