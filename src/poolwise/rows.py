@@ -114,11 +114,14 @@ class InMemory:
 
     @classmethod
     def of(cls, frame: Any) -> InMemory | None:
-        """The rows of ``frame`` where pandas holds them (None for other engines)."""
+        """The rows of ``frame`` where pandas holds them in numpy arrays, or strings (None for
+        other engines, and for pandas' nullable types, whose missing values numpy cannot
+        compare)."""
         if not isinstance(frame, nw.DataFrame) or not frame.implementation.is_pandas():
             return None
         native = frame.to_native()
-        return cls(native) if native.columns.is_unique else None
+        plain = all(isinstance(d, np.dtype | pd.StringDtype) for d in native.dtypes)
+        return cls(native) if plain and native.columns.is_unique else None
 
     def col(self, name: str) -> Values:
         """Column ``name``'s values (``nw.col``'s counterpart)."""

@@ -62,6 +62,7 @@ def test_group_codes_are_formulae_levels(rhs):
         ("c ~ x + (1|b)", {"family": "poisson"}),
         ("y ~ x + f + (1 + x|a)", {}),
         ("k01 ~ x + (1|t)", {"family": "bernoulli"}),
+        ("p(k, n) ~ x + (1|o)", {}),
     ],
 )
 def test_pandas_cells_are_the_engines(formula, options, monkeypatch):
@@ -85,6 +86,7 @@ def test_pandas_cells_are_the_engines(formula, options, monkeypatch):
     df["k"] = rng.binomial(df["n"], 0.3)
     df["c"] = rng.poisson(2.0, n)
     df["k01"] = (df["k"] > 2).astype(int)
+    df["o"] = df["a"].astype(object)  # (grouped by the engine, checked by numpy)
     bad = df.assign(x=df["x"].where(df.index % 7 > 0), k=df["k"] + 9 * (df.index == 3))
     bad.loc[5, "c"] = -1
     spec = parse_formula(formula, **options)
