@@ -9,6 +9,8 @@ rows reduce to statistics; :func:`rule_checks` turns a rule into expressions tru
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -93,15 +95,38 @@ class Values(np.ndarray):
         return np.isfinite(np.asarray(self))
 
 
+@dataclass(frozen=True)
+class Kind:
+    """A pandas column's type as the checks ask about it (narwhals' dtypes answer the same).
+
+    >>> Kind(np.dtype("float32")).is_float(), Kind(np.dtype(bool)).is_numeric()
+    (True, False)
+    """
+
+    dtype: Any
+
+    def is_numeric(self) -> bool:
+        return isinstance(self.dtype, np.dtype) and self.dtype.kind in "iuf"
+
+    def is_float(self) -> bool:
+        return isinstance(self.dtype, np.dtype) and self.dtype.kind == "f"
+
+    def is_boolean(self) -> bool:
+        return isinstance(self.dtype, np.dtype) and self.dtype.kind == "b"
+
+    def is_string(self) -> bool:
+        return isinstance(self.dtype, pd.StringDtype)
+
+
 class InMemory:
     """The rows of a pandas frame, checked and grouped by numpy: on rows already in memory a
-    translated expression costs far more than the operation itself. The same checks and the same
-    table as :func:`count_rows` and :func:`group_rows` (the keys' groups in sorted order).
+    translated expression costs far more than the operation itself (and narwhals need not be
+    imported). The same checks and the same table as :func:`count_rows` and :func:`group_rows`
+    (the keys' groups in sorted order).
 
     Example
     -------
-    >>> frame = nw.from_native(pd.DataFrame({"g": ["b", "a", "b"], "k": [1, 2, 3]}))
-    >>> rows = InMemory.of(frame)
+    >>> rows = InMemory.of(pd.DataFrame({"g": ["b", "a", "b"], "k": [1, 2, 3]}), ["k"])
     >>> rows.count({"neg": rows.col("k") < 2})
     (3, {'neg': 1})
     >>> rows.group(["g"], Layout({"k": "count"}, "sums"), {"k": "k"}).to_dict("list")
@@ -113,15 +138,38 @@ class InMemory:
         self.columns: dict[str, Values] = {}
 
     @classmethod
-    def of(cls, frame: Any) -> InMemory | None:
-        """The rows of ``frame`` where pandas holds them in numpy arrays, or strings (None for
-        other engines, and for pandas' nullable types, whose missing values numpy cannot
-        compare)."""
-        if not isinstance(frame, nw.DataFrame) or not frame.implementation.is_pandas():
+    def of(
+        cls, data: Any, numbers: Iterable[str] = (), keys: Iterable[str] = ()
+    ) -> InMemory | None:
+        """The rows of a pandas frame whose columns are numpy arrays or strings, whose columns
+        ``numbers`` hold numbers or booleans and whose ``keys`` numbers, booleans or strings;
+        None otherwise: other engines, pandas' nullable types (whose missing values numpy
+        cannot compare), categories and Python objects (which the engine groups), and frames
+        with problems the engine's path words (a column missing or of the wrong type)."""
+        if not isinstance(data, pd.DataFrame) or not data.columns.is_unique:
             return None
-        native = frame.to_native()
-        plain = all(isinstance(d, np.dtype | pd.StringDtype) for d in native.dtypes)
-        return cls(native) if plain and native.columns.is_unique else None
+        if not all(isinstance(d, np.dtype | pd.StringDtype) for d in data.dtypes):
+            return None
+        numbers, keys = list(numbers), list(keys)
+        if not all(c in data for c in numbers + keys):
+            return None
+        kinds = {c: Kind(data[c].dtype) for c in numbers + keys}
+        if not all(kinds[c].is_numeric() or kinds[c].is_boolean() for c in numbers):
+            return None
+        if not all(
+            kinds[c].is_numeric() or kinds[c].is_boolean() or kinds[c].is_string() for c in keys
+        ):
+            return None
+        return cls(data)
+
+    def collect_schema(self) -> dict[str, Kind]:
+        """Each column's :class:`Kind` (a narwhals frame's ``collect_schema`` counterpart)."""
+        return {name: Kind(dtype) for name, dtype in self.native.dtypes.items()}
+
+    def constant(self, name: str, value: Any) -> InMemory:
+        """The rows with a column ``name`` of ``value`` on every row (``nw.lit``)."""
+        self.columns[name] = np.full(len(self.native), value).view(Values)
+        return self
 
     def col(self, name: str) -> Values:
         """Column ``name``'s values (``nw.col``'s counterpart)."""
@@ -134,18 +182,12 @@ class InMemory:
         counts = {key: int(np.count_nonzero(e)) for key, e in checks.items()}
         return len(self.native), {key: count for key, count in counts.items() if count}
 
-    def group(self, keys: list[str], lay: Layout, columns: dict[str, str]) -> pd.DataFrame | None:
-        """:func:`group_rows`, sorted by the keys; None where numpy cannot stand in: a key that
-        pandas holds as a category or as Python objects, a layout other than sums and moments."""
+    def group(self, keys: list[str], lay: Layout, columns: dict[str, str]) -> pd.DataFrame:
+        """:func:`group_rows` of a layout of sums or moments, sorted by the keys."""
         if lay.reduction not in ("sums", "moments"):
-            return None
+            raise ValueError(f"rows in memory group sums and moments, not {lay.reduction}")
         codes = np.zeros(len(self.native), dtype=np.int64)
         for key in keys:
-            dtype = self.native[key].dtype
-            if not (isinstance(dtype, np.dtype) and dtype.kind in "biuf") and not (
-                isinstance(dtype, pd.StringDtype)
-            ):
-                return None
             inverse, unique = pd.factorize(self.native[key], sort=True)
             codes = codes * len(unique) + inverse
         present, first, codes = np.unique(codes, return_index=True, return_inverse=True)
@@ -243,12 +285,16 @@ def group_stats(
 
 
 def with_defaults(frame: Any, lay: Layout, columns: dict[str, str]) -> tuple[Any, dict[str, str]]:
-    """The frame with a column for each optional role left out (its value on every row), and
-    the role → column mapping with them."""
+    """The frame (or :class:`InMemory` rows) with a column for each optional role left out (its
+    value on every row), and the role → column mapping with them."""
     for role, value in lay.optional.items():
         if role not in columns:
-            frame = frame.with_columns(nw.lit(value).alias(f"__{role}"))
-            columns = {**columns, role: f"__{role}"}
+            name = f"__{role}"
+            if isinstance(frame, InMemory):
+                frame = frame.constant(name, value)
+            else:
+                frame = frame.with_columns(nw.lit(value).alias(name))
+            columns = {**columns, role: name}
     return frame, columns
 
 

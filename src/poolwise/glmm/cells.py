@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import narwhals as nw
 import numpy as np
 import pandas as pd
 
 from .. import rows as shared
+from .._lazy import narwhals as nw
 from ..families import Family, family_of
 from ..sources import to_frame
 from .formula import FormulaSpec
@@ -64,11 +64,10 @@ def _columns(spec: FormulaSpec) -> tuple[Family, dict[str, str]]:
     return family, dict(spec.response)
 
 
-def _check(
-    frame, spec: FormulaSpec, family: Family, columns: dict[str, str], rows: shared.InMemory | None
-) -> tuple[str, ...]:
-    """Check the columns and rows (``columns``: the family's roles; ``rows``: the frame's rows
-    where numpy checks them, else the engine does); the keys of the cells."""
+def _check(frame, spec: FormulaSpec, family: Family, columns: dict[str, str]) -> tuple[str, ...]:
+    """Check the columns and rows (``columns``: the family's roles; ``frame`` a narwhals frame,
+    or rows that numpy checks); the keys of the cells."""
+    rows = frame if isinstance(frame, shared.InMemory) else None
     schema = frame.collect_schema()
     for role, col in spec.response.items():
         if col not in schema:
@@ -78,9 +77,9 @@ def _check(
     keys = spec.keys(list(schema))
     for role, col in spec.response.items():
         dtype = schema[col]
-        if spec.family == "bernoulli" and dtype == nw.Boolean:
+        if spec.family == "bernoulli" and dtype.is_boolean():
             continue
-        if not dtype.is_numeric() or dtype == nw.Boolean:
+        if not dtype.is_numeric() or dtype.is_boolean():
             raise TypeError(f"{role}: column {col!r} must be numeric, but it holds {dtype}")
     column = nw.col if rows is None else rows.col
     checks = {}
@@ -91,7 +90,7 @@ def _check(
     roles = family.layouts[0].roles
     for role, col in spec.response.items():
         c = column(col)
-        if schema[col] == nw.Boolean:
+        if schema[col].is_boolean():
             continue
         if spec.family == "bernoulli":
             checks[f"{col}\x00notbinary"] = (c != 0) & (c != 1)
@@ -126,15 +125,20 @@ def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
     """
     family, columns = _columns(spec)
     lay = family.layouts[0]
-    frame, columns = shared.with_defaults(to_frame(data), lay, columns)
-    keys = _check(frame, spec, family, columns, shared.InMemory.of(frame))
-    if spec.family == "bernoulli":  # plain columns, so that every aggregation stays simple
+    reads = [c for _, c in spec.reads] + list(spec.may_read)
+    rows = shared.InMemory.of(data, spec.response.values(), reads)
+    frame, columns = shared.with_defaults(to_frame(data) if rows is None else rows, lay, columns)
+    keys = _check(frame, spec, family, columns)
+    if spec.family == "bernoulli" and rows is not None:
+        rows.columns["__y01"] = rows.col(spec.response["y"]).astype(np.int64)
+        rows.constant("__one", 1)
+    elif spec.family == "bernoulli":  # plain columns, so that every aggregation stays simple
         frame = frame.with_columns(
             nw.col(spec.response["y"]).cast(nw.Int64).alias("__y01"), nw.lit(1).alias("__one")
         )
-    rows = shared.InMemory.of(frame)
-    table = None if rows is None else rows.group(list(keys), lay, columns)
-    if table is None:
+    if rows is not None:
+        table = rows.group(list(keys), lay, columns)
+    else:
         table = shared.group_rows(frame, list(keys), lay, columns)
         for key in keys:
             if isinstance(table[key].dtype, pd.CategoricalDtype):
