@@ -122,7 +122,7 @@ class FitData:
     n_rows: int
     seed: int
     observed: dict[str, np.ndarray]
-    hyper_draws: dict[str, np.ndarray]
+    hyper_draws: Mapping[str, np.ndarray]
     warnings: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
     model: PoolModel | None = field(default=None, repr=False, compare=False)
@@ -175,12 +175,13 @@ class RegressionData(FitData):
     """A regression's fit (a formula with group-specific terms), by NUTS.
 
     ``groups`` is indexed by (term, level); ``population`` holds the common effects, the group
-    sds and sigma; ``draws`` the posterior by chain, (chains, draws, ...) per parameter;
-    ``table`` one row per parameter with its diagnostics (ess, r_hat).
+    sds and sigma; ``draws`` the posterior by chain, (chains, draws, ...) per parameter (a
+    :class:`Deferred` where the tables needed none: made when first read); ``table`` one row per
+    parameter with its diagnostics (ess, r_hat).
     """
 
     formula: str = ""
-    draws: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    draws: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
     coords: dict[str, list[str]] = field(default_factory=dict, repr=False)
     design: Design | None = field(default=None, repr=False)
     plan: ModelPlan | None = field(default=None, repr=False)
