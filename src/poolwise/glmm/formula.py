@@ -366,6 +366,8 @@ def _read_plain(formula: str) -> _Read | None:
     if head is None or common is None or "||" in rhs or not all(map(str.strip, _summands(rhs))):
         return None
     response = (None, [head[1]]) if head[1] else (head[2], [head[3], head[4]])
+    if any(map(keyword.iskeyword, response[1])):
+        return None
     intercept, columns = common
     terms = [("Intercept", [], [], False)] * intercept + [(c, [c], [], False) for c in columns]
     groups, blocks = [], []
