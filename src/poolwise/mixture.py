@@ -141,11 +141,7 @@ class Mixture:
 
     def natural(self, v: np.ndarray) -> np.ndarray:
         """The variable on its own scale (undoing the link)."""
-        if self.link == "log":
-            return np.exp(v)
-        if self.link == "logit":
-            return special.expit(v)
-        return v
+        return from_link(self.link, v)
 
     def _ends(self) -> tuple[float | None, float | None]:
         if self.kind in ("normal", "kernel"):
@@ -255,6 +251,22 @@ class Mixture:
             best_lo[idx], best_hi[idx] = (end, x) if from_lower else (x, end)
             width[idx] = span
         return best_lo, best_hi, sound
+
+
+def from_link(link: str, v: np.ndarray) -> np.ndarray:
+    """``v`` on the scale of the link ("identity", "log" or "logit") back on its own scale: the
+    inverse of :func:`to_link`.
+
+    Example
+    -------
+    >>> float(from_link("logit", np.array(0.0)))
+    0.5
+    """
+    if link == "log":
+        return np.exp(v)
+    if link == "logit":
+        return special.expit(v)
+    return v
 
 
 def to_link(link: str, x: np.ndarray) -> np.ndarray:

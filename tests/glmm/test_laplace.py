@@ -290,3 +290,22 @@ def test_sd_intervals_hold_on_a_finer_grid(radon_fit, monkeypatch):
         a, b = radon_fit.population.loc[row], fine.population.loc[row]
         for end in ("hdi_low", "hdi_high", "median"):
             assert abs(a[end] - b[end]) < 0.02 * b["sd"], (row, end, a[end], b[end])
+
+
+def test_cell_smoothing_is_taken_out_of_the_intervals():
+    """A normal's points on an even grid, each smoothed by a normal of its cell's variance: the
+    mixture's HDI is too wide by that variance, and pulled in it is the normal's own (to 1e-4
+    of its sd)."""
+    from poolwise.glmm.laplace import _mixture_rows, _pulled_in
+
+    mu, sd, h = 0.3, 0.5, 0.25
+    x = mu + h * np.arange(-40, 41)
+    w = np.exp(-0.5 * ((x - mu) / sd) ** 2)
+    w /= w.sum()
+    var = np.full((x.size, 1), h**2 / 12 * 8)  # wider than the cell: the pull-in is visible
+    _, _, _, lo, hi = _mixture_rows(w, x[:, None], var, 0.94)
+    assert hi[0] - lo[0] > 2 * 1.8808 * sd * 1.01
+    lo, hi = _pulled_in((lo, hi), "identity", w, x[:, None], var)
+    np.testing.assert_allclose(
+        [lo[0], hi[0]], [mu - 1.880794 * sd, mu + 1.880794 * sd], atol=1e-4 * sd
+    )

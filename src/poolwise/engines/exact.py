@@ -43,7 +43,7 @@ class GridPosterior:
     weights: np.ndarray  # (K,), sum to one
     grid: np.ndarray  # (K, d) the same points in v, where the grid is even
     spacing: np.ndarray  # (d,) grid spacing in v
-    chol: np.ndarray  # (d, d): z = mode + chol @ sinh(v)
+    chol: np.ndarray  # (d, d): z = mode + chol @ sinh(v), the inverse curvature's factor
     mode: np.ndarray
     # (K,) the points of the grid with every other point left out (the grid before its last
     # refinement, whose moments agree with the full grid's): a cheap first pass for root-finding
@@ -53,10 +53,16 @@ class GridPosterior:
     boundary: tuple[int, ...] = ()
     # the grid is even in v with z = mode + chol sinh(v); False: even in z = mode + chol v
     stretched: bool = True
+    # the stretch's length: u = stretch sinh(v / stretch)
+    stretch: float = 1.0
 
     def to_u(self, v: np.ndarray) -> np.ndarray:
         """Grid coordinates ``v`` to standardised ones ``u`` (z = mode + chol u)."""
-        return np.sinh(v) if self.stretched else v
+        return self.stretch * np.sinh(v / self.stretch) if self.stretched else v
+
+    def du_dv(self, v: np.ndarray) -> np.ndarray:
+        """The derivative of :meth:`to_u` at ``v``, coordinate by coordinate."""
+        return np.cosh(v / self.stretch) if self.stretched else np.ones_like(v)
 
     @property
     def point(self) -> bool:

@@ -11,8 +11,9 @@ GRAD_STEP = 1e-5
 HESSIAN_STEP = 1e-3
 NEWTON_STEPS = 50
 # Newton stops when the squared decrement g' (-H)^-1 g, twice the gain still to come in the log
-# density, is this small: the step is then ~1e-7 posterior sds
-NEWTON_TOL = 1e-14
+# density, is this small: the step is then ~1e-5 posterior sds, and the point it reaches (Newton's
+# error squares each step) ~1e-10 from the mode
+NEWTON_TOL = 1e-10
 # no Newton step moves a coordinate further than this (a factor e^2 in a scale)
 MAX_STEP = 2.0
 # relative rounding error of a log density: a fall smaller than this is no fall
@@ -32,14 +33,15 @@ def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool
     (2.0, True)
     """
     z0 = np.asarray(z0, dtype=float)
-    mode = _newton(log_density, z0)
-    if mode is not None:
-        return mode, True
+    found = _newton(log_density, z0)
+    if found is not None:
+        return found[0], True
     return _quasi_newton(log_density, z0)
 
 
-def _newton(log_density: LogDensity, z: np.ndarray) -> np.ndarray | None:
-    """The mode by damped Newton steps from ``z``, or None where that does not get there."""
+def _newton(log_density: LogDensity, z: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mode by damped Newton steps from ``z`` and the Hessian of the last step (a step of
+    ~1e-7 sds from the mode: the same to that share), or None where that does not get there."""
     d = z.size
     offsets = np.vstack([np.eye(d) * GRAD_STEP, -np.eye(d) * GRAD_STEP])
     top, moved = -np.inf, np.zeros(d)
@@ -54,21 +56,22 @@ def _newton(log_density: LogDensity, z: np.ndarray) -> np.ndarray | None:
             z = z - moved
             continue
         grad = (values[-2 * d : -d] - values[-d:]) / (2 * GRAD_STEP)
+        h = _hessian_from(values, HESSIAN_STEP, d)
         try:
-            step = _newton_step(values, grad, d)
+            step = _newton_step(h, grad)
         except np.linalg.LinAlgError:
             return None
         top = values[0]
         if float(grad @ step) < NEWTON_TOL:  # the squared Newton decrement
-            return z + step
+            return z + step, h
         moved = step * min(1.0, MAX_STEP / float(np.max(np.abs(step))))
         z = z + moved
     return None
 
 
-def _newton_step(values: np.ndarray, grad: np.ndarray, d: int) -> np.ndarray:
+def _newton_step(h: np.ndarray, grad: np.ndarray) -> np.ndarray:
     """-H^-1 g where -H is positive definite (else LinAlgError)."""
-    chol = np.linalg.cholesky(-_hessian_from(values, HESSIAN_STEP, d))
+    chol = np.linalg.cholesky(-h)
     return np.linalg.solve(chol.T, np.linalg.solve(chol, grad))
 
 
@@ -166,11 +169,16 @@ def gaussian_at_mode(
     >>> mode.round(4).tolist(), np.diag(chol).round(4).tolist(), concave
     ([1.0, 1.0], [0.7071, 0.7071], True)
     """
-    mode, ok = find_mode(log_density, np.asarray(z0, dtype=float))
-    if not ok:
-        raise ValueError(
-            "the posterior density of the hyperparameters is zero or undefined everywhere tried: "
-            "check the priors against the data"
-        )
-    cov, concave = covariance(hessian(log_density, mode))
+    z0 = np.asarray(z0, dtype=float)
+    found = _newton(log_density, z0)
+    if found is None:
+        mode, ok = _quasi_newton(log_density, z0)
+        if not ok:
+            raise ValueError(
+                "the posterior density of the hyperparameters is zero or undefined everywhere "
+                "tried: check the priors against the data"
+            )
+        found = mode, hessian(log_density, mode)
+    mode, h = found
+    cov, concave = covariance(h)
     return mode, np.linalg.cholesky(cov), concave
