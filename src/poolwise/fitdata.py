@@ -7,7 +7,7 @@ verbs (plots, ranks, simulate, report) read them, and the result classes of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -26,78 +26,89 @@ if TYPE_CHECKING:
 THETA_CHUNK = 4096
 
 
-class Deferred(Mapping):
-    """Draws made at their first use: ``make()`` returns every one of ``names`` at once,
-    ``ready`` holds those made already. A fit whose tables come from quadrature keeps its draws
-    (for ranks, plots and ``to_arviz``) unmade until something reads one of them; made, they are
-    the same numbers.
+def chunked(
+    seed: int, n_groups: int, draw: Callable[[slice, np.random.Generator], np.ndarray]
+) -> np.ndarray:
+    """Draws of ``n_groups`` groups, (draws, groups): ``draw(groups, rng)`` for each chunk of
+    ``THETA_CHUNK`` groups with its own random stream from ``seed`` (the same draws at every
+    call, whatever else is drawn).
 
     Example
     -------
-    >>> d = Deferred(["a", "b"], lambda: {"a": np.zeros(2), "b": np.ones(2)}, {"b": np.ones(2)})
-    >>> d["b"].tolist(), d.made, d["a"].tolist(), d.made
-    ([1.0, 1.0], False, [0.0, 0.0], True)
+    >>> x = chunked(1, 5000, lambda g, rng: rng.normal(size=(2, g.stop - g.start)))
+    >>> x.shape, bool((x == chunked(1, 5000, lambda g, rng: rng.normal(size=(2, g.stop - g.start)))).all())
+    ((2, 5000), True)
+    """
+    out = []
+    for c0 in range(0, n_groups, THETA_CHUNK):
+        rng = np.random.default_rng([seed, 1, c0 // THETA_CHUNK])
+        out.append(draw(slice(c0, min(c0 + THETA_CHUNK, n_groups)), rng))
+    return np.concatenate(out, axis=1)
+
+
+def _same(x: Any) -> Any:
+    return x
+
+
+class LazyDraws(Mapping):
+    """Draws by parameter, some made only when first read (then kept): ``eager`` the arrays,
+    ``lazy`` a function making each of the others (many groups' draws: a fit need not hold
+    them).
+
+    Example
+    -------
+    >>> d = LazyDraws({"a": np.zeros(2)}, {"b": lambda: np.ones(2)})
+    >>> sorted(d), d["b"].tolist()
+    (['a', 'b'], [1.0, 1.0])
     """
 
     def __init__(
         self,
-        names: Iterable[str],
-        make: Callable[[], dict[str, np.ndarray]],
-        ready: dict[str, np.ndarray] | None = None,
-    ) -> None:
-        self._names = tuple(names)
-        self._make: Callable[[], dict[str, np.ndarray]] | None = make
-        self._ready = dict(ready or {})
-        self._all: dict[str, np.ndarray] | None = None
+        eager: dict[str, np.ndarray],
+        lazy: dict[str, Callable[[], np.ndarray]],
+        order: list[str] | None = None,
+    ):
+        self._values = dict(eager)
+        self._lazy = dict(lazy)
+        self._order = order or [*eager, *(k for k in lazy if k not in eager)]
 
-    @property
-    def ready(self) -> tuple[str, ...]:
-        """The names whose draws are at hand without making the rest."""
-        return tuple(self._all or self._ready)
-
-    @property
-    def made(self) -> bool:
-        """Whether the draws have been made."""
-        return self._all is not None
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name in self._ready:
-            return self._ready[name]
-        if name not in self._names:
-            raise KeyError(name)
-        if self._all is None:
-            assert self._make is not None
-            self._all, self._make = self._make(), None
-        return self._all[name]
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._values:
+            if key not in self._lazy:
+                raise KeyError(key)
+            self._values[key] = self._lazy.pop(key)()
+        return self._values[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return iter(self._order)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._order)
 
-    def __repr__(self) -> str:
-        return f"Deferred({list(self._names)!r}, made={self.made})"
+    def pick(self, keys: list[str], shape: Callable[[Any], Any] = _same) -> LazyDraws:
+        """The draws of ``keys`` alone, each through ``shape`` (those not yet made still made
+        when first read)."""
+        return LazyDraws(
+            {k: shape(self._values[k]) for k in keys if k in self._values},
+            {k: (lambda f=self._lazy[k]: shape(f())) for k in keys if k in self._lazy},
+            list(keys),
+        )
 
 
 def pick(
-    draws: Mapping[str, np.ndarray],
-    names: Iterable[str],
-    shape: Callable[[np.ndarray], np.ndarray] = np.asarray,
+    draws: Mapping[str, np.ndarray], keys: list[str], shape: Callable[[Any], Any] = _same
 ) -> Mapping[str, np.ndarray]:
-    """The draws of ``names``, each through ``shape``: a dict, or a :class:`Deferred` (made when
-    first read) where ``draws`` are one.
+    """The draws of ``keys`` alone, each through ``shape``, lazy ones still lazy (see
+    :class:`LazyDraws`).
 
     Example
     -------
-    >>> pick({"a": np.zeros((1, 2)), "b": 1}, ["a"], lambda x: x.reshape(-1))
-    {'a': array([0., 0.])}
+    >>> pick({"a": 1, "b": np.zeros((1, 2))}, ["b"], lambda x: x.reshape(-1))
+    {'b': array([0., 0.])}
     """
-    names = list(names)
-    if not isinstance(draws, Deferred):
-        return {k: shape(draws[k]) for k in names}
-    ready = {k: shape(draws[k]) for k in names if k in draws.ready}
-    return Deferred(names, lambda: {k: shape(draws[k]) for k in names}, ready)
+    if isinstance(draws, LazyDraws):
+        return draws.pick(keys, shape)
+    return {k: shape(draws[k]) for k in keys}
 
 
 @dataclass(frozen=True)
@@ -147,12 +158,7 @@ class FitData:
         model, z = self.model, self.z_draws
         if model is None or z is None:
             raise ValueError("theta_draws: this fit keeps no model to draw the groups from")
-        out = []
-        for c0 in range(0, model.n_groups, THETA_CHUNK):
-            rng = np.random.default_rng([self.seed, 1, c0 // THETA_CHUNK])
-            stop = min(c0 + THETA_CHUNK, model.n_groups)
-            out.append(model.sample_theta(z, rng, slice(c0, stop)))
-        return np.concatenate(out, axis=1)
+        return chunked(self.seed, model.n_groups, lambda g, rng: model.sample_theta(z, rng, g))
 
 
 def as_type(data: FitData, cls: type) -> Any:
@@ -176,8 +182,8 @@ class RegressionData(FitData):
 
     ``groups`` is indexed by (term, level); ``population`` holds the common effects, the group
     sds and sigma; ``draws`` the posterior by chain, (chains, draws, ...) per parameter (a
-    :class:`Deferred` where the tables needed none: made when first read); ``table`` one row per
-    parameter with its diagnostics (ess, r_hat).
+    :class:`LazyDraws` where some are made when first read); ``table`` one row per parameter
+    with its diagnostics (ess, r_hat).
     """
 
     formula: str = ""

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, special, stats
 
+from poolwise.engines import aghq
 from poolwise.engines.aghq import (
     LevelModel,
     beta_laplace,
     derivatives,
+    joint_terms,
     level_modes,
     quadrature,
     sample_levels,
@@ -108,6 +110,77 @@ def test_level_modes_solve_the_score_equation():
     r, w = model.cell_terms(eta0 + b[:, model.codes], value=False)
     np.testing.assert_allclose(model.by_level(r, 1) - b / sd[:, None] ** 2, 0, atol=1e-10)
     np.testing.assert_allclose(h, model.by_level(w, 1) + 1 / sd[:, None] ** 2, rtol=1e-8)
+
+
+def test_level_modes_stay_at_the_mode_of_many_levels(monkeypatch):
+    """With many levels some Newton steps round a few ulps past their bracket at the mode: such
+    a step is no reason to bisect away from it (every mode solves its score equation within a
+    dozen steps; bisecting there had some levels halfway to their bracket's far end)."""
+    monkeypatch.setattr(aghq, "NEWTON_STEPS", 12)
+    rng = np.random.default_rng(5)
+    levels, per = 20_000, 5
+    codes = np.repeat(np.arange(levels), per)
+    X = np.c_[np.ones(codes.size), rng.normal(size=(codes.size, 3))]
+    eta = X @ np.array([-0.5, 0.4, -0.3, 0.2]) + rng.normal(0, 0.7, levels)[codes]
+    n = np.full(codes.size, 10.0)
+    y = rng.binomial(10, special.expit(eta)).astype(float)
+    model = LevelModel.build("binomial", y, n, X, np.zeros(codes.size), codes, levels)
+    eta0 = (X @ np.array([-0.5, 0.4, -0.3, 0.2]))[None]
+    sd = np.array([0.7])
+    b, _ = level_modes(model, eta0, sd)
+    r, _ = model.cell_terms(eta0 + b[:, model.codes], value=False)
+    np.testing.assert_allclose(model.by_level(r, 1) - b / sd[:, None] ** 2, 0, atol=1e-10)
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+def test_joint_terms_match_finite_differences(family):
+    """The derivatives of sum_j log m_j in (beta, log sd), the levels' means' slopes and the
+    third derivative in log sd, all from the nodes, against differences of the quadrature."""
+    model = _model(family)
+    theta = np.array([-0.4, 0.3, math.log(1.2)])
+
+    def terms(th):
+        return joint_terms(model, th[:2], math.exp(th[2]), k=31)
+
+    def total(th):
+        return quadrature(model, th[None, :2], np.exp(th[2:]), k=31).log_m.sum()
+
+    t, step, eye = terms(theta), 1e-4, np.eye(3)
+    fd_grad = [(total(theta + step * e) - total(theta - step * e)) / (2 * step) for e in eye]
+    up, down = [terms(theta + step * e) for e in eye], [terms(theta - step * e) for e in eye]
+    fd_hess = [(u.grad - d.grad) / (2 * step) for u, d in zip(up, down, strict=True)]
+    fd_slopes = np.array([(u.mean - d.mean) / (2 * step) for u, d in zip(up, down, strict=True)])
+    np.testing.assert_allclose(t.log_m, total(theta), rtol=1e-12)
+    np.testing.assert_allclose(t.grad, fd_grad, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(t.hess, fd_hess, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(t.slopes, fd_slopes.T, rtol=1e-5, atol=1e-7)
+    fd_third = (up[2].hess[2, 2] - down[2].hess[2, 2]) / (2 * step)
+    np.testing.assert_allclose(t.third, fd_third, rtol=1e-5, atol=1e-6)
+    direct = quadrature(model, theta[None, :2], np.exp(theta[2:]), k=31)
+    np.testing.assert_allclose(t.mean, (direct.weights * direct.nodes).sum(axis=2)[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("cells", [13, 15])  # (uneven, and three cells a level)
+def test_joint_terms_by_chunks_of_levels_are_the_whole(monkeypatch, cells):
+    model = _model("binomial", levels=5, cells=cells)
+    if cells == 15:
+        model = LevelModel.build(
+            "binomial", model.y, model.n, model.X, model.offset, np.arange(15) // 3, 5
+        )
+        assert model.block == 3
+    whole = joint_terms(model, np.array([-0.4, 0.3]), 1.2)
+    monkeypatch.setattr(aghq, "JOINT_CHUNK", 40)  # one level a chunk
+    parts = joint_terms(model, np.array([-0.4, 0.3]), 1.2)
+    for a, b in zip(whole.__dict__.values(), parts.__dict__.values(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_subset_is_the_levels_alone():
+    model = _model("poisson", levels=6, cells=20)
+    beta, sd = np.array([[0.1, -0.2]]), np.array([0.8])
+    whole = quadrature(model, beta, sd).log_m[0]
+    part = model.subset(2, 5)
+    np.testing.assert_allclose(quadrature(part, beta, sd).log_m[0], whole[2:5], rtol=1e-12)
 
 
 @pytest.mark.parametrize("family", ["binomial", "poisson"])

@@ -16,7 +16,7 @@ envelope of tangents, which bounds a log-concave density from above). Arrays onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -32,6 +32,8 @@ NEWTON_STEPS = 60
 # the log density) is this small: beta within ~1e-8 of its posterior sd of the mode, and the
 # Hessian there is the mode's to that
 BETA_TOL = 1e-16
+# cells x nodes of one chunk of levels in joint_terms (a few megabytes an array)
+JOINT_CHUNK = 1 << 16
 # Newton steps whose decrement is below this are taken whole (the quadratic model holds there)
 SAFE_DECREMENT = 1e-4
 # Newton on a concave function: a step longer than this many units of the link scale is cut
@@ -139,6 +141,37 @@ class LevelModel:
         ll = _log_lik(self.family, self.y[cells], self.n[cells], eta, _exp_term(self.family, eta))
         return np.bincount(entry, weights=ll, minlength=levels.size)
 
+    def subset(self, lo: int, hi: int) -> LevelModel:
+        """The model of levels ``lo`` to ``hi`` - 1 alone (their cells; codes from 0).
+
+        Example
+        -------
+        >>> m = LevelModel.build("poisson", [1.0, 2.0, 3.0], None, np.ones((3, 1)), np.zeros(3),
+        ...                      [0, 1, 2], 3)
+        >>> m.subset(1, 3).y.tolist()
+        [2.0, 3.0]
+        """
+        ends = np.r_[self.starts, len(self.codes)]
+        cells = slice(ends[lo], ends[hi])
+        return replace(
+            self,
+            y=self.y[cells],
+            n=self.n[cells],
+            X=self.X[cells],
+            offset=self.offset[cells],
+            codes=self.codes[cells] - lo,
+            n_levels=hi - lo,
+            starts=self.starts[lo:hi] - ends[lo],
+        )
+
+    def level_products(self, r: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """sum_{i in j} r_ik X_i for every level j: ``r`` (cells, K), ``X`` (cells, p) -> (J, K, p)
+        (a product of small matrices a level where every level has as many cells)."""
+        if self.block:
+            shape = (self.n_levels, self.block)
+            return np.matmul(r.reshape(shape + (-1,)).transpose(0, 2, 1), X.reshape(shape + (-1,)))
+        return np.stack([self.by_level(r * x[:, None], 0) for x in X.T], axis=-1)
+
     def by_level(self, a: np.ndarray, axis: int) -> np.ndarray:
         """Sums over each level's cells along ``axis`` (the cells' axis)."""
         if self.block == 1:
@@ -196,12 +229,13 @@ def level_modes(
         np.copyto(high, br, where=grad <= 0)
         step = np.clip(grad / hr, -MAX_STEP, MAX_STEP)
         new = br + step
-        bisect = ((new <= low) | (new >= high)) & np.isfinite(low + high)
+        small = ~(np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br)))  # (NaN: no mode)
+        # (a step this small is trusted: at the mode the gradient's rounding can carry it a few
+        # ulps past the bracket's end, and a bisection would then leave the mode)
+        bisect = ((new <= low) | (new >= high)) & np.isfinite(low + high) & ~small
         new = np.where(bisect, 0.5 * (low + high), new)
-        # (a bisection converges only linearly: Newton's step decides, or a bracket narrowed to
-        # the tolerance, where Newton's step rounds onto its end)
-        tol = LEVEL_TOL * (1.0 + np.abs(br))
-        moving = np.any((bisect & (high - low > tol)) | (np.abs(step) > tol), axis=1)
+        # (a bisection converges only linearly: Newton's step decides)
+        moving = np.any(bisect | ~small, axis=1)
         new = np.where(np.isfinite(new), new, br)  # (NaN: no mode)
         if rows.size < b.shape[0]:
             b[rows], h[rows], lo[rows], hi[rows] = new, hr, low, high
@@ -231,6 +265,8 @@ class Quadrature:
     weights: np.ndarray
     modes: np.ndarray
     eta0: np.ndarray
+    # the cells' first and minus second derivatives at the nodes (B, cells, K), where asked for
+    scores: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def quadrature(
@@ -239,6 +275,7 @@ def quadrature(
     sd: np.ndarray,
     k: int = NODES,
     start: np.ndarray | None = None,
+    scores: bool = False,
 ) -> Quadrature:
     """Adaptive Gauss–Hermite quadrature of every level's integral m_j at each (beta, sd) row.
 
@@ -258,7 +295,11 @@ def quadrature(
     t, logw = gauss_hermite(k)
     scale = np.sqrt(2.0 / h)
     nodes = b[..., None] + scale[..., None] * t
-    ll = model.cell_log_lik(eta0[..., None] + nodes[:, model.codes, :])
+    eta = eta0[..., None] + nodes[:, model.codes, :]
+    if scores:  # (one pass for the three)
+        ll, *derivs = model.cell_terms(eta)
+    else:
+        ll, derivs = model.cell_log_lik(eta), None
     g = model.by_level(ll, 1) - 0.5 * nodes**2 / sd[:, None, None] ** 2
     terms = logw + g
     top = terms.max(axis=2, keepdims=True)
@@ -271,7 +312,7 @@ def quadrature(
         - np.log(sd)[:, None]
         - 0.5 * np.log(2.0 * np.pi)
     )
-    return Quadrature(log_m, nodes, weights / total, b, eta0)
+    return Quadrature(log_m, nodes, weights / total, b, eta0, derivs and tuple(derivs))
 
 
 def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarray]:
@@ -286,6 +327,106 @@ def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarra
     cov = np.einsum("bjk,bjkp,bjkq->bpq", q.weights, s, s) - np.einsum("bjp,bjq->bpq", mean, mean)
     info = np.einsum("bc,cp,cq->bpq", (pi * w).sum(axis=2), X, X)
     return grad, cov - info
+
+
+@dataclass(frozen=True)
+class JointTerms:
+    """The levels at one point theta = (beta, log sd): ``log_m`` sum_j log m_j, its gradient
+    ``grad`` (p + 1,) and Hessian ``hess`` (p + 1, p + 1) in theta; each level's conditional
+    mean ``mean`` (J,) and variance ``var`` (J,), the mean's slopes in theta ``slopes``
+    (J, p + 1), and the third derivative of sum_j log m_j in log sd, ``third``."""
+
+    log_m: float
+    grad: np.ndarray
+    hess: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    slopes: np.ndarray
+    third: float
+
+
+def joint_terms(
+    model: LevelModel,
+    beta: np.ndarray,
+    sd: float,
+    k: int = NODES,
+    start: np.ndarray | None = None,
+) -> JointTerms:
+    """:class:`JointTerms` at (``beta`` (p,), ``sd``), ``start`` (J,) near the levels' modes.
+    With f_j(b) the log of level j's integrand and u = df/dtheta (x's scores in beta, b^2/sd^2
+    in log sd), every derivative is a moment over the level's nodes (Louis):
+    d log m_j = E[u] (less 1 in log sd), d^2 log m_j = E[d^2 f] + Cov(u), the levels' slopes
+    Cov(b, u). Linear in cells x nodes.
+
+    Levels are taken in chunks of about ``JOINT_CHUNK`` cells x nodes (arrays that stay in
+    cache, not fresh memory at every step).
+
+    Example
+    -------
+    >>> m = LevelModel.build("poisson", [3.0, 5.0], None, np.ones((2, 1)), np.zeros(2), [0, 1], 2)
+    >>> t = joint_terms(m, np.zeros(1), 0.5)
+    >>> h = 1e-6
+    >>> up = quadrature(m, np.array([[0.0]]), np.array([0.5 * np.exp(h)])).log_m.sum()
+    >>> down = quadrature(m, np.array([[0.0]]), np.array([0.5 * np.exp(-h)])).log_m.sum()
+    >>> bool(np.isclose(t.grad[1], (up - down) / (2 * h), rtol=1e-6))
+    True
+    """
+    J = model.n_levels
+    step = max(1, JOINT_CHUNK * J // (k * len(model.y)))
+    if step >= J:
+        return _joint_part(model, beta, sd, k, start)
+    parts = [
+        _joint_part(
+            model.subset(lo, min(lo + step, J)),
+            beta,
+            sd,
+            k,
+            None if start is None else start[lo : lo + step],
+        )
+        for lo in range(0, J, step)
+    ]
+    return JointTerms(
+        sum(t.log_m for t in parts),
+        sum(t.grad for t in parts),
+        sum(t.hess for t in parts),
+        np.concatenate([t.mean for t in parts]),
+        np.concatenate([t.var for t in parts]),
+        np.concatenate([t.slopes for t in parts]),
+        sum(t.third for t in parts),
+    )
+
+
+def _joint_part(model, beta, sd, k, start) -> JointTerms:
+    """:func:`joint_terms` of one chunk of levels."""
+    start = None if start is None else start[None]
+    q = quadrature(model, beta[None], np.array([float(sd)]), k, start, scores=True)
+    b, pi = q.nodes[0], q.weights[0]  # (J, K)
+    r, w = q.scores
+    r, w = r[0], w[0]
+    p = model.X.shape[1]
+    u = np.empty(b.shape + (p + 1,))
+    u[..., :p] = model.level_products(r, model.X)
+    t = b**2 / sd**2
+    u[..., p] = t
+    ubar = np.einsum("jk,jkq->jq", pi, u)
+    du = u - ubar[:, None, :]
+    mean = (pi * b).sum(axis=1)
+    db = b - mean[:, None]
+    slopes = np.einsum("jk,jkq->jq", pi * db, du)
+    flat = du.reshape(-1, p + 1)
+    hess = (flat * pi.reshape(-1, 1)).T @ flat
+    info = (pi[model.codes] * w).sum(axis=1)
+    hess[:p, :p] -= (model.X * info[:, None]).T @ model.X
+    hess[p, p] -= 2.0 * ubar[:, p].sum()
+    grad = ubar.sum(axis=0)
+    grad[p] -= model.n_levels
+    dt = du[..., p]
+    # d^3 log m / dz^3 = E[d^3 f] + 3 Cov(d^2 f, d f) + the third cumulant of d f; in log sd
+    # d f = t, d^2 f = -2 t, d^3 f = 4 t
+    third = float(4.0 * ubar[:, p].sum() - 6.0 * (pi * dt**2).sum() + (pi * dt**3).sum())
+    return JointTerms(
+        float(q.log_m.sum()), grad, hess, mean, (pi * db**2).sum(axis=1), slopes, third
+    )
 
 
 @dataclass(frozen=True)

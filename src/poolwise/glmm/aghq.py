@@ -20,6 +20,17 @@ sd's row mixes a narrow normal in log sd per grid cell. Draws, for ranks, plots 
 ``to_arviz``: a grid point by its weight and the sd within its cell, beta from its Gaussian
 there, every level's effect exactly from its conditional.
 
+Many levels (``MANY_LEVELS``, a group sd with a prior): (beta, log sd) pools every level, and
+its posterior is normal to within terms that fall as 1 / sqrt(levels). It is taken as one
+normal at its mode on the same exact likelihood (:func:`_joint`: Newton's method with the
+derivatives from the levels' nodes, :func:`poolwise.engines.aghq.joint_terms`), where its
+skewness check passes; each level's conditional moments at the mode, moved through their slopes
+in (beta, log sd) by the normal's covariance, give its row (a normal). The grid's hundred passes
+over the cells are so one or two with every node. The levels' draws are made when first read
+(:class:`poolwise.fitdata.LazyDraws`), by chunks of levels with their own random streams, as
+the one-factor fits draw theirs; the zero-sum levels' mean given (beta, sd), which the intercept
+takes, is drawn from its normal.
+
 Zero-sum effects (the default with an intercept): NUTS samples an intercept ``a`` with prior
 N(m, s^2) and deviations ``d`` that sum to zero, N(0, sd^2 I) restricted to sum zero. Take
 instead independent effects c_j ~ N(0, sd^2) and an intercept mu ~ N(m, s^2 - sd^2 / J). Then
@@ -34,7 +45,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -43,15 +54,18 @@ from ..engines import ENGINES, Density
 from ..engines.aghq import (
     FAMILIES,
     NODES,
+    JointTerms,
     LevelModel,
     beta_laplace,
+    joint_terms,
     mode_slopes,
     quadrature,
     sample_levels,
 )
 from ..engines.exact import GridPosterior
+from ..engines.optimize import hessian
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
-from ..fitdata import Deferred, RegressionData
+from ..fitdata import LazyDraws, RegressionData, chunked
 from ..mixture import prune
 from ..priors import Flat, Normal
 from .laplace import _cell_variance, _mixture_rows, mixture_record
@@ -77,6 +91,32 @@ LINE_LENGTH, LINE_STEP = 10.0, 0.5
 BETA_DIMS = 3
 # (beta, sd) rows x cells x nodes in one batch of the tables' quadrature
 CHUNK = 1 << 21
+# from this many levels (and a group sd with a prior) beta and log sd are taken as jointly
+# normal (each level still integrated by its nodes): their posterior pools every level, its
+# skewness falls as 1 / sqrt(levels) (checked: SKEW_SHIFT), and the sd's grid, with beta's
+# Newton and its Gauss–Hermite rule at every point, would cost 100 passes over the cells
+MANY_LEVELS = 5_000
+# the normal is kept where the third derivative in log sd at the mode moves its mean by at most
+# this many posterior sds (that term, T3 sd^4 / 2); else the grid. Every third cumulant of
+# (beta, log sd) falls as 1 / sqrt(levels); those through beta add about five times this one
+# on the bench's model (the grid's sd mean 0.035 posterior sds away at 1,000 levels, 0.012 at
+# 10,000, where this term is 0.006 and 0.0024): this bound keeps them near 0.03 sds
+SKEW_SHIFT = 0.005
+# the joint mode's Newton: with LADDER_NODES nodes on this many levels (a start, a few
+# posterior sds from the mode), then one step on all of them, then with every node, its last
+# step kept without a further pass where its decrement is below FINAL_DECREMENT (a step within
+# about a posterior sd: the quadratic model's error there is the skewness's, SKEW_SHIFT at most)
+START_LEVELS = 16384
+LADDER_NODES = 3
+LADDER_TOL = 1e-2
+FINAL_DECREMENT = 1.0
+JOINT_STEPS = 40
+# the prior's derivatives by central differences with this step
+PRIOR_STEP = 1e-4
+# no joint Newton step moves a coordinate further than this; steps whose decrement is below
+# SAFE_STEP are taken whole (near the mode a fall can be the quadrature's rounding)
+MAX_STEP_Z = 2.0
+SAFE_STEP = 1e-4
 
 
 class Declined(ValueError):
@@ -117,6 +157,27 @@ def _prior_arrays(plan: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
     return np.array(means, dtype=float), np.array(precisions, dtype=float)
 
 
+def _intercept_var(plan: ModelPlan) -> float | None:
+    """The intercept's prior variance where zero-sum effects move it (None elsewhere)."""
+    if plan.terms[0].zero_sum and isinstance(plan.common_priors[plan.intercept], Normal):
+        return plan.common_priors[plan.intercept].sigma ** 2
+    return None
+
+
+def _precisions(plan: ModelPlan, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """beta's prior precisions at each sd (S, p), and where they exist (S,): zero-sum effects
+    leave the independent intercept the variance s^2 - sd^2 / J (see the module's notes)."""
+    _, precision = _prior_arrays(plan)
+    prec = np.tile(precision, (sd.size, 1))
+    ok = np.ones(sd.size, dtype=bool)
+    intercept_var = _intercept_var(plan)
+    if intercept_var is not None:
+        room = intercept_var - sd**2 / plan.terms[0].n_levels
+        ok = room > 0
+        prec[:, plan.intercept] = 1.0 / np.where(ok, room, 1.0)
+    return prec, ok
+
+
 def level_model(prep: Prepared) -> LevelModel:
     """The cells of the model's one factor for the quadrature engine."""
     cells, design = prep.cells, prep.design
@@ -138,9 +199,16 @@ def fit_aghq(
     seed: int | None = None,
     reason: str | None = None,
     nodes: int | None = None,
+    gaussian: bool | None = None,
 ) -> RegressionData:
     """Fit the prepared model by adaptive Gauss–Hermite quadrature (``method="laplace"``).
     Raises :class:`Declined` where the model is not this engine's (see :func:`why_not`).
+
+    With many levels (``MANY_LEVELS``; ``gaussian`` True or False asks for it or not) and a
+    group sd with a prior, beta and the log sd are taken as jointly normal at their mode on the
+    exact likelihood (:func:`_joint`) where its skewness check passes: every row is then a
+    normal with the row's moments (each level's over its nodes, moved by the normal's spread
+    through its slopes), and the levels' draws are made when they are first read.
 
     The tables come from the quadrature itself: every row is a mixture over the sd's grid
     points of normals with the row's exact moments given the sd (beta's Gaussian integrated by
@@ -165,9 +233,17 @@ def fit_aghq(
         seed = int(np.random.SeedSequence().entropy % (2**63))
     start = time.perf_counter()
     nodes = nodes or NODES
-    post = _posterior(prep, nodes)
-    rows, summaries = _tables(prep, post, hdi_prob, nodes)
-    samples = _sample(prep, post, draws, np.random.default_rng([seed, 15]))
+    joint = None
+    if _many_levels(prep) if gaussian is None else gaussian:
+        joint = _joint(prep, nodes)
+    if joint is not None:
+        post = joint
+        rows, summaries = _joint_tables(prep, joint, hdi_prob)
+        samples = _joint_sample(prep, joint, draws, seed)
+    else:
+        post = _posterior(prep, nodes)
+        rows, summaries = _tables(prep, post, hdi_prob, nodes)
+        samples = _sample(prep, post, draws, np.random.default_rng([seed, 15]))
     what = prep.cells.likelihood
     info = {
         "engine": "aghq",
@@ -177,8 +253,14 @@ def fit_aghq(
     }
     default = (
         f"one scalar grouping factor of a {what} regression: each level's effect integrated by "
-        f"adaptive Gauss–Hermite, {nodes} nodes; the common effects Gaussian given the group sd "
-        "(Laplace on that exact likelihood); the sd by adaptive quadrature"
+        f"adaptive Gauss–Hermite, {nodes} nodes; "
+        + (
+            "the common effects and the log group sd jointly Gaussian (Laplace on that exact "
+            f"likelihood; {prep.plan.terms[0].n_levels} levels, skewness checked)"
+            if joint is not None
+            else "the common effects Gaussian given the group sd (Laplace on that exact "
+            "likelihood); the sd by adaptive quadrature"
+        )
     )
     for m in post.warnings:
         warnings.warn(m, PoolwiseWarning, stacklevel=3)
@@ -196,6 +278,209 @@ def fit_aghq(
         info=info,
         messages=[*prep.messages, *post.warnings],
     )
+
+
+def _many_levels(prep: Prepared) -> bool:
+    """Whether the model has the levels (and a group sd with a prior) of :func:`_joint`."""
+    term = prep.plan.terms[0]
+    return term.sd is None and term.n_levels >= MANY_LEVELS
+
+
+@dataclass(frozen=True)
+class JointPosterior:
+    """beta and the log group sd jointly normal: ``mode`` (p + 1,) and ``cov``; the levels there
+    (``terms``: their means, variances and slopes in (beta, log sd)), and as
+    :class:`SdPosterior` has them, the sd's one point ``sds`` with ``weights``, the engine's
+    ``facts`` and ``warnings``."""
+
+    model: LevelModel
+    mode: np.ndarray
+    cov: np.ndarray
+    terms: JointTerms
+    sds: np.ndarray
+    weights: np.ndarray
+    facts: dict
+    warnings: list[str]
+
+
+def _prior_density(prep: Prepared):
+    """The log prior density of rows (beta, log sd) (the sd's Jacobian included; -inf where
+    zero-sum effects' intercept has no room), as the grid's :func:`_posterior` has it."""
+    plan = prep.plan
+    term = plan.terms[0]
+    mean, precision = _prior_arrays(plan)
+    proper = precision > 0
+    p = len(plan.common)
+
+    def log_prior(theta: np.ndarray) -> np.ndarray:
+        beta, z = theta[:, :p], theta[:, p]
+        prec, ok = _precisions(plan, np.exp(z))
+        lp = -0.5 * (prec * (beta - mean) ** 2).sum(axis=1)
+        lp += 0.5 * np.log(np.where(proper, prec / (2 * np.pi), 1.0)).sum(axis=1)
+        with np.errstate(divide="ignore"):
+            lp += np.asarray(term.sd_prior.logpdf(np.exp(z)), dtype=float) + z
+        return np.where(ok, lp, -np.inf)
+
+    return log_prior
+
+
+def _prior_terms(log_prior, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The log prior at ``theta``, its gradient and Hessian (central differences)."""
+    d, h = theta.size, PRIOR_STEP
+    eye = np.eye(d) * h
+    values = log_prior(np.vstack([theta, theta + eye, theta - eye]))
+    grad = (values[1 : d + 1] - values[d + 1 :]) / (2 * h)
+    return float(values[0]), grad, hessian(log_prior, theta, h)
+
+
+def _newton_joint(model, log_prior, theta, k, tol, steps, levels=None):
+    """Newton's method on sum_j log m_j + log prior in theta = (beta, log sd), ``k`` nodes,
+    from ``theta``, until the decrement is below ``tol`` or after ``steps`` steps (a step that
+    lowers the density is halved). Returns theta, the levels' terms there, the step still to
+    take and its decrement; None where the density is not concave along the way."""
+    p = theta.size - 1
+
+    def at(theta, levels):
+        t = joint_terms(model, theta[:p], math.exp(theta[p]), k, levels)
+        lp, g, H = _prior_terms(log_prior, theta)
+        return t, t.log_m + lp, t.grad + g, t.hess + H
+
+    t, value, grad, hess = at(theta, levels)
+    for i in range(steps + 1):
+        try:
+            np.linalg.cholesky(-hess)
+        except np.linalg.LinAlgError:
+            return None
+        step = np.linalg.solve(-hess, grad)
+        step *= min(1.0, MAX_STEP_Z / max(np.abs(step).max(), 1e-300))
+        decrement = float(grad @ step)
+        if not np.isfinite(decrement):
+            return None
+        if decrement < tol or i == steps:
+            return theta, t, step, decrement
+        for _halving in range(20):
+            new = theta + step
+            t1, v1, g1, h1 = at(new, t.mean + t.slopes @ step)
+            if v1 >= value or decrement < SAFE_STEP:
+                break
+            step, decrement = step / 2, decrement / 2
+        theta, t, value, grad, hess = new, t1, v1, g1, h1
+    return None
+
+
+def _joint(prep: Prepared, nodes: int) -> JointPosterior | None:
+    """beta and the log sd as jointly normal at their mode on the exact likelihood; None where
+    the check of their skewness fails (or the density is not concave on the way): the grid
+    then (:func:`_posterior`)."""
+    plan = prep.plan
+    why = why_not(plan)
+    if why is not None:
+        raise Declined(f"adaptive Gauss–Hermite quadrature does not fit {why}")
+    model, log_prior = level_model(prep), _prior_density(prep)
+    mean, _ = _prior_arrays(plan)
+    theta = np.r_[mean, math.log(prior_scale(plan.terms[0].sd_prior))]
+    J = model.n_levels
+    # a start from the first levels alone, a step on all of them with few nodes, then every node
+    stages = [(model.subset(0, min(J, START_LEVELS)), JOINT_STEPS), (model, 0)]
+    levels = None
+    for sub, steps in stages:
+        found = _newton_joint(sub, log_prior, theta, LADDER_NODES, LADDER_TOL, steps, levels)
+        if found is None:
+            return None
+        theta, t, step, _ = found
+        theta = theta + step
+        levels = t.mean + t.slopes @ step if sub is model else None
+    found = _newton_joint(model, log_prior, theta, nodes, FINAL_DECREMENT, JOINT_STEPS, levels)
+    if found is None:
+        return None
+    theta, t, step, _ = found
+    _, _, hess_prior = _prior_terms(log_prior, theta + step)
+    cov = np.linalg.inv(-(t.hess + hess_prior))
+    var_z = cov[-1, -1]
+    if abs(t.third) * var_z**2 / 2 / math.sqrt(var_z) > SKEW_SHIFT:
+        return None
+    # the levels moved to the mode along their slopes (exact to second order in the step)
+    moved = replace(t, mean=t.mean + t.slopes @ step)
+    mode = theta + step
+    return JointPosterior(
+        model,
+        mode,
+        cov,
+        moved,
+        sds=np.exp(mode[-1:]),
+        weights=np.ones(1),
+        facts={"nodes": nodes, "joint_normal": True, "sd_grid": 1},
+        warnings=[],
+    )
+
+
+def _joint_tables(prep: Prepared, post: JointPosterior, hdi_prob: float):
+    """:func:`_tables` of the joint normal: each row a normal with the row's mean and variance
+    (a level's: its moments at the mode, its mean moved by the normal's spread through its
+    slopes; zero-sum deviations and the intercept as reported)."""
+    design, gterm, plan = prep.design, prep.design.groups[0], prep.plan
+    p, t, cov = len(design.names), post.terms, post.cov
+    J = t.mean.size
+    e, v, g = t.mean, t.var, t.slopes
+    beta_mean, beta_var = post.mode[:p].copy(), np.diag(cov)[:p].copy()
+    if plan.terms[0].zero_sum:
+        i = plan.intercept
+        bar, gbar = e.mean(), g.mean(axis=0)
+        var_bar = v.sum() / J**2
+        a = gbar.copy()
+        a[i] += 1.0
+        beta_mean[i] += bar
+        beta_var[i] = a @ cov @ a + var_bar
+        e, g = e - bar, g - gbar
+        v = v * (1.0 - 2.0 / J) + var_bar
+    v = v + np.einsum("jq,qr,jr->j", g, cov, g)
+    one = np.ones(1)
+    m, sd, med, lo, hi = _mixture_rows(one, beta_mean[None], beta_var[None], hdi_prob)
+    rows = {name: (m[i], sd[i], med[i], lo[i], hi[i]) for i, name in enumerate(design.names)}
+    z, var_z = post.mode[-1], cov[-1, -1]
+    _, _, med, lo, hi = (
+        float(a[0])
+        for a in _mixture_rows(one, np.array([[z]]), np.array([[var_z]]), hdi_prob, link="log")
+    )
+    # the lognormal's own mean and sd
+    rows[gterm.sigma_name] = (
+        math.exp(z + var_z / 2),
+        math.exp(z + var_z / 2) * math.sqrt(math.expm1(var_z)),
+        med,
+        lo,
+        hi,
+    )
+    tm, tsd, _, tlo, thi = _mixture_rows(one, e[None], v[None], hdi_prob, median=False)
+    return rows, {gterm.name: (tm, tsd, tlo, thi)}
+
+
+def _joint_sample(prep: Prepared, post: JointPosterior, draws: int, seed: int) -> LazyDraws:
+    """Draws of (beta, log sd) from their normal, shaped (1, draws, ...), and of the levels'
+    effects exactly from their conditionals, made when first read: in chunks of levels, each
+    with its own random stream (:func:`poolwise.fitdata.chunked`). Zero-sum effects: the
+    levels' mean given (beta, sd), which moves the intercept and is taken from the deviations,
+    is drawn from its normal (the mean of ``MANY_LEVELS`` or more independent effects)."""
+    plan, gterm = prep.plan, prep.design.groups[0]
+    p, t, model = len(plan.common), post.terms, post.model
+    rng = np.random.default_rng([seed, 15])
+    theta = post.mode + rng.standard_normal((draws, p + 1)) @ np.linalg.cholesky(post.cov).T
+    beta, sd = theta[:, :p].copy(), np.exp(theta[:, p])
+    shift = np.zeros(draws)
+    if plan.terms[0].zero_sum:
+        J = model.n_levels
+        mean = t.mean.mean() + (theta - post.mode) @ t.slopes.mean(axis=0)
+        shift = mean + math.sqrt(t.var.sum()) / J * rng.standard_normal(draws)
+        beta[:, plan.intercept] += shift
+    mu = theta[:, :p]
+
+    def chunk(levels: slice, chunk_rng: np.random.Generator) -> np.ndarray:
+        sub = model.subset(levels.start, levels.stop)
+        start = t.mean[levels] + (theta - post.mode) @ t.slopes[levels].T
+        return _sample_batched(sub, mu, sd, chunk_rng, start) - shift[:, None]
+
+    eager = {name: beta[None, :, i] for i, name in enumerate(plan.common)}
+    eager[gterm.sigma_name] = sd[None]
+    return LazyDraws(eager, {gterm.name: lambda: chunked(seed, model.n_levels, chunk)[None]})
 
 
 @dataclass(frozen=True)
@@ -236,20 +521,9 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         raise Declined(f"adaptive Gauss–Hermite quadrature does not fit {why}")
     model = level_model(prep)
     term, gterm = plan.terms[0], design.groups[0]
-    mean, precision = _prior_arrays(plan)
+    mean, _ = _prior_arrays(plan)
     J = term.n_levels
-    intercept_var = None
-    if term.zero_sum and isinstance(plan.common_priors[plan.intercept], Normal):
-        intercept_var = plan.common_priors[plan.intercept].sigma ** 2
-
-    def precisions(sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        prec = np.tile(precision, (sd.size, 1))
-        ok = np.ones(sd.size, dtype=bool)
-        if intercept_var is not None:
-            room = intercept_var - sd**2 / J
-            ok = room > 0
-            prec[:, plan.intercept] = 1.0 / np.where(ok, room, 1.0)
-        return prec, ok
+    intercept_var = _intercept_var(plan)
 
     seen: dict[str, np.ndarray] = {}
     # each sd's fit (beta's mode, its Hessian, the levels' modes), for the grid's points
@@ -257,7 +531,7 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
 
     def conditional(sd: np.ndarray):
         """beta's Gaussian at each sd, started from the modes found at the nearest sds so far."""
-        prec, ok = precisions(sd)
+        prec, ok = _precisions(plan, sd)
         start = None
         if seen:
             start = _interp(np.log(sd), seen["z"], seen["mode"])
@@ -411,11 +685,12 @@ def _tables(prep: Prepared, post: SdPosterior, hdi_prob: float, nodes: int):
     return rows, {gterm.name: (tm, tsd, tlo, thi)}
 
 
-def _sample(prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator) -> Deferred:
+def _sample(prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator) -> LazyDraws:
     """Draws (1, draws, ...) of the common effects, the group sd (when it has a prior) and the
     level effects (1, draws, J): the sd within its grid's cells, beta from its Gaussian there,
     every level's effect exactly from its conditional. The sd's are drawn now (the fit's notes
-    read them), the rest from the same stream when first read."""
+    read them), the rest together from the same stream when one of them is first read (the
+    tables need none)."""
     plan, gterm = prep.plan, prep.design.groups[0]
     term = plan.terms[0]
     if term.sd is not None:
@@ -427,20 +702,35 @@ def _sample(prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Genera
         grid = post.grid
         v = post.v[at] + (rng.random(draws) - 0.5) * grid.spacing[0]
         sd_draws = np.exp(grid.mode[0] + np.sinh(v) * grid.chol[0, 0])
-    ready = {} if term.sd is not None else {gterm.sigma_name: sd_draws[None]}
 
-    def make() -> dict[str, np.ndarray]:
+    @cache
+    def made() -> dict[str, np.ndarray]:
         modes, chols = post.mode[at], _chol_cov(post.hessian)[at]
         beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
-        effects = sample_levels(post.model, beta, sd_draws, rng, start=post.level_starts(at, beta))
+        effects = _sample_batched(post.model, beta, sd_draws, rng, post.level_starts(at, beta))
         if term.zero_sum:
             shift = effects.mean(axis=1)
             beta[:, plan.intercept] += shift
             effects -= shift[:, None]
         out = {name: beta[None, :, i] for i, name in enumerate(plan.common)}
-        return out | ready | {gterm.name: effects[None]}
+        return out | {gterm.name: effects[None]}
 
-    return Deferred([*plan.common, *ready, gterm.name], make, ready)
+    eager = {} if term.sd is not None else {gterm.sigma_name: sd_draws[None]}
+    lazy = {name: (lambda name=name: made()[name]) for name in [*plan.common, gterm.name]}
+    return LazyDraws(eager, lazy)
+
+
+def _sample_batched(
+    model: LevelModel, beta: np.ndarray, sd: np.ndarray, rng: np.random.Generator, start
+) -> np.ndarray:
+    """:func:`~poolwise.engines.aghq.sample_levels` in batches of draws of at most ``CHUNK``
+    draws x cells (the envelope's arrays are three times that), one after another on ``rng``."""
+    out = np.empty_like(start)
+    step = max(1, CHUNK // len(model.y))
+    for lo in range(0, len(sd), step):
+        rows = slice(lo, lo + step)
+        out[rows] = sample_levels(model, beta[rows], sd[rows], rng, start=start[rows])
+    return out
 
 
 def _chol_cov(hessian: np.ndarray) -> np.ndarray:

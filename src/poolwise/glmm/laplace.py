@@ -658,7 +658,8 @@ def mixture_record(
     """The fit's record from tables computed on a mixture (no Monte Carlo noise): ``rows`` each
     population row's (mean, sd, median, HDI low, HDI high), in order; ``summaries`` and
     ``sd_values`` per term, as :func:`poolwise.glmm.setup.groups_table` takes them; ``draws``
-    (1, n, ...) per parameter, for the verbs; ``sigma2`` a normal outcome's residual variance
+    (1, n, ...) per parameter, for the verbs (a :class:`~poolwise.fitdata.LazyDraws` keeps
+    those not yet made so); ``sigma2`` a normal outcome's residual variance
     (its posterior mean); ``check_sds``: warn where a group sd's draws sit at zero."""
     design, plan = prep.design, prep.plan
     lo_name, hi_name = hdi_names(hdi_prob)
