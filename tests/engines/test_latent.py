@@ -158,10 +158,10 @@ def test_conditional_at_reuses_the_evaluated_points(kind):
     order = np.array([2, 0, 2])
     cond = model.conditional_at(thetas[order])
     assert calls == []
-    # a point not evaluated is solved afresh, with the others
+    # a point not evaluated is solved afresh, alone; the others come from the evaluations
     unseen = np.array([[0.1, 0.1, 0.1]])[:, :d]
     mixed = model.conditional_at(np.vstack([thetas[:1], unseen]))
-    assert calls == [2]
+    assert calls == [1]
     var, var_mixed = cond.variances(), mixed.variances()
     lm0 = _dense(kind, thetas[0])[0]
     for k, theta in enumerate([*thetas[order], *np.vstack([thetas[:1], unseen])]):
@@ -171,6 +171,78 @@ def test_conditional_at_reuses_the_evaluated_points(kind):
         # the modes from warm starts, to Newton's tolerance: their curvature to ~1e-7
         np.testing.assert_allclose(vv[j], v, rtol=1e-6, atol=1e-12)
         np.testing.assert_allclose(c.log_marginal[j] - cond.log_marginal[1], lm - lm0, atol=1e-7)
+
+
+# ------------------------------------------------------------------ a normal outcome's gradient
+@pytest.mark.parametrize("batch", [64, 0])
+def test_normal_derivatives_match_finite_differences(batch, monkeypatch):
+    # the exact gradient (zero-sum terms, a fixed sd, the log prior) against central differences
+    # of the log marginal's values (their error ~1e-9 here)
+    monkeypatch.setattr(blocks, "BATCH_REST", batch)
+    model, _ = _model("normal")
+    thetas = np.array([[-0.5, 0.2, 0.1], [0.3, -1.0, -0.2], [-2.0, 0.5, 0.0]])
+    value, grad, info = model.derivatives(thetas)
+    np.testing.assert_allclose(value, model.log_marginal(thetas), rtol=1e-12)
+    h = 1e-5
+    fd = [
+        (model.log_marginal(thetas + h * e) - model.log_marginal(thetas - h * e)) / (2 * h)
+        for e in np.eye(3)
+    ]
+    np.testing.assert_allclose(grad, np.column_stack(fd), atol=1e-6)
+    assert np.all(np.linalg.eigvalsh(info) > 0)
+
+
+def test_average_information_is_its_dense_definition():
+    # rows of 1-3 in a cell: V = sigma^2 I + X S_beta X' + sum_t sd_t^2 Z_t K_t Z_t' over the
+    # rows (K_t = I - 11'/J where the term sums to zero), u_t = 2 Z_t b_t and u_sigma = 2 (y -
+    # A x*) at the mode x*: the information is u' V^-1 u / 2
+    X, terms, _, _ = _problem("normal")
+    rng = np.random.default_rng(4)
+    size = rng.integers(1, 4, X.shape[0])
+    cell = np.repeat(np.arange(X.shape[0]), size)
+    y = rng.normal(0.3, 1.0, cell.size)
+    mean = np.bincount(cell, y) / size
+    stats = (size.astype(float), mean, np.bincount(cell, (y - mean[cell]) ** 2))
+    model = LatentModel(
+        Structure(X, terms),
+        "normal",
+        stats,
+        np.zeros(X.shape[0]),
+        np.array([0.2, 0.0]),
+        np.array([1 / 4.0, 1.0]),
+        (0, 1, None),
+        (None, None, 0.4),
+        (True, True, False),
+        2,
+        lambda t: -0.5 * (t**2).sum(axis=1),
+    )
+    theta = np.array([-0.5, 0.2, 0.1])
+    info = model.derivatives(theta[None])[2][0]
+    x = model.conditional(theta[None]).x[0]
+    Z = [(np.eye(t.n_levels)[t.codes] * t.values[:, None])[cell] for t in terms]
+    A = np.hstack([X[cell], *Z])
+    sds = [np.exp(theta[0]), np.exp(theta[1]), 0.4]
+    V = np.exp(2 * theta[2]) * np.eye(cell.size) + X[cell] @ np.diag([4.0, 1.0]) @ X[cell].T
+    for z, sd, zero_sum in zip(Z, sds, (True, True, False), strict=True):
+        J = z.shape[1]
+        V += sd**2 * z @ (np.eye(J) - zero_sum * np.full((J, J), 1.0 / J)) @ z.T
+    U = np.column_stack([2 * Z[0] @ x[2:7], 2 * Z[1] @ x[7:11], 2 * (y - A @ x)])
+    np.testing.assert_allclose(info, 0.5 * U.T @ np.linalg.solve(V, U), rtol=1e-9)
+
+
+def test_scoring_gives_the_mode_and_curvature_of_the_values():
+    # scoring on the exact gradient and the Hessian from its differences, against Newton's
+    # method and the Hessian on the log marginal's values alone
+    from poolwise.engines.optimize import find_mode, hessian, mode_and_hessian
+
+    model, _ = _model("normal")
+    z0 = np.zeros(3)
+    mode, h, ok = mode_and_hessian(model.log_marginal, z0, model.derivatives)
+    ref, ref_ok = find_mode(model.log_marginal, z0)
+    ref_h = hessian(model.log_marginal, ref)
+    assert ok and ref_ok
+    assert np.all(np.abs(mode - ref) < 1e-5 * np.sqrt(np.diag(np.linalg.inv(-ref_h))))
+    np.testing.assert_allclose(h, ref_h, atol=1e-3 * np.abs(ref_h).max())
 
 
 # ------------------------------------------------------------------------ correlated blocks

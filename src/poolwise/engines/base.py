@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .optimize import LogDensity
+from .optimize import Derivatives, LogDensity
 
 
 class Target(Protocol):
@@ -77,6 +77,9 @@ class Density:
     log_density: LogDensity
     start: np.ndarray
     names: tuple[str, ...] = ()
+    # the density's exact gradient and information, where known (the engines' mode search and
+    # curvature then take it: see poolwise.engines.optimize.mode_and_hessian)
+    derivatives: Derivatives | None = None
 
     def initial_point(self) -> np.ndarray:
         return self.start

@@ -19,7 +19,10 @@ factored densely by Cholesky. One factor (or a factor with a few covariates) lea
 crossed factors leave a dense block of the smaller factors' levels (MixedModels.jl's blocked
 Cholesky), built from sparse products of the codes, one point at a time. ``log det H`` comes from
 ``D``'s blocks and ``S``'s factor. The crossed products ``Z_t' W Z_u`` are sparse matrix products
-of the codes (the pattern is cached once, only the weights change).
+of the codes (the pattern is cached once, only the weights change; the lower triangles alone, all
+that the factorisation reads). Where one set of cell weights is scaled per point (a normal
+outcome), ``C' D^-1 C`` is one sparse product of C's row pairs with D's inverse, and
+``diag(H^-1)`` reads ``S^-1`` at those pairs.
 
 Interface (used by :mod:`poolwise.engines.latent`): ``Structure(X, terms, blocks)`` once per
 design; ``Structure.factor(W, Q)`` -> :class:`Factor` with ``solve``, ``logdet``,
@@ -47,21 +50,55 @@ class Term:
     n_levels: int
 
 
-def _pair_pattern(R):
-    """The sparse (m * m, cells) matrix whose product with cell weights W gives ``R' diag(W) R``
-    (flattened): one entry for each pair of nonzeros in a row of R."""
+def _row_pairs(C):
+    """The sparse (m * m, rows) matrix P (CSC) whose product with per-row weights v gives the
+    lower triangle of ``C' diag(v) C`` (flattened, the upper triangle zero; all that a Cholesky
+    factorisation reads): one entry for each pair of nonzeros of a row of C (rows, m; CSR), the
+    later column first; ``P' u`` is then ``sum_(a >= b) C_ja C_jb u_ab`` per row j."""
     from scipy import sparse
 
-    n, m = R.shape
-    k = np.diff(R.indptr)
-    row_of = np.repeat(np.arange(n), k)
-    partners = k[row_of]
-    first = np.repeat(np.arange(R.nnz), partners)
-    within = np.arange(first.size) - np.repeat(np.cumsum(partners) - partners, partners)
-    second = R.indptr[row_of[first]] + within
-    cols = R.indices[first].astype(np.int64) * m + R.indices[second]
-    vals = R.data[first] * R.data[second]
-    return sparse.csr_matrix((vals, (cols, row_of[first])), shape=(m * m, n))
+    C = C.sorted_indices()
+    J, m = C.shape
+    k = np.diff(C.indptr)
+    row_of = np.repeat(np.arange(J), k)
+    rank = np.arange(C.nnz) - C.indptr[row_of]  # each entry's place in its row
+    first = np.repeat(np.arange(C.nnz), rank + 1)
+    second = np.repeat(C.indptr[row_of], rank + 1)
+    second += np.arange(first.size) - np.repeat(np.cumsum(rank + 1) - rank - 1, rank + 1)
+    flat = C.indices[first].astype(np.int64) * m + C.indices[second]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(row_of, rank + 1, minlength=J))])
+    return sparse.csc_matrix(
+        (C.data[first] * C.data[second], flat, starts.astype(np.int64)), shape=(m * m, J)
+    )
+
+
+def _cholesky(E: np.ndarray, batched: bool) -> np.ndarray | list[np.ndarray]:
+    """The lower Cholesky factors of E (K, m, m), read from its lower triangle: batched by numpy
+    (an array), else by LAPACK in place, one point at a time (a list of K, views of E)."""
+    if batched:
+        return np.linalg.cholesky(E)
+    from scipy.linalg import lapack
+
+    out = []
+    for e in E:  # e.T is e's memory in Fortran order, its upper triangle e's lower
+        u, info = lapack.dpotrf(e.T, lower=0, clean=1, overwrite_a=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("the Schur complement is not positive definite")
+        out.append(u.T)
+    return out
+
+
+def _inverse_lower(L: list[np.ndarray]) -> np.ndarray:
+    """``S^-1``'s lower triangle (the upper zero) from S's lower Cholesky factors L (K of them)."""
+    from scipy.linalg import lapack
+
+    out = np.empty((len(L), *L[0].shape))
+    for p, lk in enumerate(L):
+        inv, info = lapack.dpotri(lk.T, lower=0)
+        if info != 0:
+            raise np.linalg.LinAlgError("the Schur complement is singular")
+        out[p] = inv.T
+    return out
 
 
 def _indicator(term: Term, n: int):
@@ -189,7 +226,7 @@ class Structure:
         self.batched = self.m <= BATCH_REST
         # floats a point takes in a batch (its cells' arrays, its blocks)
         self.point_size = 8 * n + (self.dim + 1) * (self.m + 2) * self.k + self.m**2
-        self.PE = _pair_pattern(self.R)
+        self.PE = _row_pairs(self.R)
         self.PC, self.C_pattern = None, None
         if self.unit:
             k, codes = self.k, self.terms[self.unit[0]].codes
@@ -299,8 +336,8 @@ class Structure:
 
     def _blocks(self, W: np.ndarray):
         """``A' diag(W_k) A`` by blocks: D (K, J, k, k), C (K, J k, m; a list of sparse
-        matrices where the rest is large) and E (K, m, m), each a sparse product of the cells'
-        fixed patterns with the weights."""
+        matrices where the rest is large) and E (K, m, m; its lower triangle), each a sparse
+        product of the cells' fixed patterns with the weights."""
         K = W.shape[0]
         WT = np.ascontiguousarray(W.T)
         E = (self.PE @ WT).T.reshape(K, self.m, self.m)
@@ -318,15 +355,15 @@ class Structure:
         c.data = np.ascontiguousarray(data)
         return c
 
-    def _finish(self, D: np.ndarray, C, E: np.ndarray, Q: Precision) -> Factor:
-        """The factor once the prior precision ``Q`` is added to the blocks."""
+    def _finish(self, D: np.ndarray, C, E: np.ndarray, Q: Precision, pairs=None) -> Factor:
+        """The factor once the prior precision ``Q`` is added to the blocks (D and E, fresh
+        arrays, changed in place); ``pairs``: C's :func:`_row_pairs` and its scale at each point
+        (C = scale C0), where C is one pattern scaled per point."""
         K, J, k = D.shape[0], D.shape[1], self.k
-        D = D.copy()
         idx = np.arange(k)
         D[:, :, idx, idx] += Q.q[:, self.first].reshape(K, J, k)
         if self.unit_block is not None:
             D += Q.coupled[self.unit_block][:, None]
-        E = E.copy()
         E[:, np.arange(self.m), np.arange(self.m)] += Q.q[:, self.rest]
         for bi, rows, cols, a, c in self._rest_coupling:
             E[:, rows, cols] += Q.coupled[bi][:, a, c][:, None]
@@ -334,10 +371,14 @@ class Structure:
         if self.batched:
             G = _unit_apply(Dinv, C.reshape(K, J, k, self.m)).reshape(C.shape)
             E -= np.swapaxes(C, 1, 2) @ G
+        elif pairs is not None:  # the lower triangle of C' D^-1 C, all the factor reads
+            P, scale = pairs
+            for p in range(K):
+                E[p] -= (P @ (scale[p] ** 2 * Dinv[p, :, 0, 0])).reshape(self.m, self.m)
         else:
             for p, c in enumerate(C):
                 E[p] -= (c.T @ _block_diag(Dinv[p]) @ c).toarray()
-        return Factor(self, D, Dinv, logdet_D, C, np.linalg.cholesky(E))
+        return Factor(self, D, Dinv, logdet_D, C, _cholesky(E, self.batched), pairs)
 
     def factor(self, W: np.ndarray, Q: Precision) -> Factor:
         """The factor of ``A' diag(W_k) A + Q_k`` at each of the K points."""
@@ -345,39 +386,53 @@ class Structure:
 
     def factor_scaled(self, scale: np.ndarray, w0: np.ndarray, Q: Precision) -> Factor:
         """The factor of ``scale_k A' diag(w0) A + Q_k``: one set of cell weights scaled
-        per point (a normal outcome's n / sigma^2), its blocks formed once and cached."""
+        per point (a normal outcome's n / sigma^2), its blocks formed once and cached (with
+        C's :func:`_row_pairs` where the rest is large and the eliminated unit one term)."""
         if getattr(self, "_scaled_for", None) is not w0:
             self._scaled_for, self._scaled = w0, self._blocks(w0[None])
+            single = not self.batched and self.k == 1 and bool(self.unit)
+            self._scaled_pairs = _row_pairs(self._scaled[1][0]) if single else None
         D0, C0, E0 = self._scaled
         s = scale[:, None]
         C = s[:, :, None] * C0 if self.batched else [C0[0] * float(k) for k in scale]
-        return self._finish(s[:, :, None, None] * D0, C, s[:, :, None] * E0, Q)
+        pairs = None if self._scaled_pairs is None else (self._scaled_pairs, scale)
+        return self._finish(s[:, :, None, None] * D0, C, s[:, :, None] * E0, Q, pairs)
 
 
-def _triangular(L: np.ndarray, b: np.ndarray, transpose: bool) -> np.ndarray:
+def _triangular(L: np.ndarray | list[np.ndarray], b: np.ndarray, transpose: bool) -> np.ndarray:
     """``L^-1 b`` (``L^-T b`` where ``transpose``) at each point, L lower triangular (K, m, m)
-    and b (K, m, r): small factors batched by numpy, large ones by a triangular solve each."""
-    if L.shape[1] <= BATCH_REST:
+    and b (K, m, r): small factors batched by numpy (L an array), large ones (L a list) by BLAS
+    one point at a time, as ``x' = b' L^-T`` (``b' L^-1``) on the arrays' own memory."""
+    if isinstance(L, np.ndarray):
         return np.linalg.solve(np.swapaxes(L, 1, 2) if transpose else L, b)
-    from scipy.linalg import solve_triangular
+    from scipy.linalg import blas
 
-    return np.stack(
-        [
-            solve_triangular(lk, bk, lower=True, trans=int(transpose), check_finite=False)
-            for lk, bk in zip(L, b, strict=True)
-        ]
-    )
+    out = np.empty(b.shape)
+    for p, lk in enumerate(L):  # lk.T: L' in Fortran order; b[p].T: b' likewise
+        bt = np.ascontiguousarray(b[p]).T
+        out[p] = blas.dtrsm(1.0, lk.T, bt, side=1, lower=0, trans_a=int(transpose)).T
+    return out
 
 
 class Factor:
     """``H = [[D, C], [C', E]]`` (eliminated coefficients first) at K points: D's per-level
     blocks (K, J, k, k), their inverses and log determinants' sum, C, and the Cholesky factor L
-    (K, m, m) of the Schur complement ``S = E - C' D^-1 C``."""
+    (K, m, m; a list of K where the rest is large) of the Schur complement ``S = E - C' D^-1 C``;
+    ``pairs``: C's :func:`_row_pairs` and scale per point where C is one pattern scaled per point
+    (else None)."""
 
     def __init__(
-        self, s: Structure, D: np.ndarray, Dinv: np.ndarray, logdet_D: np.ndarray, C, L: np.ndarray
+        self,
+        s: Structure,
+        D: np.ndarray,
+        Dinv: np.ndarray,
+        logdet_D: np.ndarray,
+        C,
+        L: np.ndarray | list[np.ndarray],
+        pairs=None,
     ) -> None:
         self.s, self.D, self.Dinv, self.logdet_D, self.C, self.L = s, D, Dinv, logdet_D, C, L
+        self.pairs = pairs
 
     def _C(self, v: np.ndarray, transpose: bool) -> np.ndarray:
         """C v (v: (K, m, r)) or C' v (v: (K, J k, r)) per point."""
@@ -415,25 +470,33 @@ class Factor:
 
     def logdet(self) -> np.ndarray:
         """log det H at each point."""
-        diag = np.diagonal(self.L, axis1=1, axis2=2)
+        diag = [np.diagonal(lk) for lk in self.L]
         return self.logdet_D + 2 * np.log(diag).sum(axis=1)
 
     def diag_inverse(self) -> np.ndarray:
         """The diagonal of H^-1 (the marginal variances): S^-1's diagonal for the rest, and
         ``diag(D^-1) + g_j' S^-1 g_j`` for the eliminated coefficients (g_j: row j of
         ``D^-1 C``)."""
-        Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
-        Sinv = np.swapaxes(Linv, 1, 2) @ Linv
-        rest = np.diagonal(Sinv, axis1=1, axis2=2)
         K, J, k = self.D.shape[:3]
         Dinv = self.Dinv
         own = np.diagonal(Dinv, axis1=2, axis2=3).reshape(K, J * k)
         if self.s.batched:
+            Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
+            Sinv = np.swapaxes(Linv, 1, 2) @ Linv
             G = self._Dsolve(self.C)
             quad = ((G @ Sinv) * G).sum(axis=2)
+            return self._join(own + quad, np.diagonal(Sinv, axis1=1, axis2=2))
+        low = _inverse_lower(self.L)
+        rest = np.diagonal(low, axis1=1, axis2=2).copy()
+        if self.pairs is not None:  # g_j' S^-1 g_j over C's pairs in row j, a > b twice
+            P, scale = self.pairs
+            low *= 2
+            low[:, np.arange(self.s.m), np.arange(self.s.m)] = rest
+            quad = np.stack([P.T @ u.reshape(-1) for u in low]) * (scale[:, None] * own) ** 2
         else:
             quad = []
-            for c, S, Di in zip(self.C, Sinv, Dinv, strict=True):
+            for c, low_k, Di in zip(self.C, low, Dinv, strict=True):
+                S = low_k + np.tril(low_k, -1).T
                 G = _block_diag(Di) @ c
                 quad.append(np.asarray(G.multiply(G @ S).sum(axis=1)).reshape(-1))
             quad = np.stack(quad)
@@ -456,11 +519,17 @@ class Factor:
             C = np.concatenate([f.C for f in parts])
         else:
             C = [c for f in parts for c in f.C]
-        D, Dinv, logdet_D, L = (
-            np.concatenate([getattr(f, name) for f in parts])
-            for name in ("D", "Dinv", "logdet_D", "L")
+        D, Dinv, logdet_D = (
+            np.concatenate([getattr(f, name) for f in parts]) for name in ("D", "Dinv", "logdet_D")
         )
-        return Factor(first.s, D, Dinv, logdet_D, C, L)
+        if first.s.batched:
+            L = np.concatenate([f.L for f in parts])
+        else:
+            L = [lk for f in parts for lk in f.L]
+        pairs = None
+        if first.pairs is not None:
+            pairs = (first.pairs[0], np.concatenate([f.pairs[1] for f in parts]))
+        return Factor(first.s, D, Dinv, logdet_D, C, L, pairs)
 
     def take(self, points: np.ndarray) -> Factor:
         """The factor at the ``points`` (indices; repeats allowed)."""
@@ -471,5 +540,6 @@ class Factor:
             self.Dinv[points],
             self.logdet_D[points],
             C,
-            self.L[points],
+            self.L[points] if self.s.batched else [self.L[k] for k in points],
+            None if self.pairs is None else (self.pairs[0], self.pairs[1][points]),
         )

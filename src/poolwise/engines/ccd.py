@@ -38,7 +38,7 @@ def fit(model: Target) -> GridPosterior:
     log_density, z0 = model.log_posterior, model.initial_point()
     d = z0.size
     names = tuple(model.names) or tuple(f"z{i}" for i in range(d))
-    mode, chol, concave = gaussian_at_mode(log_density, z0)
+    mode, chol, concave = gaussian_at_mode(log_density, z0, getattr(model, "derivatives", None))
     corners = np.array(list(itertools.product([-F0, F0], repeat=d)))
     axial = np.vstack([np.eye(d), -np.eye(d)]) * F0 * np.sqrt(d)
     u = np.vstack([np.zeros(d), corners, axial])

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import Target
-from .optimize import covariance, find_mode, hessian
+from .optimize import covariance, mode_and_hessian
 
 # a coordinate whose objective stays flat this much further on has run off to a boundary
 # (tau = 0, kappa = inf)
@@ -16,6 +16,10 @@ RUNAWAY = 20.0
 # many groups the search stops short of the edge (tau ~ 1e-4), where the change is small but not
 # tiny, and no interior maximum is that flat (it would fall by 200 / sd² over the same distance)
 FLAT = 1e-2
+# ... looked for only where the objective's curvature at the maximum is below this (a sd at its
+# boundary has curvature ~0): a larger one falls by far more than FLAT in those 20 units
+# wherever it stays concave
+INSIDE = 1.0
 
 
 @dataclass
@@ -67,14 +71,16 @@ def fit(model: Target) -> PointPosterior:
     d = z0.size
     if d == 0:
         return PointPosterior(np.zeros(0), np.zeros((0, 0)))
-    mode, ok = find_mode(objective, z0)
+    mode, h, ok = mode_and_hessian(objective, z0, getattr(model, "derivatives", None))
     if not ok:
         raise ValueError("the marginal likelihood is zero or undefined everywhere tried")
-    h = hessian(objective, mode)
-    # a coordinate that ran off towards an end of its range and stays flat further on
-    direction = np.sign(mode - z0)
-    top = objective(mode[None, :])[0]
-    boundary = tuple(i for i in _runaway(objective, mode, direction, top) if direction[i] != 0)
+    # a coordinate that ran off towards an end of its range and stays flat further on (not one
+    # whose curvature says the maximum is inside)
+    direction = np.sign(mode - z0) * (-np.diag(h) < INSIDE)
+    boundary = ()
+    if direction.any():
+        top = objective(mode[None, :])[0]
+        boundary = tuple(i for i in _runaway(objective, mode, direction, top) if direction[i])
     cov, concave = covariance(h)
     warnings = (
         [] if concave or boundary else ["the marginal likelihood is not concave at its maximum"]
@@ -83,16 +89,18 @@ def fit(model: Target) -> PointPosterior:
 
 
 def _runaway(objective, mode: np.ndarray, direction: np.ndarray, top: float) -> list[int]:
-    """The coordinates whose objective stays flat ``RUNAWAY`` units further on; where that far
+    """The coordinates (of those ``direction`` moves) whose objective stays flat ``RUNAWAY``
+    units further on; where that far
     point leaves the numbers (a probability rounded to 1: the objective is -inf there), the
     nearest of a quarter and a twentieth of the distance that the numbers still reach."""
-    d = mode.size
+    d, axes = mode.size, np.flatnonzero(direction)
     steps = RUNAWAY * np.array([1.0, 0.25, 0.05])
-    points = mode + (steps[:, None, None] * np.diag(direction)[None, :, :]).reshape(-1, d)
-    values = objective(points).reshape(steps.size, d)
+    moves = np.diag(direction)[axes]
+    points = mode + (steps[:, None, None] * moves[None, :, :]).reshape(-1, d)
+    values = objective(points).reshape(steps.size, axes.size)
     out = []
-    for i in range(d):
-        finite = np.isfinite(values[:, i])
-        if finite.any() and abs(values[finite.argmax(), i] - top) < FLAT:
-            out.append(i)
+    for a, i in enumerate(axes):
+        finite = np.isfinite(values[:, a])
+        if finite.any() and abs(values[finite.argmax(), a] - top) < FLAT:
+            out.append(int(i))
     return out

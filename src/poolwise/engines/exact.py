@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import LogDensity, Target
-from .optimize import covariance, find_mode, hessian
+from .optimize import covariance, mode_and_hessian
 
 EDGE_TOL = 1e-7
 # a grid is accepted when the grid with every other point left out has the same moments to this
@@ -144,14 +144,14 @@ def fit(
     if d > 3:
         raise ValueError(f"the exact engine handles at most 3 hyperparameters, got {d}")
     warnings: list[str] = []
-    mode, ok = find_mode(log_density, z0)
+    mode, h, ok = mode_and_hessian(log_density, z0, getattr(model, "derivatives", None))
     if not ok:
         raise ValueError(
             "the posterior density of the hyperparameters is zero or undefined everywhere tried: "
             "check the priors against the data"
         )
     _check_tails(log_density, mode, names)
-    cov, concave = covariance(hessian(log_density, mode))
+    cov, concave = covariance(h)
     chol = np.linalg.cholesky(cov)
     n = np.full(d, START_POINTS[d])
     lo, hi = np.full(d, -START_HALF_WIDTH), np.full(d, START_HALF_WIDTH)

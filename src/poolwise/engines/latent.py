@@ -47,6 +47,23 @@ QUADRATIC = 1e-4
 KEEP_MODES = 4096
 # floats of the arrays of one batch of points (larger sets of points go in batches)
 BATCH_FLOATS = 20_000_000
+# floats of the evaluations held for ``conditional_at``: the 25 points of a central composite
+# design in 4 dimensions with a factor of InstEval's size (~1.5e6 floats each)
+HOLD_FLOATS = 40_000_000
+# floats of a chunk of draws (every array of the draws' linear algebra is of this size: under
+# the C library's largest threshold for fresh memory, so that their memory is reused)
+DRAW_FLOATS = 2_000_000
+# central-difference step of the log prior's gradient in theta (the prior is cheap and smooth)
+PRIOR_STEP = 1e-6
+
+
+def _swap(a: np.ndarray, block: int = 256) -> np.ndarray:
+    """``a`` with its last two axes swapped, contiguous, copied ``block`` rows at a time (a
+    transposed view copied whole strides through memory)."""
+    out = np.empty((*a.shape[:-2], a.shape[-1], a.shape[-2]))
+    for i in range(0, a.shape[-2], block):
+        out[..., i : i + block] = np.swapaxes(a[..., i : i + block, :], -1, -2)
+    return out
 
 
 def loglik(kind: str, stats: tuple, eta: np.ndarray, sigma: np.ndarray | None):
@@ -89,14 +106,18 @@ class Conditional:
     M: np.ndarray | None  # C H^-1 C' (K, r, r)
     constraints: np.ndarray | None  # C (r, dim)
     log_marginal: np.ndarray
+    var: np.ndarray | None = None  # the variances, once computed
 
     def variances(self) -> np.ndarray:
-        """Marginal variances of every effect (K, dim), the constraints' correction included."""
-        var = self.factor.diag_inverse()
-        if self.V is not None:
-            half = np.linalg.solve(np.linalg.cholesky(self.M), np.swapaxes(self.V, 1, 2))
-            var = var - (half**2).sum(axis=1)
-        return np.maximum(var, 0.0)
+        """Marginal variances of every effect (K, dim), the constraints' correction included
+        (computed once)."""
+        if self.var is None:
+            var = self.factor.diag_inverse()
+            if self.V is not None:
+                half = np.linalg.solve(np.linalg.cholesky(self.M), np.swapaxes(self.V, 1, 2))
+                var = var - (half**2).sum(axis=1)
+            self.var = np.maximum(var, 0.0)
+        return self.var
 
     @staticmethod
     def concat(parts: list[Conditional]) -> Conditional:
@@ -106,11 +127,17 @@ class Conditional:
 
         def cat(name):
             values = [getattr(p, name) for p in parts]
-            return None if values[0] is None else np.concatenate(values)
+            return None if any(v is None for v in values) else np.concatenate(values)
 
         factor = Factor.concat([p.factor for p in parts])
         return Conditional(
-            cat("x"), factor, cat("V"), cat("M"), parts[0].constraints, cat("log_marginal")
+            cat("x"),
+            factor,
+            cat("V"),
+            cat("M"),
+            parts[0].constraints,
+            cat("log_marginal"),
+            cat("var"),
         )
 
     def take(self, points: np.ndarray) -> Conditional:
@@ -123,12 +150,13 @@ class Conditional:
             M,
             self.constraints,
             self.log_marginal[points],
+            None if self.var is None else self.var[points],
         )
 
     def sample(self, points: np.ndarray, z: np.ndarray) -> np.ndarray:
         """One draw (n, dim) of the effects at each of the ``points`` (indices, n) from standard
-        normals z (n, dim). Each point's factor is used once, its draws as columns: the points
-        go in bands by their number of draws (up to a power of two, the columns padded); small
+        normals z (n, dim). Each point's factor is used once, its draws as columns (in chunks of
+        ``DRAW_FLOATS``), batched factors in bands of points by their number of draws; small
         factors are simply taken once per draw."""
         if self.factor.s.factor_size * len(points) <= BATCH_FLOATS // 8:
             return self.x[points] + self._spread(points, z[:, :, None])[:, :, 0]
@@ -137,17 +165,27 @@ class Conditional:
         order = np.argsort(inv, kind="stable")
         column = np.empty(len(points), dtype=np.int64)
         column[order] = np.arange(len(points)) - np.repeat(np.cumsum(counts) - counts, counts)
-        width = 1 << np.ceil(np.log2(counts)).astype(np.int64)
-        for w in np.unique(width):
-            band = np.flatnonzero(width == w)
+        # batched factors: the points in bands of their draws' count up to a power of two (the
+        # columns padded); else one point at a time, unpadded
+        batched = self.factor.s.batched
+        width = (1 << np.ceil(np.log2(counts)).astype(np.int64)) if batched else counts
+        key = width if batched else np.arange(uniq.size)
+        for b in np.unique(key):
+            band = np.flatnonzero(key == b)
+            w = width[band[0]]
             slot = np.full(uniq.size, -1)
             slot[band] = np.arange(band.size)
             draws = np.flatnonzero(slot[inv] >= 0)
-            at, col = slot[inv[draws]], column[draws]
-            zpad = np.zeros((band.size, z.shape[1], w))
-            zpad[at, :, col] = z[draws]
-            y = self._spread(uniq[band], zpad)
-            x[draws] = self.x[uniq[band]][at] + y[at, :, col]
+            step = max(1, DRAW_FLOATS // (band.size * z.shape[1]))
+            for c in range(0, w, step):
+                chunk = (column[draws] >= c) & (column[draws] < c + step)
+                if not chunk.any():
+                    continue
+                at, col = slot[inv[draws[chunk]]], column[draws[chunk]] - c
+                zpad = np.zeros((band.size, min(step, w - c), z.shape[1]))
+                zpad[at, col] = z[draws[chunk]]
+                y = self._spread(uniq[band], _swap(zpad))
+                x[draws[chunk]] = self.x[uniq[band]][at] + _swap(y)[at, col]
         return x
 
     def _spread(self, idx: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -376,21 +414,24 @@ class LatentModel:
         return [self._conditional(theta[i : i + size]) for i in range(0, max(len(theta), 1), size)]
 
     def conditional_at(self, theta: np.ndarray) -> Conditional:
-        """:meth:`conditional` at points of ``theta`` (K, d) that :meth:`log_marginal` evaluated
-        last (exactly those values), taken from that evaluation; computed afresh where any of
-        them is not among the evaluations still held (up to ``BATCH_FLOATS`` floats)."""
+        """:meth:`conditional` at points of ``theta`` (K, d), taken from the evaluations of
+        :meth:`log_marginal` still held (up to ``HOLD_FLOATS`` floats) where they are among
+        their points (exactly those values), computed afresh where not."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        if not self._evaluated:
-            return self.conditional(theta)
-        thetas, conds = self._evaluated
+        thetas, conds = self._evaluated or ([], [])
         where = {
             row.tobytes(): (part, k)
             for part, held in enumerate(thetas)
             for k, row in enumerate(held)
         }
         found = [where.get(row.tobytes()) for row in theta]
-        if any(f is None for f in found):
+        missing = [i for i, f in enumerate(found) if f is None]
+        if len(missing) == len(theta):
             return self.conditional(theta)
+        if missing:
+            conds = [*conds, self.conditional(theta[missing])]
+            for k, i in enumerate(missing):
+                found[i] = (len(conds) - 1, k)
         part, k = np.array(found).T
         order = np.argsort(part, kind="stable")
         taken = [conds[p].take(k[part == p]) for p in np.unique(part)]
@@ -405,7 +446,7 @@ class LatentModel:
         conds.append(cond)
         r = 0 if self.constraints is None else len(self.constraints)
         size = self.structure.factor_size + self.structure.dim * (1 + r) + r * r
-        while thetas and sum(map(len, thetas)) * size > BATCH_FLOATS:
+        while thetas and sum(map(len, thetas)) * size > HOLD_FLOATS:
             del thetas[0], conds[0]
         self._evaluated = (thetas, conds) if thetas else None
 
@@ -469,3 +510,96 @@ class LatentModel:
             self._hold(theta[start : start + len(cond.x)], cond)
             start += len(cond.x)
         return np.concatenate([cond.log_marginal for cond in parts])
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether :meth:`derivatives` applies: a normal outcome without correlated blocks."""
+        return self.likelihood == "normal" and not self.blocks
+
+    def derivatives(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`log_marginal` at each row of ``theta`` (K, d), its gradient (K, d) and the
+        average information (K, d, d), a positive semi-definite stand-in for minus its Hessian
+        (Gilmour, Thompson & Cullis 1995), for a normal outcome without correlated blocks
+        (:attr:`differentiable`; LAPLACE.md section 6). The evaluations are held, with their
+        variances, for :meth:`conditional_at`.
+
+        With ``delta = x* - m``, ``q_t = 1 / sd_t^2``, ``Sigma`` the effects' conditional
+        covariance (the constraints' correction included) and ``N`` the rows: the gradient in
+        ``log sd_t`` is ``q_t (|delta_t|^2 + tr_t Sigma) - (free levels of t)``; in
+        ``log sigma`` it is ``-N + RSS / sigma^2 + dim - r - sum_j Q_jj Sigma_jj`` (r
+        constraints), the log prior's added. The information is ``u_i' V^-1 u_j / 2`` with
+        ``u_t = 2 Z_t delta_t``, ``u_sigma = 2 (y - A x*)`` and ``V^-1 = (I - A Sigma A' /
+        sigma^2) / sigma^2``.
+
+        Example
+        -------
+        >>> from poolwise.engines.blocks import Structure, Term
+        >>> s = Structure(np.ones((3, 1)), [Term(np.arange(3), np.ones(3), 3)])
+        >>> stats = (np.full(3, 2.0), np.array([0.0, 1.0, 3.0]), np.ones(3))
+        >>> m = LatentModel(s, "normal", stats, np.zeros(3), np.zeros(1), np.zeros(1), (0,),
+        ...                 (None,), (False,), 1, lambda t: 0 * t[:, 0])
+        >>> value, grad, info = m.derivatives(np.zeros((1, 2)))
+        >>> h = 1e-6
+        >>> fd = (m.log_marginal(np.array([[h, 0.0]])) - m.log_marginal(np.array([[-h, 0.0]])))
+        >>> bool(abs(fd[0] / (2 * h) - grad[0, 0]) < 1e-6)
+        True
+        """
+        if not self.differentiable:
+            raise ValueError("derivatives: a normal outcome without correlated blocks only")
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        K, d = theta.shape
+        value, grad = np.full(K, -np.inf), np.full((K, d), np.nan)
+        info = np.tile(np.eye(d), (K, 1, 1))
+        size = max(1, BATCH_FLOATS // self.structure.point_size)
+        for i in range(0, K, size):
+            part = theta[i : i + size]
+            with np.errstate(all="ignore"):
+                try:
+                    cond = self._conditional(part)
+                    g, a = self._gradient(part, cond)
+                except np.linalg.LinAlgError:  # theta far out in a tail
+                    continue
+            self._hold(part, cond)
+            value[i : i + size], grad[i : i + size], info[i : i + size] = cond.log_marginal, g, a
+        return value, grad, info
+
+    def _gradient(self, theta: np.ndarray, cond: Conditional) -> tuple[np.ndarray, np.ndarray]:
+        """The gradient and the average information of :meth:`derivatives` at ``cond``."""
+        s = self.structure
+        n, mean, m2 = self.stats
+        var = cond.variances()
+        sds = self.sds(theta)
+        sigma2 = np.exp(2 * theta[:, self.sigma_index])
+        dev = cond.x - self.prior_mean
+        resid = mean - self.offset - s.eta(cond.x)  # cells' mean residuals (K, cells)
+        K, d = theta.shape
+        grad = np.zeros((K, d))
+        u = np.zeros((K, d, s.n))  # the cells' u_i, but u_sigma's spread within cells
+        for t, (term, off, i) in enumerate(zip(s.terms, s.offsets, self.sd_index, strict=True)):
+            if i is None:
+                continue
+            cols = slice(off, off + term.n_levels)
+            tr = (dev[:, cols] ** 2 + var[:, cols]).sum(axis=1)
+            grad[:, i] = tr / sds[:, t] ** 2 - (term.n_levels - self.zero_sum[t])
+            u[:, i] = 2 * (s.Z[t] @ dev[:, cols].T).T
+        i = self.sigma_index
+        r = 0 if self.constraints is None else len(self.constraints)
+        q = self._precision(sds, []).q
+        grad[:, i] = (m2.sum() + (n * resid**2).sum(axis=1)) / sigma2 - n.sum() + s.dim - r
+        grad[:, i] -= (q * var).sum(axis=1)
+        u[:, i] = 2 * resid
+        for j in range(d):
+            step = np.zeros(d)
+            step[j] = PRIOR_STEP
+            ahead, behind = self.log_prior(theta + step), self.log_prior(theta - step)
+            grad[:, j] += (ahead - behind) / (2 * PRIOR_STEP)
+        # u' V^-1 u = u' u / sigma^2 - b' Sigma b with b = A' u / sigma^2
+        nu = n * u
+        info = (u @ np.swapaxes(nu, 1, 2)) / sigma2[:, None, None]
+        info[:, i, i] += 4 * m2.sum() / sigma2
+        b = np.stack([s.gradient(nu[:, j]) for j in range(d)], axis=2) / sigma2[:, None, None]
+        sb = cond.factor.solve(b)
+        if cond.V is not None:
+            sb = sb - cond.V @ np.linalg.solve(cond.M, self.constraints @ sb)
+        info = 0.5 * (info - np.swapaxes(b, 1, 2) @ sb)
+        return grad, 0.5 * (info + np.swapaxes(info, 1, 2))

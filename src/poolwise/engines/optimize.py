@@ -7,6 +7,9 @@ from collections.abc import Callable
 import numpy as np
 
 LogDensity = Callable[[np.ndarray], np.ndarray]
+# a log density's value (K,), gradient (K, d) and a positive semi-definite stand-in for minus its
+# Hessian (K, d, d) at rows of z (K, d)
+Derivatives = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 GRAD_STEP = 1e-5
 HESSIAN_STEP = 1e-3
 NEWTON_STEPS = 50
@@ -18,6 +21,11 @@ NEWTON_TOL = 1e-10
 MAX_STEP = 2.0
 # relative rounding error of a log density: a fall smaller than this is no fall
 ROUNDING = 1e-10
+# scoring (steps by the information) stops when the gain its step promises, g' step (the squared
+# decrement where the step is not cut), is this small: the mode is then ~1e-4 sds away
+SCORING_TOL = 1e-8
+# forward-difference step of the Hessian from exact gradients
+GRADIENT_STEP = 1e-4
 
 
 def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -104,6 +112,60 @@ def _quasi_newton(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, 
     return best.x, bool(np.isfinite(best.fun) and best.fun < 1e300)
 
 
+def _scoring(derivatives: Derivatives, z: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mode and the gradient there by steps ``I^-1 g`` (I the information), halved while
+    the density falls; None where that does not get there."""
+    f, g, info = (a[0] for a in derivatives(z[None]))
+    for _ in range(NEWTON_STEPS):
+        if not (np.isfinite(f) and np.all(np.isfinite(g))):
+            return None
+        w, v = np.linalg.eigh(info)
+        step = v @ ((v.T @ g) / np.maximum(w, 1e-12 * max(float(w.max()), 1.0)))
+        step *= MAX_STEP / max(float(np.max(np.abs(step))), MAX_STEP)
+        if float(g @ step) < SCORING_TOL:
+            return z, g
+        for _ in range(40):
+            fn, gn, infon = (a[0] for a in derivatives((z + step)[None]))
+            if fn >= f - ROUNDING * (1 + abs(f)):
+                break
+            step /= 2
+        else:
+            return None
+        z, f, g, info = z + step, fn, gn, infon
+    return None
+
+
+def mode_and_hessian(
+    log_density: LogDensity, z0: np.ndarray, derivatives: Derivatives | None = None
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The mode of ``log_density`` (searched from ``z0``), its Hessian there and whether the
+    search succeeded. With ``derivatives`` (the same density's exact gradient and information):
+    scoring steps, then the Hessian by forward differences of the gradient (d + 1
+    evaluations); else Newton's method on the values alone, the Hessian its last step's (or
+    L-BFGS's mode and :func:`hessian` there).
+
+    Example
+    -------
+    >>> f = lambda z: -((z - 2.0) ** 2).sum(axis=1)
+    >>> d = lambda z: (f(z), -2 * (z - 2.0), np.tile(2 * np.eye(z.shape[1]), (len(z), 1, 1)))
+    >>> mode, h, ok = mode_and_hessian(f, np.zeros(1), d)
+    >>> round(float(mode[0]), 4), round(float(h[0, 0]), 4), ok
+    (2.0, -2.0, True)
+    """
+    z0 = np.asarray(z0, dtype=float)
+    found = None if derivatives is None else _scoring(derivatives, z0)
+    if found is None:
+        found = _newton(log_density, z0)
+        if found is not None:
+            return *found, True
+        mode, ok = _quasi_newton(log_density, z0)
+        return mode, hessian(log_density, mode) if ok else np.full((z0.size,) * 2, np.nan), ok
+    mode, g = found
+    ahead = derivatives(mode + GRADIENT_STEP * np.eye(mode.size))[1]
+    h = (ahead - g) / GRADIENT_STEP
+    return mode, 0.5 * (h + h.T), True
+
+
 def _hessian_points(z: np.ndarray, step: float) -> np.ndarray:
     """``z`` first, then the central-difference stencil that :func:`_hessian_from` reads."""
     d = z.size
@@ -158,10 +220,11 @@ def covariance(h: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def gaussian_at_mode(
-    log_density: LogDensity, z0: np.ndarray
+    log_density: LogDensity, z0: np.ndarray, derivatives: Derivatives | None = None
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The mode of ``log_density`` (searched from ``z0``), the Cholesky factor of the covariance
-    from its curvature there, and whether it is concave there (else a diagonal stands in).
+    """The mode of ``log_density`` (searched from ``z0``; by ``derivatives`` where given, see
+    :func:`mode_and_hessian`), the Cholesky factor of the covariance from its curvature there,
+    and whether it is concave there (else a diagonal stands in).
 
     Example
     -------
@@ -169,16 +232,11 @@ def gaussian_at_mode(
     >>> mode.round(4).tolist(), np.diag(chol).round(4).tolist(), concave
     ([1.0, 1.0], [0.7071, 0.7071], True)
     """
-    z0 = np.asarray(z0, dtype=float)
-    found = _newton(log_density, z0)
-    if found is None:
-        mode, ok = _quasi_newton(log_density, z0)
-        if not ok:
-            raise ValueError(
-                "the posterior density of the hyperparameters is zero or undefined everywhere "
-                "tried: check the priors against the data"
-            )
-        found = mode, hessian(log_density, mode)
-    mode, h = found
+    mode, h, ok = mode_and_hessian(log_density, z0, derivatives)
+    if not ok:
+        raise ValueError(
+            "the posterior density of the hyperparameters is zero or undefined everywhere tried: "
+            "check the priors against the data"
+        )
     cov, concave = covariance(h)
     return mode, np.linalg.cholesky(cov), concave

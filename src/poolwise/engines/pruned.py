@@ -56,7 +56,7 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     """
     log_density, z0 = model.log_posterior, model.initial_point()
     d = z0.size
-    mode, chol, concave = gaussian_at_mode(log_density, z0)
+    mode, chol, concave = gaussian_at_mode(log_density, z0, getattr(model, "derivatives", None))
     # integer coordinates k, all even or all odd: v = k s / 2
     half = np.sqrt(2.0) * spacing / 2
 

@@ -497,14 +497,15 @@ def fit_laplace(
     d = len(names)
     messages = list(prep.messages)
     boundary: tuple[int, ...] = ()
+    derivatives = model.derivatives if model.differentiable else None
+    target = Density(model.log_marginal, z0, tuple(names), derivatives)
     if method == "eb":
-        post = ENGINES["eb"](Density(model.log_marginal, z0, tuple(names)))
+        post = ENGINES["eb"](target)
         boundary = post.boundary
         points, weights, var = post.points, post.weights, np.diag(post.cov)[None, :]
         keep, coarse = np.arange(1), None
         grid = post
     else:
-        target = Density(model.log_marginal, z0, tuple(names))
         engine = _theta_engine(d, prep)
         # the full grid widened by rows and refined to GRID_MOMENT_TOL: every point a Newton solve
         options = {"moment_tol": GRID_MOMENT_TOL, "widen_by_rows": True}
