@@ -79,3 +79,18 @@ def test_a_normal_fit_needs_no_scipy(kind):
     assert json.loads(out.stdout.splitlines()[-1]) == (
         [] if kind == "normal rows" else ["narwhals"]
     )
+
+
+def test_a_plain_formula_fit_loads_none_of_them():
+    """The seed model's regression (a plain formula of numeric columns, fitted by quadrature)
+    is read without formulae, its pandas rows without narwhals, and it needs no scipy: only a
+    prediction on new rows reads formulae."""
+    code = (
+        "import pandas as pd, poolwise, warnings\nwarnings.simplefilter('ignore')\n"
+        "df = pd.DataFrame({'t': [0, 1] * 3, 'd': [0, 0, 1, 1, 2, 2], "
+        "'n': [100, 500, 1000, 5000, 10000, 50000], 'k': [20, 150, 200, 1500, 2000, 15000]})\n"
+        "fit = poolwise.fit('p(k, n) ~ 1 + t + (1|d)', df, seed=1)\n"
+        "assert fit.info['engine'] == 'aghq', fit.info\n"
+        "import sys; assert not any(m.startswith(('scipy', 'narwhals')) for m in sys.modules)"
+    )
+    assert loaded(code) == []

@@ -69,3 +69,33 @@ def test_a_formula_fit_checks_and_integrates_on_one_blas_thread(monkeypatch, two
     poolwise.fit("p(k, n) ~ 1 + x + (1|g)", df, seed=1)
     assert seen == {name: [1] * len(two_blas_threads) for name in ("identifiability", "_posterior")}
     assert _blas_threads() == two_blas_threads
+
+
+def test_scipy_s_blas_is_limited_where_the_laplace_engine_first_loads_it():
+    """A plain formula imports no scipy before its fit; the Laplace engine's block loads it
+    first, so that scipy's own BLAS library runs on one thread as well (a fresh process, where
+    scipy is not loaded yet)."""
+    import json
+    import subprocess
+    import sys
+
+    code = """
+import json, sys, warnings
+import pandas as pd
+from threadpoolctl import threadpool_info
+import poolwise
+from poolwise.glmm import fit as door
+assert "scipy" not in sys.modules
+real, seen = door.fit_laplace, []
+def spy(*args, **kwargs):
+    seen.extend(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+    return real(*args, **kwargs)
+door.fit_laplace = spy
+warnings.simplefilter("ignore")
+df = pd.DataFrame({"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": [10] * 6})
+poolwise.fit("p(k, n) ~ 1 + x + (1|g)", df, method="eb", seed=1)
+print(json.dumps(seen))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert len(seen) >= 2 and set(seen) == {1}  # numpy's and scipy's

@@ -17,6 +17,7 @@ Example
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -24,14 +25,21 @@ from typing import Any
 
 
 @cache
-def _controller() -> Any:
+def _controller(scipy: bool) -> Any:
+    """threadpoolctl's view of the BLAS libraries loaded: another one once scipy (which brings
+    a BLAS library of its own) is."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
 
 
 @contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run the block with the process's BLAS libraries limited to one thread each."""
-    with _controller().limit(limits=1, user_api="blas"):
+def one_blas_thread(scipy: bool = False) -> Iterator[None]:
+    """Run the block with the process's BLAS libraries limited to one thread each; ``scipy``:
+    import scipy.linalg first, for a block that needs scipy (its BLAS library, loaded inside
+    the block, would escape the limit)."""
+    if scipy:
+        import scipy.linalg  # noqa: F401
+
+    with _controller("scipy.linalg" in sys.modules).limit(limits=1, user_api="blas"):
         yield

@@ -46,6 +46,10 @@ def chunked(
     return np.concatenate(out, axis=1)
 
 
+def _same(x: Any) -> Any:
+    return x
+
+
 class LazyDraws(Mapping):
     """Draws by parameter, some made only when first read (then kept): ``eager`` the arrays,
     ``lazy`` a function making each of the others (many groups' draws: a fit need not hold
@@ -58,10 +62,15 @@ class LazyDraws(Mapping):
     (['a', 'b'], [1.0, 1.0])
     """
 
-    def __init__(self, eager: dict[str, np.ndarray], lazy: dict[str, Callable[[], np.ndarray]]):
+    def __init__(
+        self,
+        eager: dict[str, np.ndarray],
+        lazy: dict[str, Callable[[], np.ndarray]],
+        order: list[str] | None = None,
+    ):
         self._values = dict(eager)
         self._lazy = dict(lazy)
-        self._order = [*eager, *(k for k in lazy if k not in eager)]
+        self._order = order or [*eager, *(k for k in lazy if k not in eager)]
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._values:
@@ -76,25 +85,30 @@ class LazyDraws(Mapping):
     def __len__(self) -> int:
         return len(self._order)
 
-    def pick(self, keys: list[str]) -> LazyDraws:
-        """The draws of ``keys`` alone (those not yet made still made when first read)."""
+    def pick(self, keys: list[str], shape: Callable[[Any], Any] = _same) -> LazyDraws:
+        """The draws of ``keys`` alone, each through ``shape`` (those not yet made still made
+        when first read)."""
         return LazyDraws(
-            {k: self._values[k] for k in keys if k in self._values},
-            {k: self._lazy[k] for k in keys if k in self._lazy},
+            {k: shape(self._values[k]) for k in keys if k in self._values},
+            {k: (lambda f=self._lazy[k]: shape(f())) for k in keys if k in self._lazy},
+            list(keys),
         )
 
 
-def pick(draws: Mapping[str, np.ndarray], keys: list[str]) -> Mapping[str, np.ndarray]:
-    """The draws of ``keys`` alone, lazy ones still lazy (see :class:`LazyDraws`).
+def pick(
+    draws: Mapping[str, np.ndarray], keys: list[str], shape: Callable[[Any], Any] = _same
+) -> Mapping[str, np.ndarray]:
+    """The draws of ``keys`` alone, each through ``shape``, lazy ones still lazy (see
+    :class:`LazyDraws`).
 
     Example
     -------
-    >>> list(pick({"a": 1, "b": 2}, ["b"]))
-    ['b']
+    >>> pick({"a": 1, "b": np.zeros((1, 2))}, ["b"], lambda x: x.reshape(-1))
+    {'b': array([0., 0.])}
     """
     if isinstance(draws, LazyDraws):
-        return draws.pick(keys)
-    return {k: draws[k] for k in keys}
+        return draws.pick(keys, shape)
+    return {k: shape(draws[k]) for k in keys}
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,7 @@ class FitData:
     n_rows: int
     seed: int
     observed: dict[str, np.ndarray]
-    hyper_draws: dict[str, np.ndarray]
+    hyper_draws: Mapping[str, np.ndarray]
     warnings: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
     model: PoolModel | None = field(default=None, repr=False, compare=False)
@@ -167,12 +181,13 @@ class RegressionData(FitData):
     """A regression's fit (a formula with group-specific terms), by NUTS.
 
     ``groups`` is indexed by (term, level); ``population`` holds the common effects, the group
-    sds and sigma; ``draws`` the posterior by chain, (chains, draws, ...) per parameter;
-    ``table`` one row per parameter with its diagnostics (ess, r_hat).
+    sds and sigma; ``draws`` the posterior by chain, (chains, draws, ...) per parameter (a
+    :class:`LazyDraws` where some are made when first read); ``table`` one row per parameter
+    with its diagnostics (ess, r_hat).
     """
 
     formula: str = ""
-    draws: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    draws: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
     coords: dict[str, list[str]] = field(default_factory=dict, repr=False)
     design: Design | None = field(default=None, repr=False)
     plan: ModelPlan | None = field(default=None, repr=False)

@@ -9,6 +9,8 @@ rows reduce to statistics; :func:`rule_checks` turns a rule into expressions tru
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,10 +56,12 @@ def rule_checks(c: Any, rule: str, is_float: bool) -> dict[str, Any]:
     return checks
 
 
-def family_checks(family: Family, columns: dict[str, str]) -> dict[str, Any]:
-    """The family's checks of rows that involve several roles, keyed ``role__check<i>``."""
+def family_checks(family: Family, columns: dict[str, str], column: Any = None) -> dict[str, Any]:
+    """The family's checks of rows that involve several roles, keyed ``role__check<i>``
+    (``column``: a column's expression by name, ``nw.col`` by default)."""
+    column = column or nw.col
     return {
-        f"{check.role}__check{i}": check.bad(lambda role: nw.col(columns[role]))
+        f"{check.role}__check{i}": check.bad(lambda role: column(columns[role]))
         for i, check in enumerate(family.row_checks)
     }
 
@@ -70,6 +74,139 @@ def count_rows(frame, checks: dict[str, Any]) -> tuple[int, dict[str, int]]:
     counts = collect(frame.select(exprs)).iloc[0].fillna(0).astype(np.int64).to_dict()
     rows = int(counts.pop("__rows"))
     return rows, {key: int(count) for key, count in counts.items() if count}
+
+
+class Values(np.ndarray):
+    """A column held in memory, as a numpy array with the expression methods that the row checks
+    call besides numpy's operators and ``round``: the checks, written once for ``nw.col``, also
+    evaluate on it (see :class:`InMemory`).
+
+    Example
+    -------
+    >>> c = np.array([1.0, np.nan, 2.5]).view(Values)
+    >>> ((c != c.round(0)) & c.is_finite()).tolist(), c.is_null().tolist()
+    ([False, False, True], [False, True, False])
+    """
+
+    def is_null(self) -> np.ndarray:
+        return pd.isna(np.asarray(self))
+
+    def is_finite(self) -> np.ndarray:
+        return np.isfinite(np.asarray(self))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A pandas column's type as the checks ask about it (narwhals' dtypes answer the same).
+
+    >>> Kind(np.dtype("float32")).is_float(), Kind(np.dtype(bool)).is_numeric()
+    (True, False)
+    """
+
+    dtype: Any
+
+    def is_numeric(self) -> bool:
+        return isinstance(self.dtype, np.dtype) and self.dtype.kind in "iuf"
+
+    def is_float(self) -> bool:
+        return isinstance(self.dtype, np.dtype) and self.dtype.kind == "f"
+
+    def is_boolean(self) -> bool:
+        return isinstance(self.dtype, np.dtype) and self.dtype.kind == "b"
+
+    def is_string(self) -> bool:
+        return isinstance(self.dtype, pd.StringDtype)
+
+
+class InMemory:
+    """The rows of a pandas frame, checked and grouped by numpy: on rows already in memory a
+    translated expression costs far more than the operation itself (and narwhals need not be
+    imported). The same checks and the same table as :func:`count_rows` and :func:`group_rows`
+    (the keys' groups in sorted order).
+
+    Example
+    -------
+    >>> rows = InMemory.of(pd.DataFrame({"g": ["b", "a", "b"], "k": [1, 2, 3]}), ["k"])
+    >>> rows.count({"neg": rows.col("k") < 2})
+    (3, {'neg': 1})
+    >>> rows.group(["g"], Layout({"k": "count"}, "sums"), {"k": "k"}).to_dict("list")
+    {'g': ['a', 'b'], '__rows': [1, 2], '__k': [2, 4]}
+    """
+
+    def __init__(self, native: pd.DataFrame) -> None:
+        self.native = native
+        self.columns: dict[str, Values] = {}
+
+    @classmethod
+    def of(
+        cls, data: Any, numbers: Iterable[str] = (), keys: Iterable[str] = ()
+    ) -> InMemory | None:
+        """The rows of a pandas frame whose columns are numpy arrays or strings, whose columns
+        ``numbers`` hold numbers or booleans and whose ``keys`` numbers, booleans or strings;
+        None otherwise: other engines, pandas' nullable types (whose missing values numpy
+        cannot compare), categories and Python objects (which the engine groups), and frames
+        with problems the engine's path words (a column missing or of the wrong type)."""
+        if not isinstance(data, pd.DataFrame) or not data.columns.is_unique:
+            return None
+        if not all(isinstance(d, np.dtype | pd.StringDtype) for d in data.dtypes):
+            return None
+        numbers, keys = list(numbers), list(keys)
+        if not all(c in data for c in numbers + keys):
+            return None
+        kinds = {c: Kind(data[c].dtype) for c in numbers + keys}
+        if not all(kinds[c].is_numeric() or kinds[c].is_boolean() for c in numbers):
+            return None
+        if not all(
+            kinds[c].is_numeric() or kinds[c].is_boolean() or kinds[c].is_string() for c in keys
+        ):
+            return None
+        return cls(data)
+
+    def collect_schema(self) -> dict[str, Kind]:
+        """Each column's :class:`Kind` (a narwhals frame's ``collect_schema`` counterpart)."""
+        return {name: Kind(dtype) for name, dtype in self.native.dtypes.items()}
+
+    def constant(self, name: str, value: Any) -> InMemory:
+        """The rows with a column ``name`` of ``value`` on every row (``nw.lit``)."""
+        self.columns[name] = np.full(len(self.native), value).view(Values)
+        return self
+
+    def col(self, name: str) -> Values:
+        """Column ``name``'s values (``nw.col``'s counterpart)."""
+        if name not in self.columns:
+            self.columns[name] = np.asarray(self.native[name].to_numpy()).view(Values)
+        return self.columns[name]
+
+    def count(self, checks: dict[str, Any]) -> tuple[int, dict[str, int]]:
+        """:func:`count_rows` of checks made of :meth:`col`'s values."""
+        counts = {key: int(np.count_nonzero(e)) for key, e in checks.items()}
+        return len(self.native), {key: count for key, count in counts.items() if count}
+
+    def group(self, keys: list[str], lay: Layout, columns: dict[str, str]) -> pd.DataFrame:
+        """:func:`group_rows` of a layout of sums or moments, sorted by the keys."""
+        if lay.reduction not in ("sums", "moments"):
+            raise ValueError(f"rows in memory group sums and moments, not {lay.reduction}")
+        codes = np.zeros(len(self.native), dtype=np.int64)
+        for key in keys:
+            inverse, unique = pd.factorize(self.native[key], sort=True)
+            codes = codes * len(unique) + inverse
+        present, first, codes = np.unique(codes, return_index=True, return_inverse=True)
+        table = {key: self.native[key].iloc[first].reset_index(drop=True) for key in keys}
+        table["__rows"] = np.bincount(codes, minlength=present.size)
+        # pandas' own sums, mean and variance (compensated), as the engine's group-by has them
+        if lay.reduction == "moments":
+            (y,) = columns.values()
+            grouped = pd.Series(np.asarray(self.col(y))).groupby(codes)
+            table |= {"__mean": grouped.mean(), "__var": grouped.var(ddof=0)}
+        else:
+            for role, c in columns.items():
+                x = np.asarray(self.col(c))
+                table[f"__{role}"] = (
+                    np.bincount(codes, x, present.size).astype(x.dtype)  # exact below 2^53
+                    if x.dtype.kind in "iu"
+                    else pd.Series(x).groupby(codes).sum()
+                )
+        return pd.DataFrame({k: np.asarray(v) for k, v in table.items()})
 
 
 def row_check_message(check: RowCheck, columns: dict[str, str], count: int, rows: int) -> str:
@@ -148,12 +285,16 @@ def group_stats(
 
 
 def with_defaults(frame: Any, lay: Layout, columns: dict[str, str]) -> tuple[Any, dict[str, str]]:
-    """The frame with a column for each optional role left out (its value on every row), and
-    the role → column mapping with them."""
+    """The frame (or :class:`InMemory` rows) with a column for each optional role left out (its
+    value on every row), and the role → column mapping with them."""
     for role, value in lay.optional.items():
         if role not in columns:
-            frame = frame.with_columns(nw.lit(value).alias(f"__{role}"))
-            columns = {**columns, role: f"__{role}"}
+            name = f"__{role}"
+            if isinstance(frame, InMemory):
+                frame = frame.constant(name, value)
+            else:
+                frame = frame.with_columns(nw.lit(value).alias(name))
+            columns = {**columns, role: name}
     return frame, columns
 
 

@@ -178,6 +178,41 @@ def test_tables_are_the_quadratures_not_the_draws():
     assert not rows.loc["a"].equals(rows.loc["c"])
 
 
+def test_draws_are_made_when_first_read(monkeypatch):
+    """The fit returns before its beta and level draws (the tables need none): they are made
+    once, from the same random stream, when a verb first reads one of them, and are the same
+    numbers whichever is read first; the sd's draws (the boundary note reads them) are there
+    at once."""
+    from poolwise.glmm import aghq
+
+    calls = []
+    real = aghq.sample_levels
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(aghq, "sample_levels", spy)
+    df = pd.DataFrame(
+        {"g": list("aabbcc"), "x": [0, 1] * 3, "k": [3, 6, 2, 5, 4, 7], "n": [10] * 6}
+    )
+    one, two = (
+        pw.fit("p(k, n) ~ 1 + x + (1|g)", data=df, method="laplace", seed=5) for _ in range(2)
+    )
+    sd = one.hyper_draws["1|g_sigma"]
+    assert calls == [] and sd.shape == (4000,)
+    intercept = one.hyper_draws["Intercept"]
+    assert len(calls) == 1 and intercept.shape == (4000,)
+    effects = two.draws["1|g"][0]  # the other fit reads its levels first
+    assert len(calls) == 2
+    np.testing.assert_array_equal(two.draws["Intercept"][0], intercept)
+    np.testing.assert_array_equal(two.hyper_draws["1|g_sigma"], sd)
+    np.testing.assert_array_equal(one.draws["1|g"][0], effects)
+    assert len(calls) == 2  # (each fit's draws made once for all their readers)
+    assert list(one.draws) == ["Intercept", "x", "1|g_sigma", "1|g"]
+    assert np.abs(effects.sum(axis=1)).max() < 1e-12  # zero-sum deviations
+
+
 def test_tables_match_a_direct_integral():
     """Three levels, independent effects (as written): every posterior mean, sd and one level's
     HDI against a direct sum over (intercept, log sd, effect) on a dense grid (the effect as sd

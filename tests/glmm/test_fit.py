@@ -348,6 +348,9 @@ def test_million_bernoulli_rows_equal_their_binomial_cells(monkeypatch):
     kw = {"seed": 4, **SHORT, "draws": 4000, "tune": 1000}
     f_rows = poolwise.fit("y ~ 1 + x + (1|g)", data=rows, family="bernoulli", **kw)
     f_cells = poolwise.fit("p(k, n) ~ 1 + x + (1|g)", data=cells, **kw)
+    assert seen == []  # a plain formula's design needs no formulae
+    for fit in (f_rows, f_cells):  # its matrices, built when read (for predictions)
+        assert fit.design.matrices.common is not None
     assert seen == [200, 200]  # formulae only ever sees the 200 cells
     assert f_rows.n_rows == 1_000_000 and f_cells.n_rows == 200
     a, b = f_rows.summary(), f_cells.summary()

@@ -243,8 +243,7 @@ def fit_aghq(
     else:
         post = _posterior(prep, nodes)
         rows, summaries = _tables(prep, post, hdi_prob, nodes)
-        grid = _sample(prep, post, draws, np.random.default_rng([seed, 15]))
-        samples = {k: v[None] for k, v in grid.items()}
+        samples = _sample(prep, post, draws, np.random.default_rng([seed, 15]))
     what = prep.cells.likelihood
     info = {
         "engine": "aghq",
@@ -686,12 +685,12 @@ def _tables(prep: Prepared, post: SdPosterior, hdi_prob: float, nodes: int):
     return rows, {gterm.name: (tm, tsd, tlo, thi)}
 
 
-def _sample(
-    prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Draws of the common effects, the group sd (when it has a prior) and the level effects
-    (draws, J): the sd within its grid's cells, beta from its Gaussian there, every level's
-    effect exactly from its conditional."""
+def _sample(prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator) -> LazyDraws:
+    """Draws (1, draws, ...) of the common effects, the group sd (when it has a prior) and the
+    level effects (1, draws, J): the sd within its grid's cells, beta from its Gaussian there,
+    every level's effect exactly from its conditional. The sd's are drawn now (the fit's notes
+    read them), the rest together from the same stream when one of them is first read (the
+    tables need none)."""
     plan, gterm = prep.plan, prep.design.groups[0]
     term = plan.terms[0]
     if term.sd is not None:
@@ -703,18 +702,22 @@ def _sample(
         grid = post.grid
         v = post.v[at] + (rng.random(draws) - 0.5) * grid.spacing[0]
         sd_draws = np.exp(grid.mode[0] + np.sinh(v) * grid.chol[0, 0])
-    modes, chols = post.mode[at], _chol_cov(post.hessian)[at]
-    beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
-    effects = _sample_batched(post.model, beta, sd_draws, rng, post.level_starts(at, beta))
-    if term.zero_sum:
-        shift = effects.mean(axis=1)
-        beta[:, plan.intercept] += shift
-        effects -= shift[:, None]
-    out = {name: beta[:, i] for i, name in enumerate(plan.common)}
-    if term.sd is None:
-        out[gterm.sigma_name] = sd_draws
-    out[gterm.name] = effects
-    return out
+
+    @cache
+    def made() -> dict[str, np.ndarray]:
+        modes, chols = post.mode[at], _chol_cov(post.hessian)[at]
+        beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
+        effects = _sample_batched(post.model, beta, sd_draws, rng, post.level_starts(at, beta))
+        if term.zero_sum:
+            shift = effects.mean(axis=1)
+            beta[:, plan.intercept] += shift
+            effects -= shift[:, None]
+        out = {name: beta[None, :, i] for i, name in enumerate(plan.common)}
+        return out | {gterm.name: effects[None]}
+
+    eager = {} if term.sd is not None else {gterm.sigma_name: sd_draws[None]}
+    lazy = {name: (lambda name=name: made()[name]) for name in [*plan.common, gterm.name]}
+    return LazyDraws(eager, lazy)
 
 
 def _sample_batched(

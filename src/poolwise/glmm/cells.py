@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import narwhals as nw
 import numpy as np
 import pandas as pd
 
 from .. import rows as shared
+from .._lazy import narwhals as nw
 from ..families import Family, family_of
 from ..sources import to_frame
 from .formula import FormulaSpec
@@ -65,7 +65,9 @@ def _columns(spec: FormulaSpec) -> tuple[Family, dict[str, str]]:
 
 
 def _check(frame, spec: FormulaSpec, family: Family, columns: dict[str, str]) -> tuple[str, ...]:
-    """Check the columns and rows (``columns``: the family's roles); the keys of the cells."""
+    """Check the columns and rows (``columns``: the family's roles; ``frame`` a narwhals frame,
+    or rows that numpy checks); the keys of the cells."""
+    rows = frame if isinstance(frame, shared.InMemory) else None
     schema = frame.collect_schema()
     for role, col in spec.response.items():
         if col not in schema:
@@ -75,19 +77,20 @@ def _check(frame, spec: FormulaSpec, family: Family, columns: dict[str, str]) ->
     keys = spec.keys(list(schema))
     for role, col in spec.response.items():
         dtype = schema[col]
-        if spec.family == "bernoulli" and dtype == nw.Boolean:
+        if spec.family == "bernoulli" and dtype.is_boolean():
             continue
-        if not dtype.is_numeric() or dtype == nw.Boolean:
+        if not dtype.is_numeric() or dtype.is_boolean():
             raise TypeError(f"{role}: column {col!r} must be numeric, but it holds {dtype}")
+    column = nw.col if rows is None else rows.col
     checks = {}
     for col in {*keys, *spec.response.values()}:
-        checks[f"{col}\x00null"] = nw.col(col).is_null()
+        checks[f"{col}\x00null"] = column(col).is_null()
         if schema[col].is_float():
-            checks[f"{col}\x00nonfinite"] = ~nw.col(col).is_finite()
+            checks[f"{col}\x00nonfinite"] = ~column(col).is_finite()
     roles = family.layouts[0].roles
     for role, col in spec.response.items():
-        c = nw.col(col)
-        if schema[col] == nw.Boolean:
+        c = column(col)
+        if schema[col].is_boolean():
             continue
         if spec.family == "bernoulli":
             checks[f"{col}\x00notbinary"] = (c != 0) & (c != 1)
@@ -96,18 +99,19 @@ def _check(frame, spec: FormulaSpec, family: Family, columns: dict[str, str]) ->
             checks[f"{col}\x00{what}"] = e
     if spec.family != "bernoulli":
         # the family's own checks of its rows (successes above trials, ...)
-        checks |= {f"\x00{k}": e for k, e in shared.family_checks(family, columns).items()}
-    rows, counts = shared.count_rows(frame, checks)
-    if rows == 0:
+        own = shared.family_checks(family, columns, column)
+        checks |= {f"\x00{k}": e for k, e in own.items()}
+    n, counts = shared.count_rows(frame, checks) if rows is None else rows.count(checks)
+    if n == 0:
         raise ValueError("data: the table has no rows")
     problems = []
     for key, count in counts.items():
         col, what = key.split("\x00")
         if "__check" in what:
             check = family.row_checks[int(what.split("__check")[1])]
-            problems.append(shared.row_check_message(check, columns, count, rows))
+            problems.append(shared.row_check_message(check, columns, count, n))
         else:
-            problems.append(f"column {col!r} has {shared.TEXTS[what]} in {count} of {rows} rows")
+            problems.append(f"column {col!r} has {shared.TEXTS[what]} in {count} of {n} rows")
     if problems:
         raise ValueError("; ".join(problems))
     return keys
@@ -121,21 +125,29 @@ def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
     """
     family, columns = _columns(spec)
     lay = family.layouts[0]
-    frame, columns = shared.with_defaults(to_frame(data), lay, columns)
+    reads = [c for _, c in spec.reads] + list(spec.may_read)
+    rows = shared.InMemory.of(data, spec.response.values(), reads)
+    frame, columns = shared.with_defaults(to_frame(data) if rows is None else rows, lay, columns)
     keys = _check(frame, spec, family, columns)
-    if spec.family == "bernoulli":  # plain columns, so that every aggregation stays simple
+    if spec.family == "bernoulli" and rows is not None:
+        rows.columns["__y01"] = rows.col(spec.response["y"]).astype(np.int64)
+        rows.constant("__one", 1)
+    elif spec.family == "bernoulli":  # plain columns, so that every aggregation stays simple
         frame = frame.with_columns(
             nw.col(spec.response["y"]).cast(nw.Int64).alias("__y01"), nw.lit(1).alias("__one")
         )
-    table = shared.group_rows(frame, list(keys), lay, columns)
-    for key in keys:
-        if isinstance(table[key].dtype, pd.CategoricalDtype):
-            table[key] = table[key].astype(table[key].cat.categories.dtype)
-    if keys:
-        table = table.sort_values(list(keys), kind="stable").reset_index(drop=True)
+    if rows is not None:
+        table = rows.group(list(keys), lay, columns)
+    else:
+        table = shared.group_rows(frame, list(keys), lay, columns)
+        for key in keys:
+            if isinstance(table[key].dtype, pd.CategoricalDtype):
+                table[key] = table[key].astype(table[key].cat.categories.dtype)
+        if keys:
+            table = table.sort_values(list(keys), kind="stable").reset_index(drop=True)
     stats = shared.group_stats(family, lay, table, "cell")
-    table = table[[*keys, "__rows"]].assign(**{f"__{k}": v for k, v in stats.items()})
-    if spec.family == "binomial" and (table["__trials"] <= 0).all():
+    if spec.family == "binomial" and (stats["trials"] <= 0).all():
         raise ValueError(f"trials: column {spec.response['trials']!r} has no trials at all")
-    n_rows = int(table["__rows"].sum())
-    return Cells(table, spec.family, n_rows)
+    n_rows = int(table["__rows"].to_numpy().sum())
+    columns = {k: table[k] for k in (*keys, "__rows")} | {f"__{k}": v for k, v in stats.items()}
+    return Cells(pd.DataFrame(columns), spec.family, n_rows)

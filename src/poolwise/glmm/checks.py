@@ -32,9 +32,10 @@ def _cross(X: np.ndarray, t, u) -> np.ndarray:
     the diagonal of Z_t'Z_t alone (1-D)."""
     if t is None and u is None:
         return X.T @ X
-    if t is None:
-        columns = [np.bincount(u.codes, X[:, c] * u.values, u.n_levels) for c in range(X.shape[1])]
-        return np.array(columns).reshape(X.shape[1], u.n_levels)
+    if t is None:  # every column's counts in one bincount, column by column
+        p, L = X.shape[1], u.n_levels
+        flat = (np.arange(p)[:, None] * L + u.codes).reshape(-1)
+        return np.bincount(flat, (X.T * u.values).reshape(-1), p * L).reshape(p, L)
     if t is u:
         return np.bincount(t.codes, t.values**2, t.n_levels)
     pair = t.codes.astype(np.int64) * u.n_levels + u.codes

@@ -9,6 +9,8 @@ so that no (cells x levels) indicator matrix is ever built.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import Cells
-from .formula import FormulaSpec, components, describe, environment
+from .formula import FormulaSpec, components, describe, environment, plain_common
 
 
 @dataclass
@@ -115,7 +117,7 @@ class Design:
         return bool(self.blocks)
 
 
-def _labels(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+def _labels(frame: pd.DataFrame | dict[str, pd.Series], columns: tuple[str, ...]) -> np.ndarray:
     parts = [frame[c].astype(str).to_numpy(object) for c in columns]
     out = parts[0]
     for p in parts[1:]:
@@ -206,10 +208,39 @@ def _factor_codes(table: pd.DataFrame, columns: tuple[str, ...]) -> tuple[list[s
     present, codes = np.unique(combined, return_inverse=True)
     digits = {}
     for c, unique in zip(reversed(columns), reversed(uniques), strict=True):
-        digits[c] = unique[present % len(unique)]
+        digits[c] = pd.Series(unique[present % len(unique)])
         present = present // len(unique)
-    labels = _labels(pd.DataFrame(digits), columns)
+    labels = _labels(digits, columns)
     return list(labels), codes.reshape(-1).astype(np.int32)
+
+
+class Later:
+    """formulae's design matrices, built when first read (``make()``): a plain formula's
+    design needs none of them, only a prediction on new rows does."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+
+    @functools.cached_property
+    def common(self) -> Any:
+        """The common terms' design matrix (formulae's ``DesignMatrices.common``)."""
+        return self._make().common
+
+
+def _numbers(table: pd.DataFrame, columns: list[str]) -> bool:
+    """Whether the columns all hold numbers, which formulae takes as they are (it encodes the
+    rest: strings, booleans, categories)."""
+    dtypes = [table[c].dtype for c in columns]
+    return all(isinstance(d, np.dtype) and d.kind in "iuf" for d in dtypes)
+
+
+def _plain_columns(spec: FormulaSpec, table: pd.DataFrame) -> tuple[bool, list[str]] | None:
+    """The intercept and columns of a plain common part (see
+    :func:`poolwise.glmm.formula.plain_common`) of numbers; else None."""
+    plain = plain_common(spec.common)
+    if plain is None or spec.row_checks or not _numbers(table, plain[1]):
+        return None
+    return plain
 
 
 def build_design(cells: Cells, spec: FormulaSpec) -> Design:
@@ -229,12 +260,22 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
     table = cells.table
     if "exposure" in spec.response:  # offset(log(col)) evaluates on the cell's total exposure
         table = table.assign(**{spec.response["exposure"]: table["__exposure"]})
-    dm = _common(spec.common, spec, table, bool(spec.row_checks))
-    common = dm.common
     names: list[str] = []
     terms: dict[str, list[str]] = {}
     cols = []
     intercept = False
+    plain = _plain_columns(spec, table)
+    if plain is not None:  # formulae's design, without formulae until something reads it
+        intercept, columns = plain
+        names = ["Intercept"] * intercept + columns
+        terms = {name: [name] for name in names}
+        cols = [np.ones((len(table), 1))] * intercept
+        cols += [table[c].to_numpy(np.float64).reshape(-1, 1) for c in columns]
+        dm: Any = Later(lambda: _common(spec.common, spec, table, False))
+        common = None
+    else:
+        dm = _common(spec.common, spec, table, bool(spec.row_checks))
+        common = dm.common
     if common is not None:
         X_all = np.asarray(common.design_matrix, dtype=np.float64)
         for term_name, term in common.terms.items():
@@ -264,7 +305,12 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
     groups = []
     for name, factor_cols in spec.groups:
         expr = "1" if name.startswith("1|") else name.split("|", 1)[0]
-        values = np.ones(len(table)) if expr == "1" else _evaluate(expr, name, spec, table)
+        if expr == "1":
+            values = np.ones(len(table))
+        elif plain_common(expr) == (True, [expr]) and _numbers(table, [expr]):
+            values = table[expr].to_numpy(np.float64)  # (a column of numbers, as it is)
+        else:
+            values = _evaluate(expr, name, spec, table)
         levels, codes = _factor_codes(table, factor_cols)
         zero_sum = spans_constant if expr == "1" else expr in terms
         groups.append(

@@ -137,9 +137,11 @@ def fit_from_api(
             return fit
         return replace(fit, method_reason=reason)
     # the deterministic route's products are small and batched over theta points: BLAS
-    # threads only wait on shared cores (see poolwise._threads)
-    with one_blas_thread():
-        if method == "laplace" and why_not(prep.plan) is None:
+    # threads only wait on shared cores (see poolwise._threads); the Laplace engine needs
+    # scipy, the exact case none
+    exact_case = method == "laplace" and why_not(prep.plan) is None
+    with one_blas_thread(scipy=not exact_case):
+        if exact_case:
             try:
                 return fit_aghq(
                     prep,

@@ -7,6 +7,8 @@ inside expressions too) and which it must add up (the response, the exposure).
 
 from __future__ import annotations
 
+import functools
+import keyword
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -127,10 +129,15 @@ def is_formula(spec: object) -> bool:
     >>> is_formula("y ~ 1 + (1|g)"), is_formula("~/visits.csv"), is_formula("data~1.csv")
     (True, False, False)
     """
-    if not isinstance(spec, str):
-        return False
+    return isinstance(spec, str) and _reads_as_formula(spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_as_formula(text: str) -> bool:
+    if _read_plain(text) is not None:
+        return True
     try:
-        return describe(spec).response is not None
+        return describe(text).response is not None
     except ValueError:
         return False
 
@@ -299,8 +306,98 @@ def parse_formula(
             )
     if exposure is not None and not isinstance(exposure, str):
         raise TypeError(f"exposure: expected a column name (str), got {type(exposure).__name__}")
+    return _parse(formula, family, exposure)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What the parser found in a formula: the response's call (``p``/``prop`` or None) and its
+    columns, the column of an ``offset(log(column))``, each term's name with the columns it
+    reads, the names it reads that may be functions and whether it needs the row-by-row check,
+    each group term's name and factor columns (and whether its factor is one column), and the
+    correlated blocks."""
+
+    response: tuple[str | None, list[str]]
+    offset: str | None
+    terms: list[tuple[str, list[str], list[str], bool]]
+    names: list[str]
+    groups: list[tuple[str, tuple[str, ...], bool]]
+    blocks: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+# a plain formula: a column or p(column, column) on the left; on the right 1, 0, -1, columns
+# and group terms (expr|column) whose expressions hold 1, 0, -1 and columns, joined by "+"
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_PLAIN_LEFT = re.compile(rf"\s*(?:({_NAME})|(p|prop)\(\s*({_NAME})\s*,\s*({_NAME})\s*\))\s*")
+_PLAIN_PART = re.compile(rf"\s*(?:1|0|-1|{_NAME})\s*")
+_PLAIN_GROUP = re.compile(r"\s*\(([^()|]*)\|([^()|]*)\)\s*")
+
+
+def plain_common(rhs: str) -> tuple[bool, list[str]] | None:
+    """Whether a right-hand side without group terms has an intercept, and its columns in
+    formulae's order, where it is plain (1, 0, -1 and columns joined by "+"); else None.
+
+    Example
+    -------
+    >>> plain_common("x + 0 + z + x"), plain_common("1"), plain_common("log(x)")
+    ((False, ['x', 'z']), (True, []), None)
+    """
+    given, columns = [], []
+    for part in (p.strip() for p in _summands(rhs)):
+        if not _PLAIN_PART.fullmatch(part) or keyword.iskeyword(part) or part == "Intercept":
+            return None
+        if part in ("0", "1", "-1"):
+            given.append(part)
+        elif part not in columns:
+            columns.append(part)
+    if len(given) > 1:  # (formulae's order decides)
+        return None
+    return given in ([], ["1"]), columns
+
+
+def _read_plain(formula: str) -> _Read | None:
+    """The formula read without formulae (nor its import), where it is plain (see above):
+    what :func:`_read_formulae` finds in it; None for any other formula."""
+    if formula.count("~") != 1:
+        return None
+    left, rhs = formula.split("~", 1)
+    head = _PLAIN_LEFT.fullmatch(left)
+    common = plain_common(_common_rhs(rhs))
+    if head is None or common is None or "||" in rhs or not all(map(str.strip, _summands(rhs))):
+        return None
+    response = (None, [head[1]]) if head[1] else (head[2], [head[3], head[4]])
+    if any(map(keyword.iskeyword, response[1])):
+        return None
+    intercept, columns = common
+    terms = [("Intercept", [], [], False)] * intercept + [(c, [c], [], False) for c in columns]
+    groups, blocks = [], []
+    for summand in filter(_is_group, _summands(rhs)):
+        group = _PLAIN_GROUP.fullmatch(summand)
+        parts = [p.strip() for p in _summands(group[1])] if group else [""]
+        factor = group[2].strip() if group else ""
+        if not all(_PLAIN_PART.fullmatch(p) for p in parts) or not re.fullmatch(_NAME, factor):
+            return None
+        exprs = ["1"] * (parts[0] not in ("0", "-1"))
+        exprs += [p for p in parts if p not in ("0", "1", "-1")]
+        if not exprs or any(p in ("0", "1", "-1") for p in parts[1:]):
+            return None  # (formulae refuses these)
+        if any(keyword.iskeyword(name) or name == "Intercept" for name in [*exprs, factor]):
+            return None
+        members = [f"{e}|{factor}" for e in exprs]
+        if {m for m, *_ in groups} & set(members):  # (formulae's reading says what is wrong)
+            return None
+        groups += [(m, (factor,), True) for m in members]
+        terms += [
+            (m, [e] * (e != "1") + [factor], [], False) for e, m in zip(exprs, members, strict=True)
+        ]
+        if len(members) > 1:
+            blocks.append((f"{' + '.join(exprs)}|{factor}", tuple(members)))
+    return _Read(response, None, terms, [name for name, *_ in terms], groups, tuple(blocks))
+
+
+def _read_formulae(formula: str) -> _Read:
+    """The formula read by formulae's parser."""
     desc = describe(formula)
-    rhs = expand_double_bars(formula).split("~", 1)[1]
     if desc.response is None:
         raise ValueError(f"formula: no response on the left of '~' in {formula!r}")
     rterm = desc.response.term
@@ -311,20 +408,18 @@ def parse_formula(
             raise ValueError(
                 f"formula: p() takes two columns, successes and trials, got {len(args)}"
             )
-        if family not in (None, "binomial"):
-            raise ValueError(f"formula: p(successes, trials) is a binomial response, not {family}")
-        family = "binomial"
-        response = {"successes": args[0], "trials": args[1]}
+        response = (callee, args)
     else:
         names = sorted(rterm.var_names)
         if callee is not None or len(names) != 1:
             raise ValueError(
                 f"formula: the response must be one column or p(successes, trials), got {rterm}"
             )
-        response = {"y": names[0]}
+        response = (None, names)
     offsets = [t for t in desc.terms if _callee(t) == "offset"]
     if len(offsets) > 1:
         raise ValueError("formula: give at most one offset(log(column)) term")
+    column = None
     if offsets:
         inner = offsets[0].components[0].call.args
         ok = (
@@ -340,11 +435,47 @@ def parse_formula(
                 f"model; got {offsets[0].name}"
             )
         column = inner[0].args[0].name
-        if exposure is not None and exposure != column:
-            raise ValueError(
-                f"exposure: given both exposure={exposure!r} and offset(log({column})); give one"
+    terms = [
+        (term.name, *_term_names(term, formula)) for term in desc.terms if _callee(term) != "offset"
+    ]
+    groups = [t for t in desc.terms if type(t).__name__ == "GroupSpecificTerm"]
+    return _Read(
+        response,
+        column,
+        terms,
+        [getattr(t, "name", "") for t in desc.terms],
+        [
+            (
+                g.name,
+                tuple(_factor_column(c, g.name) for c in g.factor.components),
+                len(g.factor.components) == 1
+                and type(g.factor.components[0]).__name__ == "Variable",
             )
-        exposure = column
+            for g in groups
+        ],
+        _blocks(expand_double_bars(formula).split("~", 1)[1]),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(formula: str, family: str | None, exposure: str | None) -> FormulaSpec:
+    """:func:`parse_formula` of arguments already checked (the same formula is read once)."""
+    read = _read_plain(formula) or _read_formulae(formula)
+    callee, args = read.response
+    if callee in ("p", "prop"):
+        if family not in (None, "binomial"):
+            raise ValueError(f"formula: p(successes, trials) is a binomial response, not {family}")
+        family = "binomial"
+        response = {"successes": args[0], "trials": args[1]}
+    else:
+        response = {"y": args[0]}
+    if read.offset is not None:
+        if exposure is not None and exposure != read.offset:
+            raise ValueError(
+                f"exposure: given both exposure={exposure!r} and offset(log({read.offset})); "
+                "give one"
+            )
+        exposure = read.offset
     if exposure is not None:
         if family not in (None, "poisson"):
             raise ValueError(f"exposure: only a poisson model has an exposure, not {family}")
@@ -361,31 +492,25 @@ def parse_formula(
             response["exposure"] = exposure
     used = set(response.values())
     reads, may_read, row_checks = [], set(), []
-    for term in desc.terms:
-        if _callee(term) == "offset":
-            continue
-        columns, maybe, check = _term_names(term, formula)
-        reads += [(term.name, c) for c in dict.fromkeys(columns)]
+    for name, columns, maybe, check in read.terms:
+        reads += [(name, c) for c in dict.fromkeys(columns)]
         may_read |= set(maybe)
         if check:
-            row_checks.append(term.name)
+            row_checks.append(name)
     both = ({c for _, c in reads} | may_read) & used
     if both:
         raise ValueError(
             f"formula: column(s) {', '.join(sorted(both))} appear on both sides of '~'"
         )
     factor = None
-    names = [getattr(t, "name", "") for t in desc.terms]
-    groups = [t for t in desc.terms if type(t).__name__ == "GroupSpecificTerm"]
     if (
-        sorted(names) == sorted(["Intercept", *(g.name for g in groups)])
-        and len(groups) == 1
-        and groups[0].name.startswith("1|")
-        and len(groups[0].factor.components) == 1
-        and type(groups[0].factor.components[0]).__name__ == "Variable"
+        sorted(read.names) == sorted(["Intercept", *(g for g, *_ in read.groups)])
+        and len(read.groups) == 1
+        and read.groups[0][0].startswith("1|")
+        and read.groups[0][2]
         and family != "bernoulli"
     ):
-        factor = groups[0].factor.components[0].name
+        factor = read.groups[0][1][0]
     return FormulaSpec(
         formula=formula,
         family=family,
@@ -393,10 +518,8 @@ def parse_formula(
         reads=tuple(reads),
         may_read=tuple(sorted(may_read)),
         row_checks=tuple(row_checks),
-        common=_common_rhs(rhs),
-        groups=tuple(
-            (g.name, tuple(_factor_column(c, g.name) for c in g.factor.components)) for g in groups
-        ),
+        common=_common_rhs(expand_double_bars(formula).split("~", 1)[1]),
+        groups=tuple((g, columns) for g, columns, _ in read.groups),
         intercept_only_factor=factor,
-        blocks=_blocks(rhs),
+        blocks=read.blocks,
     )

@@ -670,7 +670,7 @@ def mixture_record(
         index=pd.Index(keep_rows, name="parameter"),
         columns=["mean", "sd", "median", "hdi_low", "hdi_high"],
     )
-    table_rows = list(pop[["mean", "sd", "hdi_low", "hdi_high"]].to_numpy())
+    table_rows = [(m, sd, lo, hi) for m, sd, _, lo, hi in (rows[k] for k in keep_rows)]
     index = list(keep_rows)
     means: dict = {name: rows[name][0] for name in design.names}
     for t in design.groups:
@@ -709,7 +709,7 @@ def mixture_record(
         n_rows=prep.cells.n_rows,
         seed=int(seed),
         observed=dict(prep.cells.stats()),
-        hyper_draws={k: draws[k].reshape(-1) for k in keep_rows},
+        hyper_draws=pick(draws, keep_rows, lambda a: a.reshape(-1)),
         warnings=tuple(messages),
         info=info,
         formula=prep.formula,

@@ -346,7 +346,7 @@ def groups_table(
             columns=["n", "raw", "mean", "sd", "hdi_low", "hdi_high", "shrinkage"],
             index=pd.MultiIndex.from_arrays([[], []], names=["term", "level"]),
         )
-    out = pd.concat(frames)
+    out = frames[0] if len(frames) == 1 else pd.concat(frames)
     if cells.likelihood != "poisson":
         out["n"] = out["n"].round().astype(np.int64)
     return out
