@@ -72,9 +72,8 @@ def test_a_formula_fit_checks_and_integrates_on_one_blas_thread(monkeypatch, two
 
 
 def test_scipy_s_blas_is_limited_where_the_laplace_engine_first_loads_it():
-    """A plain formula imports no scipy before its fit; the Laplace engine's block loads it
-    first, so that scipy's own BLAS library runs on one thread as well (a fresh process, where
-    scipy is not loaded yet)."""
+    """scipy's own BLAS library runs on one thread in the Laplace engine's block as well (a fresh
+    process, where scipy is not loaded before the fit)."""
     import json
     import subprocess
     import sys

@@ -253,49 +253,26 @@ def test_is_formula(spec, expected):
     assert is_formula(spec) is expected
 
 
-PLAIN = [
-    "p(opens, sent) ~ 1 + trial_control + (1|distribution)",
-    "log_radon ~ floor + (1 + floor | county)",
-    "y ~ (1|g) + x",
-    "y ~ x + x + (1|g)",
-    "y ~ 0 + x + (x|g)",
-    "y ~ -1 + x + (1|g)",
-    "y ~ x + 0",
-    "y~x+(1|g)+(0+z|g)",
-    "y ~ (0 + x|g) + (1|h)",
-    "y ~ (-1 + x|g)",
-    "prop(a, b) ~ (1 + x + z|g)",
-    "y ~ 0 + (1|g)",
-    "y ~ 1",
-    "y ~ x + 1",
-    "c ~ 1 + (1|pump) + (1|site)",
-]
-NOT_PLAIN = [
-    "y ~ log(x) + (1|g)",
-    "y ~ x - 1 + (1|g)",
-    "y ~ x:z + (1|g)",
-    "y ~ x*z",
-    "y ~ (1|g:h)",
-    "y ~ (1|C(g))",
-    "y ~ (1 + x || g)",
-    "y ~ 0 + x + 1 + (1|g)",
-    "y ~ (1|g) + (x|g)",
-    "y ~ (x + 1|g)",
-    "y ~ (0|g)",
-    "y ~ C(x) + (1|g)",
-    "c ~ x + offset(log(t)) + (1|g)",
-    "y ~ True + (1|g)",
-    "a~b.csv",
-]
+PLAIN = {
+    "p(opens, sent) ~ 1 + trial_control + (1|distribution)": (True, ("trial_control",)),
+    "log_radon ~ floor + (1 + floor | county)": (True, ("floor",)),
+    "y ~ (1|g) + x": (True, ("x",)),
+    "y ~ x + x + (1|g)": (True, ("x",)),
+    "y ~ 0 + x + (x|g)": (False, ("x",)),
+    "y ~ -1 + z + x": (False, ("z", "x")),
+    "y ~ 0 + (1|g)": (False, ()),
+    "c ~ x + offset(log(t)) + (1|g)": (True, ("x",)),
+}
+NOT_PLAIN = ["y ~ log(x) + (1|g)", "y ~ x:z + (1|g)", "y ~ x*z", "y ~ C(x) + (1|g)"]
 
 
 @pytest.mark.parametrize("formula", PLAIN)
-def test_a_plain_formula_is_read_as_formulae_reads_it(formula):
-    """Columns, 1/0/-1 and group terms of columns: read without formulae (nor its import), the
-    same terms, columns, groups and blocks in the same order as formulae's parser finds."""
-    assert formula_module._read_plain(formula) == formula_module._read_formulae(formula)
+def test_a_common_part_of_plain_columns_is_named(formula):
+    """Where formulae finds only an intercept and bare columns among the common terms, the
+    spec names them in formulae's order (their design is then the columns as they are)."""
+    assert formula_module.parse_formula(formula).plain == PLAIN[formula]
 
 
 @pytest.mark.parametrize("formula", NOT_PLAIN)
-def test_any_other_formula_is_left_to_formulae(formula):
-    assert formula_module._read_plain(formula) is None
+def test_any_other_common_part_is_left_to_formulae(formula):
+    assert formula_module.parse_formula(formula).plain is None

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import Cells
-from .formula import FormulaSpec, components, describe, environment, plain_common
+from .formula import FormulaSpec, components, describe, environment
 
 
 @dataclass
@@ -235,12 +235,11 @@ def _numbers(table: pd.DataFrame, columns: list[str]) -> bool:
 
 
 def _plain_columns(spec: FormulaSpec, table: pd.DataFrame) -> tuple[bool, list[str]] | None:
-    """The intercept and columns of a plain common part (see
-    :func:`poolwise.glmm.formula.plain_common`) of numbers; else None."""
-    plain = plain_common(spec.common)
-    if plain is None or spec.row_checks or not _numbers(table, plain[1]):
+    """The intercept and columns of a common part of plain columns
+    (:attr:`~poolwise.glmm.formula.FormulaSpec.plain`) that hold numbers; else None."""
+    if spec.plain is None or spec.row_checks or not _numbers(table, list(spec.plain[1])):
         return None
-    return plain
+    return spec.plain[0], list(spec.plain[1])
 
 
 def build_design(cells: Cells, spec: FormulaSpec) -> Design:
@@ -307,7 +306,7 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
         expr = "1" if name.startswith("1|") else name.split("|", 1)[0]
         if expr == "1":
             values = np.ones(len(table))
-        elif plain_common(expr) == (True, [expr]) and _numbers(table, [expr]):
+        elif expr in table and _numbers(table, [expr]):
             values = table[expr].to_numpy(np.float64)  # (a column of numbers, as it is)
         else:
             values = _evaluate(expr, name, spec, table)

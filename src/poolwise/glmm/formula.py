@@ -8,7 +8,6 @@ inside expressions too) and which it must add up (the response, the exposure).
 from __future__ import annotations
 
 import functools
-import keyword
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -52,6 +51,9 @@ class FormulaSpec:
     # correlated blocks: one per group term written with several coefficients, ``(1 + x|g)``
     # or ``(x|g)``: the block's name (``"1 + x|g"``) and its terms' names (``("1|g", "x|g")``)
     blocks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # the common part's intercept and columns, where it holds nothing else (formulae's design
+    # of numeric columns is then the columns as they are); else None
+    plain: tuple[bool, tuple[str, ...]] | None = None
 
     def keys(self, columns: Collection[str]) -> tuple[str, ...]:
         """The columns the cells keep apart, sorted: every column the terms read.
@@ -134,8 +136,6 @@ def is_formula(spec: object) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _reads_as_formula(text: str) -> bool:
-    if _read_plain(text) is not None:
-        return True
     try:
         return describe(text).response is not None
     except ValueError:
@@ -314,8 +314,9 @@ class _Read:
     """What the parser found in a formula: the response's call (``p``/``prop`` or None) and its
     columns, the column of an ``offset(log(column))``, each term's name with the columns it
     reads, the names it reads that may be functions and whether it needs the row-by-row check,
-    each group term's name and factor columns (and whether its factor is one column), and the
-    correlated blocks."""
+    each group term's name and factor columns (and whether its factor is one column), the
+    correlated blocks, and the common part's intercept and columns where it holds nothing else
+    (else None)."""
 
     response: tuple[str | None, list[str]]
     offset: str | None
@@ -323,76 +324,21 @@ class _Read:
     names: list[str]
     groups: list[tuple[str, tuple[str, ...], bool]]
     blocks: tuple[tuple[str, tuple[str, ...]], ...]
+    plain: tuple[bool, tuple[str, ...]] | None
 
 
-# a plain formula: a column or p(column, column) on the left; on the right 1, 0, -1, columns
-# and group terms (expr|column) whose expressions hold 1, 0, -1 and columns, joined by "+"
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_PLAIN_LEFT = re.compile(rf"\s*(?:({_NAME})|(p|prop)\(\s*({_NAME})\s*,\s*({_NAME})\s*\))\s*")
-_PLAIN_PART = re.compile(rf"\s*(?:1|0|-1|{_NAME})\s*")
-_PLAIN_GROUP = re.compile(r"\s*\(([^()|]*)\|([^()|]*)\)\s*")
-
-
-def plain_common(rhs: str) -> tuple[bool, list[str]] | None:
-    """Whether a right-hand side without group terms has an intercept, and its columns in
-    formulae's order, where it is plain (1, 0, -1 and columns joined by "+"); else None.
-
-    Example
-    -------
-    >>> plain_common("x + 0 + z + x"), plain_common("1"), plain_common("log(x)")
-    ((False, ['x', 'z']), (True, []), None)
-    """
-    given, columns = [], []
-    for part in (p.strip() for p in _summands(rhs)):
-        if not _PLAIN_PART.fullmatch(part) or keyword.iskeyword(part) or part == "Intercept":
+def _plain(terms: list) -> tuple[bool, tuple[str, ...]] | None:
+    """Whether formulae's common terms hold an intercept, and their columns, where every other
+    term is one column as it is (no call, no interaction); else None."""
+    columns = []
+    for term in terms:
+        if term.name == "Intercept":
+            continue
+        comps = getattr(term, "components", [])
+        if len(comps) != 1 or type(comps[0]).__name__ != "Variable":
             return None
-        if part in ("0", "1", "-1"):
-            given.append(part)
-        elif part not in columns:
-            columns.append(part)
-    if len(given) > 1:  # (formulae's order decides)
-        return None
-    return given in ([], ["1"]), columns
-
-
-def _read_plain(formula: str) -> _Read | None:
-    """The formula read without formulae (nor its import), where it is plain (see above):
-    what :func:`_read_formulae` finds in it; None for any other formula."""
-    if formula.count("~") != 1:
-        return None
-    left, rhs = formula.split("~", 1)
-    head = _PLAIN_LEFT.fullmatch(left)
-    common = plain_common(_common_rhs(rhs))
-    if head is None or common is None or "||" in rhs or not all(map(str.strip, _summands(rhs))):
-        return None
-    response = (None, [head[1]]) if head[1] else (head[2], [head[3], head[4]])
-    if any(map(keyword.iskeyword, response[1])):
-        return None
-    intercept, columns = common
-    terms = [("Intercept", [], [], False)] * intercept + [(c, [c], [], False) for c in columns]
-    groups, blocks = [], []
-    for summand in filter(_is_group, _summands(rhs)):
-        group = _PLAIN_GROUP.fullmatch(summand)
-        parts = [p.strip() for p in _summands(group[1])] if group else [""]
-        factor = group[2].strip() if group else ""
-        if not all(_PLAIN_PART.fullmatch(p) for p in parts) or not re.fullmatch(_NAME, factor):
-            return None
-        exprs = ["1"] * (parts[0] not in ("0", "-1"))
-        exprs += [p for p in parts if p not in ("0", "1", "-1")]
-        if not exprs or any(p in ("0", "1", "-1") for p in parts[1:]):
-            return None  # (formulae refuses these)
-        if any(keyword.iskeyword(name) or name == "Intercept" for name in [*exprs, factor]):
-            return None
-        members = [f"{e}|{factor}" for e in exprs]
-        if {m for m, *_ in groups} & set(members):  # (formulae's reading says what is wrong)
-            return None
-        groups += [(m, (factor,), True) for m in members]
-        terms += [
-            (m, [e] * (e != "1") + [factor], [], False) for e, m in zip(exprs, members, strict=True)
-        ]
-        if len(members) > 1:
-            blocks.append((f"{' + '.join(exprs)}|{factor}", tuple(members)))
-    return _Read(response, None, terms, [name for name, *_ in terms], groups, tuple(blocks))
+        columns.append(comps[0].name)
+    return any(t.name == "Intercept" for t in terms), tuple(columns)
 
 
 def _read_formulae(formula: str) -> _Read:
@@ -454,13 +400,14 @@ def _read_formulae(formula: str) -> _Read:
             for g in groups
         ],
         _blocks(expand_double_bars(formula).split("~", 1)[1]),
+        _plain([t for t in desc.terms if t not in groups and _callee(t) != "offset"]),
     )
 
 
 @functools.lru_cache(maxsize=256)
 def _parse(formula: str, family: str | None, exposure: str | None) -> FormulaSpec:
     """:func:`parse_formula` of arguments already checked (the same formula is read once)."""
-    read = _read_plain(formula) or _read_formulae(formula)
+    read = _read_formulae(formula)
     callee, args = read.response
     if callee in ("p", "prop"):
         if family not in (None, "binomial"):
@@ -522,4 +469,5 @@ def _parse(formula: str, family: str | None, exposure: str | None) -> FormulaSpe
         groups=tuple((g, columns) for g, columns, _ in read.groups),
         intercept_only_factor=factor,
         blocks=read.blocks,
+        plain=read.plain,
     )
