@@ -65,7 +65,6 @@ def test_a_one_factor_fit_of_a_pandas_frame_loads_none_of_them(kind):
     code += "assert fit.method in ('exact', 'eb'), fit.method"
 
 
-
 @pytest.mark.parametrize("kind", ["normal rows", "normal with se"])
 def test_a_normal_fit_needs_no_scipy(kind):
     # its mixtures' distribution function is poolwise's own (intervals.normal_cdf), and pandas
@@ -92,4 +91,4 @@ def test_a_plain_formula_fit_groups_pandas_rows_without_narwhals():
         "assert fit.info['engine'] == 'aghq', fit.info\n"
         "import sys; assert not any(m.startswith('narwhals') for m in sys.modules)"
     )
-
+    assert loaded(code) == ["formulae"]  # (its parser reads the formula)

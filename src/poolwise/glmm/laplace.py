@@ -29,6 +29,7 @@ error's linear part.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from dataclasses import replace
@@ -47,7 +48,7 @@ from ..engines.skewness import (
     shifted,
 )
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
-from ..fitdata import RegressionData, pick
+from ..fitdata import LazyDraws, RegressionData, pick
 from ..intervals import hdi_names, hdi_normal
 from ..mixture import Mixture, from_link, prune, to_link
 from ..priors import Flat, Normal
@@ -444,8 +445,8 @@ def _mixture_table(
 
 
 def _draws(post, weights, keep, cond, n_draws, seed):
-    """Draws of theta and of the effects: a point by its weight, inside its cell, and the
-    effects from its Gaussian."""
+    """Draws of theta (a point by its weight, inside its cell) and a function that makes the
+    effects' draws from each point's Gaussian (the same random stream, called once)."""
     rng = np.random.default_rng([seed, 14])
     idx = rng.choice(weights.size, size=n_draws, p=weights)
     d = post.points.shape[1]
@@ -454,7 +455,9 @@ def _draws(post, weights, keep, cond, n_draws, seed):
         theta = post.mode + post.to_u(v) @ post.chol.T
     else:
         theta = post.points[keep][idx]
-    return theta, cond.sample(idx, rng.standard_normal((n_draws, cond.x.shape[1])))
+    return theta, functools.cache(
+        lambda: cond.sample(idx, rng.standard_normal((n_draws, cond.x.shape[1])))
+    )
 
 
 def fit_laplace(
@@ -569,11 +572,13 @@ def fit_laplace(
     keep_rows += [row for bp in plan.blocks for row in bp.rows]
     keep_rows += ["sigma"] if "sigma" in names else []
     n_draws = max(draws, 1)
-    theta, x = _draws(grid, weights, keep, cond, n_draws, seed)
+    theta, effects = _draws(grid, weights, keep, cond, n_draws, seed)
+    if not model.structure.batched:  # (a large factor's conditionals are not held)
+        effects()
     sds_at = model.sds(points)
-    summaries, sd_values, all_draws = {}, {}, {}
-    for name in design.names:
-        all_draws[name] = x[:, design.names.index(name)].reshape(1, -1)
+    summaries, sd_values, all_draws, lazy = {}, {}, {}, {}
+    for i, name in enumerate(design.names):
+        lazy[name] = lambda i=i: effects()[:, i].reshape(1, -1)
     for i in sdc:
         all_draws[names[i]] = np.exp(theta[:, i]).reshape(1, -1)
     for b, bp in zip(model.blocks, plan.blocks, strict=True):
@@ -588,7 +593,7 @@ def fit_laplace(
         )
         summaries[t.name] = (tm, tsd, tlo, thi)
         sd_values[t.name] = (sds_at[:, j], weights)
-        all_draws[t.name] = x[:, cols].reshape(1, n_draws, t.n_levels)
+        lazy[t.name] = lambda cols=cols, t=t: effects()[:, cols].reshape(1, n_draws, t.n_levels)
     sigma2 = None
     if model.sigma_index is not None:
         sigma2 = float(weights @ np.exp(2 * points[:, model.sigma_index]))
@@ -628,7 +633,7 @@ def fit_laplace(
         {k: rows[k] for k in keep_rows},
         summaries,
         sd_values,
-        all_draws,
+        LazyDraws(all_draws, lazy, list(dict.fromkeys([*design.names, *all_draws, *lazy]))),
         hdi_prob=hdi_prob,
         seed=seed,
         method=method,
