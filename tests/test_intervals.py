@@ -170,15 +170,17 @@ def test_equal_data_equal_intervals_and_no_change_between_runs():
 
 
 def test_intervals_agree_with_long_draws():
-    """Within Monte Carlo error: the HDI ends of 400,000 draws scatter by ~0.01 sd (checked by
-    repeating with other seeds), the tolerance is 0.04 sd."""
+    """Within the draws' error: the largest of the 16 HDI ends' distances from 400,000 draws is
+    0.014-0.059 sd over seeds 3-10 (each end's Monte Carlo error alone is ~0.005-0.01 sd; the
+    draws also take theta's hyperparameters uniformly inside their grid cells, where the table
+    integrates exactly), the tolerance is 0.075 sd."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = poolwise.fit(SCHOOLS, group="school", y="y", se="sigma", seed=3, draws=400_000)
     lo, hi = hdi_from_draws(fit.theta_draws(), fit.hdi_prob)
     sd = fit.groups["sd"].to_numpy()
-    assert np.max(np.abs(lo - fit.groups["hdi_low"]) / sd) < 0.04
-    assert np.max(np.abs(hi - fit.groups["hdi_high"]) / sd) < 0.04
+    assert np.max(np.abs(lo - fit.groups["hdi_low"]) / sd) < 0.075
+    assert np.max(np.abs(hi - fit.groups["hdi_high"]) / sd) < 0.075
     for name in ("mu", "tau"):
         draws = fit.hyper_draws[name]
         row, sd = fit.population.loc[name], np.std(draws)

@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..engines.blocks import Structure, Term
 from ..engines.correlation import corr_cholesky, correlations, lkj_log_density
-from ..engines.latent import CorrBlock, LatentModel
+from ..engines.latent import BATCH_FLOATS, CorrBlock, LatentModel
 from ..engines.skewness import (
     affordable,
     importance_check,
@@ -573,8 +573,8 @@ def fit_laplace(
     keep_rows += ["sigma"] if "sigma" in names else []
     n_draws = max(draws, 1)
     theta, effects = _draws(grid, weights, keep, cond, n_draws, seed)
-    if not model.structure.batched:  # (a large factor's conditionals are not held)
-        effects()
+    if model.structure.factor_size * len(cond.x) > BATCH_FLOATS:
+        effects()  # (the fit does not hold conditionals this large)
     sds_at = model.sds(points)
     summaries, sd_values, all_draws, lazy = {}, {}, {}, {}
     for i, name in enumerate(design.names):
