@@ -202,10 +202,10 @@ def _factor_codes(table: pd.DataFrame, columns: tuple[str, ...]) -> tuple[list[s
     combined = np.zeros(len(table), dtype=np.int64)
     uniques = []
     for c in columns:
-        unique, inverse = np.unique(table[c].to_numpy(), return_inverse=True)
-        uniques.append(unique)
-        combined = combined * len(unique) + inverse.reshape(-1)
-    present, codes = np.unique(combined, return_inverse=True)
+        inverse, unique = pd.factorize(table[c].to_numpy(), sort=True)  # (hashed, not sorted)
+        uniques.append(np.asarray(unique))
+        combined = combined * len(unique) + inverse
+    codes, present = pd.factorize(combined, sort=True)
     digits = {}
     for c, unique in zip(reversed(columns), reversed(uniques), strict=True):
         digits[c] = pd.Series(unique[present % len(unique)])
