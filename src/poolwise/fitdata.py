@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,6 +72,26 @@ class LazyDraws(Mapping):
         self._values = dict(eager)
         self._lazy = dict(lazy)
         self._order = order or [*eager, *(k for k in lazy if k not in eager)]
+
+    @classmethod
+    def together(
+        cls,
+        eager: dict[str, np.ndarray],
+        make: Callable[[], dict[str, np.ndarray]],
+        keys: list[str],
+        order: list[str] | None = None,
+    ) -> LazyDraws:
+        """Draws whose ``keys`` one call of ``make`` gives together (from one random stream),
+        made when any of them is first read.
+
+        Example
+        -------
+        >>> d = LazyDraws.together({}, lambda: {"a": np.zeros(1), "b": np.ones(1)}, ["a", "b"])
+        >>> d["b"].tolist(), d["a"].tolist()
+        ([1.0], [0.0])
+        """
+        made = cache(make)
+        return cls(eager, {k: (lambda k=k: made()[k]) for k in keys}, order)
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._values:

@@ -703,7 +703,6 @@ def _sample(prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Genera
         v = post.v[at] + (rng.random(draws) - 0.5) * grid.spacing[0]
         sd_draws = np.exp(grid.mode[0] + np.sinh(v) * grid.chol[0, 0])
 
-    @cache
     def made() -> dict[str, np.ndarray]:
         modes, chols = post.mode[at], _chol_cov(post.hessian)[at]
         beta = modes + np.einsum("spq,sq->sp", chols, rng.standard_normal(modes.shape))
@@ -716,8 +715,7 @@ def _sample(prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Genera
         return out | {gterm.name: effects[None]}
 
     eager = {} if term.sd is not None else {gterm.sigma_name: sd_draws[None]}
-    lazy = {name: (lambda name=name: made()[name]) for name in [*plan.common, gterm.name]}
-    return LazyDraws(eager, lazy)
+    return LazyDraws.together(eager, made, [*plan.common, gterm.name])
 
 
 def _sample_batched(

@@ -29,7 +29,6 @@ error's linear part.
 
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 from dataclasses import replace
@@ -455,9 +454,7 @@ def _draws(post, weights, keep, cond, n_draws, seed):
         theta = post.mode + post.to_u(v) @ post.chol.T
     else:
         theta = post.points[keep][idx]
-    return theta, functools.cache(
-        lambda: cond.sample(idx, rng.standard_normal((n_draws, cond.x.shape[1])))
-    )
+    return theta, lambda: cond.sample(idx, rng.standard_normal((n_draws, cond.x.shape[1])))
 
 
 def fit_laplace(
@@ -573,19 +570,23 @@ def fit_laplace(
     keep_rows += ["sigma"] if "sigma" in names else []
     n_draws = max(draws, 1)
     theta, effects = _draws(grid, weights, keep, cond, n_draws, seed)
-    if model.structure.factor_size * len(cond.x) > BATCH_FLOATS:
-        effects()  # (the fit does not hold conditionals this large)
+    s = model.structure
+
+    def made() -> dict[str, np.ndarray]:
+        x = effects()
+        out = {name: x[:, i].reshape(1, -1) for i, name in enumerate(design.names)}
+        for t, off in zip(design.groups, s.offsets, strict=True):
+            out[t.name] = x[:, off : off + t.n_levels].reshape(1, n_draws, t.n_levels)
+        return out
+
     sds_at = model.sds(points)
-    summaries, sd_values, all_draws, lazy = {}, {}, {}, {}
-    for i, name in enumerate(design.names):
-        lazy[name] = lambda i=i: effects()[:, i].reshape(1, -1)
+    summaries, sd_values, all_draws = {}, {}, {}
     for i in sdc:
         all_draws[names[i]] = np.exp(theta[:, i]).reshape(1, -1)
     for b, bp in zip(model.blocks, plan.blocks, strict=True):
         L = corr_cholesky(theta[:, list(b.corr_index)], len(b.terms))[0]
         for row, r in zip(bp.rows, correlations(L, bp.pairs).T, strict=True):
             all_draws[row] = r.reshape(1, -1)
-    s = model.structure
     for j, (t, off) in enumerate(zip(design.groups, s.offsets, strict=True)):
         cols = slice(off, off + t.n_levels)
         tm, tsd, _, tlo, thi = _mixture_rows(
@@ -593,7 +594,13 @@ def fit_laplace(
         )
         summaries[t.name] = (tm, tsd, tlo, thi)
         sd_values[t.name] = (sds_at[:, j], weights)
-        lazy[t.name] = lambda cols=cols, t=t: effects()[:, cols].reshape(1, n_draws, t.n_levels)
+    keys = [*design.names, *(t.name for t in design.groups)]
+    order = [*design.names, *all_draws, *(t.name for t in design.groups)]
+    if s.factor_size * len(cond.x) > BATCH_FLOATS:  # (the fit holds no conditionals this large)
+        effect_draws = made()
+        posterior_draws = {k: all_draws.get(k, effect_draws.get(k)) for k in order}
+    else:
+        posterior_draws = LazyDraws.together(all_draws, made, keys, order)
     sigma2 = None
     if model.sigma_index is not None:
         sigma2 = float(weights @ np.exp(2 * points[:, model.sigma_index]))
@@ -633,7 +640,7 @@ def fit_laplace(
         {k: rows[k] for k in keep_rows},
         summaries,
         sd_values,
-        LazyDraws(all_draws, lazy, list(dict.fromkeys([*design.names, *all_draws, *lazy]))),
+        posterior_draws,
         hdi_prob=hdi_prob,
         seed=seed,
         method=method,
