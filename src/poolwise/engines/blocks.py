@@ -135,7 +135,12 @@ def _unit_inverse(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     elif k == 2:
         a, b, c = D[..., 0, 0], D[..., 0, 1], D[..., 1, 1]
         det = a * c - b * b
-        inv = np.stack([np.stack([c, -b], -1), np.stack([-b, a], -1)], -2) / det[..., None, None]
+        inv = np.empty(D.shape)
+        np.divide(c, det, out=inv[..., 0, 0])
+        np.divide(a, det, out=inv[..., 1, 1])
+        np.divide(b, det, out=inv[..., 0, 1])
+        np.negative(inv[..., 0, 1], out=inv[..., 0, 1])
+        inv[..., 1, 0] = inv[..., 0, 1]
     else:
         np.linalg.cholesky(D)
         return np.linalg.inv(D), np.linalg.slogdet(D)[1].sum(axis=1)
@@ -368,6 +373,7 @@ class Structure:
         for bi, rows, cols, a, c in self._rest_coupling:
             E[:, rows, cols] += Q.coupled[bi][:, a, c][:, None]
         Dinv, logdet_D = _unit_inverse(D)
+        G = None
         if self.batched:
             G = _unit_apply(Dinv, C.reshape(K, J, k, self.m)).reshape(C.shape)
             E -= np.swapaxes(C, 1, 2) @ G
@@ -378,7 +384,7 @@ class Structure:
         else:
             for p, c in enumerate(C):
                 E[p] -= (c.T @ _block_diag(Dinv[p]) @ c).toarray()
-        return Factor(self, D, Dinv, logdet_D, C, _cholesky(E, self.batched), pairs)
+        return Factor(self, D, Dinv, logdet_D, C, _cholesky(E, self.batched), pairs, G)
 
     def rest_quadratic(self, M: np.ndarray) -> np.ndarray:
         """``r_c' M r_c`` for each cell's rest row r_c and symmetric M (K, m, m): (K, cells).
@@ -428,7 +434,7 @@ class Factor:
     blocks (K, J, k, k), their inverses and log determinants' sum, C, and the Cholesky factor L
     (K, m, m; a list of K where the rest is large) of the Schur complement ``S = E - C' D^-1 C``;
     ``pairs``: C's :func:`_row_pairs` and scale per point where C is one pattern scaled per point
-    (else None)."""
+    (else None); ``G = D^-1 C`` where the points are batched (else None)."""
 
     def __init__(
         self,
@@ -439,9 +445,10 @@ class Factor:
         C,
         L: np.ndarray | list[np.ndarray],
         pairs=None,
+        G: np.ndarray | None = None,
     ) -> None:
         self.s, self.D, self.Dinv, self.logdet_D, self.C, self.L = s, D, Dinv, logdet_D, C, L
-        self.pairs = pairs
+        self.pairs, self.G = pairs, G
 
     def _C(self, v: np.ndarray, transpose: bool) -> np.ndarray:
         """C v (v: (K, m, r)) or C' v (v: (K, J k, r)) per point."""
@@ -473,7 +480,7 @@ class Factor:
         g1, g2 = self._split(g)
         y1 = self._Dsolve(g1)
         x2 = self._cho_solve(g2 - self._C(y1, True))
-        x1 = self._Dsolve(g1 - self._C(x2, False))
+        x1 = y1 - self.G @ x2 if self.G is not None else self._Dsolve(g1 - self._C(x2, False))
         out = self._join(x1, x2)
         return out[:, :, 0] if vec else out
 
@@ -499,8 +506,7 @@ class Factor:
         own = np.diagonal(Dinv, axis1=2, axis2=3).reshape(K, J * k)
         if self.s.batched:
             Sinv = self.rest_inverse()
-            G = self._Dsolve(self.C)
-            quad = ((G @ Sinv) * G).sum(axis=2)
+            quad = ((self.G @ Sinv) * self.G).sum(axis=2)
             return self._join(own + quad, np.diagonal(Sinv, axis1=1, axis2=2))
         low = _inverse_lower(self.L)
         rest = np.diagonal(low, axis1=1, axis2=2).copy()
@@ -524,7 +530,8 @@ class Factor:
         x2 = _triangular(self.L, z2, True)
         K, J, k = self.D.shape[:3]
         own = _unit_half_solve(self.D, z1.reshape(K, J, k, -1))
-        x1 = own.reshape(K, J * k, -1) - self._Dsolve(self._C(x2, False))
+        spread = self.G @ x2 if self.G is not None else self._Dsolve(self._C(x2, False))
+        x1 = own.reshape(K, J * k, -1) - spread
         return self._join(x1, x2)
 
     @staticmethod
@@ -545,7 +552,8 @@ class Factor:
         pairs = None
         if first.pairs is not None:
             pairs = (first.pairs[0], np.concatenate([f.pairs[1] for f in parts]))
-        return Factor(first.s, D, Dinv, logdet_D, C, L, pairs)
+        G = None if first.G is None else np.concatenate([f.G for f in parts])
+        return Factor(first.s, D, Dinv, logdet_D, C, L, pairs, G)
 
     def take(self, points: np.ndarray) -> Factor:
         """The factor at the ``points`` (indices; repeats allowed)."""
@@ -558,4 +566,5 @@ class Factor:
             C,
             self.L[points] if self.s.batched else [self.L[k] for k in points],
             None if self.pairs is None else (self.pairs[0], self.pairs[1][points]),
+            None if self.G is None else self.G[points],
         )

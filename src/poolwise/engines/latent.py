@@ -137,9 +137,8 @@ class Conditional:
         (computed once)."""
         if self.var is None:
             var = self.factor.diag_inverse()
-            if self.V is not None:
-                half = np.linalg.solve(np.linalg.cholesky(self.M), np.swapaxes(self.V, 1, 2))
-                var = var - (half**2).sum(axis=1)
+            if self.V is not None:  # the diagonal of V M^-1 V'
+                var = var - ((self.V @ np.linalg.inv(self.M)) * self.V).sum(axis=2)
             self.var = np.maximum(var, 0.0)
         return self.var
 
@@ -468,8 +467,8 @@ class LatentModel:
         n, b0, rr, total = self._normal_stats
         scale = sigma**-2
         fac = s.factor_scaled(scale, n, q)
-        V, M = self._constrain(fac, len(q.q))
-        step = self._project(fac.solve(scale[:, None] * b0), V, M)
+        V, M, step = self._constrain(fac, len(q.q), scale[:, None] * b0)
+        step = self._project(step, V, M)
         f = -total * np.log(sigma) - 0.5 * scale * (rr - step @ b0)
         return self.prior_mean + step, f, fac, V, M
 
@@ -524,7 +523,8 @@ class LatentModel:
         used = np.unique(part)  # the evaluations joined whole, the points taken once
         start = np.zeros(len(conds), dtype=np.int64)
         start[used] = np.cumsum([0] + [len(conds[p].x) for p in used[:-1]])
-        return Conditional.concat([conds[p] for p in used]).take(start[part] + k)
+        joined, at = Conditional.concat([conds[p] for p in used]), start[part] + k
+        return joined if np.array_equal(at, np.arange(len(joined.x))) else joined.take(at)
 
     def _hold(self, theta: np.ndarray, cond: Conditional) -> None:
         """Hold an evaluation for :meth:`conditional_at`, the oldest let go beyond the budget."""

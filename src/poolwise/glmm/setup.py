@@ -338,7 +338,13 @@ def groups_table(
                     "hdi_high": hi,
                     "shrinkage": shrink,
                 },
-                index=pd.MultiIndex.from_arrays([[t.name] * L, t.levels], names=["term", "level"]),
+                # built from its codes: from_arrays would factorize the levels, known unique
+                index=pd.MultiIndex(
+                    levels=[[t.name], t.levels],
+                    codes=[np.zeros(L, dtype=np.int64), np.arange(L)],
+                    names=["term", "level"],
+                    verify_integrity=False,
+                ),
             )
         )
     if not frames:
