@@ -462,7 +462,7 @@ class Factor:
         return _unit_apply(self.Dinv, v.reshape(K, J, k, -1)).reshape(v.shape)
 
     def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return x[:, self.s.first], x[:, self.s.rest]
+        return np.take(x, self.s.first, axis=1), np.take(x, self.s.rest, axis=1)
 
     def _join(self, first: np.ndarray, rest: np.ndarray) -> np.ndarray:
         out = np.empty((first.shape[0], self.s.dim) + first.shape[2:])
@@ -536,24 +536,8 @@ class Factor:
 
     @staticmethod
     def concat(parts: list[Factor]) -> Factor:
-        """The factors of several batches of points as one."""
-        first = parts[0]
-        if first.s.batched:
-            C = np.concatenate([f.C for f in parts])
-        else:
-            C = [c for f in parts for c in f.C]
-        D, Dinv, logdet_D = (
-            np.concatenate([getattr(f, name) for f in parts]) for name in ("D", "Dinv", "logdet_D")
-        )
-        if first.s.batched:
-            L = np.concatenate([f.L for f in parts])
-        else:
-            L = [lk for f in parts for lk in f.L]
-        pairs = None
-        if first.pairs is not None:
-            pairs = (first.pairs[0], np.concatenate([f.pairs[1] for f in parts]))
-        G = None if first.G is None else np.concatenate([f.G for f in parts])
-        return Factor(first.s, D, Dinv, logdet_D, C, L, pairs, G)
+        """The factors of several batches of points as one (:class:`_Joined`)."""
+        return parts[0] if len(parts) == 1 else _Joined(parts)
 
     def take(self, points: np.ndarray) -> Factor:
         """The factor at the ``points`` (indices; repeats allowed)."""
@@ -568,3 +552,37 @@ class Factor:
             None if self.pairs is None else (self.pairs[0], self.pairs[1][points]),
             None if self.G is None else self.G[points],
         )
+
+
+class _Joined(Factor):
+    """The factors of several batches of points as one: their arrays joined when first read;
+    the log determinants and the variances part by part (no copy of the blocks)."""
+
+    def __init__(self, parts: list[Factor]) -> None:
+        self.parts, self.s = parts, parts[0].s
+
+    def __getattr__(self, name: str):
+        if name not in ("D", "Dinv", "logdet_D", "C", "L", "pairs", "G") or "parts" not in vars(
+            self
+        ):
+            raise AttributeError(name)
+        parts, first = self.parts, self.parts[0]
+        if first.s.batched:
+            C, L = (np.concatenate([getattr(f, a) for f in parts]) for a in ("C", "L"))
+        else:
+            C, L = ([x for f in parts for x in getattr(f, a)] for a in ("C", "L"))
+        D, Dinv, logdet_D = (
+            np.concatenate([getattr(f, a) for f in parts]) for a in ("D", "Dinv", "logdet_D")
+        )
+        pairs = None
+        if first.pairs is not None:
+            pairs = (first.pairs[0], np.concatenate([f.pairs[1] for f in parts]))
+        G = None if first.G is None else np.concatenate([f.G for f in parts])
+        Factor.__init__(self, self.s, D, Dinv, logdet_D, C, L, pairs, G)
+        return getattr(self, name)
+
+    def logdet(self) -> np.ndarray:
+        return np.concatenate([f.logdet() for f in self.parts])
+
+    def diag_inverse(self) -> np.ndarray:
+        return np.concatenate([f.diag_inverse() for f in self.parts])

@@ -69,11 +69,12 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
         [2 * np.eye(d, dtype=int), -2 * np.eye(d, dtype=int)]
         + [np.array(list(itertools.product([-1, 1], repeat=d)), dtype=int)]
     )
-    seen = {(0,) * d}
-    idx = [np.zeros((1, d), dtype=int)]
-    lps = [evaluate(idx[0])]
-    top = lps[0][0]
-    frontier = idx[0]
+    # the mode and its neighbours in one evaluation (the mode is the heaviest point so far)
+    first = np.vstack([np.zeros((1, d), dtype=int), steps])
+    seen = set(map(tuple, first))
+    idx, lps = [first], [evaluate(first)]
+    top = lps[0].max()
+    frontier = first[1:][lps[0][1:] > top - drop]
     warnings = []
     while frontier.size:
         candidates = (frontier[:, None, :] + steps[None]).reshape(-1, d)
