@@ -284,6 +284,9 @@ def prepare(
     )
 
 
+GROUP_COLUMNS = ("n", "raw", "mean", "sd", "hdi_low", "hdi_high", "shrinkage")
+
+
 def groups_table(
     cells: Cells,
     design: Design,
@@ -316,43 +319,30 @@ def groups_table(
     else:
         s2 = float(means["sigma2"])
         score, w, size = s["n"] * (s["mean"] - eta) / s2, s["n"] / s2, s["n"]
-    frames = []
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in GROUP_COLUMNS}
     for t in design.groups:
         L = t.n_levels
         sc = np.bincount(t.codes, weights=score * t.values, minlength=L)
         info = np.bincount(t.codes, weights=w * t.values**2, minlength=L)
-        n = np.bincount(t.codes, weights=size, minlength=L)
         mean, sd, lo, hi = summaries[t.name]
         with np.errstate(divide="ignore", invalid="ignore"):
             raw = np.where(info > 0, mean + sc / info, np.nan)
         values, weights = sds[t.name]
         shrink = weights @ (1.0 / (1.0 + info[None, :] * values[:, None] ** 2))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "n": n,
-                    "raw": raw,
-                    "mean": mean,
-                    "sd": sd,
-                    "hdi_low": lo,
-                    "hdi_high": hi,
-                    "shrinkage": shrink,
-                },
-                # built from its codes: from_arrays would factorize the levels, known unique
-                index=pd.MultiIndex(
-                    levels=[[t.name], t.levels],
-                    codes=[np.zeros(L, dtype=np.int64), np.arange(L)],
-                    names=["term", "level"],
-                    verify_integrity=False,
-                ),
-            )
-        )
-    if not frames:
-        return pd.DataFrame(
-            columns=["n", "raw", "mean", "sd", "hdi_low", "hdi_high", "shrinkage"],
-            index=pd.MultiIndex.from_arrays([[], []], names=["term", "level"]),
-        )
-    out = frames[0] if len(frames) == 1 else pd.concat(frames)
+        n = np.bincount(t.codes, weights=size, minlength=L)
+        for k, v in zip(GROUP_COLUMNS, (n, raw, mean, sd, lo, hi, shrink), strict=True):
+            columns[k].append(np.asarray(v, dtype=float))
+    # one frame, its index built from codes (MultiIndex.from_arrays is several times slower)
+    groups = design.groups
+    labels = [label for t in groups for label in t.levels]
+    level_codes, level_names = pd.factorize(np.array(labels, dtype=object))
+    index = pd.MultiIndex(
+        levels=[[t.name for t in groups], level_names],
+        codes=[np.repeat(np.arange(len(groups)), [t.n_levels for t in groups]), level_codes],
+        names=["term", "level"],
+        verify_integrity=False,
+    )
+    data = {k: np.concatenate(v) if v else np.zeros(0) for k, v in columns.items()}
     if cells.likelihood != "poisson":
-        out["n"] = out["n"].round().astype(np.int64)
-    return out
+        data["n"] = data["n"].round().astype(np.int64)
+    return pd.DataFrame(data, index=index)
