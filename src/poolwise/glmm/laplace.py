@@ -587,11 +587,12 @@ def fit_laplace(
         L = corr_cholesky(theta[:, list(b.corr_index)], len(b.terms))[0]
         for row, r in zip(bp.rows, correlations(L, bp.pairs).T, strict=True):
             all_draws[row] = r.reshape(1, -1)
-    for j, (t, off) in enumerate(zip(design.groups, s.offsets, strict=True)):
-        cols = slice(off, off + t.n_levels)
-        tm, tsd, _, tlo, thi = _mixture_rows(
-            weights, cond.x[:, cols], x_var[:, cols], hdi_prob, coarse=coarse, median=False
-        )
+    # every term's levels in one table (the effects follow the common ones)
+    levels = _mixture_rows(
+        weights, cond.x[:, p:], x_var[:, p:], hdi_prob, coarse=coarse, median=False
+    )
+    for j, (t, off) in enumerate(zip(design.groups, s.offsets - p, strict=True)):
+        tm, tsd, _, tlo, thi = (row[off : off + t.n_levels] for row in levels)
         summaries[t.name] = (tm, tsd, tlo, thi)
         sd_values[t.name] = (sds_at[:, j], weights)
     keys = [*design.names, *(t.name for t in design.groups)]
