@@ -49,9 +49,12 @@ def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool
     return _quasi_newton(log_density, z0)
 
 
-def _newton(log_density: LogDensity, z: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The mode by damped Newton steps from ``z`` and the Hessian of the last step (a step of
-    ~1e-7 sds from the mode: the same to that share), or None where that does not get there."""
+def _newton(
+    log_density: LogDensity, z: np.ndarray, tol: float = NEWTON_TOL
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mode by damped Newton steps from ``z`` until the squared decrement is below ``tol``
+    and the Hessian of the last step (a step of ~sqrt(tol) sds from the mode: the same to that
+    share), or None where that does not get there."""
     d = z.size
     top, moved = -np.inf, np.zeros(d)
     for _ in range(NEWTON_STEPS):
@@ -72,7 +75,7 @@ def _newton(log_density: LogDensity, z: np.ndarray) -> tuple[np.ndarray, np.ndar
         except np.linalg.LinAlgError:
             return None
         top = values[0]
-        if float(grad @ step) < NEWTON_TOL:  # the squared Newton decrement
+        if float(grad @ step) < tol:  # the squared Newton decrement
             return z + step, h
         moved = step * min(1.0, MAX_STEP / float(np.max(np.abs(step))))
         z = z + moved
@@ -138,13 +141,16 @@ def _scoring(derivatives: Derivatives, z: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def mode_and_hessian(
-    log_density: LogDensity, z0: np.ndarray, derivatives: Derivatives | None = None
+    log_density: LogDensity,
+    z0: np.ndarray,
+    derivatives: Derivatives | None = None,
+    tol: float = NEWTON_TOL,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The mode of ``log_density`` (searched from ``z0``), its Hessian there and whether the
     search succeeded. With ``derivatives`` (the same density's exact gradient and information):
     scoring steps, then the Hessian by forward differences of the gradient (d + 1
-    evaluations); else Newton's method on the values alone, the Hessian its last step's (or
-    L-BFGS's mode and :func:`hessian` there).
+    evaluations); else Newton's method on the values alone to the squared decrement ``tol``,
+    the Hessian its last step's (or L-BFGS's mode and :func:`hessian` there).
 
     Example
     -------
@@ -157,7 +163,7 @@ def mode_and_hessian(
     z0 = np.asarray(z0, dtype=float)
     found = None if derivatives is None else _scoring(derivatives, z0)
     if found is None:
-        found = _newton(log_density, z0)
+        found = _newton(log_density, z0, tol)
         if found is not None:
             return *found, True
         mode, ok = _quasi_newton(log_density, z0)
@@ -229,10 +235,13 @@ def covariance(h: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def gaussian_at_mode(
-    log_density: LogDensity, z0: np.ndarray, derivatives: Derivatives | None = None
+    log_density: LogDensity,
+    z0: np.ndarray,
+    derivatives: Derivatives | None = None,
+    tol: float = NEWTON_TOL,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The mode of ``log_density`` (searched from ``z0``; by ``derivatives`` where given, see
-    :func:`mode_and_hessian`), the Cholesky factor of the covariance from its curvature there,
+    """The mode of ``log_density`` (searched from ``z0``; by ``derivatives`` where given, else
+    to the squared Newton decrement ``tol``, see :func:`mode_and_hessian`), the Cholesky factor of the covariance from its curvature there,
     and whether it is concave there (else a diagonal stands in).
 
     Example
@@ -241,7 +250,7 @@ def gaussian_at_mode(
     >>> mode.round(4).tolist(), np.diag(chol).round(4).tolist(), concave
     ([1.0, 1.0], [0.7071, 0.7071], True)
     """
-    mode, h, ok = mode_and_hessian(log_density, z0, derivatives)
+    mode, h, ok = mode_and_hessian(log_density, z0, derivatives, tol)
     if not ok:
         raise ValueError(
             "the posterior density of the hyperparameters is zero or undefined everywhere tried: "

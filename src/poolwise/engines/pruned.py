@@ -35,6 +35,10 @@ STRETCH = 3.0
 DROP = 4.0
 # the most points explored (the posterior is then far wider than its curvature at the mode says)
 MAX_POINTS = 20_000
+# the mode search stops at this squared Newton decrement: the lattice's centre ~1e-5 sds from
+# the mode and its axes from the curvature ~1e-3 sds away (the same integral to well under the
+# lattice's own error), one step fewer than the mode to 1e-10
+MODE_TOL = 1e-5
 
 
 def _to_u(v: np.ndarray) -> np.ndarray:
@@ -56,7 +60,9 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     """
     log_density, z0 = model.log_posterior, model.initial_point()
     d = z0.size
-    mode, chol, concave = gaussian_at_mode(log_density, z0, getattr(model, "derivatives", None))
+    mode, chol, concave = gaussian_at_mode(
+        log_density, z0, getattr(model, "derivatives", None), MODE_TOL
+    )
     # integer coordinates k, all even or all odd: v = k s / 2
     half = np.sqrt(2.0) * spacing / 2
 
