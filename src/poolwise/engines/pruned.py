@@ -46,6 +46,12 @@ def _to_u(v: np.ndarray) -> np.ndarray:
     return STRETCH * np.sinh(v / STRETCH)
 
 
+def _keys(idx: np.ndarray) -> np.ndarray:
+    """Each row of integer coordinates as one opaque value (its bytes), for sets of points."""
+    idx = np.ascontiguousarray(idx)
+    return idx.view(np.dtype((np.void, idx.dtype.itemsize * idx.shape[1]))).ravel()
+
+
 def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPosterior:
     """Integrate the model's posterior density, ``exp(log_posterior)``, over R^d on a lattice
     explored from the mode.
@@ -77,27 +83,27 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     )
     # the mode and its neighbours in one evaluation (the mode is the heaviest point so far)
     first = np.vstack([np.zeros((1, d), dtype=int), steps])
-    seen = set(map(tuple, first))
+    seen = _keys(first)
     idx, lps = [first], [evaluate(first)]
     top = lps[0].max()
     frontier = first[1:][lps[0][1:] > top - drop]
     warnings = []
     while frontier.size:
         candidates = (frontier[:, None, :] + steps[None]).reshape(-1, d)
-        new = []
-        for row in map(tuple, candidates):
-            if row not in seen:
-                seen.add(row)
-                new.append(row)
-        if not new:
+        keys = _keys(candidates)
+        _, once = np.unique(keys, return_index=True)
+        once.sort()  # each new point once, in the order first reached
+        once = once[~np.isin(keys[once], seen)]
+        if not once.size:
             break
-        if len(seen) > MAX_POINTS:
+        seen = np.concatenate([seen, keys[once]])
+        if seen.size > MAX_POINTS:
             warnings.append(
                 "the hyperparameter posterior reaches far beyond its curvature at the mode: the "
                 "grid stopped at its budget of points"
             )
             break
-        layer = np.array(new, dtype=int)
+        layer = candidates[once]
         lp = evaluate(layer)
         idx.append(layer)
         lps.append(lp)
