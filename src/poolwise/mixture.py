@@ -186,15 +186,21 @@ class Mixture:
         return sub
 
     def hdi(
-        self, prob: float, lo: np.ndarray, hi: np.ndarray, coarse: np.ndarray | None = None
+        self,
+        prob: float,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        coarse: np.ndarray | None = None,
+        tol: float = TOL,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The shortest interval holding ``prob`` of each variable (on its own scale), from a
         starting interval (on the mixed scale, e.g. the normal, beta or gamma one with the same
         mean and variance), and whether it is sound: a kernel mixture's F dips below 0 (or above
         1) beyond its last points, where an end found without a support's end to fall back on
         is an artefact. ``coarse`` (a mask of the components on the grid with every other point
-        left out) makes the search cheaper: solved on those, then polished by one step on all."""
-        tol = TOL
+        left out) makes the search cheaper: solved on those, then polished by one step on all.
+        ``tol``: the residuals from which the solver takes its last step (``POLISH``: ends to
+        ~1e-6 sd, as a polished coarse solve leaves them)."""
         if coarse is not None and 0 < coarse.sum() < coarse.size:
             lo, hi, _ = self.part(coarse)._blocked_hdi(prob, lo, hi, POLISH)
             lo, hi, tol = to_link(self.link, lo), to_link(self.link, hi), POLISH

@@ -49,7 +49,7 @@ from ..engines.skewness import (
 from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
 from ..fitdata import LazyDraws, RegressionData, pick
 from ..intervals import hdi_names, hdi_normal
-from ..mixture import Mixture, from_link, prune, to_link
+from ..mixture import POLISH, TOL, Mixture, from_link, prune, to_link
 from ..priors import Flat, Normal
 from .checks import boundary_notes
 from .model import prior_scale
@@ -413,28 +413,48 @@ def _hyper_rows(weights, points, var, prob, smoothing):
     return rows[:5]
 
 
-def _mixture_rows(weights, means, variances, prob, link="identity", coarse=None, median=True):
+def _mixture_rows(
+    weights, means, variances, prob, link="identity", coarse=None, median=True, tol=TOL
+):
     """mean, sd, median (NaN unless ``median``), HDI of each column of a normal mixture (on
     ``link``'s scale); ``coarse``: the components of the grid before its last refinement (a first
     pass). Moments are exact over every component; the intervals leave out the lightest
     components, together ``INTERVAL_SHARE`` of the mass (an end moves by about that share of
-    the sd)."""
-    return _mixture_table(weights, means, variances, prob, link, coarse, median)[:5]
+    the sd); ``tol``: the residuals from which the interval solver takes its last step (see
+    :meth:`~poolwise.mixture.Mixture.hdi`)."""
+    return _mixture_table(weights, means, variances, prob, link, coarse, median, tol=tol)[:5]
 
 
 def _mixture_table(
-    weights, means, variances, prob, link="identity", coarse=None, median=True, kind="normal"
+    weights,
+    means,
+    variances,
+    prob,
+    link="identity",
+    coarse=None,
+    median=True,
+    kind="normal",
+    tol=TOL,
 ):
     """:func:`_mixture_rows` of a normal or ``kind`` "kernel" mixture, and whether each HDI is
-    sound."""
+    sound. The intervals' search starts from the normal one, moved by the skewness of a normal
+    mixture on the identity link (see :func:`~poolwise.intervals.hdi_normal`)."""
     m = weights @ means
     var = np.maximum(weights @ (variances + means**2) - m**2, 0.0)
     keep = prune(weights, INTERVAL_SHARE)
     w = weights[keep] / weights[keep].sum()
     mix = Mixture.of(kind, w, means[keep], variances[keep], link)
     coarse = None if coarse is None else coarse[keep]
+    skew = 0.0
+    if kind == "normal" and link == "identity":  # the mixture's skewness (third central
+        # moment over sd^3), within +-1, where the first-order move of the ends holds (the
+        # effects' mixtures, near normal; not the sds', whose ends may run to zero)
+        dev = means - m
+        third = weights @ (dev * (dev * dev + 3 * variances))
+        skew = np.divide(third, var**1.5, out=np.zeros_like(third), where=var > 0)
+        np.clip(skew, -1.0, 1.0, out=skew)
     with np.errstate(over="ignore"):  # a sd at its boundary: a log-scale spread without end
-        lo, hi, sound = mix.hdi(prob, *hdi_normal(m, var, prob), coarse)
+        lo, hi, sound = mix.hdi(prob, *hdi_normal(m, var, prob, skew), coarse, tol)
         mid = mix.quantile(0.5, m) if median else np.full(m.shape, np.nan)
     if link == "log":
         x = np.exp(means)
@@ -588,8 +608,9 @@ def fit_laplace(
         for row, r in zip(bp.rows, correlations(L, bp.pairs).T, strict=True):
             all_draws[row] = r.reshape(1, -1)
     # every term's levels in one table (the effects follow the common ones)
+    # (the intervals' last step from residuals of 1e-2: ends within ~1e-4 sd, not ~1e-10)
     levels = _mixture_rows(
-        weights, cond.x[:, p:], x_var[:, p:], hdi_prob, coarse=coarse, median=False
+        weights, cond.x[:, p:], x_var[:, p:], hdi_prob, coarse=coarse, median=False, tol=POLISH
     )
     for j, (t, off) in enumerate(zip(design.groups, s.offsets - p, strict=True)):
         tm, tsd, _, tlo, thi = (row[off : off + t.n_levels] for row in levels)
