@@ -170,6 +170,17 @@ def _unit_apply(Dinv: np.ndarray, v: np.ndarray) -> np.ndarray:
     return Dinv * v if Dinv.shape[-1] == 1 else Dinv @ v
 
 
+def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a * b).sum(axis=-1)``: a short last axis summed by a loop over it (numpy reduces a
+    short inner axis several times slower than it multiplies), a long one by einsum."""
+    if a.shape[-1] > 8:
+        return np.einsum("...i,...i->...", a, b)
+    out = a[..., 0] * b[..., 0]
+    for c in range(1, a.shape[-1]):
+        out += a[..., c] * b[..., c]
+    return out
+
+
 def _block_diag(blocks: np.ndarray):
     """The sparse block-diagonal matrix of ``blocks`` (J, k, k)."""
     from scipy import sparse
@@ -486,7 +497,10 @@ class Factor:
 
     def logdet(self) -> np.ndarray:
         """log det H at each point."""
-        diag = [np.diagonal(lk) for lk in self.L]
+        if isinstance(self.L, np.ndarray):
+            diag = np.diagonal(self.L, axis1=1, axis2=2)
+        else:
+            diag = np.array([np.diagonal(lk) for lk in self.L])
         return self.logdet_D + 2 * np.log(diag).sum(axis=1)
 
     def rest_inverse(self) -> np.ndarray:
@@ -506,7 +520,7 @@ class Factor:
         own = np.diagonal(Dinv, axis1=2, axis2=3).reshape(K, J * k)
         if self.s.batched:
             Sinv = self.rest_inverse()
-            quad = ((self.G @ Sinv) * self.G).sum(axis=2)
+            quad = row_dots(self.G @ Sinv, self.G)
             return self._join(own + quad, np.diagonal(Sinv, axis1=1, axis2=2))
         low = _inverse_lower(self.L)
         rest = np.diagonal(low, axis1=1, axis2=2).copy()

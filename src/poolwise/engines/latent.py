@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blocks import Factor, Precision, Structure
+from .blocks import Factor, Precision, Structure, row_dots
 from .correlation import beyond_range, corr_cholesky
 
 NEWTON_STEPS = 60
@@ -138,7 +138,7 @@ class Conditional:
         if self.var is None:
             var = self.factor.diag_inverse()
             if self.V is not None:  # the diagonal of V M^-1 V'
-                var = var - ((self.V @ np.linalg.inv(self.M)) * self.V).sum(axis=2)
+                var = var - row_dots(self.V @ np.linalg.inv(self.M), self.V)
             self.var = np.maximum(var, 0.0)
         return self.var
 
