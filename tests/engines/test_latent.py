@@ -174,6 +174,41 @@ def test_conditional_at_reuses_the_evaluated_points(kind):
         np.testing.assert_allclose(c.log_marginal[j] - cond.log_marginal[1], lm - lm0, atol=1e-7)
 
 
+@pytest.mark.parametrize("batch", [64, 0])
+def test_evaluations_joined_in_order_are_one_evaluation(batch, monkeypatch):
+    # the held evaluations, asked for in their order, come back joined (their blocks copied only
+    # when first read): the same modes, variances, log determinants and draws as one evaluation
+    monkeypatch.setattr(blocks, "BATCH_REST", batch)
+    thetas = np.array([[-0.5, 0.2, 0.1], [0.3, -1.0, -0.2], [-2.0, 0.5, 0.0]])
+    model, _ = _model("normal")
+    model.log_marginal(thetas[:1])
+    model.log_marginal(thetas[1:])
+    joined = model.conditional_at(thetas)
+    assert len(joined.factor.parts) == 2
+    whole = _model("normal")[0].conditional(thetas)
+    np.testing.assert_allclose(joined.x, whole.x, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(joined.variances(), whole.variances(), rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(joined.factor.logdet(), whole.factor.logdet(), rtol=1e-12)
+    z = np.random.default_rng(4).normal(size=(5, whole.x.shape[1]))
+    points = np.array([2, 0, 1, 2, 2])
+    np.testing.assert_allclose(
+        joined.sample(points, z), whole.sample(points, z), rtol=1e-10, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_a_levels_two_by_two_block_applied_as_the_matrix_product(r):
+    # written out for one or two columns (and broadcast over the points), a product beyond
+    rng = np.random.default_rng(5)
+    Dinv = rng.normal(size=(3, 7, 2, 2))
+    Dinv = Dinv + np.swapaxes(Dinv, -1, -2)
+    v = rng.normal(size=(3, 7, 2, r))
+    np.testing.assert_allclose(blocks._unit_apply(Dinv, v), Dinv @ v, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(
+        blocks._unit_apply(Dinv, v[:1]), Dinv @ v[:1], rtol=1e-13, atol=1e-14
+    )
+
+
 # ------------------------------------------------------------------ a normal outcome's gradient
 @pytest.mark.parametrize("batch", [64, 0])
 def test_normal_derivatives_match_finite_differences(batch, monkeypatch):

@@ -12,7 +12,7 @@ LogDensity = Callable[[np.ndarray], np.ndarray]
 Derivatives = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 GRAD_STEP = 1e-5
 HESSIAN_STEP = 1e-3
-# Newton's steps take the Hessian from 2 corners of each pair's square (d^2 + 1 points a step)
+# Newton's steps take the Hessian from 2 corners of each pair's square (d^2 + d + 1 points a step)
 NEWTON_CORNERS = 2
 NEWTON_STEPS = 50
 # Newton stops when the squared decrement g' (-H)^-1 g, twice the gain still to come in the log
@@ -195,7 +195,7 @@ def _hessian_from(values: np.ndarray, step: float, d: int, corners: int = 4) -> 
     """The Hessian from the log density at :func:`_hessian_points` (and anything after them),
     each entry to O(step^2): with 4 corners ``f_ij = (f(+i+j) + f(-i-j) - f(+i-j) - f(-i+j))
     / (4 h^2)``; with 2, ``(f(+i+j) + f(-i-j) - f(+i) - f(-i) - f(+j) - f(-j) + 2 f) / (2 h^2)``
-    (d^2 + 1 points where 4 corners take 2 d^2 - d + 1; on a flat ridge the two differ)."""
+    (d^2 + d + 1 points where 4 corners take 2 d^2 + 1; on a flat ridge the two differ)."""
     f0, h = values[0], np.empty((d, d))
     axis = values[1 : 2 * d + 1].reshape(d, 2).sum(axis=1) - 2 * f0  # h^2 f_ii (+ O(h^4))
     h[np.arange(d), np.arange(d)] = axis / step**2
