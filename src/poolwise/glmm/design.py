@@ -302,6 +302,7 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
         coef, *_ = np.linalg.lstsq(X, np.ones(len(table)), rcond=None)
         spans_constant = bool(np.allclose(X @ coef, 1.0, atol=1e-8))
     groups = []
+    factors: dict[tuple[str, ...], tuple[list[str], np.ndarray]] = {}  # once for all its terms
     for name, factor_cols in spec.groups:
         expr = "1" if name.startswith("1|") else name.split("|", 1)[0]
         if expr == "1":
@@ -310,7 +311,9 @@ def build_design(cells: Cells, spec: FormulaSpec) -> Design:
             values = table[expr].to_numpy(np.float64)  # (a column of numbers, as it is)
         else:
             values = _evaluate(expr, name, spec, table)
-        levels, codes = _factor_codes(table, factor_cols)
+        if factor_cols not in factors:
+            factors[factor_cols] = _factor_codes(table, factor_cols)
+        levels, codes = factors[factor_cols]
         zero_sum = spans_constant if expr == "1" else expr in terms
         groups.append(
             GroupTerm(
