@@ -276,12 +276,12 @@ class Structure:
                 (V.reshape(-1), (urows, np.repeat(np.arange(n), k))), shape=(J * k, n)
             )
             self.PC, self.C_pattern = self._cross_pattern(codes, V, J)
-        # floats a point's factor holds (D, C, L)
+        # floats a point's factor holds (D, C, L; and G = D^-1 C where the points are batched)
         levels = self.dim - self.m
         self.factor_size = (
             levels * self.k
             + self.m**2
-            + (levels * self.m if self.C_pattern is None else 2 * self.C_pattern.nnz)
+            + (2 * levels * self.m if self.C_pattern is None else 2 * self.C_pattern.nnz)
         )
 
     @cached_property
