@@ -460,7 +460,9 @@ class Factor:
     blocks (K, J, k, k), their inverses and log determinants' sum, C, and the Cholesky factor L
     (K, m, m; a list of K where the rest is large) of the Schur complement ``S = E - C' D^-1 C``;
     ``pairs``: C's :func:`_row_pairs` and scale per point where C is one pattern scaled per point
-    (else None); ``G = D^-1 C`` where the points are batched (else None)."""
+    (else None); ``G = D^-1 C`` where the points are batched (else None): the Schur
+    complement's, kept for the solves; a factor taken or joined forms it again when first
+    read (its copy would cost about as much)."""
 
     def __init__(
         self,
@@ -474,7 +476,16 @@ class Factor:
         G: np.ndarray | None = None,
     ) -> None:
         self.s, self.D, self.Dinv, self.logdet_D, self.C, self.L = s, D, Dinv, logdet_D, C, L
-        self.pairs, self.G = pairs, G
+        self.pairs, self._G = pairs, G
+
+    @property
+    def G(self) -> np.ndarray | None:
+        """``D^-1 C`` (K, J k, m) where the points are batched (formed once), else None."""
+        if self._G is None and self.s.batched:
+            K, J, k = self.D.shape[:3]
+            C = self.C.reshape(K, J, k, self.s.m)
+            self._G = _unit_apply(self.Dinv, C).reshape(self.C.shape)
+        return self._G
 
     def _C(self, v: np.ndarray, transpose: bool) -> np.ndarray:
         """C v (v: (K, m, r)) or C' v (v: (K, J k, r)) per point."""
@@ -579,7 +590,6 @@ class Factor:
             C,
             self.L[points] if self.s.batched else [self.L[k] for k in points],
             None if self.pairs is None else (self.pairs[0], self.pairs[1][points]),
-            None if self.G is None else self.G[points],
         )
 
 
@@ -591,7 +601,7 @@ class _Joined(Factor):
         self.parts, self.s = parts, parts[0].s
 
     def __getattr__(self, name: str):
-        if name not in ("D", "Dinv", "logdet_D", "C", "L", "pairs", "G") or "parts" not in vars(
+        if name not in ("D", "Dinv", "logdet_D", "C", "L", "pairs", "_G") or "parts" not in vars(
             self
         ):
             raise AttributeError(name)
@@ -606,8 +616,7 @@ class _Joined(Factor):
         pairs = None
         if first.pairs is not None:
             pairs = (first.pairs[0], np.concatenate([f.pairs[1] for f in parts]))
-        G = None if first.G is None else np.concatenate([f.G for f in parts])
-        Factor.__init__(self, self.s, D, Dinv, logdet_D, C, L, pairs, G)
+        Factor.__init__(self, self.s, D, Dinv, logdet_D, C, L, pairs)
         return getattr(self, name)
 
     def logdet(self) -> np.ndarray:
