@@ -314,9 +314,11 @@ class Structure:
         return out
 
     # products with A = [X, Z_1, ...] (K points at once)
-    def eta(self, x: np.ndarray) -> np.ndarray:
-        """A x for each row of ``x`` (K, dim): (K, cells)."""
-        return np.ascontiguousarray((self.A @ x.T).T)
+    def eta(self, x: np.ndarray, contiguous: bool = True) -> np.ndarray:
+        """A x for each row of ``x`` (K, dim): (K, cells); where not ``contiguous``, a view of
+        the product's (cells, K) memory (for a reader that takes any order)."""
+        out = (self.A @ x.T).T
+        return np.ascontiguousarray(out) if contiguous else out
 
     def gradient(self, g: np.ndarray) -> np.ndarray:
         """A' g for each row of ``g`` (K, cells): (K, dim)."""

@@ -197,7 +197,7 @@ def importance_check(
             u = u - (cond.V[0] @ lam).T
         for b in range(0, r, part):
             ub = u[b : b + part]
-            eta_u = s.eta(ub)
+            eta_u = s.eta(ub, contiguous=False)
             change = loglik_change(model.likelihood, model.stats, eta, eta_u, sigma)
             logw[a + b : a + b + len(ub)] = change + 0.5 * (eta_u**2 @ w) - ub @ slope
     khat = array_stats.pareto_khat(logw[None], log_weights=True, tail="right")
