@@ -397,10 +397,10 @@ def _pulled_in(ends, link, weights, centres, var) -> list[np.ndarray]:
 
 
 def _hyper_rows(weights, points, var, prob, smoothing):
-    """The sds' rows (mean, sd, median, HDI). ``smoothing`` "kernel" (the full grid): each point
-    smoothed over its cell by the fourth-order kernel (moments up to the third kept: the
-    intervals' error is O(spacing^4)), the cell's normal where that kernel's interval is
-    unsound; "pulled" (a pruned grid): each point's normal over its cell, the intervals without
+    """The sds' rows (mean, sd, median, HDI). ``smoothing`` "kernel" (the full grid, as a rule
+    its finer interpolated one): each point smoothed over its cell by the fourth-order kernel
+    (moments up to the third kept: the intervals' error is O(spacing^4)), the cell's normal
+    where that kernel's interval is unsound; "pulled" (a pruned grid): each point's normal over its cell, the intervals without
     that smoothing's spread (:func:`_pulled_in`; on radon's slopes, the ends within 0.06 sd of a
     grid of 65,742 points, where they were 0.27 sd out); "normal": each point's normal, as it
     is (a central composite design's quarter of the posterior's variance: the design's sds run
