@@ -441,9 +441,11 @@ class Factor:
         C,
         L: np.ndarray | list[np.ndarray],
         pairs=None,
+        rest_inv: np.ndarray | None = None,
     ) -> None:
         self.s, self.D, self.Dinv, self.logdet_D, self.C, self.L = s, D, Dinv, logdet_D, C, L
         self.pairs = pairs
+        self._rest_inv = rest_inv  # S^-1, once computed
 
     def _C(self, v: np.ndarray, transpose: bool) -> np.ndarray:
         """C v (v: (K, m, r)) or C' v (v: (K, J k, r)) per point."""
@@ -485,12 +487,16 @@ class Factor:
         return self.logdet_D + 2 * np.log(diag).sum(axis=1)
 
     def rest_inverse(self) -> np.ndarray:
-        """``S^-1`` (K, m, m), the Schur complement's inverse at each point."""
-        if isinstance(self.L, np.ndarray):
-            Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
-            return np.swapaxes(Linv, 1, 2) @ Linv
-        low = _inverse_lower(self.L)
-        return low + np.swapaxes(np.tril(low, -1), 1, 2)
+        """``S^-1`` (K, m, m), the Schur complement's inverse at each point (computed once, and
+        kept by :meth:`take`: the skewness shift and the variances read it both)."""
+        if self._rest_inv is None:
+            if isinstance(self.L, np.ndarray):
+                Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
+                self._rest_inv = np.swapaxes(Linv, 1, 2) @ Linv
+            else:
+                low = _inverse_lower(self.L)
+                self._rest_inv = low + np.swapaxes(np.tril(low, -1), 1, 2)
+        return self._rest_inv
 
     def diag_inverse(self) -> np.ndarray:
         """The diagonal of H^-1 (the marginal variances): S^-1's diagonal for the rest, and
@@ -560,4 +566,5 @@ class Factor:
             C,
             self.L[points] if self.s.batched else [self.L[k] for k in points],
             None if self.pairs is None else (self.pairs[0], self.pairs[1][points]),
+            None if self._rest_inv is None else self._rest_inv[points],
         )

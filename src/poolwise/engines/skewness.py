@@ -209,6 +209,7 @@ def shifted(model: LatentModel, cond: Conditional) -> tuple[Conditional, np.ndar
     batches of points whose cells' arrays (some eight alive at once) stay in the cache."""
     K = cond.x.shape[0]
     size = max(1, CACHE_CELLS // (8 * model.structure.n))
+    cond.factor.rest_inverse()  # once for every batch (and the variances, where batched)
     shift = np.concatenate(
         [mean_shift(model, cond.take(np.arange(a, min(a + size, K)))) for a in range(0, K, size)]
     )
