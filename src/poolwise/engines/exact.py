@@ -35,8 +35,6 @@ FAR_DROP = 8.0
 RUNAWAY = 100.0
 # a finer grid for theta's intervals is at most this many times finer than the accepted one
 FINE_FACTOR = 4
-# ... its log densities interpolated through points without a density held this far below the top
-FINE_FLOOR = 100.0
 
 
 @dataclass
@@ -126,30 +124,45 @@ def _check_tails(log_density: LogDensity, mode: np.ndarray, names: tuple[str, ..
             )
 
 
+def _cubic_weights(nodes: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The (len(at), len(nodes)) matrix of local cubic interpolation: each point from the four
+    nodes around it (Lagrange's polynomial through them; one-sided at the ends), so that a
+    value far off (a density's cliff in a tail) moves no point beyond its neighbours' cells."""
+    k = nodes.size
+    first = np.clip(np.searchsorted(nodes, at, side="right") - 2, 0, k - 4)
+    stencil = first[:, None] + np.arange(4)  # (points, 4)
+    x = nodes[stencil]
+    out = np.zeros((at.size, k))
+    for j in range(4):
+        others = [m for m in range(4) if m != j]
+        w = np.prod([(at - x[:, m]) / (x[:, j] - x[:, m]) for m in others], axis=0)
+        out[np.arange(at.size), stencil[:, j]] = w
+    return out
+
+
 def _finer(
-    lp: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: np.ndarray, factor: int
+    lp: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    n: np.ndarray,
+    factor: int,
+    part: LogDensity,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The grid ``factor`` times finer than the one from ``lo`` to ``hi`` with ``n`` points a
     dimension (even in v, ``u = sinh(v)``), and log densities there from ``lp`` (its log
-    densities, the sinh map's Jacobian included): the log density in u less the standard
-    normal's is smooth and small near the mode (a cubic for a skewed posterior, which a spline
-    holds exactly) and goes through cubic splines in u, one axis at a time. Points (K, d) in v,
-    their spacing (d,) and log densities (K,)."""
-    from scipy.interpolate import CubicSpline
-
-    def normal(v):  # the standard normal in u, as a density in v
-        return (np.log(np.cosh(v)) - 0.5 * np.sinh(v) ** 2).sum(axis=-1)
-
-    coarse = _grid(lo, hi, n)[0]
-    # points without a density (far out in a tail) held far below the heaviest
-    lp = np.fmax(lp, np.max(lp) - FINE_FLOOR)
-    rest = (lp - normal(coarse)).reshape(n)
+    densities, the sinh map's Jacobian included): less ``part`` (a function of points in v,
+    known everywhere) they are smooth and small near the mode, and are interpolated by local
+    cubics in u, one axis at a time. Points (K, d) in v, their spacing (d,) and log densities
+    (K,)."""
+    rest = lp - part(_grid(lo, hi, n)[0])
+    # points without a density (far out in a tail: there ``part`` alone is far below the top)
+    rest = np.where(np.isfinite(rest), rest, np.min(rest[np.isfinite(rest)])).reshape(n)
     for i, k in enumerate(n):
-        rest = CubicSpline(np.sinh(np.linspace(lo[i], hi[i], k)), rest, axis=i)(
-            np.sinh(np.linspace(lo[i], hi[i], factor * (k - 1) + 1))
-        )
+        nodes = np.sinh(np.linspace(lo[i], hi[i], k))
+        weights = _cubic_weights(nodes, np.sinh(np.linspace(lo[i], hi[i], factor * (k - 1) + 1)))
+        rest = np.moveaxis(np.tensordot(weights, rest, axes=([1], [i])), 0, i)
     v, h, _ = _grid(lo, hi, factor * (n - 1) + 1)
-    return v, h, rest.reshape(-1) + normal(v)
+    return v, h, rest.reshape(-1) + part(v)
 
 
 def fit(
@@ -281,9 +294,17 @@ def fit(
     if not concave:
         warnings.append("the hyperparameter posterior is not concave at its mode: check the priors")
     factor = min(FINE_FACTOR, int((fine_points / np.prod(n)) ** (1 / d) + 1e-9))
+    known = getattr(model, "known", None)
+
+    def part(v):
+        """What the finer grid's interpolation leaves out: the standard normal in u (as a
+        density in v) and the model's known part of its density."""
+        out = (np.log(np.cosh(v)) - 0.5 * np.sinh(v) ** 2).sum(axis=1)
+        return out if known is None else out + known(mode + np.sinh(v) @ chol.T)
+
     fine = None
-    if factor > 1:
-        v_f, h_f, lp_f = _finer(lp, lo, hi, n, factor)
+    if factor > 1 and n.min() >= 4:  # (four points a dimension for a local cubic)
+        v_f, h_f, lp_f = _finer(lp, lo, hi, n, factor, part)
         w_f = _weights(lp_f)
         kept = w_f > 1e-14 * w_f.max()
         fine = GridPosterior(
