@@ -66,8 +66,9 @@ GRID_MOMENT_TOL = 0.03
 GRID_START = 13
 # the sds' rows are mixtures over up to this many points of a finer grid, their densities
 # interpolated (each point smoothed over its cell: the intervals' error is O(spacing^4)): four
-# times finer in 1 and 2 dimensions, two or three times in 3 (a Poisson model's three sds within 0.001 sd of
-# a 33^3 grid from 19^3 points; the crossed binomial model's two within 3e-4 sd of 53^2 points)
+# times finer in 1 and 2 dimensions, two or three times in 3 (a Poisson model's three sds
+# within 0.001 sd of a 33^3 grid, from 19^3 points; the crossed binomial model's two within
+# 3e-4 sd of 53^2 points)
 FINE_POINTS = 60_000
 # with correlated blocks: on a pruned grid up to this many, beyond on a central composite design
 PRUNED_MAX = 5
