@@ -531,8 +531,10 @@ class LatentModel:
 
                 far = cKDTree(np.concatenate(self._seen)).query(theta[left])[0]
                 left = left[np.argsort(far, kind="stable")]
-            out.append((left[:size], self._conditional(theta[left[:size]])))
-            left = left[size:]
+            # nothing solved yet: one point from the prior mean, the rest from its mode
+            take = size if self._seen or self.likelihood == "normal" else 1
+            out.append((left[:take], self._conditional(theta[left[:take]])))
+            left = left[take:]
         return out
 
     def conditional_at(self, theta: np.ndarray) -> Conditional:
