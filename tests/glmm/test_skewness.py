@@ -171,8 +171,7 @@ def test_eta_variances_and_shift_match_dense_algebra(monkeypatch, batched, block
     # one point a batch: each batch's S^-1 taken from the one computed for all points, which
     # the variances read again
     monkeypatch.setattr(skewness, "CACHE_CELLS", 8 * n)
-    fresh = m.conditional(theta)
-    moved, shift = shifted(m, fresh)
+    moved, shift = shifted(m, cond)
     assert np.allclose(shift, shifts, rtol=1e-7, atol=1e-12)
     assert np.allclose(moved.variances(), variances, rtol=1e-8, atol=1e-12)
 
