@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 
 from poolwise.engines import blocks
 from poolwise.engines.blocks import Structure, Term
-from poolwise.engines.latent import CorrBlock, LatentModel, loglik
+from poolwise.engines.latent import CorrBlock, LatentModel, loglik, loglik_change
 
 
 def _problem(kind: str, seed: int = 3):
@@ -442,3 +442,19 @@ def test_points_in_waves_come_back_in_their_order(monkeypatch):
     np.testing.assert_allclose(lm, [c.log_marginal[0] for c in alone], atol=1e-9)
     np.testing.assert_allclose(cond.x, np.concatenate([c.x for c in alone]), atol=1e-6)
     np.testing.assert_allclose(cond.log_marginal, lm, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["binomial", "poisson", "normal"])
+def test_loglik_change_is_the_difference_of_the_log_likelihoods(kind):
+    """Per cell, without the difference of two large sums: the difference to a few 1e-10 of
+    the sums' size, from linear predictors far out on both sides too."""
+    _, _, stats, _ = _problem(kind)
+    rng = np.random.default_rng(5)
+    n = len(stats[0])
+    eta = rng.normal(0, 8 if kind == "binomial" else 2, (1, n))
+    step = rng.normal(0, 1, (7, n))
+    sigma = np.array([1.3]) if kind == "normal" else None
+    before = loglik(kind, stats, eta, sigma, False)
+    after = loglik(kind, stats, eta + step, sigma, False)
+    change = loglik_change(kind, stats, eta, step, sigma)
+    np.testing.assert_allclose(change, after - before, rtol=0, atol=1e-10 * np.abs(before).max())

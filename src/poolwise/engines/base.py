@@ -80,6 +80,10 @@ class Density:
     # the density's exact gradient and information, where known (the engines' mode search and
     # curvature then take it: see poolwise.engines.optimize.mode_and_hessian)
     derivatives: Derivatives | None = None
+    # a part of the log density in closed form and cheap (the hyperparameters' log prior): the
+    # exact engine's finer grid interpolates the rest, smooth where that part falls off a cliff
+    # (a half-normal prior's on the log scale)
+    known: LogDensity | None = None
 
     def initial_point(self) -> np.ndarray:
         return self.start

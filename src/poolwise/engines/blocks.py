@@ -345,9 +345,11 @@ class Structure:
         return out
 
     # products with A = [X, Z_1, ...] (K points at once)
-    def eta(self, x: np.ndarray) -> np.ndarray:
-        """A x for each row of ``x`` (K, dim): (K, cells)."""
-        return np.ascontiguousarray((self.A @ x.T).T)
+    def eta(self, x: np.ndarray, contiguous: bool = True) -> np.ndarray:
+        """A x for each row of ``x`` (K, dim): (K, cells); where not ``contiguous``, a view of
+        the product's (cells, K) memory (for a reader that takes any order)."""
+        out = (self.A @ x.T).T
+        return np.ascontiguousarray(out) if contiguous else out
 
     def gradient(self, g: np.ndarray) -> np.ndarray:
         """A' g for each row of ``g`` (K, cells): (K, dim)."""
@@ -410,7 +412,7 @@ class Structure:
         else:
             for p, c in enumerate(C):
                 E[p] -= (c.T @ _block_diag(Dinv[p]) @ c).toarray()
-        return Factor(self, D, Dinv, logdet_D, C, _cholesky(E, self.batched), pairs, G)
+        return Factor(self, D, Dinv, logdet_D, C, _cholesky(E, self.batched), pairs, G=G)
 
     def rest_quadratic(self, M: np.ndarray) -> np.ndarray:
         """``r_c' M r_c`` for each cell's rest row r_c and symmetric M (K, m, m): (K, cells).
@@ -473,10 +475,12 @@ class Factor:
         C,
         L: np.ndarray | list[np.ndarray],
         pairs=None,
+        rest_inv: np.ndarray | None = None,
         G: np.ndarray | None = None,
     ) -> None:
         self.s, self.D, self.Dinv, self.logdet_D, self.C, self.L = s, D, Dinv, logdet_D, C, L
         self.pairs, self._G = pairs, G
+        self._rest_inv = rest_inv  # S^-1, once computed
 
     @property
     def G(self) -> np.ndarray | None:
@@ -530,12 +534,16 @@ class Factor:
         return self.logdet_D + 2 * np.log(diag).sum(axis=1)
 
     def rest_inverse(self) -> np.ndarray:
-        """``S^-1`` (K, m, m), the Schur complement's inverse at each point."""
-        if isinstance(self.L, np.ndarray):
-            Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
-            return np.swapaxes(Linv, 1, 2) @ Linv
-        low = _inverse_lower(self.L)
-        return low + np.swapaxes(np.tril(low, -1), 1, 2)
+        """``S^-1`` (K, m, m), the Schur complement's inverse at each point (computed once, and
+        kept by :meth:`take`: the skewness shift and the variances read it both)."""
+        if self._rest_inv is None:
+            if isinstance(self.L, np.ndarray):
+                Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
+                self._rest_inv = np.swapaxes(Linv, 1, 2) @ Linv
+            else:
+                low = _inverse_lower(self.L)
+                self._rest_inv = low + np.swapaxes(np.tril(low, -1), 1, 2)
+        return self._rest_inv
 
     def diag_inverse(self) -> np.ndarray:
         """The diagonal of H^-1 (the marginal variances): S^-1's diagonal for the rest, and
@@ -590,20 +598,21 @@ class Factor:
             C,
             self.L[points] if self.s.batched else [self.L[k] for k in points],
             None if self.pairs is None else (self.pairs[0], self.pairs[1][points]),
+            None if self._rest_inv is None else self._rest_inv[points],
         )
 
 
 class _Joined(Factor):
     """The factors of several batches of points as one: their arrays joined when first read;
-    the log determinants and the variances part by part (no copy of the blocks)."""
+    the log determinants, and the variances until then, part by part (no copy of the
+    blocks)."""
 
     def __init__(self, parts: list[Factor]) -> None:
         self.parts, self.s = parts, parts[0].s
 
     def __getattr__(self, name: str):
-        if name not in ("D", "Dinv", "logdet_D", "C", "L", "pairs", "_G") or "parts" not in vars(
-            self
-        ):
+        lazy = ("D", "Dinv", "logdet_D", "C", "L", "pairs", "_rest_inv", "_G")
+        if name not in lazy or "parts" not in vars(self):
             raise AttributeError(name)
         parts, first = self.parts, self.parts[0]
         if first.s.batched:
@@ -623,4 +632,6 @@ class _Joined(Factor):
         return np.concatenate([f.logdet() for f in self.parts])
 
     def diag_inverse(self) -> np.ndarray:
+        if "L" in vars(self):  # joined already (S^-1 perhaps kept): at once
+            return super().diag_inverse()
         return np.concatenate([f.diag_inverse() for f in self.parts])

@@ -120,6 +120,40 @@ def loglik(
     return (ll, n * r / s2, np.broadcast_to(n / s2, eta.shape)) if derivatives else ll
 
 
+def loglik_change(
+    kind: str, stats: tuple, eta: np.ndarray, step: np.ndarray, sigma: np.ndarray | None = None
+) -> np.ndarray:
+    """``loglik(eta + step) - loglik(eta)`` (K,) for steps (K, cells) from the cells' linear
+    predictors ``eta`` (1 or K, cells): per cell, without the difference of two large sums
+    (binomial: ``k step - n log(1 + p (e^step - 1))``, p the logistic of eta; Poisson:
+    ``c step - mu (e^step - 1)``).
+
+    Example
+    -------
+    >>> stats, eta = (np.array([3.0, 1.0]), np.array([10.0, 4.0])), np.array([[0.2, -1.5]])
+    >>> step = np.array([[0.3, -0.4], [-1.0, 2.0]])
+    >>> whole = loglik("binomial", stats, eta + step, None, False)
+    >>> change = loglik_change("binomial", stats, eta, step)
+    >>> bool(np.allclose(change, whole - loglik("binomial", stats, eta, None, False)))
+    True
+    """
+    with np.errstate(over="ignore"):
+        if kind == "binomial":
+            k, n = stats
+            e = np.exp(-np.abs(eta))
+            p = np.where(eta >= 0, 1.0, e) / (1.0 + e)
+            out = np.expm1(step)
+            out *= p
+            np.log1p(out, out=out)
+            return step @ np.asarray(k, dtype=float) - out @ np.asarray(n, dtype=float)
+        if kind == "poisson":
+            (c,) = stats
+            out = np.expm1(step)
+            out *= np.exp(eta)
+            return step @ np.asarray(c, dtype=float) - out.sum(axis=1)
+    return loglik(kind, stats, eta + step, sigma, False) - loglik(kind, stats, eta, sigma, False)
+
+
 @dataclass
 class Conditional:
     """The effects given theta at K points: modes ``x`` (K, dim) and what gives their spread."""
@@ -496,8 +530,10 @@ class LatentModel:
 
                 far = cKDTree(np.concatenate(self._seen)).query(theta[left])[0]
                 left = left[np.argsort(far, kind="stable")]
-            out.append((left[:size], self._conditional(theta[left[:size]])))
-            left = left[size:]
+            # nothing solved yet: one point from the prior mean, the rest from its mode
+            take = size if self._seen or self.likelihood == "normal" else 1
+            out.append((left[:take], self._conditional(theta[left[:take]])))
+            left = left[take:]
         return out
 
     def conditional_at(self, theta: np.ndarray) -> Conditional:
