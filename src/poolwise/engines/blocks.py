@@ -88,16 +88,21 @@ def _cholesky(E: np.ndarray, batched: bool) -> np.ndarray | list[np.ndarray]:
     return out
 
 
-def _inverse_lower(L: list[np.ndarray]) -> np.ndarray:
-    """``S^-1``'s lower triangle (the upper zero) from S's lower Cholesky factors L (K of them)."""
+def _inverse_lower_at(lk: np.ndarray) -> np.ndarray:
+    """``S^-1``'s lower triangle (the upper zero; C order) from S's lower Cholesky factor."""
     from scipy.linalg import lapack
 
+    inv, info = lapack.dpotri(lk.T, lower=0)  # lk.T: L' in Fortran order, its upper triangle
+    if info != 0:
+        raise np.linalg.LinAlgError("the Schur complement is singular")
+    return inv.T
+
+
+def _inverse_lower(L: list[np.ndarray]) -> np.ndarray:
+    """:func:`_inverse_lower_at` at each of S's lower Cholesky factors L (K of them)."""
     out = np.empty((len(L), *L[0].shape))
     for p, lk in enumerate(L):
-        inv, info = lapack.dpotri(lk.T, lower=0)
-        if info != 0:
-            raise np.linalg.LinAlgError("the Schur complement is singular")
-        out[p] = inv.T
+        out[p] = _inverse_lower_at(lk)
     return out
 
 
@@ -401,6 +406,10 @@ class Structure:
             self._scaled_for, self._scaled = w0, self._blocks(w0[None])
             single = not self.batched and self.k == 1 and bool(self.unit)
             self._scaled_pairs = _row_pairs(self._scaled[1][0]) if single else None
+            if single:  # g_j' S^-1 g_j over a lower triangle: the pairs off the diagonal twice
+                P = self._scaled_pairs.copy()
+                P.data[P.indices % (self.m + 1) != 0] *= 2
+                self._pair_reader = P.T
         D0, C0, E0 = self._scaled
         s = scale[:, None]
         C = s[:, :, None] * C0 if self.batched else [C0[0] * float(k) for k in scale]
@@ -502,21 +511,21 @@ class Factor:
             G = self._Dsolve(self.C)
             quad = ((G @ Sinv) * G).sum(axis=2)
             return self._join(own + quad, np.diagonal(Sinv, axis1=1, axis2=2))
+        if self.pairs is not None:  # g_j' S^-1 g_j over C's pairs in row j, a > b twice
+            rest, quad = np.empty((K, self.s.m)), np.empty((K, J))
+            for p, lk in enumerate(self.L):  # one point's S^-1 at a time
+                low = _inverse_lower_at(lk)
+                rest[p] = np.diagonal(low)
+                quad[p] = self.s._pair_reader @ low.reshape(-1)
+            return self._join(own + quad * (self.pairs[1][:, None] * own) ** 2, rest)
         low = _inverse_lower(self.L)
         rest = np.diagonal(low, axis1=1, axis2=2).copy()
-        if self.pairs is not None:  # g_j' S^-1 g_j over C's pairs in row j, a > b twice
-            P, scale = self.pairs
-            low *= 2
-            low[:, np.arange(self.s.m), np.arange(self.s.m)] = rest
-            quad = np.stack([P.T @ u.reshape(-1) for u in low]) * (scale[:, None] * own) ** 2
-        else:
-            quad = []
-            for c, low_k, Di in zip(self.C, low, Dinv, strict=True):
-                S = low_k + np.tril(low_k, -1).T
-                G = _block_diag(Di) @ c
-                quad.append(np.asarray(G.multiply(G @ S).sum(axis=1)).reshape(-1))
-            quad = np.stack(quad)
-        return self._join(own + quad, rest)
+        quad = []
+        for c, low_k, Di in zip(self.C, low, Dinv, strict=True):
+            S = low_k + np.tril(low_k, -1).T
+            G = _block_diag(Di) @ c
+            quad.append(np.asarray(G.multiply(G @ S).sum(axis=1)).reshape(-1))
+        return self._join(own + np.stack(quad), rest)
 
     def sample(self, z: np.ndarray) -> np.ndarray:
         """Draws with covariance H^-1 from standard normals z (K, dim, r)."""

@@ -526,6 +526,10 @@ class LatentModel:
         start[used] = np.cumsum([0] + [len(conds[p].x) for p in used[:-1]])
         return Conditional.concat([conds[p] for p in used]).take(start[part] + k)
 
+    def forget(self) -> None:
+        """Let go of the evaluations held for :meth:`conditional_at` (their factors)."""
+        self._evaluated = None
+
     def _hold(self, theta: np.ndarray, cond: Conditional) -> None:
         """Hold an evaluation for :meth:`conditional_at`, the oldest let go beyond the budget."""
         thetas, conds = self._evaluated or ([], [])
