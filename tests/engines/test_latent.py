@@ -244,6 +244,26 @@ def test_scoring_gives_the_mode_and_curvature_of_the_values():
     assert ok and ref_ok
     assert np.all(np.abs(mode - ref) < 1e-5 * np.sqrt(np.diag(np.linalg.inv(-ref_h))))
     np.testing.assert_allclose(h, ref_h, atol=1e-3 * np.abs(ref_h).max())
+    exact = mode_and_hessian(model.log_marginal, z0, model.derivatives, model.hessian)
+    np.testing.assert_allclose(exact[0], mode)
+    np.testing.assert_allclose(exact[1], ref_h, atol=1e-3 * np.abs(ref_h).max())
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_exact_hessian_is_the_gradients_derivative(monkeypatch, batched):
+    # the Hessian from sums of Sigma's squared entries (the zero-sum constraints' correction, a
+    # fixed sd, beta's prior) against central differences of the exact gradient, the points
+    # batched and one at a time (the large factor's pair pattern)
+    if not batched:
+        monkeypatch.setattr(blocks, "BATCH_REST", 0)
+    model, _ = _model("normal")
+    assert model.structure.batched == batched
+    z, step = np.array([[0.3, -0.4, 0.2]]), 1e-5
+    grads = [
+        model.derivatives(z + step * e)[1] - model.derivatives(z - step * e)[1] for e in np.eye(3)
+    ]
+    fd = np.concatenate(grads) / (2 * step)
+    np.testing.assert_allclose(model.hessian(z)[0], fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
 
 
 # ------------------------------------------------------------------------ correlated blocks

@@ -527,6 +527,47 @@ class Factor:
             quad.append(np.asarray(G.multiply(G @ S).sum(axis=1)).reshape(-1))
         return self._join(own + np.stack(quad), rest)
 
+    def inverse_squares(self, V: np.ndarray) -> np.ndarray:
+        """``V_i' (H^-1 o H^-1) V_j`` (K, r, r): the sums of H^-1's squared entries weighted by
+        the columns of V (K, dim, r), each constant over the eliminated unit's coefficients
+        (one term's: k = 1), where the second derivatives of ``log det H`` in the prior's and
+        the cells' scales read them; the points batched, or C one pattern scaled per point. With ``G = D^-1 C``, ``H^-1 = [[D^-1 + G S^-1 G', -G S^-1],
+        [-S^-1 G', S^-1]]``; with ``B = G' G`` and ``X = S^-1 B``, the eliminated coefficients'
+        squares sum to ``sum(D^-2) + 2 sum_j D^-1_j g_j' S^-1 g_j + tr(X X)``, and against rest
+        coefficient b to ``(X S^-1)_bb``."""
+        K, J, k = self.D.shape[:3]
+        first, rest = self._split(V)
+        if k != 1 or not np.allclose(first, first[:, :1]):
+            raise ValueError("inverse_squares: weights constant over one eliminated term only")
+        if not self.s.batched and self.pairs is None:
+            raise ValueError("inverse_squares: batched points or one pattern scaled per point")
+        c = first[:, 0] if J else np.zeros((K, V.shape[2]))
+        Sinv_all = self.rest_inverse() if self.s.batched else None
+        out = np.empty((K, V.shape[2], V.shape[2]))
+        for p in range(K):
+            Sinv, B, quad = self._squares_parts(p, Sinv_all)
+            dinv = self.Dinv[p, :, 0, 0]
+            X = Sinv @ B
+            side = (X * Sinv).sum(axis=1) @ rest[p]
+            within = (dinv**2).sum() + 2 * (dinv * quad).sum() + (X * X.T).sum()
+            cross = np.outer(c[p], side)
+            out[p] = rest[p].T @ (Sinv**2) @ rest[p] + cross + cross.T
+            out[p] += within * np.outer(c[p], c[p])
+        return out
+
+    def _squares_parts(self, p: int, Sinv_all: np.ndarray | None):
+        """At point p: ``S^-1`` (m, m), ``B = G' G`` (m, m) and ``g_j' S^-1 g_j`` (J,);
+        ``Sinv_all``: every point's ``S^-1`` where the points are batched."""
+        dinv = self.Dinv[p, :, 0, 0]
+        if self.s.batched:
+            G = dinv[:, None] * self.C[p]
+            return Sinv_all[p], G.T @ G, ((G @ Sinv_all[p]) * G).sum(axis=1)
+        low = _inverse_lower_at(self.L[p])
+        P, scale = self.pairs
+        B = (P @ (scale[p] ** 2 * dinv**2)).reshape(self.s.m, self.s.m)
+        quad = (self.s._pair_reader @ low.reshape(-1)) * (scale[p] * dinv) ** 2
+        return low + np.tril(low, -1).T, B + np.tril(B, -1).T, quad
+
     def sample(self, z: np.ndarray) -> np.ndarray:
         """Draws with covariance H^-1 from standard normals z (K, dim, r)."""
         z1, z2 = self._split(z)

@@ -37,6 +37,7 @@ import numpy as np
 
 from .blocks import Factor, Precision, Structure
 from .correlation import beyond_range, corr_cholesky
+from .optimize import hessian
 
 NEWTON_STEPS = 60
 # Newton stops when the squared decrement g' H^-1 g (twice the gain still to come) is this
@@ -66,6 +67,8 @@ HOLD_FLOATS = 40_000_000
 DRAW_FLOATS = 2_000_000
 # central-difference step of the log prior's gradient in theta (the prior is cheap and smooth)
 PRIOR_STEP = 1e-6
+# ... and of its Hessian (rounding error ~1e-16 |prior| / step^2, truncation ~step^2)
+PRIOR_HESSIAN_STEP = 1e-4
 
 
 def _swap(a: np.ndarray, block: int = 256) -> np.ndarray:
@@ -653,6 +656,93 @@ class LatentModel:
             self._hold(part, cond)
             value[i : i + size], grad[i : i + size], info[i : i + size] = cond.log_marginal, g, a
         return value, grad, info
+
+    def hessian(self, theta: np.ndarray) -> np.ndarray:
+        """The Hessian of :meth:`log_marginal` at each row of ``theta`` (K, d) for a normal
+        outcome without correlated blocks (:attr:`differentiable`), exact (the log prior's by
+        central differences), from the evaluations held where they are at these points.
+
+        With ``Sigma`` the effects' conditional covariance (the constraints' included), ``H_i``
+        the derivatives of the curvature ``H = s A'NA + Q`` (``s = 1 / sigma^2``) and ``J`` the
+        log joint: ``f_ij = J_ij + J_xi' Sigma J_xj`` for its maximum ``f`` (the implicit
+        function theorem) and ``tr(Sigma H_ij) - tr(Sigma H_i Sigma H_j)`` for ``log det``
+        (restricted to the constraints). In ``log sd_t``, ``H_t = -2 q_t P_t`` (P_t: term t's
+        coordinates); in ``log sigma``, ``H_sigma = -2 (H - Q)`` with ``Sigma H Sigma =
+        Sigma``: every trace of two is a sum of Sigma's squared entries weighted by the terms
+        and by Q (:meth:`_squares`).
+
+        Example
+        -------
+        >>> from poolwise.engines.blocks import Structure, Term
+        >>> s = Structure(np.ones((4, 1)), [Term(np.array([0, 1, 2, 2]), np.ones(4), 3)])
+        >>> stats = (np.full(4, 2.0), np.array([0.0, 1.0, 3.0, 2.0]), np.ones(4))
+        >>> m = LatentModel(s, "normal", stats, np.zeros(4), np.zeros(1), np.zeros(1), (0,),
+        ...                 (None,), (True,), 1, lambda t: -0.5 * (t**2).sum(axis=1))
+        >>> z, h = np.array([[0.1, -0.2]]), 1e-5
+        >>> fd = (m.derivatives(z + [h, 0])[1] - m.derivatives(z - [h, 0])[1]) / (2 * h)
+        >>> bool(np.allclose(m.hessian(z)[0, 0], fd[0], rtol=1e-6))
+        True
+        """
+        if not self.differentiable:
+            raise ValueError("hessian: a normal outcome without correlated blocks only")
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        s, (n, mean, m2) = self.structure, self.stats
+        cond = self.conditional_at(theta)
+        K, d = theta.shape
+        var, sds, i_s = cond.variances(), self.sds(theta), self.sigma_index
+        scale = np.exp(-2 * theta[:, i_s])
+        q = self._precision(sds, []).q
+        dev = cond.x - self.prior_mean
+        resid = mean - self.offset - s.eta(cond.x)
+        free = [(t, i) for t, i in enumerate(self.sd_index) if i is not None]
+        JX = np.zeros((K, s.dim, d))  # J's gradient in x, differentiated in theta
+        weights = np.zeros((K, s.dim, len(free) + 1))  # the terms' coordinates, then Q
+        spans = [slice(s.offsets[t], s.offsets[t] + s.terms[t].n_levels) for t, _ in free]
+        for c, ((_, i), cols) in enumerate(zip(free, spans, strict=True)):
+            JX[:, cols, i] = 2 * q[:, cols] * dev[:, cols]
+            weights[:, cols, c] = 1.0
+        weights[:, :, -1] = q
+        JX[:, :, i_s] = -2 * scale[:, None] * s.gradient(n * resid)
+        h = np.swapaxes(JX, 1, 2) @ self._conditional_solve(cond, JX)
+        phi = self._squares(cond, weights)
+        rss = m2.sum() + (n * resid**2).sum(axis=1)
+        h[:, i_s, i_s] += 2 * (phi[:, -1, -1] - scale * rss - (q * var).sum(axis=1))
+        for c, ((t, i), cols) in enumerate(zip(free, spans, strict=True)):
+            qt = sds[:, t] ** -2
+            tr = var[:, cols].sum(axis=1)
+            h[:, i, i] -= 2 * qt * ((dev[:, cols] ** 2).sum(axis=1) + tr)
+            for c2, (u, j) in enumerate(free):
+                h[:, i, j] += 2 * qt * sds[:, u] ** -2 * phi[:, c, c2]
+            mixed = 2 * qt * (tr - phi[:, c, -1])
+            h[:, i, i_s] += mixed
+            h[:, i_s, i] += mixed
+        for k in range(K):
+            h[k] += hessian(self.log_prior, theta[k], PRIOR_HESSIAN_STEP)
+        return 0.5 * (h + np.swapaxes(h, 1, 2))
+
+    def _conditional_solve(self, cond: Conditional, b: np.ndarray) -> np.ndarray:
+        """``Sigma b`` for b (K, dim, r): the conditional covariance's product, the
+        constraints' correction included."""
+        out = cond.factor.solve(b)
+        if cond.V is None:
+            return out
+        return out - cond.V @ np.linalg.solve(cond.M, self.constraints @ out)
+
+    def _squares(self, cond: Conditional, weights: np.ndarray) -> np.ndarray:
+        """``w_i' (Sigma o Sigma) w_j`` (K, r, r) for the columns of ``weights`` (K, dim, r):
+        H^-1's (:meth:`Factor.inverse_squares`), less the constraints' ``U U' = V M^-1 V'``
+        (``Sigma = H^-1 - U U'``): ``- 2 sum_k (U_k w_i)' H^-1 (U_k w_j) + sum((U' w_i U) o
+        (U' w_j U))``."""
+        out = cond.factor.inverse_squares(weights)
+        if cond.V is None:
+            return out
+        half = np.linalg.solve(np.linalg.cholesky(cond.M), np.swapaxes(cond.V, 1, 2))
+        U = np.swapaxes(half, 1, 2)  # (K, dim, constraints)
+        Uw = U[:, :, :, None] * weights[:, :, None, :]  # (K, dim, k, i): U_k w_i
+        solved = cond.factor.solve(Uw.reshape(*Uw.shape[:2], -1)).reshape(Uw.shape)
+        out -= 2 * np.einsum("pakj,paki->pij", solved, Uw)
+        W = np.einsum("pak,pai,pal->pikl", U, weights, U)
+        return out + np.einsum("pikl,pjkl->pij", W, W)
 
     def _gradient(self, theta: np.ndarray, cond: Conditional) -> tuple[np.ndarray, np.ndarray]:
         """The gradient and the average information of :meth:`derivatives` at ``cond``."""

@@ -521,8 +521,8 @@ def fit_laplace(
     d = len(names)
     messages = list(prep.messages)
     boundary: tuple[int, ...] = ()
-    derivatives = model.derivatives if model.differentiable else None
-    target = Density(model.log_marginal, z0, tuple(names), derivatives)
+    exact = (model.derivatives, model.hessian) if model.differentiable else (None, None)
+    target = Density(model.log_marginal, z0, tuple(names), *exact)
     if method == "eb":
         post = ENGINES["eb"](target)
         boundary = post.boundary
