@@ -98,6 +98,13 @@ def _inverse_lower_at(lk: np.ndarray) -> np.ndarray:
     return inv.T
 
 
+def _symmetric(low: np.ndarray) -> np.ndarray:
+    """The symmetric matrix whose lower triangle ``low`` (m, m) holds (its upper zero)."""
+    out = low + low.T
+    out[np.diag_indices_from(out)] = np.diagonal(low)
+    return out
+
+
 def _inverse_lower(L: list[np.ndarray]) -> np.ndarray:
     """:func:`_inverse_lower_at` at each of S's lower Cholesky factors L (K of them)."""
     out = np.empty((len(L), *L[0].shape))
@@ -548,10 +555,11 @@ class Factor:
             Sinv, B, quad = self._squares_parts(p, Sinv_all)
             dinv = self.Dinv[p, :, 0, 0]
             X = Sinv @ B
-            side = (X * Sinv).sum(axis=1) @ rest[p]
-            within = (dinv**2).sum() + 2 * (dinv * quad).sum() + (X * X.T).sum()
+            side = np.einsum("ab,ab->a", X, Sinv) @ rest[p]
+            within = (dinv**2).sum() + 2 * (dinv * quad).sum() + np.einsum("ab,ba->", X, X)
             cross = np.outer(c[p], side)
-            out[p] = rest[p].T @ (Sinv**2) @ rest[p] + cross + cross.T
+            np.square(Sinv, out=Sinv)
+            out[p] = rest[p].T @ Sinv @ rest[p] + cross + cross.T
             out[p] += within * np.outer(c[p], c[p])
         return out
 
@@ -566,7 +574,7 @@ class Factor:
         P, scale = self.pairs
         B = (P @ (scale[p] ** 2 * dinv**2)).reshape(self.s.m, self.s.m)
         quad = (self.s._pair_reader @ low.reshape(-1)) * (scale[p] * dinv) ** 2
-        return low + np.tril(low, -1).T, B + np.tril(B, -1).T, quad
+        return _symmetric(low), _symmetric(B), quad
 
     def sample(self, z: np.ndarray) -> np.ndarray:
         """Draws with covariance H^-1 from standard normals z (K, dim, r)."""

@@ -471,8 +471,8 @@ class LatentModel:
         n, b0, rr, total = self._normal_stats
         scale = sigma**-2
         fac = s.factor_scaled(scale, n, q)
-        V, M = self._constrain(fac, len(q.q))
-        step = self._project(fac.solve(scale[:, None] * b0), V, M)
+        V, M, step = self._constrain(fac, len(q.q), scale[:, None] * b0)
+        step = self._project(step, V, M)
         f = -total * np.log(sigma) - 0.5 * scale * (rr - step @ b0)
         return self.prior_mean + step, f, fac, V, M
 
@@ -656,6 +656,71 @@ class LatentModel:
             self._hold(part, cond)
             value[i : i + size], grad[i : i + size], info[i : i + size] = cond.log_marginal, g, a
         return value, grad, info
+
+    def moment_start(self) -> np.ndarray:
+        """A rough theta (d,) to start searches from, for a normal outcome without correlated
+        blocks (:attr:`differentiable`): each term's sd from the spread of its levels' least
+        squares effects on the residuals of beta's least squares fit beyond their noise, then
+        one step of expectation-maximisation with the effects shrunk (each term fitted to what
+        the others leave, twice in turn) and their conditional variances taken per level (the
+        coupling of crossed factors left out). On InstEval within 0.25 of the maximum in each
+        log sd (scoring then takes three steps, from the prior scales five).
+
+        Example
+        -------
+        >>> from poolwise.engines.blocks import Structure, Term
+        >>> rng = np.random.default_rng(1)
+        >>> g = np.repeat(np.arange(200), 10)
+        >>> y = rng.normal(0, 0.5, 200)[g] + rng.normal(0, 1.0, g.size)
+        >>> s = Structure(np.ones((g.size, 1)), [Term(g, np.ones(g.size), 200)])
+        >>> stats = (np.ones(g.size), y, np.zeros(g.size))
+        >>> m = LatentModel(s, "normal", stats, np.zeros(g.size), np.zeros(1), np.zeros(1),
+        ...                 (0,), (None,), (False,), 1, lambda t: 0 * t[:, 0])
+        >>> from poolwise.engines.optimize import find_mode
+        >>> start, top = m.moment_start(), find_mode(m.log_marginal, np.zeros(2))[0]
+        >>> np.exp(start).round(2).tolist(), bool(np.all(np.abs(start - top) < 0.01))
+        ([0.41, 1.01], True)
+        """
+        if not self.differentiable:
+            raise ValueError("moment_start: a normal outcome without correlated blocks only")
+        s, (n, mean, m2) = self.structure, self.stats
+        y = mean - self.offset
+        root = np.sqrt(n)[:, None]
+        beta = np.linalg.lstsq(s.X * root, y * root[:, 0], rcond=None)[0]
+        r = y - s.X @ beta
+        total = n.sum()
+        noise = max((m2.sum() + (n * r**2).sum()) / total, np.finfo(float).tiny)
+        weight = [np.bincount(t.codes, n * t.values**2, t.n_levels) for t in s.terms]
+        sums = [np.bincount(t.codes, n * t.values * r, t.n_levels) for t in s.terms]
+        terms = list(zip(weight, sums, self.sd_fixed, strict=True))
+        var, sigma2 = np.empty(len(s.terms)), noise
+        for _ in range(2):  # the noise in the levels' effects: sigma^2 once estimated
+            for k, (w, b, fixed) in enumerate(terms):
+                ok = w > 0
+                spread = np.mean((b[ok] / w[ok]) ** 2 - sigma2 / w[ok]) if ok.any() else noise
+                var[k] = fixed**2 if fixed is not None else max(spread, 0.01 * noise)
+            sigma2 = max(noise - var.sum(), 0.05 * noise)
+        fitted, effects = np.zeros((len(s.terms), s.n)), [None] * len(s.terms)
+        for _ in range(2):  # the shrunk effects, each term fitted to what the others leave
+            for k, (t, w) in enumerate(zip(s.terms, weight, strict=True)):
+                left = r - fitted.sum(axis=0) + fitted[k]
+                shrunk = w + sigma2 / var[k]
+                effects[k] = np.bincount(t.codes, n * t.values * left, t.n_levels) / shrunk
+                fitted[k] = t.values * effects[k][t.codes]
+        spread = 0.0  # the effects' conditional variances, summed over the cells
+        for k, ((w, _, fixed), b) in enumerate(zip(terms, effects, strict=True)):
+            cond = sigma2 / (w + sigma2 / var[k])
+            spread += (w * cond).sum()
+            if fixed is None and (w > 0).any():
+                var[k] = np.mean(b[w > 0] ** 2 + cond[w > 0])
+        e = r - fitted.sum(axis=0)
+        sigma2 = (m2.sum() + (n * e**2).sum() + spread) / total
+        index = [*self.sd_index, self.sigma_index]
+        theta = np.empty(1 + max(i for i in index if i is not None))
+        for i, v in zip(index, [*var, sigma2], strict=True):
+            if i is not None:
+                theta[i] = 0.5 * np.log(v)
+        return theta
 
     def hessian(self, theta: np.ndarray) -> np.ndarray:
         """The Hessian of :meth:`log_marginal` at each row of ``theta`` (K, d) for a normal

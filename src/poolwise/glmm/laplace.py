@@ -269,7 +269,7 @@ def latent_model(
         log_prior,
         tuple(blocks),
     )
-    return model, names, np.array(start)
+    return model, names, model.moment_start() if model.differentiable else np.array(start)
 
 
 def _theta_engine(d: int, prep: Prepared) -> str:
