@@ -266,6 +266,42 @@ def test_exact_hessian_is_the_gradients_derivative(monkeypatch, batched):
     np.testing.assert_allclose(model.hessian(z)[0], fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
 
 
+def test_log_marginal_takes_the_evaluations_held(monkeypatch):
+    # a point evaluated before (held for conditional_at) is not evaluated again
+    model, _ = _model("normal")
+    theta = np.array([[0.3, -0.4, 0.2], [0.1, 0.0, 0.0]])
+    first = model.log_marginal(theta[:1])
+    calls, original = [], model._conditional
+    monkeypatch.setattr(model, "_conditional", lambda t: calls.append(len(t)) or original(t))
+    both = model.log_marginal(theta)
+    assert calls == [1] and both[0] == first[0]
+
+
+def test_single_precision_variances_hold_to_tables_and_give_way_to_collinearity(monkeypatch):
+    # a large factor's variances from S^-1 in single precision: within 1e-5 of double's; a
+    # near-collinear rest (a covariate repeated to 1e-4) keeps double precision
+    monkeypatch.setattr(blocks, "BATCH_REST", 0)
+    model, (X, terms, stats, offset) = _model("normal")
+    theta = np.array([[0.3, -0.4, 0.2]])
+    double = model.conditional(theta).variances()
+    single = model.conditional(theta).variances(single=True)
+    assert not np.array_equal(single, double)
+    np.testing.assert_allclose(single, double, rtol=1e-5)
+    rng = np.random.default_rng(0)
+    near = np.column_stack([X, X[:, 1] + 1e-4 * rng.normal(size=len(X))])
+    collinear = LatentModel(
+        Structure(near, terms),
+        "normal",
+        stats,
+        offset,
+        np.zeros(3),
+        np.zeros(3),
+        *(model.sd_index, model.sd_fixed, model.zero_sum, 2, model.log_prior),
+    )
+    cond = collinear.conditional(theta)
+    np.testing.assert_array_equal(cond.factor.diag_inverse(single=True), cond.factor.diag_inverse())
+
+
 # ------------------------------------------------------------------------ correlated blocks
 def _block_model(kind: str, n_other: int, zero_sum: bool, k: int = 2):
     """A block (1 + x|a) (k = 2) or (1 + x + w|a) (k = 3) of 6 levels and a factor b of

@@ -39,6 +39,10 @@ import numpy as np
 
 # rest sizes (other terms' levels + p) up to which every point is factored at once, densely
 BATCH_REST = 64
+# the variances of a large factor may take S^-1 in single precision (half the work; on
+# InstEval ~5e-7 relative from double's) where every rest coefficient keeps at least this share
+# of its precision given the earlier ones (the Cholesky factor's pivots: no near-collinearity)
+SINGLE_SHARE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,15 @@ def _cholesky(E: np.ndarray, batched: bool) -> np.ndarray | list[np.ndarray]:
     return out
 
 
-def _inverse_lower_at(lk: np.ndarray) -> np.ndarray:
-    """``S^-1``'s lower triangle (the upper zero; C order) from S's lower Cholesky factor."""
+def _inverse_lower_at(lk: np.ndarray, single: bool = False) -> np.ndarray:
+    """``S^-1``'s lower triangle (the upper zero; C order) from S's lower Cholesky factor; in
+    single precision where ``single`` and the factor's pivots allow (``SINGLE_SHARE``)."""
     from scipy.linalg import lapack
 
-    inv, info = lapack.dpotri(lk.T, lower=0)  # lk.T: L' in Fortran order, its upper triangle
+    if single and np.all(np.diagonal(lk) ** 2 >= SINGLE_SHARE * np.einsum("ij,ij->i", lk, lk)):
+        inv, info = lapack.spotri(lk.T.astype(np.float32), lower=0)
+    else:  # lk.T: L' in Fortran order, its upper triangle
+        inv, info = lapack.dpotri(lk.T, lower=0)
     if info != 0:
         raise np.linalg.LinAlgError("the Schur complement is singular")
     return inv.T
@@ -416,7 +424,7 @@ class Structure:
             if single:  # g_j' S^-1 g_j over a lower triangle: the pairs off the diagonal twice
                 P = self._scaled_pairs.copy()
                 P.data[P.indices % (self.m + 1) != 0] *= 2
-                self._pair_reader = P.T
+                self._pair_reader = (P.T, P.T.astype(np.float32))  # double, single
         D0, C0, E0 = self._scaled
         s = scale[:, None]
         C = s[:, :, None] * C0 if self.batched else [C0[0] * float(k) for k in scale]
@@ -506,10 +514,11 @@ class Factor:
         low = _inverse_lower(self.L)
         return low + np.swapaxes(np.tril(low, -1), 1, 2)
 
-    def diag_inverse(self) -> np.ndarray:
+    def diag_inverse(self, single: bool = False) -> np.ndarray:
         """The diagonal of H^-1 (the marginal variances): S^-1's diagonal for the rest, and
         ``diag(D^-1) + g_j' S^-1 g_j`` for the eliminated coefficients (g_j: row j of
-        ``D^-1 C``)."""
+        ``D^-1 C``); ``single``: a large factor's C one pattern scaled per point may take S^-1
+        in single precision (:func:`_inverse_lower_at`), for tables, not derivatives."""
         K, J, k = self.D.shape[:3]
         Dinv = self.Dinv
         own = np.diagonal(Dinv, axis1=2, axis2=3).reshape(K, J * k)
@@ -521,9 +530,9 @@ class Factor:
         if self.pairs is not None:  # g_j' S^-1 g_j over C's pairs in row j, a > b twice
             rest, quad = np.empty((K, self.s.m)), np.empty((K, J))
             for p, lk in enumerate(self.L):  # one point's S^-1 at a time
-                low = _inverse_lower_at(lk)
+                low = _inverse_lower_at(lk, single)
                 rest[p] = np.diagonal(low)
-                quad[p] = self.s._pair_reader @ low.reshape(-1)
+                quad[p] = self.s._pair_reader[low.dtype == np.float32] @ low.reshape(-1)
             return self._join(own + quad * (self.pairs[1][:, None] * own) ** 2, rest)
         low = _inverse_lower(self.L)
         rest = np.diagonal(low, axis1=1, axis2=2).copy()
@@ -573,7 +582,7 @@ class Factor:
         low = _inverse_lower_at(self.L[p])
         P, scale = self.pairs
         B = (P @ (scale[p] ** 2 * dinv**2)).reshape(self.s.m, self.s.m)
-        quad = (self.s._pair_reader @ low.reshape(-1)) * (scale[p] * dinv) ** 2
+        quad = (self.s._pair_reader[0] @ low.reshape(-1)) * (scale[p] * dinv) ** 2
         return _symmetric(low), _symmetric(B), quad
 
     def sample(self, z: np.ndarray) -> np.ndarray:

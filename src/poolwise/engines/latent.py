@@ -135,16 +135,20 @@ class Conditional:
     log_marginal: np.ndarray
     var: np.ndarray | None = None  # the variances, once computed
 
-    def variances(self) -> np.ndarray:
+    def variances(self, single: bool = False) -> np.ndarray:
         """Marginal variances of every effect (K, dim), the constraints' correction included
-        (computed once)."""
-        if self.var is None:
-            var = self.factor.diag_inverse()
-            if self.V is not None:
-                half = np.linalg.solve(np.linalg.cholesky(self.M), np.swapaxes(self.V, 1, 2))
-                var = var - (half**2).sum(axis=1)
-            self.var = np.maximum(var, 0.0)
-        return self.var
+        (computed once); ``single``: for tables, where a large factor's may take single
+        precision (:meth:`Factor.diag_inverse`; not kept: derivatives read them in double)."""
+        if self.var is not None:
+            return self.var
+        var = self.factor.diag_inverse(single)
+        if self.V is not None:
+            half = np.linalg.solve(np.linalg.cholesky(self.M), np.swapaxes(self.V, 1, 2))
+            var = var - (half**2).sum(axis=1)
+        var = np.maximum(var, 0.0)
+        if not single:
+            self.var = var
+        return var
 
     @staticmethod
     def concat(parts: list[Conditional]) -> Conditional:
@@ -509,13 +513,7 @@ class LatentModel:
         :meth:`log_marginal` still held (up to ``HOLD_FLOATS`` floats) where they are among
         their points (exactly those values), computed afresh where not."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        thetas, conds = self._evaluated or ([], [])
-        where = {
-            row.tobytes(): (part, k)
-            for part, held in enumerate(thetas)
-            for k, row in enumerate(held)
-        }
-        found = [where.get(row.tobytes()) for row in theta]
+        conds, found = self._found(theta)
         missing = [i for i, f in enumerate(found) if f is None]
         if len(missing) == len(theta):
             return self.conditional(theta)
@@ -528,6 +526,17 @@ class LatentModel:
         start = np.zeros(len(conds), dtype=np.int64)
         start[used] = np.cumsum([0] + [len(conds[p].x) for p in used[:-1]])
         return Conditional.concat([conds[p] for p in used]).take(start[part] + k)
+
+    def _found(self, theta: np.ndarray) -> tuple[list[Conditional], list]:
+        """The evaluations held, and where each row of ``theta`` is among them ((evaluation,
+        row), or None)."""
+        thetas, conds = self._evaluated or ([], [])
+        where = {
+            row.tobytes(): (part, k)
+            for part, held in enumerate(thetas)
+            for k, row in enumerate(held)
+        }
+        return conds, [where.get(row.tobytes()) for row in theta]
 
     def forget(self) -> None:
         """Let go of the evaluations held for :meth:`conditional_at` (their factors)."""
@@ -582,8 +591,16 @@ class LatentModel:
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
         effects' curvature cannot be factored (theta far out in a tail) or a correlation is
-        within ~1e-8 of +-1 (:func:`poolwise.engines.correlation.beyond_range`)."""
+        within ~1e-8 of +-1 (:func:`poolwise.engines.correlation.beyond_range`). Points among
+        the evaluations held (:meth:`conditional_at`) take their values."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        conds, found = self._found(theta)
+        if any(f is not None for f in found):
+            out = np.array([np.nan if f is None else conds[f[0]].log_marginal[f[1]] for f in found])
+            missing = np.isnan(out)
+            if missing.any():
+                out[missing] = self.log_marginal(theta[missing])
+            return out
         outside = self._correlations_outside(theta)
         if outside.any():
             out = np.full(len(theta), -np.inf)

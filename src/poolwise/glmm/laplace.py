@@ -547,7 +547,7 @@ def fit_laplace(
         check = laplace_check(model, prep, grid.mode, grid.chol, names, CHECK_SEED)
         weights = _tilt(weights, points, grid, check)
     cond, skewness = _effects_given(model, points, grid.mode)
-    x_var = cond.variances()
+    x_var = cond.variances(single=True)
     design, plan = prep.design, prep.plan
     rows = {}
     p = len(design.names)
