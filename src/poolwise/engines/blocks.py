@@ -26,8 +26,9 @@ outcome), ``C' D^-1 C`` is one sparse product of C's row pairs with D's inverse,
 
 Interface (used by :mod:`poolwise.engines.latent`): ``Structure(X, terms, blocks)`` once per
 design; ``Structure.factor(W, Q)`` -> :class:`Factor` with ``solve``, ``logdet``,
-``diag_inverse`` and ``sample`` (``x = L^-T z``, covariance ``H^-1``), all batched over the
-points; ``Structure.prior_times(Q, x)`` is ``Q x``.
+``diag_inverse``, ``inverse_squares`` (sums of H^-1's squared entries, for exact Hessians) and
+``sample`` (``x = L^-T z``, covariance ``H^-1``), all batched over the points;
+``Structure.prior_times(Q, x)`` is ``Q x``.
 """
 
 from __future__ import annotations
