@@ -151,8 +151,8 @@ def mode_and_hessian(
     """The mode of ``log_density`` (searched from ``z0``), its Hessian there and whether the
     search succeeded. With ``derivatives`` (the same density's exact gradient and information):
     scoring steps, then the Hessian: ``exact_hessian``'s where given, else by forward
-    differences of the gradient (d evaluations); else Newton's method on the values alone, the Hessian its last step's (or
-    L-BFGS's mode and :func:`hessian` there).
+    differences of the gradient (d evaluations); else Newton's method on the values alone, the
+    Hessian its last step's (or L-BFGS's mode and :func:`hessian` there).
 
     Example
     -------

@@ -585,7 +585,7 @@ def fit_laplace(
     s = model.structure
     held = cond
     if s.factor_size * len(cond.x) > BATCH_FLOATS:
-        # the fit holds no conditionals this large: the draws' are made afresh when first read
+        # the fit holds no conditionals this large: the draws' are computed afresh when made
         model.forget()
         held = None
     theta, effects = _draws(grid, weights, keep, held, n_draws, seed, model)
