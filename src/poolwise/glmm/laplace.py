@@ -585,7 +585,7 @@ def fit_laplace(
     s = model.structure
     held = cond
     if s.factor_size * len(cond.x) > BATCH_FLOATS:
-        # the fit holds no conditionals this large: the draws' are computed afresh when made
+        # the fit holds no conditionals this large: the draws compute theirs afresh
         model.forget()
         held = None
     theta, effects = _draws(grid, weights, keep, held, n_draws, seed, model)
