@@ -267,7 +267,9 @@ def test_exact_hessian_is_the_gradients_derivative(monkeypatch, batched):
 
 
 def test_log_marginal_takes_the_evaluations_held(monkeypatch):
-    # a point evaluated before (held for conditional_at) is not evaluated again
+    # a point evaluated before (held for conditional_at) is not evaluated again, where the rest
+    # is factored point by point
+    monkeypatch.setattr(blocks, "BATCH_REST", 0)
     model, _ = _model("normal")
     theta = np.array([[0.3, -0.4, 0.2], [0.1, 0.0, 0.0]])
     first = model.log_marginal(theta[:1])

@@ -288,8 +288,11 @@ class LatentModel:
         self.prior_mean = np.zeros(s.dim)
         self.prior_mean[: s.p] = self.beta_mean
         self._seen: list[np.ndarray] = []
-        # the latest evaluations of log_marginal: their points and conditionals
-        self._evaluated: tuple[list[np.ndarray], list[Conditional]] | None = None
+        # the latest evaluations of log_marginal, oldest first, by number: their points and
+        # conditionals; where each point is among them (its bytes: (number, row))
+        self._held: dict[int, tuple[np.ndarray, Conditional]] = {}
+        self._where: dict[bytes, tuple[int, int]] = {}
+        self._number = 0
         self._modes: list[np.ndarray] = []
         self._slopes: list[np.ndarray] = []
 
@@ -513,45 +516,42 @@ class LatentModel:
         :meth:`log_marginal` still held (up to ``HOLD_FLOATS`` floats) where they are among
         their points (exactly those values), computed afresh where not."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        conds, found = self._found(theta)
+        found = self._found(theta)
         missing = [i for i, f in enumerate(found) if f is None]
         if len(missing) == len(theta):
             return self.conditional(theta)
+        conds = {number: cond for number, (_, cond) in self._held.items()}
         if missing:
-            conds = [*conds, self.conditional(theta[missing])]
+            conds[-1] = self.conditional(theta[missing])
             for k, i in enumerate(missing):
-                found[i] = (len(conds) - 1, k)
+                found[i] = (-1, k)
         part, k = np.array(found).T
         used = np.unique(part)  # the evaluations joined whole, the points taken once
-        start = np.zeros(len(conds), dtype=np.int64)
-        start[used] = np.cumsum([0] + [len(conds[p].x) for p in used[:-1]])
-        return Conditional.concat([conds[p] for p in used]).take(start[part] + k)
+        start = dict(zip(used, np.cumsum([0] + [len(conds[p].x) for p in used[:-1]]), strict=True))
+        at = np.array([start[p] for p in part]) + k
+        return Conditional.concat([conds[p] for p in used]).take(at)
 
-    def _found(self, theta: np.ndarray) -> tuple[list[Conditional], list]:
-        """The evaluations held, and where each row of ``theta`` is among them ((evaluation,
-        row), or None)."""
-        thetas, conds = self._evaluated or ([], [])
-        where = {
-            row.tobytes(): (part, k)
-            for part, held in enumerate(thetas)
-            for k, row in enumerate(held)
-        }
-        return conds, [where.get(row.tobytes()) for row in theta]
+    def _found(self, theta: np.ndarray) -> list[tuple[int, int] | None]:
+        """Where each row of ``theta`` is among the evaluations held ((number, row), or
+        None)."""
+        return [self._where.get(row.tobytes()) for row in theta]
 
     def forget(self) -> None:
         """Let go of the evaluations held for :meth:`conditional_at` (their factors)."""
-        self._evaluated = None
+        self._held, self._where = {}, {}
 
     def _hold(self, theta: np.ndarray, cond: Conditional) -> None:
         """Hold an evaluation for :meth:`conditional_at`, the oldest let go beyond the budget."""
-        thetas, conds = self._evaluated or ([], [])
-        thetas.append(theta.copy())
-        conds.append(cond)
+        number, self._number = self._number, self._number + 1
+        self._held[number] = (theta.copy(), cond)
+        self._where.update((row.tobytes(), (number, k)) for k, row in enumerate(theta))
         r = 0 if self.constraints is None else len(self.constraints)
         size = self.structure.factor_size + self.structure.dim * (1 + r) + r * r
-        while thetas and sum(map(len, thetas)) * size > HOLD_FLOATS:
-            del thetas[0], conds[0]
-        self._evaluated = (thetas, conds) if thetas else None
+        while self._held and sum(len(t) for t, _ in self._held.values()) * size > HOLD_FLOATS:
+            oldest = next(iter(self._held))
+            for row in self._held.pop(oldest)[0]:
+                if self._where[row.tobytes()][0] == oldest:  # (not held again since)
+                    del self._where[row.tobytes()]
 
     def _conditional(self, theta: np.ndarray) -> Conditional:
         s = self.structure
@@ -591,12 +591,14 @@ class LatentModel:
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
         effects' curvature cannot be factored (theta far out in a tail) or a correlation is
-        within ~1e-8 of +-1 (:func:`poolwise.engines.correlation.beyond_range`). Points among
-        the evaluations held (:meth:`conditional_at`) take their values."""
+        within ~1e-8 of +-1 (:func:`poolwise.engines.correlation.beyond_range`). Where the rest is
+        factored point by point (an evaluation costs more than looking it up), points among the
+        evaluations held (:meth:`conditional_at`) take their values."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        conds, found = self._found(theta)
+        found = [None] if self.structure.batched else self._found(theta)
         if any(f is not None for f in found):
-            out = np.array([np.nan if f is None else conds[f[0]].log_marginal[f[1]] for f in found])
+            held = [None if f is None else self._held[f[0]][1].log_marginal[f[1]] for f in found]
+            out = np.array([np.nan if v is None else v for v in held])
             missing = np.isnan(out)
             if missing.any():
                 out[missing] = self.log_marginal(theta[missing])
