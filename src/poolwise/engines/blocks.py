@@ -533,7 +533,8 @@ class Factor:
             for p, lk in enumerate(self.L):  # one point's S^-1 at a time
                 low = _inverse_lower_at(lk, single)
                 rest[p] = np.diagonal(low)
-                quad[p] = self.s._pair_reader[low.dtype == np.float32] @ low.reshape(-1)
+                reader = self.s._pair_reader[int(low.dtype == np.float32)]
+                quad[p] = reader @ low.reshape(-1)
             return self._join(own + quad * (self.pairs[1][:, None] * own) ** 2, rest)
         low = _inverse_lower(self.L)
         rest = np.diagonal(low, axis1=1, axis2=2).copy()
@@ -548,10 +549,11 @@ class Factor:
         """``V_i' (H^-1 o H^-1) V_j`` (K, r, r): the sums of H^-1's squared entries weighted by
         the columns of V (K, dim, r), each constant over the eliminated unit's coefficients
         (one term's: k = 1), where the second derivatives of ``log det H`` in the prior's and
-        the cells' scales read them; the points batched, or C one pattern scaled per point. With ``G = D^-1 C``, ``H^-1 = [[D^-1 + G S^-1 G', -G S^-1],
-        [-S^-1 G', S^-1]]``; with ``B = G' G`` and ``X = S^-1 B``, the eliminated coefficients'
-        squares sum to ``sum(D^-2) + 2 sum_j D^-1_j g_j' S^-1 g_j + tr(X X)``, and against rest
-        coefficient b to ``(X S^-1)_bb``."""
+        the cells' scales read them; the points batched, or C one pattern scaled per point.
+        With ``G = D^-1 C``, ``H^-1 = [[D^-1 + G S^-1 G', -G S^-1], [-S^-1 G', S^-1]]``; with
+        ``B = G' G`` and ``X = S^-1 B``, the eliminated coefficients' squares sum to
+        ``sum(D^-2) + 2 sum_j D^-1_j g_j' S^-1 g_j + tr(X X)``, and against rest coefficient b
+        to ``(X S^-1)_bb``."""
         K, J, k = self.D.shape[:3]
         first, rest = self._split(V)
         if k != 1 or not np.allclose(first, first[:, :1]):
