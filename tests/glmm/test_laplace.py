@@ -338,3 +338,23 @@ def test_effects_draws_are_made_once_when_first_read(monkeypatch):
     table = fit.groups
     assert levels.shape == (4000, 12) and np.isfinite(levels).all()
     assert len(table) == 12
+
+
+def test_draws_of_conditionals_too_large_to_hold_are_made_afresh_alike(monkeypatch):
+    """Where the conditionals are too large for the fit to hold, the effects' draws are made
+    afresh when first read: the same numbers as from the held conditionals (to rounding: the
+    points factored in other batches)."""
+    import poolwise.glmm.laplace as laplace
+    from poolwise.engines.latent import LatentModel
+
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(10), 5)
+    df = pd.DataFrame({"g": g, "y": rng.normal(0, 0.8, 10)[g] + rng.normal(size=g.size)})
+    held = poolwise.fit("y ~ 1 + (1|g)", df, method="laplace", seed=3)
+    monkeypatch.setattr(laplace, "BATCH_FLOATS", 0)
+    let_go, forget = [], LatentModel.forget
+    monkeypatch.setattr(LatentModel, "forget", lambda self: let_go.append(1) or forget(self))
+    afresh = poolwise.fit("y ~ 1 + (1|g)", df, method="laplace", seed=3)
+    assert let_go == [1]
+    pd.testing.assert_frame_equal(afresh.groups, held.groups)
+    np.testing.assert_allclose(afresh.draws["1|g"], held.draws["1|g"], rtol=1e-12, atol=1e-14)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import LogDensity, Target
-from .optimize import covariance, mode_and_hessian
+from .optimize import covariance, known_derivatives, mode_and_hessian
 
 EDGE_TOL = 1e-7
 # a grid is accepted when the grid with every other point left out has the same moments to this
@@ -200,7 +200,7 @@ def fit(
     if d > 3:
         raise ValueError(f"the exact engine handles at most 3 hyperparameters, got {d}")
     warnings: list[str] = []
-    mode, h, ok = mode_and_hessian(log_density, z0, getattr(model, "derivatives", None))
+    mode, h, ok = mode_and_hessian(log_density, z0, *known_derivatives(model))
     if not ok:
         raise ValueError(
             "the posterior density of the hyperparameters is zero or undefined everywhere tried: "

@@ -10,6 +10,8 @@ LogDensity = Callable[[np.ndarray], np.ndarray]
 # a log density's value (K,), gradient (K, d) and a positive semi-definite stand-in for minus its
 # Hessian (K, d, d) at rows of z (K, d)
 Derivatives = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# a log density's exact Hessian (K, d, d) at rows of z (K, d)
+Hessian = Callable[[np.ndarray], np.ndarray]
 GRAD_STEP = 1e-5
 HESSIAN_STEP = 1e-3
 # Newton's steps take the Hessian from 2 corners of each pair's square (d^2 + d + 1 points a step)
@@ -28,6 +30,11 @@ ROUNDING = 1e-10
 SCORING_TOL = 1e-8
 # forward-difference step of the Hessian from exact gradients
 GRADIENT_STEP = 1e-4
+
+
+def known_derivatives(target: object) -> tuple[Derivatives | None, Hessian | None]:
+    """A target's exact derivatives and Hessian, where it offers them (else None)."""
+    return getattr(target, "derivatives", None), getattr(target, "hessian", None)
 
 
 def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -144,13 +151,15 @@ def mode_and_hessian(
     log_density: LogDensity,
     z0: np.ndarray,
     derivatives: Derivatives | None = None,
+    exact_hessian: Hessian | None = None,
     tol: float = NEWTON_TOL,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The mode of ``log_density`` (searched from ``z0``), its Hessian there and whether the
     search succeeded. With ``derivatives`` (the same density's exact gradient and information):
-    scoring steps, then the Hessian by forward differences of the gradient (d + 1
-    evaluations); else Newton's method on the values alone to the squared decrement ``tol``,
-    the Hessian its last step's (or L-BFGS's mode and :func:`hessian` there).
+    scoring steps, then the Hessian: ``exact_hessian``'s where given, else by forward
+    differences of the gradient (d evaluations); else Newton's method on the values alone to
+    the squared decrement ``tol``, the Hessian its last step's (or L-BFGS's mode and
+    :func:`hessian` there).
 
     Example
     -------
@@ -169,6 +178,8 @@ def mode_and_hessian(
         mode, ok = _quasi_newton(log_density, z0)
         return mode, hessian(log_density, mode) if ok else np.full((z0.size,) * 2, np.nan), ok
     mode, g = found
+    if exact_hessian is not None:
+        return mode, exact_hessian(mode[None])[0], True
     ahead = derivatives(mode + GRADIENT_STEP * np.eye(mode.size))[1]
     h = (ahead - g) / GRADIENT_STEP
     return mode, 0.5 * (h + h.T), True
@@ -238,11 +249,13 @@ def gaussian_at_mode(
     log_density: LogDensity,
     z0: np.ndarray,
     derivatives: Derivatives | None = None,
+    exact_hessian: Hessian | None = None,
     tol: float = NEWTON_TOL,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The mode of ``log_density`` (searched from ``z0``; by ``derivatives`` where given, else
-    to the squared Newton decrement ``tol``, see :func:`mode_and_hessian`), the Cholesky factor of the covariance from its curvature there,
-    and whether it is concave there (else a diagonal stands in).
+    to the squared Newton decrement ``tol``, see :func:`mode_and_hessian`), the Cholesky factor
+    of the covariance from its curvature there, and whether it is concave there (else a
+    diagonal stands in).
 
     Example
     -------
@@ -250,7 +263,7 @@ def gaussian_at_mode(
     >>> mode.round(4).tolist(), np.diag(chol).round(4).tolist(), concave
     ([1.0, 1.0], [0.7071, 0.7071], True)
     """
-    mode, h, ok = mode_and_hessian(log_density, z0, derivatives, tol)
+    mode, h, ok = mode_and_hessian(log_density, z0, derivatives, exact_hessian, tol)
     if not ok:
         raise ValueError(
             "the posterior density of the hyperparameters is zero or undefined everywhere tried: "

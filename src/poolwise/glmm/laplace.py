@@ -278,7 +278,7 @@ def latent_model(
         log_prior,
         tuple(blocks),
     )
-    return model, names, np.array(start)
+    return model, names, model.moment_start() if model.differentiable else np.array(start)
 
 
 def _theta_engine(d: int, prep: Prepared) -> str:
@@ -472,9 +472,27 @@ def _mixture_table(
     return m, np.sqrt(var), mid, lo, hi, sound
 
 
-def _draws(post, weights, keep, cond, n_draws, seed):
+def _effects_given(model: LatentModel, points: np.ndarray, mode: np.ndarray):
+    """The effects' conditionals at the theta ``points`` (those :meth:`LatentModel.log_marginal`
+    still holds taken as they are), skewness-shifted where affordable, and how they were
+    shifted."""
+    cond = model.conditional_at(points)
+    if affordable(model, len(points)):
+        return shifted(model, cond)[0], "simplified-Laplace mean shift at every theta point"
+    if affordable(model, 1):
+        # too many points for the cells' dense blocks: the shift at theta's mode serves all
+        at_mode = mean_shift(model, model.conditional(mode[None]))
+        shift = "simplified-Laplace mean shift at theta's mode, for every point"
+        return replace(cond, x=cond.x + at_mode), shift
+    if model.likelihood != "normal":
+        return cond, "none (the cells' dense blocks are too large)"
+    return cond, "none (a normal outcome: exact)"
+
+
+def _draws(post, weights, keep, cond, n_draws, seed, model):
     """Draws of theta (a point by its weight, inside its cell) and a function that makes the
-    effects' draws from each point's Gaussian (the same random stream, called once)."""
+    effects' draws from each point's Gaussian (the same random stream, called once); ``cond``
+    None: the conditionals computed afresh (:func:`_effects_given`) when the draws are made."""
     rng = np.random.default_rng([seed, 14])
     idx = rng.choice(weights.size, size=n_draws, p=weights)
     d = post.points.shape[1]
@@ -483,7 +501,13 @@ def _draws(post, weights, keep, cond, n_draws, seed):
         theta = post.mode + post.to_u(v) @ post.chol.T
     else:
         theta = post.points[keep][idx]
-    return theta, lambda: cond.sample(idx, rng.standard_normal((n_draws, cond.x.shape[1])))
+    points, mode = post.points[keep], post.mode
+
+    def effects():
+        c = cond if cond is not None else _effects_given(model, points, mode)[0]
+        return c.sample(idx, rng.standard_normal((n_draws, c.x.shape[1])))
+
+    return theta, effects
 
 
 def fit_laplace(
@@ -526,8 +550,8 @@ def fit_laplace(
     d = len(names)
     messages = list(prep.messages)
     boundary: tuple[int, ...] = ()
-    derivatives = model.derivatives if model.differentiable else None
-    target = Density(model.log_marginal, z0, tuple(names), derivatives, model.log_prior)
+    exact = (model.derivatives, model.hessian) if model.differentiable else (None, None)
+    target = Density(model.log_marginal, z0, tuple(names), *exact, known=model.log_prior)
     if method == "eb":
         post = ENGINES["eb"](target)
         boundary = post.boundary
@@ -556,19 +580,8 @@ def fit_laplace(
     if method == "laplace" and model.likelihood != "normal":
         check = laplace_check(model, prep, grid.mode, grid.chol, names, CHECK_SEED)
         weights = _tilt(weights, points, grid, check)
-    cond = model.conditional_at(points)
-    skewness = "none (a normal outcome: exact)"
-    if affordable(model, len(points)):
-        cond = shifted(model, cond)[0]
-        skewness = "simplified-Laplace mean shift at every theta point"
-    elif affordable(model, 1):
-        # too many points for the cells' dense blocks: the shift at theta's mode serves all
-        at_mode = mean_shift(model, model.conditional(grid.mode[None]))
-        cond = replace(cond, x=cond.x + at_mode)
-        skewness = "simplified-Laplace mean shift at theta's mode, for every point"
-    elif model.likelihood != "normal":
-        skewness = "none (the cells' dense blocks are too large)"
-    x_var = cond.variances()
+    cond, skewness = _effects_given(model, points, grid.mode)
+    x_var = cond.variances(single=True)
     design, plan = prep.design, prep.plan
     rows = {}
     p = len(design.names)
@@ -611,8 +624,13 @@ def fit_laplace(
     keep_rows += [row for bp in plan.blocks for row in bp.rows]
     keep_rows += ["sigma"] if "sigma" in names else []
     n_draws = max(draws, 1)
-    theta, effects = _draws(grid, weights, keep, cond, n_draws, seed)
     s = model.structure
+    held = cond
+    if s.factor_size * len(cond.x) > BATCH_FLOATS:
+        # the fit holds no conditionals this large: the draws compute theirs afresh
+        model.forget()
+        held = None
+    theta, effects = _draws(grid, weights, keep, held, n_draws, seed, model)
 
     def made() -> dict[str, np.ndarray]:
         x = effects()
@@ -640,11 +658,7 @@ def fit_laplace(
         sd_values[t.name] = (sds_at[:, j], weights)
     keys = [*design.names, *(t.name for t in design.groups)]
     order = [*design.names, *all_draws, *(t.name for t in design.groups)]
-    if s.factor_size * len(cond.x) > BATCH_FLOATS:  # (the fit holds no conditionals this large)
-        effect_draws = made()
-        posterior_draws = {k: all_draws.get(k, effect_draws.get(k)) for k in order}
-    else:
-        posterior_draws = LazyDraws.together(all_draws, made, keys, order)
+    posterior_draws = LazyDraws.together(all_draws, made, keys, order)
     sigma2 = None
     if model.sigma_index is not None:
         sigma2 = float(weights @ np.exp(2 * points[:, model.sigma_index]))
