@@ -270,6 +270,14 @@ class Structure:
         J = sizes[self.unit[0]] if self.unit else 0
         self.first = (self.offsets[list(self.unit)][None, :] + np.arange(J)[:, None]).reshape(-1)
         self.first = self.first.astype(int)
+        # the same as slices of x: each unit term's levels, and the rest's ranges (x's, rest's)
+        self.first_slices = [slice(o, o + J) for o in self.offsets[list(self.unit)]]
+        ends = np.cumsum([0] + [len(r) for r in rest_index])
+        self.rest_slices = [
+            (slice(int(r[0]), int(r[0]) + len(r)), slice(int(a), int(b)))
+            for r, a, b in zip(rest_index, ends[:-1], ends[1:], strict=True)
+            if len(r)
+        ]
         self._rest_coupling = self._coupling_in_rest()
         blocks_ = [sparse.csr_matrix(self.X)] + [self.Z[i] for i in others]
         self.R = sparse.hstack(blocks_, format="csr")
@@ -531,8 +539,14 @@ class Factor:
         return np.take(x, self.s.first, axis=1), np.take(x, self.s.rest, axis=1)
 
     def _join(self, first: np.ndarray, rest: np.ndarray) -> np.ndarray:
-        out = np.empty((first.shape[0], self.s.dim) + first.shape[2:])
-        out[:, self.s.first], out[:, self.s.rest] = first, rest
+        """x from its parts, by slices (an index array's scatter is slower)."""
+        s, K = self.s, first.shape[0]
+        out = np.empty((K, s.dim) + first.shape[2:])
+        by_level = first.reshape(K, first.shape[1] // s.k, s.k, *first.shape[2:])
+        for a, sl in enumerate(s.first_slices):
+            out[:, sl] = by_level[:, :, a]
+        for into, part in s.rest_slices:
+            out[:, into] = rest[:, part]
         return out
 
     def _cho_solve(self, b: np.ndarray) -> np.ndarray:
