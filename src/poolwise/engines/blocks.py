@@ -422,8 +422,8 @@ class Structure:
         arrays, changed in place); ``pairs``: C's :func:`_row_pairs` and its scale at each point
         (C = scale C0), where C is one pattern scaled per point."""
         K, J, k = D.shape[0], D.shape[1], self.k
-        idx = np.arange(k)
-        D[:, :, idx, idx] += Q.q[:, self.first].reshape(K, J, k)
+        for a, sl in enumerate(self.first_slices):
+            D[:, :, a, a] += Q.q[:, sl]
         if self.unit_block is not None:
             D += Q.coupled[self.unit_block][:, None]
         E[:, np.arange(self.m), np.arange(self.m)] += Q.q[:, self.rest]
