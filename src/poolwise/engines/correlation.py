@@ -36,11 +36,10 @@ def corr_cholesky(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     L = np.zeros((n, k, k))
     L[:, 0, 0] = 1.0
     logjac = log_sech2.sum(axis=1)
-    rows, cols = np.tril_indices(k, -1)
     for i in range(1, k):
         log_left = np.zeros(n)  # log(1 - the squared entries so far of row i)
         for j in range(i):
-            c = np.flatnonzero((rows == i) & (cols == j))[0]
+            c = i * (i - 1) // 2 + j  # (i, j)'s place in the lower triangle, row by row
             if j:
                 logjac += 0.5 * log_left
             L[:, i, j] = t[:, c] * np.exp(0.5 * log_left)
