@@ -317,15 +317,23 @@ def quadrature(
 
 def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarray]:
     """Gradient (B, p) and Hessian (B, p, p) in beta of sum_j log m_j, as posterior moments over
-    the nodes: sum_i x_i E[r_i] and -sum_i x_i x_i' E[w_i] + sum_j Cov_j(sum_{i in j} x_i r_i)."""
-    r, w = model.cell_terms(q.eta0[..., None] + q.nodes[:, model.codes, :], value=False)
+    the nodes: sum_i x_i E[r_i] and -sum_i x_i x_i' E[w_i] + sum_j Cov_j(sum_{i in j} x_i r_i)
+    (the cells' scores from ``q`` where it holds them)."""
+    if q.scores is None:
+        r, w = model.cell_terms(q.eta0[..., None] + q.nodes[:, model.codes, :], value=False)
+    else:
+        r, w = q.scores
     pi = q.weights[:, model.codes, :]
     X = model.X
-    grad = np.einsum("bck,cp->bp", pi * r, X)
-    s = model.by_level(r[..., None] * X[None, :, None, :], 1)  # (B, J, K, p)
-    mean = np.einsum("bjk,bjkp->bjp", q.weights, s)
-    cov = np.einsum("bjk,bjkp,bjkq->bpq", q.weights, s, s) - np.einsum("bjp,bjq->bpq", mean, mean)
-    info = np.einsum("bc,cp,cq->bpq", (pi * w).sum(axis=2), X, X)
+    B, J, K = q.weights.shape
+    p = X.shape[1]
+    grad = (pi * r).sum(axis=2) @ X
+    s = model.by_level(r[..., None] * X[None, :, None, :], 1).reshape(B, J * K, p)
+    ws = s * q.weights.reshape(B, J * K, 1)
+    mean = ws.reshape(B, J, K, p).sum(axis=2)  # (B, J, p)
+    cov = ws.transpose(0, 2, 1) @ s - mean.transpose(0, 2, 1) @ mean
+    xx = (X[:, :, None] * X[:, None, :]).reshape(-1, p * p)
+    info = ((pi * w).sum(axis=2) @ xx).reshape(B, p, p)
     return grad, cov - info
 
 
@@ -470,7 +478,7 @@ def beta_laplace(
     beta = np.zeros((B, p)) + (mean if start is None else start)
 
     def evaluate(beta, levels):
-        q = quadrature(model, beta, sd, k, levels)
+        q = quadrature(model, beta, sd, k, levels, scores=True)
         lp = q.log_m.sum(axis=1) - 0.5 * (prec * (beta - mean) ** 2).sum(axis=1)
         return q, lp
 

@@ -16,7 +16,10 @@ every reported effect's exact mean and variance given the sd; each row is then t
 the sd's grid points of normals with those moments: means and sds are its exact moments,
 medians and HDIs are found by root-finding on it (:class:`poolwise.mixture.Mixture`; each
 component normal, so an interval, not a moment, carries the skew left within one sd point). The
-sd's row mixes a narrow normal in log sd per grid cell. Draws, for ranks, plots and
+sd's row smooths each grid point over its cell in log sd by the fourth-order kernel, as the
+Laplace engine's grid does (a normal per cell would leave ripples in the density, and the HDI's
+ends at their crossings); where the sd's density at the grid's lowest point is at least its
+density at the HDI's probability quantile, the interval runs from zero to that quantile. Draws, for ranks, plots and
 ``to_arviz``: a grid point by its weight and the sd within its cell, beta from its Gaussian
 there, every level's effect exactly from its conditional.
 
@@ -68,7 +71,7 @@ from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
 from ..fitdata import LazyDraws, RegressionData, chunked
 from ..mixture import prune
 from ..priors import Flat, Normal
-from .laplace import _cell_variance, _mixture_rows, mixture_record
+from .laplace import _cell_variance, _hyper_rows, _mixture_rows, mixture_record
 from .model import ModelPlan, prior_scale
 from .setup import Prepared
 
@@ -678,11 +681,26 @@ def _tables(prep: Prepared, post: SdPosterior, hdi_prob: float, nodes: int):
     m, sd, med, lo, hi = _mixture_rows(w, mean[:, :p], var[:, :p], hdi_prob)
     rows = {name: (m[i], sd[i], med[i], lo[i], hi[i]) for i, name in enumerate(design.names)}
     if prep.plan.terms[0].sd is None:
-        z = np.log(post.sds)[:, None]
-        row = _mixture_rows(w, z, post.spread[:, None], hdi_prob, link="log")
+        row = _hyper_rows(
+            w,
+            np.log(post.sds)[:, None],
+            post.spread[:, None],
+            hdi_prob,
+            "kernel",
+            floor=_floor(post),
+        )
         rows[gterm.sigma_name] = tuple(float(a[0]) for a in row)
     tm, tsd, _, tlo, thi = _mixture_rows(w, mean[:, p:], var[:, p:], hdi_prob, median=False)
     return rows, {gterm.name: (tm, tsd, tlo, thi)}
+
+
+def _floor(post: SdPosterior) -> np.ndarray:
+    """The sd's density at its grid's lowest point (its cell's weight over the cell's width in
+    sd): the density near zero where the posterior reaches it (a prior with a density at zero
+    and a likelihood with a limit there leave the sd's density flat down to zero), below which
+    the grid leaves out a negligible mass; (1,) for :meth:`poolwise.mixture.Mixture.hdi`."""
+    width = math.sqrt(12.0 * post.spread[0]) * post.sds[0]
+    return np.array([post.weights[0] / width])
 
 
 def _sample(prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator) -> LazyDraws:

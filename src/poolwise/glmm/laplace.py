@@ -390,7 +390,7 @@ def _pulled_in(ends, link, weights, centres, var) -> list[np.ndarray]:
     return out
 
 
-def _hyper_rows(weights, points, var, prob, smoothing):
+def _hyper_rows(weights, points, var, prob, smoothing, floor=None):
     """The sds' rows (mean, sd, median, HDI). ``smoothing`` "kernel" (the full grid): each point
     smoothed over its cell by the fourth-order kernel (moments up to the third kept: the
     intervals' error is O(spacing^4)), the cell's normal where that kernel's interval is
@@ -404,7 +404,7 @@ def _hyper_rows(weights, points, var, prob, smoothing):
         if smoothing == "pulled":
             rows = (*rows[:3], *_pulled_in(rows[3:], "log", weights, points, var))
         return rows
-    rows = _mixture_table(weights, points, 12 * var, prob, link="log", kind="kernel")
+    rows = _mixture_table(weights, points, 12 * var, prob, link="log", kind="kernel", floor=floor)
     bad = ~rows[5]
     if bad.any():
         normal = _mixture_rows(weights, points[:, bad], var[:, bad], prob, link="log")
@@ -423,10 +423,19 @@ def _mixture_rows(weights, means, variances, prob, link="identity", coarse=None,
 
 
 def _mixture_table(
-    weights, means, variances, prob, link="identity", coarse=None, median=True, kind="normal"
+    weights,
+    means,
+    variances,
+    prob,
+    link="identity",
+    coarse=None,
+    median=True,
+    kind="normal",
+    floor=None,
 ):
     """:func:`_mixture_rows` of a normal or ``kind`` "kernel" mixture, and whether each HDI is
-    sound."""
+    sound; ``floor`` each column's density at its lower end, where known (see
+    :meth:`poolwise.mixture.Mixture.hdi`)."""
     m = weights @ means
     var = np.maximum(weights @ (variances + means**2) - m**2, 0.0)
     keep = prune(weights, INTERVAL_SHARE)
@@ -434,7 +443,7 @@ def _mixture_table(
     mix = Mixture.of(kind, w, means[keep], variances[keep], link)
     coarse = None if coarse is None else coarse[keep]
     with np.errstate(over="ignore"):  # a sd at its boundary: a log-scale spread without end
-        lo, hi, sound = mix.hdi(prob, *hdi_normal(m, var, prob), coarse)
+        lo, hi, sound = mix.hdi(prob, *hdi_normal(m, var, prob), coarse, floor)
         mid = mix.quantile(0.5, m) if median else np.full(m.shape, np.nan)
     if link == "log":
         x = np.exp(means)
