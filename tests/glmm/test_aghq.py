@@ -286,9 +286,11 @@ def test_tail_share_beyond_the_bound_bounds_a_normals_tail(u):
 
     from poolwise.glmm.aghq import _tail_share
 
-    share = _tail_share(lambda z: -0.5 * z[:, 0] ** 2, u)
+    share, top = _tail_share(lambda z: -0.5 * z[:, 0] ** 2, u)
     exact = ndtr(-u)
     assert exact < share < 1.5 * exact
+    # the parabola through the line's highest point and its neighbours tops at the mode
+    assert abs(top) < 1e-12
 
 
 def test_a_posterior_far_beyond_the_bound_is_declined_before_the_grid():

@@ -459,10 +459,11 @@ def beta_laplace(
     prior_precision: np.ndarray,
     start: np.ndarray | None = None,
     k: int = NODES,
+    levels: np.ndarray | None = None,
 ) -> BetaLaplace:
     """Beta's conditional mode and curvature at every sd by Newton's method on the exact (AGHQ)
     log marginal likelihood plus independent normal priors (``prior_precision`` (B, p) or (p,),
-    0 for a flat prior).
+    0 for a flat prior), from ``start`` (B, p) with the levels' modes near ``levels`` (B, J).
 
     Example
     -------
@@ -482,7 +483,7 @@ def beta_laplace(
         lp = q.log_m.sum(axis=1) - 0.5 * (prec * (beta - mean) ** 2).sum(axis=1)
         return q, lp
 
-    q, lp = evaluate(beta, None)
+    q, lp = evaluate(beta, levels)
     for _ in range(NEWTON_STEPS):
         grad, hess = derivatives(model, q)
         grad = grad - prec * (beta - mean)

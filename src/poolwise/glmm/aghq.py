@@ -533,17 +533,20 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
     fits: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def conditional(sd: np.ndarray):
-        """beta's Gaussian at each sd, started from the modes found at the nearest sds so far."""
+        """beta's Gaussian at each sd, started from the modes (beta's and the levels') found at
+        the nearest sds so far."""
         prec, ok = _precisions(plan, sd)
-        start = None
+        start = levels = None
         if seen:
             start = _interp(np.log(sd), seen["z"], seen["mode"])
-        fit = beta_laplace(model, sd, mean, prec, start=start, k=nodes)
+            levels = _interp(np.log(sd), seen["z"], seen["levels"])
+        fit = beta_laplace(model, sd, mean, prec, start=start, k=nodes, levels=levels)
         good = ok & np.isfinite(fit.log_marginal)  # (far points overflow: no start from them)
         if good.any():
             z = np.log(sd[good])
             order = np.argsort(z)
             seen["z"], seen["mode"] = z[order], fit.mode[good][order]
+            seen["levels"] = fit.quadrature.modes[good][order]
         for i in np.flatnonzero(good):
             fits[float(sd[i])] = (fit.mode[i], fit.hessian[i], fit.quadrature.modes[i])
         return fit.log_marginal, ok
@@ -593,11 +596,14 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         f"the posterior of {name} reaches sd^2 = levels x the intercept's prior "
         "variance, beyond which zero-sum effects have no independent form"
     )
+    z0 = np.array([math.log(prior_scale(sd_prior))])
     if intercept_var is not None:
         upper = 0.5 * math.log(BOUND_FRACTION * J * intercept_var)
-        if _tail_share(log_density, upper) > EARLY_MARGIN * BOUND_MASS:
+        share, top = _tail_share(log_density, upper)
+        if share > EARLY_MARGIN * BOUND_MASS:
             raise Declined(bound_message)
-    z0 = np.array([math.log(prior_scale(sd_prior))])
+        if top is not None:  # the mode's search starts at the line's highest point
+            z0 = np.array([top])
     post = ENGINES["exact"](Density(log_density, z0, (name,)))
     if intercept_var is not None:
         near = np.exp(2 * post.points[:, 0]) > BOUND_FRACTION * J * intercept_var
@@ -761,21 +767,29 @@ def _interp(x: np.ndarray, grid: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out.reshape((len(x),) + values.shape[1:])
 
 
-def _tail_share(log_density, upper: float) -> float:
+def _tail_share(log_density, upper: float) -> tuple[float, float | None]:
     """The share of the sd's posterior beyond log sd ``upper``, roughly: the density on a line
     of log sds below ``upper`` (trapezoids), its tail beyond continued along the last step's
     slope (an overestimate where the log density bends down, as every prior's does). 1 where
-    the density still rises at ``upper``; 0 where the line has no finite density."""
+    the density still rises at ``upper``; 0 where the line has no finite density. And the
+    line's highest point, moved to the top of the parabola through it and its neighbours
+    (None where it is an end of the line): a start near the mode."""
     z = upper - np.arange(LINE_LENGTH / LINE_STEP, -1, -1) * LINE_STEP
     with np.errstate(over="ignore", invalid="ignore"):
         lp = log_density(z[:, None])
     if not np.isfinite(lp).any():
-        return 0.0
-    top = lp[np.isfinite(lp)].max()
-    dens = np.where(np.isfinite(lp), np.exp(lp - top), 0.0)
+        return 0.0, None
+    finite = np.where(np.isfinite(lp), lp, -np.inf)
+    i = int(np.argmax(finite))
+    top = None
+    if 0 < i < len(z) - 1 and np.isfinite(finite[i - 1] + finite[i + 1]):
+        bend = finite[i + 1] - 2 * finite[i] + finite[i - 1]
+        if bend < 0:
+            top = float(z[i] - 0.5 * LINE_STEP * (finite[i + 1] - finite[i - 1]) / bend)
+    dens = np.exp(finite - finite[i])
     slope = (lp[-1] - lp[-2]) / LINE_STEP
     if not np.isfinite(slope) or slope >= 0:
-        return 1.0
+        return 1.0, top
     tail = dens[-1] / -slope
     inside = LINE_STEP * (dens.sum() - 0.5 * (dens[0] + dens[-1]))
-    return float(tail / (inside + tail))
+    return float(tail / (inside + tail)), top
