@@ -327,6 +327,8 @@ def groups_table(
             raw = np.where(info > 0, mean + sc / info, np.nan)
         values, weights = sds[t.name]
         shrink = weights @ (1.0 / (1.0 + info[None, :] * values[:, None] ** 2))
+        if cells.likelihood != "poisson":
+            n = np.round(n).astype(np.int64)
         frames.append(
             pd.DataFrame(
                 {
@@ -338,7 +340,7 @@ def groups_table(
                     "hdi_high": hi,
                     "shrinkage": shrink,
                 },
-                index=pd.MultiIndex.from_arrays([[t.name] * L, t.levels], names=["term", "level"]),
+                index=_level_index(t.name, t.levels),
             )
         )
     if not frames:
@@ -346,7 +348,24 @@ def groups_table(
             columns=["n", "raw", "mean", "sd", "hdi_low", "hdi_high", "shrinkage"],
             index=pd.MultiIndex.from_arrays([[], []], names=["term", "level"]),
         )
-    out = frames[0] if len(frames) == 1 else pd.concat(frames)
-    if cells.likelihood != "poisson":
-        out["n"] = out["n"].round().astype(np.int64)
-    return out
+    return frames[0] if len(frames) == 1 else pd.concat(frames)
+
+
+def _level_index(term: str, levels: list[str]) -> pd.MultiIndex:
+    """(term, level) for every level, in order: ``MultiIndex.from_arrays``'s index (its levels
+    sorted), built from the codes directly rather than by hashing the labels.
+
+    Example
+    -------
+    >>> _level_index("1|g", ["b", "a"]).equals(pd.MultiIndex.from_arrays([["1|g"] * 2, ["b", "a"]]))
+    True
+    """
+    order = np.argsort(np.array(levels, dtype=str), kind="stable")
+    codes = np.empty(len(levels), dtype=np.intp)
+    codes[order] = np.arange(len(levels))
+    return pd.MultiIndex(
+        levels=[[term], [levels[i] for i in order]],
+        codes=[np.zeros(len(levels), dtype=np.intp), codes],
+        names=["term", "level"],
+        verify_integrity=False,
+    )
