@@ -315,10 +315,12 @@ def quadrature(
     return Quadrature(log_m, nodes, weights / total, b, eta0, derivs and tuple(derivs))
 
 
-def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarray]:
+def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradient (B, p) and Hessian (B, p, p) in beta of sum_j log m_j, as posterior moments over
-    the nodes: sum_i x_i E[r_i] and -sum_i x_i x_i' E[w_i] + sum_j Cov_j(sum_{i in j} x_i r_i)
-    (the cells' scores from ``q`` where it holds them)."""
+    the nodes: sum_i x_i E[r_i] and -sum_i x_i x_i' E[w_i] + sum_j Cov_j(sum_{i in j} x_i r_i);
+    and the levels' slopes in beta (B, J, p), Cov_j(b, sum_{i in j} x_i r_i), how their means
+    (and, near enough, their modes) move with beta (the cells' scores from ``q`` where it holds
+    them)."""
     if q.scores is None:
         r, w = model.cell_terms(q.eta0[..., None] + q.nodes[:, model.codes, :], value=False)
     else:
@@ -334,7 +336,10 @@ def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarra
     cov = ws.transpose(0, 2, 1) @ s - mean.transpose(0, 2, 1) @ mean
     xx = (X[:, :, None] * X[:, None, :]).reshape(-1, p * p)
     info = ((pi * w).sum(axis=2) @ xx).reshape(B, p, p)
-    return grad, cov - info
+    b = q.nodes.reshape(B, J * K, 1)
+    slopes = (ws * b).reshape(B, J, K, p).sum(axis=2)
+    slopes -= (q.weights * q.nodes).sum(axis=2)[..., None] * mean
+    return grad, cov - info, slopes
 
 
 @dataclass(frozen=True)
@@ -485,7 +490,7 @@ def beta_laplace(
 
     q, lp = evaluate(beta, levels)
     for _ in range(NEWTON_STEPS):
-        grad, hess = derivatives(model, q)
+        grad, hess, slopes = derivatives(model, q)
         grad = grad - prec * (beta - mean)
         H = -hess + prec[:, :, None] * np.eye(p)
         step = np.linalg.solve(H, grad[..., None])[..., 0]
@@ -494,7 +499,8 @@ def beta_laplace(
         if not np.any(decrement > BETA_TOL):  # (a NaN: a point whose density overflows)
             break
         for _ in range(40):
-            q1, lp1 = evaluate(beta + step, q.modes)
+            # the levels start at their modes moved along their slopes
+            q1, lp1 = evaluate(beta + step, q.modes + np.einsum("bjp,bp->bj", slopes, step))
             # a step that lowers the log density is halved, away from the mode only: near it
             # the fall can be the quadrature's error rather than the step's
             worse = ~(lp1 >= lp) & (decrement > SAFE_DECREMENT)
@@ -504,7 +510,7 @@ def beta_laplace(
             decrement = np.where(worse, decrement / 2, decrement)
         beta, q, lp = beta + step, q1, lp1
     else:
-        _, hess = derivatives(model, q)
+        _, hess, _ = derivatives(model, q)
         H = -hess + prec[:, :, None] * np.eye(p)
     proper = prec > 0
     norm = 0.5 * np.where(proper, np.log(np.where(proper, prec, 1.0) / (2 * np.pi)), 0.0).sum(1)
