@@ -105,7 +105,8 @@ class LevelModel:
         if self.family == "poisson":
             return ((_log_lik(self.family, y, n, eta, t),) if value else ()) + (y - t, t)
         p = np.where(eta >= 0, 1.0, t) / (1.0 + t)
-        derivs = (y - n * p, n * p * (1.0 - p))
+        np_ = n * p
+        derivs = (y - np_, np_ * (1.0 - p))
         if not value:
             return derivs
         return (_log_lik(self.family, y, n, eta, t), *derivs)
@@ -223,20 +224,24 @@ def level_modes(
             state if rows.size == b.shape[0] else (a[rows] for a in state)
         )
         r, w = model.cell_terms(eta_r + br[:, model.codes], value=False)
-        grad = model.by_level(r, 1) - prec_r * br
-        hr[...] = model.by_level(w, 1) + prec_r
+        grad = model.by_level(r, 1)
+        grad -= prec_r * br
+        np.add(model.by_level(w, 1), prec_r, out=hr)
         np.copyto(low, br, where=grad > 0)
         np.copyto(high, br, where=grad <= 0)
-        step = np.clip(grad / hr, -MAX_STEP, MAX_STEP)
+        step = np.divide(grad, hr, out=grad)
+        np.minimum(np.maximum(step, -MAX_STEP, out=step), MAX_STEP, out=step)
         new = br + step
         small = ~(np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br)))  # (NaN: no mode)
         # (a step this small is trusted: at the mode the gradient's rounding can carry it a few
         # ulps past the bracket's end, and a bisection would then leave the mode)
-        bisect = ((new <= low) | (new >= high)) & np.isfinite(low + high) & ~small
-        new = np.where(bisect, 0.5 * (low + high), new)
-        # (a bisection converges only linearly: Newton's step decides)
-        moving = np.any(bisect | ~small, axis=1)
-        new = np.where(np.isfinite(new), new, br)  # (NaN: no mode)
+        bisect = ((new <= low) | (new >= high)) & ~small
+        if bisect.any():
+            bisect &= np.isfinite(low + high)
+            new = np.where(bisect, 0.5 * (low + high), new)
+        # (a bisection converges only linearly: Newton's step decides; a bisected level moves)
+        moving = ~np.all(small, axis=1)
+        np.copyto(new, br, where=~np.isfinite(new))  # (NaN: no mode)
         if rows.size < b.shape[0]:
             b[rows], h[rows], lo[rows], hi[rows] = new, hr, low, high
         else:
