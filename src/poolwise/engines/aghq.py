@@ -185,14 +185,25 @@ class LevelModel:
 
 def _exp_term(family: str, eta: np.ndarray) -> np.ndarray:
     """exp(eta) (poisson) or exp(-|eta|) (binomial): the exponential the cells' terms share."""
-    return np.exp(eta) if family == "poisson" else np.exp(-np.abs(eta))
+    if family == "poisson":
+        return np.exp(eta)
+    t = np.abs(eta)
+    np.negative(t, out=t)
+    return np.exp(t, out=t)
 
 
 def _log_lik(family: str, y, n, eta: np.ndarray, t: np.ndarray) -> np.ndarray:
     """The cells' log likelihood (constants dropped), ``t`` their :func:`_exp_term`."""
+    out = y * eta
     if family == "poisson":
-        return y * eta - t
-    return y * eta - n * (np.maximum(eta, 0.0) + np.log1p(t))
+        out -= t
+        return out
+    # (in place: the arrays of a grid's nodes run to megabytes)
+    soft = np.log1p(t)
+    soft += np.maximum(eta, 0.0)
+    soft *= n
+    out -= soft
+    return out
 
 
 def level_modes(
@@ -305,10 +316,14 @@ def quadrature(
         ll, *derivs = model.cell_terms(eta)
     else:
         ll, derivs = model.cell_log_lik(eta), None
-    g = model.by_level(ll, 1) - 0.5 * nodes**2 / sd[:, None, None] ** 2
-    terms = logw + g
+    # log w + t^2 + the level's log integrand at its nodes (in place: arrays of megabytes)
+    terms = nodes * nodes
+    terms *= (-0.5 / sd**2)[:, None, None]
+    terms += model.by_level(ll, 1)
+    terms += logw
     top = terms.max(axis=2, keepdims=True)
-    weights = np.exp(terms - top)
+    terms -= top
+    weights = np.exp(terms, out=terms)
     total = weights.sum(axis=2, keepdims=True)
     log_m = (
         np.log(scale)
@@ -317,7 +332,8 @@ def quadrature(
         - np.log(sd)[:, None]
         - 0.5 * np.log(2.0 * np.pi)
     )
-    return Quadrature(log_m, nodes, weights / total, b, eta0, derivs and tuple(derivs))
+    weights /= total
+    return Quadrature(log_m, nodes, weights, b, eta0, derivs and tuple(derivs))
 
 
 def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
