@@ -486,10 +486,13 @@ def beta_laplace(
     start: np.ndarray | None = None,
     k: int = NODES,
     levels: np.ndarray | None = None,
+    tol: float = BETA_TOL,
 ) -> BetaLaplace:
     """Beta's conditional mode and curvature at every sd by Newton's method on the exact (AGHQ)
     log marginal likelihood plus independent normal priors (``prior_precision`` (B, p) or (p,),
-    0 for a flat prior), from ``start`` (B, p) with the levels' modes near ``levels`` (B, J).
+    0 for a flat prior), from ``start`` (B, p) with the levels' modes near ``levels`` (B, J);
+    Newton stops where every point's decrement is below ``tol`` (``BETA_TOL``; a rough look
+    may take a larger one: the log marginal is then within about half of it).
 
     Example
     -------
@@ -517,7 +520,7 @@ def beta_laplace(
         step = np.linalg.solve(H, grad[..., None])[..., 0]
         step *= np.minimum(1.0, MAX_STEP / np.maximum(np.abs(step).max(axis=1), 1e-300))[:, None]
         decrement = (grad * step).sum(axis=1)
-        if not np.any(decrement > BETA_TOL):  # (a NaN: a point whose density overflows)
+        if not np.any(decrement > tol):  # (a NaN: a point whose density overflows)
             break
         for _ in range(40):
             # the levels start at their modes moved along their slopes

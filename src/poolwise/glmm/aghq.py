@@ -55,6 +55,7 @@ import numpy as np
 
 from ..engines import ENGINES, Density
 from ..engines.aghq import (
+    BETA_TOL,
     FAMILIES,
     NODES,
     JointTerms,
@@ -88,6 +89,10 @@ BOUND_MASS = 1e-4
 EARLY_MARGIN = 10.0
 # the line: this many log units below the bound, at this spacing
 LINE_LENGTH, LINE_STEP = 10.0, 0.5
+# beta's Newton on the line stops at this decrement: its log densities within about half of
+# it (6e-4 on the bench's model), ample for a share held against EARLY_MARGIN x BOUND_MASS and
+# for a start of the mode's search (its fits serve only as the next points' starts)
+LINE_TOL = 1e-3
 # beta's Gauss–Hermite rule at each sd takes 3 nodes a dimension up to this many common
 # effects (27 points), 2 beyond: on the reference models the 3-node rule's moments are within
 # 4e-5 sd of a 5-node rule's (see beta_rule)
@@ -532,22 +537,23 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
     # each sd's fit (beta's mode, its Hessian, the levels' modes), for the grid's points
     fits: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def conditional(sd: np.ndarray):
+    def conditional(sd: np.ndarray, tol: float = BETA_TOL):
         """beta's Gaussian at each sd, started from the modes (beta's and the levels') found at
-        the nearest sds so far."""
+        the nearest sds so far; its Newton stopped at decrement ``tol`` (a rough one: the fits
+        serve only as starts)."""
         prec, ok = _precisions(plan, sd)
         start = levels = None
         if seen:
             start = _interp(np.log(sd), seen["z"], seen["mode"])
             levels = _interp(np.log(sd), seen["z"], seen["levels"])
-        fit = beta_laplace(model, sd, mean, prec, start=start, k=nodes, levels=levels)
+        fit = beta_laplace(model, sd, mean, prec, start=start, k=nodes, levels=levels, tol=tol)
         good = ok & np.isfinite(fit.log_marginal)  # (far points overflow: no start from them)
         if good.any():
             z = np.log(sd[good])
             order = np.argsort(z)
             seen["z"], seen["mode"] = z[order], fit.mode[good][order]
             seen["levels"] = fit.quadrature.modes[good][order]
-        for i in np.flatnonzero(good):
+        for i in np.flatnonzero(good if tol == BETA_TOL else []):
             fits[float(sd[i])] = (fit.mode[i], fit.hessian[i], fit.quadrature.modes[i])
         return fit.log_marginal, ok
 
@@ -581,12 +587,12 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         return record(sds, weights=one, spread=np.zeros(1), facts=facts, warnings=[])
     sd_prior = term.sd_prior
 
-    def log_density(z: np.ndarray) -> np.ndarray:
+    def log_density(z: np.ndarray, tol: float = BETA_TOL) -> np.ndarray:
         sd = np.exp(z[:, 0])
         # the grid's search reaches far sds (e^40), where exp overflows: those points'
         # density is zero
         with np.errstate(over="ignore", invalid="ignore"):
-            log_marginal, ok = conditional(sd)
+            log_marginal, ok = conditional(sd, tol)
         with np.errstate(divide="ignore"):
             lp = np.asarray(sd_prior.logpdf(sd), dtype=float) + z[:, 0] + log_marginal
         return np.where(ok & np.isfinite(lp), lp, -np.inf)
@@ -599,7 +605,7 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
     z0 = np.array([math.log(prior_scale(sd_prior))])
     if intercept_var is not None:
         upper = 0.5 * math.log(BOUND_FRACTION * J * intercept_var)
-        share, top = _tail_share(log_density, upper)
+        share, top = _tail_share(lambda z: log_density(z, LINE_TOL), upper)
         if share > EARLY_MARGIN * BOUND_MASS:
             raise Declined(bound_message)
         if top is not None:  # the mode's search starts at the line's highest point
