@@ -38,6 +38,9 @@ JOINT_CHUNK = 1 << 16
 SAFE_DECREMENT = 1e-4
 # Newton on a concave function: a step longer than this many units of the link scale is cut
 MAX_STEP = 4.0
+# up to this many cells a level, a level's sums add its cells' slices (numpy's reduction over a
+# middle axis costs several times as much)
+SLICE_BLOCK = 4
 # the tangent envelope's side tangents, in sds of the level's conditional from its mode (with
 # the mode's own: 87 % of the draws accepted for a normal conditional)
 TANGENT = 1.2
@@ -179,7 +182,14 @@ class LevelModel:
             return a
         if self.block:
             shape = a.shape[:axis] + (self.n_levels, self.block) + a.shape[axis + 1 :]
-            return a.reshape(shape).sum(axis=axis + 1)
+            v = a.reshape(shape)
+            if self.block > SLICE_BLOCK:
+                return v.sum(axis=axis + 1)
+            at = (slice(None),) * (axis + 1)
+            out = v[at + (0,)] + v[at + (1,)]
+            for i in range(2, self.block):
+                out += v[at + (i,)]
+            return out
         return np.add.reduceat(a, self.starts, axis=axis)
 
 
@@ -351,15 +361,16 @@ def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarra
     B, J, K = q.weights.shape
     p = X.shape[1]
     grad = (pi * r).sum(axis=2) @ X
-    s = model.by_level(r[..., None] * X[None, :, None, :], 1).reshape(B, J * K, p)
-    ws = s * q.weights.reshape(B, J * K, 1)
-    mean = ws.reshape(B, J, K, p).sum(axis=2)  # (B, J, p)
-    cov = ws.transpose(0, 2, 1) @ s - mean.transpose(0, 2, 1) @ mean
+    s = model.by_level(r[..., None] * X[None, :, None, :], 1)  # (B, J, K, p)
+    # (sums over the nodes by products: numpy's reduction over a middle axis costs more)
+    mean = (q.weights[:, :, None, :] @ s)[:, :, 0]  # (B, J, p)
+    flat = s.reshape(B, J * K, p)
+    ws = flat * q.weights.reshape(B, J * K, 1)
+    cov = ws.transpose(0, 2, 1) @ flat - mean.transpose(0, 2, 1) @ mean
     xx = (X[:, :, None] * X[:, None, :]).reshape(-1, p * p)
     info = ((pi * w).sum(axis=2) @ xx).reshape(B, p, p)
-    b = q.nodes.reshape(B, J * K, 1)
-    slopes = (ws * b).reshape(B, J, K, p).sum(axis=2)
-    slopes -= (q.weights * q.nodes).sum(axis=2)[..., None] * mean
+    wb = q.weights * q.nodes
+    slopes = (wb[:, :, None, :] @ s)[:, :, 0] - wb.sum(axis=2)[..., None] * mean
     return grad, cov - info, slopes
 
 
