@@ -480,13 +480,13 @@ class BetaLaplace:
 
     ``mode`` (B, p), ``hessian`` (B, p, p) minus the log posterior's second derivative there,
     ``log_marginal`` (B,) the Laplace approximation of log integral p(beta) prod_j m_j dbeta
-    (improper flat components count as density 1), ``quadrature`` the levels at the mode.
+    (improper flat components count as density 1), ``levels`` (B, J) the levels' modes there.
     """
 
     mode: np.ndarray
     hessian: np.ndarray
     log_marginal: np.ndarray
-    quadrature: Quadrature
+    levels: np.ndarray
 
 
 def beta_laplace(
@@ -502,8 +502,9 @@ def beta_laplace(
     """Beta's conditional mode and curvature at every sd by Newton's method on the exact (AGHQ)
     log marginal likelihood plus independent normal priors (``prior_precision`` (B, p) or (p,),
     0 for a flat prior), from ``start`` (B, p) with the levels' modes near ``levels`` (B, J);
-    Newton stops where every point's decrement is below ``tol`` (``BETA_TOL``; a rough look
-    may take a larger one: the log marginal is then within about half of it).
+    each point's Newton stops where its decrement is below ``tol`` (``BETA_TOL``; a rough look
+    may take a larger one: the log marginal is then within about half of it), the points still
+    moving alone computed on.
 
     Example
     -------
@@ -518,40 +519,51 @@ def beta_laplace(
     mean = np.asarray(prior_mean, dtype=float)
     beta = np.zeros((B, p)) + (mean if start is None else start)
 
-    def evaluate(beta, levels):
-        q = quadrature(model, beta, sd, k, levels, scores=True)
-        lp = q.log_m.sum(axis=1) - 0.5 * (prec * (beta - mean) ** 2).sum(axis=1)
+    def evaluate(rows, beta_r, levels_r):
+        q = quadrature(model, beta_r, sd[rows], k, levels_r, scores=True)
+        lp = q.log_m.sum(axis=1) - 0.5 * (prec[rows] * (beta_r - mean) ** 2).sum(axis=1)
         return q, lp
 
-    q, lp = evaluate(beta, levels)
-    for _ in range(NEWTON_STEPS):
+    rows = np.arange(B)  # the points still moving: only they are computed
+    q, lp = evaluate(rows, beta, levels)
+    modes = q.modes.copy()
+    H = np.empty((B, p, p))
+    for it in range(NEWTON_STEPS + 1):
         grad, hess, slopes = derivatives(model, q)
-        grad = grad - prec * (beta - mean)
-        H = -hess + prec[:, :, None] * np.eye(p)
-        step = np.linalg.solve(H, grad[..., None])[..., 0]
+        H[rows] = -hess + prec[rows][:, :, None] * np.eye(p)
+        if it == NEWTON_STEPS:
+            break
+        grad = grad - prec[rows] * (beta[rows] - mean)
+        step = np.linalg.solve(H[rows], grad[..., None])[..., 0]
         step *= np.minimum(1.0, MAX_STEP / np.maximum(np.abs(step).max(axis=1), 1e-300))[:, None]
         decrement = (grad * step).sum(axis=1)
-        if not np.any(decrement > tol):  # (a NaN: a point whose density overflows)
+        moving = decrement > tol  # (a NaN: a point whose density overflows)
+        if not moving.any():
             break
+        rows, step, decrement, slopes = (
+            rows[moving],
+            step[moving],
+            decrement[moving],
+            slopes[moving],
+        )
         for _ in range(40):
             # the levels start at their modes moved along their slopes
-            q1, lp1 = evaluate(beta + step, q.modes + np.einsum("bjp,bp->bj", slopes, step))
+            start_levels = modes[rows] + np.einsum("bjp,bp->bj", slopes, step)
+            q, lp1 = evaluate(rows, beta[rows] + step, start_levels)
             # a step that lowers the log density is halved, away from the mode only: near it
             # the fall can be the quadrature's error rather than the step's
-            worse = ~(lp1 >= lp) & (decrement > SAFE_DECREMENT)
+            worse = ~(lp1 >= lp[rows]) & (decrement > SAFE_DECREMENT)
             if not worse.any():
                 break
             step = np.where(worse[:, None], step / 2, step)
             decrement = np.where(worse, decrement / 2, decrement)
-        beta, q, lp = beta + step, q1, lp1
-    else:
-        _, hess, _ = derivatives(model, q)
-        H = -hess + prec[:, :, None] * np.eye(p)
+        beta[rows] += step
+        lp[rows], modes[rows] = lp1, q.modes
     proper = prec > 0
     norm = 0.5 * np.where(proper, np.log(np.where(proper, prec, 1.0) / (2 * np.pi)), 0.0).sum(1)
     _, logdet = np.linalg.slogdet(H)
     log_marginal = lp + norm + 0.5 * p * np.log(2 * np.pi) - 0.5 * logdet
-    return BetaLaplace(beta, H, log_marginal, q)
+    return BetaLaplace(beta, H, log_marginal, modes)
 
 
 def mode_slopes(

@@ -552,9 +552,9 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
             z = np.log(sd[good])
             order = np.argsort(z)
             seen["z"], seen["mode"] = z[order], fit.mode[good][order]
-            seen["levels"] = fit.quadrature.modes[good][order]
+            seen["levels"] = fit.levels[good][order]
         for i in np.flatnonzero(good if tol == BETA_TOL else []):
-            fits[float(sd[i])] = (fit.mode[i], fit.hessian[i], fit.quadrature.modes[i])
+            fits[float(sd[i])] = (fit.mode[i], fit.hessian[i], fit.levels[i])
         return fit.log_marginal, ok
 
     def record(sds: np.ndarray, **grid) -> SdPosterior:
