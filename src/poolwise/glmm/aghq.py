@@ -97,8 +97,12 @@ LINE_TOL = 1e-3
 # effects (27 points), 2 beyond: on the reference models the 3-node rule's moments are within
 # 4e-5 sd of a 5-node rule's (see beta_rule)
 BETA_DIMS = 3
-# (beta, sd) rows x cells x nodes in one batch of the tables' quadrature
+# draws x cells in one batch of the levels' draws
 CHUNK = 1 << 21
+# (beta, sd) rows x cells x nodes in one batch of the tables' quadrature (one sd point at
+# least): its arrays stay in cache, a quarter of a megabyte each (the bench's model 1.9 ms, 2.4
+# in batches of 1 << 21; 300 levels of 3 cells half the time)
+TABLE_CHUNK = 1 << 15
 # from this many levels (and a group sd with a prior) beta and log sd are taken as jointly
 # normal (each level still integrated by its nodes): their posterior pools every level, its
 # skewness falls as 1 / sqrt(levels) (checked: SKEW_SHIFT), and the sd's grid, with beta's
@@ -660,7 +664,7 @@ def _moments(prep: Prepared, post: SdPosterior) -> tuple[np.ndarray, np.ndarray]
     chol = _chol_cov(post.hessian)
     mean = np.empty((S, p + J))
     second = np.empty((S, p + J))
-    step = max(1, CHUNK // (B * len(model.y) * post.nodes))
+    step = max(1, TABLE_CHUNK // (B * len(model.y) * post.nodes))
     for lo in range(0, S, step):
         sl = slice(lo, min(lo + step, S))
         n = sl.stop - sl.start
