@@ -63,6 +63,7 @@ from ..engines.aghq import (
     beta_laplace,
     joint_terms,
     mode_slopes,
+    pooled_mode,
     quadrature,
     sample_levels,
 )
@@ -538,15 +539,16 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
     intercept_var = _intercept_var(plan)
 
     seen: dict[str, np.ndarray] = {}
+    pooled = pooled_mode(model, mean, _prior_arrays(plan)[1])
     # each sd's fit (beta's mode, its Hessian, the levels' modes), for the grid's points
     fits: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def conditional(sd: np.ndarray, tol: float = BETA_TOL):
         """beta's Gaussian at each sd, started from the modes (beta's and the levels') found at
-        the nearest sds so far; its Newton stopped at decrement ``tol`` (a rough one: the fits
-        serve only as starts)."""
+        the nearest sds so far (at first, from beta's pooled mode); its Newton stopped at
+        decrement ``tol`` (a rough one: the fits serve only as starts)."""
         prec, ok = _precisions(plan, sd)
-        start = levels = None
+        start, levels = np.tile(pooled, (sd.size, 1)), None
         if seen:
             start = _interp(np.log(sd), seen["z"], seen["mode"])
             levels = _interp(np.log(sd), seen["z"], seen["levels"])
