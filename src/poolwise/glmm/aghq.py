@@ -773,9 +773,24 @@ def _chol_cov(hessian: np.ndarray) -> np.ndarray:
 
 
 def _interp(x: np.ndarray, grid: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``values`` (G, ...) given at the sorted ``grid``, linearly interpolated at ``x``."""
+    """``values`` (G, ...) given at the sorted ``grid``, linearly interpolated at ``x`` (the end
+    values beyond the ends, as ``np.interp`` has them), every column at once.
+
+    Example
+    -------
+    >>> _interp(np.array([-1.0, 0.25, 5.0]), np.array([0.0, 1.0]), np.array([[0.0, 2.0], [4.0, 6.0]]))
+    array([[0., 2.],
+           [1., 3.],
+           [4., 6.]])
+    """
     flat = values.reshape(len(grid), -1)
-    out = np.column_stack([np.interp(x, grid, flat[:, i]) for i in range(flat.shape[1])])
+    if len(grid) == 1:
+        out = np.repeat(flat, len(x), axis=0)
+    else:
+        j = np.clip(np.searchsorted(grid, x, side="right"), 1, len(grid) - 1)
+        lo, width = grid[j - 1], grid[j] - grid[j - 1]
+        t = np.clip(np.divide(x - lo, width, out=np.zeros_like(x), where=width > 0), 0.0, 1.0)
+        out = flat[j - 1] + t[:, None] * (flat[j] - flat[j - 1])
     return out.reshape((len(x),) + values.shape[1:])
 
 
