@@ -157,5 +157,8 @@ def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
     if spec.family == "binomial" and (stats["trials"] <= 0).all():
         raise ValueError(f"trials: column {spec.response['trials']!r} has no trials at all")
     n_rows = int(table["__rows"].to_numpy().sum())
-    columns = {k: table[k] for k in (*keys, "__rows")} | {f"__{k}": v for k, v in stats.items()}
-    return Cells(pd.DataFrame(columns), spec.family, n_rows)
+    # (the columns' arrays: a frame of Series would align their indexes again)
+    columns = {k: table[k].array for k in (*keys, "__rows")}
+    return Cells(
+        pd.DataFrame(columns | {f"__{k}": v for k, v in stats.items()}), spec.family, n_rows
+    )
