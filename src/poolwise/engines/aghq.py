@@ -29,9 +29,10 @@ NODES = 15
 LEVEL_TOL = 1e-7
 NEWTON_STEPS = 60
 # beta's Newton stops where the next step's decrement g' H^-1 g (twice the gain still to come in
-# the log density) is this small: beta within ~1e-8 of its posterior sd of the mode, and the
-# Hessian there is the mode's to that
-BETA_TOL = 1e-16
+# the log density) is this small: beta within ~1e-7 of its posterior sd of the mode, its log
+# density 5e-15 below the top, and the Hessian there the mode's to ~1e-7 (a tighter bound made
+# most of a grid's batches take one more pass for two or three points just above it)
+BETA_TOL = 1e-14
 # cells x nodes of one chunk of levels in joint_terms (a few megabytes an array)
 JOINT_CHUNK = 1 << 16
 # Newton steps whose decrement is below this are taken whole (the quadratic model holds there)
