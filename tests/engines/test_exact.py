@@ -188,3 +188,53 @@ def test_refined_grid_reuses_the_coarse_points_exactly(by_rows):
     # at each point finds it again by its value)
     exact_rows = {row.tobytes() for row in np.concatenate(evaluated)}
     assert all(p.tobytes() in exact_rows for p in post.points)
+
+
+def test_the_finer_grid_holds_the_density_between_the_points():
+    """The finer grid's log densities are local cubics through the evaluated points' (in u,
+    less the standard normal's): on a skewed, correlated density from a 15^2 grid they are
+    those of evaluating it afresh at every finer point to a total variation of 1e-3, on a grid
+    four times finer."""
+
+    def log_density(z):
+        x, y = z[:, 0], z[:, 1] - 0.8 * z[:, 0]
+        return 3.0 * x - 2.0 * np.exp(x) - 0.5 * (y / 0.3) ** 2
+
+    post = exact.fit(
+        Density(log_density, np.zeros(2)),
+        moment_tol=0.03,
+        widen_by_rows=True,
+        start_points=13,
+        fine_points=20_000,
+    )
+    fine = post.fine
+    np.testing.assert_allclose(fine.spacing, post.spacing / 4)
+    lp = log_density(fine.points) + np.log(np.cosh(fine.grid)).sum(axis=1)
+    fresh = np.exp(lp - lp.max())
+    assert 0.5 * np.abs(fresh / fresh.sum() - fine.weights).sum() < 1e-3
+    assert exact.fit(Density(log_density, np.zeros(2))).fine is None  # none unless asked
+
+
+def test_the_finer_grid_leaves_the_known_part_out_of_its_interpolation():
+    """A half-normal prior on a scale falls off a cliff on its log: a density's known part
+    (``Density.known``) is left out of the finer grid's interpolation and added back exactly.
+    Here the rest is Gaussian, which the cubics hold: the finer grid is the density itself (it
+    was 1.6e-3 off in total variation, the scale's sd 0.007 sd, with the prior interpolated)."""
+
+    def prior(z):  # HalfNormal(0.3) on exp(z0), with the log scale's Jacobian
+        return -np.exp(2 * z[:, 0]) / (2 * 0.3**2) + z[:, 0]
+
+    def log_density(z):
+        return prior(z) - 0.5 * (z[:, 0] + 1.0) ** 2 / 0.8 - 2 * (z[:, 1] - 0.3 * z[:, 0]) ** 2
+
+    post = exact.fit(
+        Density(log_density, np.zeros(2), known=prior),
+        moment_tol=0.03,
+        widen_by_rows=True,
+        start_points=13,
+        fine_points=20_000,
+    )
+    fine = post.fine
+    lp = log_density(fine.points) + np.log(np.cosh(fine.grid)).sum(axis=1)
+    fresh = np.exp(lp - lp.max())
+    assert 0.5 * np.abs(fresh / fresh.sum() - fine.weights).sum() < 1e-9

@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 
 from poolwise.engines import blocks
 from poolwise.engines.blocks import Structure, Term
-from poolwise.engines.latent import CorrBlock, LatentModel, loglik
+from poolwise.engines.latent import CorrBlock, LatentModel, loglik, loglik_change
 
 
 def _problem(kind: str, seed: int = 3):
@@ -244,6 +244,84 @@ def test_scoring_gives_the_mode_and_curvature_of_the_values():
     assert ok and ref_ok
     assert np.all(np.abs(mode - ref) < 1e-5 * np.sqrt(np.diag(np.linalg.inv(-ref_h))))
     np.testing.assert_allclose(h, ref_h, atol=1e-3 * np.abs(ref_h).max())
+    exact = mode_and_hessian(model.log_marginal, z0, model.derivatives, model.hessian)
+    np.testing.assert_allclose(exact[0], mode)
+    np.testing.assert_allclose(exact[1], ref_h, atol=1e-3 * np.abs(ref_h).max())
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_exact_hessian_is_the_gradients_derivative(monkeypatch, batched):
+    # the Hessian from sums of Sigma's squared entries (the zero-sum constraints' correction, a
+    # fixed sd, beta's prior) against central differences of the exact gradient, the points
+    # batched and one at a time (the large factor's pair pattern)
+    if not batched:
+        monkeypatch.setattr(blocks, "BATCH_REST", 0)
+    model, _ = _model("normal")
+    assert model.structure.batched == batched
+    z, step = np.array([[0.3, -0.4, 0.2]]), 1e-5
+    grads = [
+        model.derivatives(z + step * e)[1] - model.derivatives(z - step * e)[1] for e in np.eye(3)
+    ]
+    fd = np.concatenate(grads) / (2 * step)
+    np.testing.assert_allclose(model.hessian(z)[0], fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
+
+
+def test_moment_start_is_near_the_maximum():
+    # two crossed factors (80 and 50 levels, 3,000 rows): the moments' theta within a quarter of
+    # a posterior sd of the maximum in each coordinate (measured: 0.10, 0.08, 0.03)
+    from poolwise.engines.optimize import mode_and_hessian
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    a, b, x = rng.integers(0, 80, n), rng.integers(0, 50, n), rng.normal(size=n)
+    y = 1 + 0.4 * x + rng.normal(0, 0.6, 80)[a] + rng.normal(0, 0.3, 50)[b] + rng.normal(size=n)
+    terms = [Term(a, np.ones(n), 80), Term(b, np.ones(n), 50)]
+    model = LatentModel(
+        Structure(np.column_stack([np.ones(n), x]), terms),
+        *("normal", (np.ones(n), y, np.zeros(n)), np.zeros(n), np.zeros(2), np.zeros(2)),
+        *((0, 1), (None, None), (True, False), 2, lambda t: 0 * t[:, 0]),
+    )
+    start = model.moment_start()
+    mode, h, ok = mode_and_hessian(model.log_marginal, np.zeros(3), model.derivatives)
+    assert ok and np.all(np.abs(start - mode) < 0.25 * np.sqrt(np.diag(np.linalg.inv(-h))))
+
+
+def test_log_marginal_takes_the_evaluations_held(monkeypatch):
+    # a point evaluated before (held for conditional_at) is not evaluated again, where the rest
+    # is factored point by point
+    monkeypatch.setattr(blocks, "BATCH_REST", 0)
+    model, _ = _model("normal")
+    theta = np.array([[0.3, -0.4, 0.2], [0.1, 0.0, 0.0]])
+    first = model.log_marginal(theta[:1])
+    calls, original = [], model._conditional
+    monkeypatch.setattr(model, "_conditional", lambda t: calls.append(len(t)) or original(t))
+    both = model.log_marginal(theta)
+    assert calls == [1] and both[0] == first[0]
+
+
+def test_single_precision_variances_hold_to_tables_and_give_way_to_collinearity(monkeypatch):
+    # a large factor's variances from S^-1 in single precision: within 1e-5 of double's; a
+    # near-collinear rest (a covariate repeated to 1e-4) keeps double precision
+    monkeypatch.setattr(blocks, "BATCH_REST", 0)
+    model, (X, terms, stats, offset) = _model("normal")
+    theta = np.array([[0.3, -0.4, 0.2]])
+    double = model.conditional(theta).variances()
+    single = model.conditional(theta).variances(single=True)
+    assert not np.array_equal(single, double)
+    np.testing.assert_allclose(single, double, rtol=1e-5)
+    rng = np.random.default_rng(0)
+    near = np.column_stack([X, X[:, 1] + 1e-4 * rng.normal(size=len(X))])
+    collinear = LatentModel(
+        Structure(near, terms),
+        "normal",
+        stats,
+        offset,
+        np.zeros(3),
+        np.zeros(3),
+        *(model.sd_index, model.sd_fixed, model.zero_sum, 2, model.log_prior),
+    )
+    cond = collinear.conditional(theta)
+    np.testing.assert_array_equal(cond.factor.diag_inverse(single=True), cond.factor.diag_inverse())
 
 
 # ------------------------------------------------------------------------ correlated blocks
@@ -407,3 +485,19 @@ def test_points_in_waves_come_back_in_their_order(monkeypatch):
     np.testing.assert_allclose(lm, [c.log_marginal[0] for c in alone], atol=1e-9)
     np.testing.assert_allclose(cond.x, np.concatenate([c.x for c in alone]), atol=1e-6)
     np.testing.assert_allclose(cond.log_marginal, lm, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["binomial", "poisson", "normal"])
+def test_loglik_change_is_the_difference_of_the_log_likelihoods(kind):
+    """Per cell, without the difference of two large sums: the difference to a few 1e-10 of
+    the sums' size, from linear predictors far out on both sides too."""
+    _, _, stats, _ = _problem(kind)
+    rng = np.random.default_rng(5)
+    n = len(stats[0])
+    eta = rng.normal(0, 8 if kind == "binomial" else 2, (1, n))
+    step = rng.normal(0, 1, (7, n))
+    sigma = np.array([1.3]) if kind == "normal" else None
+    before = loglik(kind, stats, eta, sigma, False)
+    after = loglik(kind, stats, eta + step, sigma, False)
+    change = loglik_change(kind, stats, eta, step, sigma)
+    np.testing.assert_allclose(change, after - before, rtol=0, atol=1e-10 * np.abs(before).max())

@@ -13,13 +13,14 @@ import pytest
 
 import poolwise
 from poolwise import HalfNormal, Normal, PoolwiseWarning
-from poolwise.engines import blocks
+from poolwise.engines import blocks, skewness
 from poolwise.engines.blocks import Structure, Term
 from poolwise.engines.latent import LatentModel, loglik
 from poolwise.engines.skewness import (
     eta_variances,
     importance_check,
     mean_shift,
+    shifted,
     third_derivative,
 )
 from poolwise.glmm.laplace import fit_laplace
@@ -154,6 +155,7 @@ def test_eta_variances_and_shift_match_dense_algebra(monkeypatch, batched, block
             for i in range(2 if block else 1)  # the zero-sum terms: the first factor's
         ]
     )
+    shifts, variances = [], []
     for kk in range(2):
         eta = A @ cond.x[kk]
         _, _, w = loglik("binomial", stats, eta[None], None)
@@ -163,8 +165,15 @@ def test_eta_variances_and_shift_match_dense_algebra(monkeypatch, batched, block
         var = np.einsum("ij,jk,ik->i", A, Sigma, A)
         assert np.allclose(eta_variances(m, cond)[kk], var, rtol=1e-8, atol=1e-12)
         t3 = third_derivative("binomial", stats, eta[None])[0]
-        shift = Sigma @ A.T @ (0.5 * t3 * var)
-        assert np.allclose(mean_shift(m, cond)[kk], shift, rtol=1e-7, atol=1e-12)
+        shifts.append(Sigma @ A.T @ (0.5 * t3 * var))
+        variances.append(np.diag(Sigma))
+        assert np.allclose(mean_shift(m, cond)[kk], shifts[-1], rtol=1e-7, atol=1e-12)
+    # one point a batch: each batch's S^-1 taken from the one computed for all points, which
+    # the variances read again
+    monkeypatch.setattr(skewness, "CACHE_CELLS", 8 * n)
+    moved, shift = shifted(m, cond)
+    assert np.allclose(shift, shifts, rtol=1e-7, atol=1e-12)
+    assert np.allclose(moved.variances(), variances, rtol=1e-8, atol=1e-12)
 
 
 def _deviations(fit, reference):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .optimize import Derivatives, LogDensity
+from .optimize import Derivatives, Hessian, LogDensity
 
 
 class Target(Protocol):
@@ -80,6 +80,12 @@ class Density:
     # the density's exact gradient and information, where known (the engines' mode search and
     # curvature then take it: see poolwise.engines.optimize.mode_and_hessian)
     derivatives: Derivatives | None = None
+    # ... and its exact Hessian, where known (else forward differences of the gradient)
+    hessian: Hessian | None = None
+    # a part of the log density in closed form and cheap (the hyperparameters' log prior): the
+    # exact engine's finer grid interpolates the rest, smooth where that part falls off a cliff
+    # (a half-normal prior's on the log scale)
+    known: LogDensity | None = None
 
     def initial_point(self) -> np.ndarray:
         return self.start

@@ -26,8 +26,9 @@ outcome), ``C' D^-1 C`` is one sparse product of C's row pairs with D's inverse,
 
 Interface (used by :mod:`poolwise.engines.latent`): ``Structure(X, terms, blocks)`` once per
 design; ``Structure.factor(W, Q)`` -> :class:`Factor` with ``solve``, ``logdet``,
-``diag_inverse`` and ``sample`` (``x = L^-T z``, covariance ``H^-1``), all batched over the
-points; ``Structure.prior_times(Q, x)`` is ``Q x``.
+``diag_inverse``, ``inverse_squares`` (sums of H^-1's squared entries, for exact Hessians) and
+``sample`` (``x = L^-T z``, covariance ``H^-1``), all batched over the points;
+``Structure.prior_times(Q, x)`` is ``Q x``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ import numpy as np
 
 # rest sizes (other terms' levels + p) up to which every point is factored at once, densely
 BATCH_REST = 64
+# the variances of a large factor may take S^-1 in single precision (half the work; on
+# InstEval ~5e-7 relative from double's) where every rest coefficient keeps at least this share
+# of its precision given the earlier ones (the Cholesky factor's pivots: no near-collinearity)
+SINGLE_SHARE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -88,16 +93,32 @@ def _cholesky(E: np.ndarray, batched: bool) -> np.ndarray | list[np.ndarray]:
     return out
 
 
-def _inverse_lower(L: list[np.ndarray]) -> np.ndarray:
-    """``S^-1``'s lower triangle (the upper zero) from S's lower Cholesky factors L (K of them)."""
+def _inverse_lower_at(lk: np.ndarray, single: bool = False) -> np.ndarray:
+    """``S^-1``'s lower triangle (the upper zero; C order) from S's lower Cholesky factor; in
+    single precision where ``single`` and the factor's pivots allow (``SINGLE_SHARE``)."""
     from scipy.linalg import lapack
 
+    if single and np.all(np.diagonal(lk) ** 2 >= SINGLE_SHARE * np.einsum("ij,ij->i", lk, lk)):
+        inv, info = lapack.spotri(lk.T.astype(np.float32), lower=0)
+    else:  # lk.T: L' in Fortran order, its upper triangle
+        inv, info = lapack.dpotri(lk.T, lower=0)
+    if info != 0:
+        raise np.linalg.LinAlgError("the Schur complement is singular")
+    return inv.T
+
+
+def _symmetric(low: np.ndarray) -> np.ndarray:
+    """The symmetric matrix whose lower triangle ``low`` (m, m) holds (its upper zero)."""
+    out = low + low.T
+    out[np.diag_indices_from(out)] = np.diagonal(low)
+    return out
+
+
+def _inverse_lower(L: list[np.ndarray]) -> np.ndarray:
+    """:func:`_inverse_lower_at` at each of S's lower Cholesky factors L (K of them)."""
     out = np.empty((len(L), *L[0].shape))
     for p, lk in enumerate(L):
-        inv, info = lapack.dpotri(lk.T, lower=0)
-        if info != 0:
-            raise np.linalg.LinAlgError("the Schur complement is singular")
-        out[p] = inv.T
+        out[p] = _inverse_lower_at(lk)
     return out
 
 
@@ -314,9 +335,11 @@ class Structure:
         return out
 
     # products with A = [X, Z_1, ...] (K points at once)
-    def eta(self, x: np.ndarray) -> np.ndarray:
-        """A x for each row of ``x`` (K, dim): (K, cells)."""
-        return np.ascontiguousarray((self.A @ x.T).T)
+    def eta(self, x: np.ndarray, contiguous: bool = True) -> np.ndarray:
+        """A x for each row of ``x`` (K, dim): (K, cells); where not ``contiguous``, a view of
+        the product's (cells, K) memory (for a reader that takes any order)."""
+        out = (self.A @ x.T).T
+        return np.ascontiguousarray(out) if contiguous else out
 
     def gradient(self, g: np.ndarray) -> np.ndarray:
         """A' g for each row of ``g`` (K, cells): (K, dim)."""
@@ -401,6 +424,10 @@ class Structure:
             self._scaled_for, self._scaled = w0, self._blocks(w0[None])
             single = not self.batched and self.k == 1 and bool(self.unit)
             self._scaled_pairs = _row_pairs(self._scaled[1][0]) if single else None
+            if single:  # g_j' S^-1 g_j over a lower triangle: the pairs off the diagonal twice
+                P = self._scaled_pairs.copy()
+                P.data[P.indices % (self.m + 1) != 0] *= 2
+                self._pair_reader = (P.T, P.T.astype(np.float32))  # double, single
         D0, C0, E0 = self._scaled
         s = scale[:, None]
         C = s[:, :, None] * C0 if self.batched else [C0[0] * float(k) for k in scale]
@@ -439,9 +466,11 @@ class Factor:
         C,
         L: np.ndarray | list[np.ndarray],
         pairs=None,
+        rest_inv: np.ndarray | None = None,
     ) -> None:
         self.s, self.D, self.Dinv, self.logdet_D, self.C, self.L = s, D, Dinv, logdet_D, C, L
         self.pairs = pairs
+        self._rest_inv = rest_inv  # S^-1, once computed
 
     def _C(self, v: np.ndarray, transpose: bool) -> np.ndarray:
         """C v (v: (K, m, r)) or C' v (v: (K, J k, r)) per point."""
@@ -483,17 +512,22 @@ class Factor:
         return self.logdet_D + 2 * np.log(diag).sum(axis=1)
 
     def rest_inverse(self) -> np.ndarray:
-        """``S^-1`` (K, m, m), the Schur complement's inverse at each point."""
-        if isinstance(self.L, np.ndarray):
-            Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
-            return np.swapaxes(Linv, 1, 2) @ Linv
-        low = _inverse_lower(self.L)
-        return low + np.swapaxes(np.tril(low, -1), 1, 2)
+        """``S^-1`` (K, m, m), the Schur complement's inverse at each point (computed once, and
+        kept by :meth:`take`: the skewness shift and the variances read it both)."""
+        if self._rest_inv is None:
+            if isinstance(self.L, np.ndarray):
+                Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
+                self._rest_inv = np.swapaxes(Linv, 1, 2) @ Linv
+            else:
+                low = _inverse_lower(self.L)
+                self._rest_inv = low + np.swapaxes(np.tril(low, -1), 1, 2)
+        return self._rest_inv
 
-    def diag_inverse(self) -> np.ndarray:
+    def diag_inverse(self, single: bool = False) -> np.ndarray:
         """The diagonal of H^-1 (the marginal variances): S^-1's diagonal for the rest, and
         ``diag(D^-1) + g_j' S^-1 g_j`` for the eliminated coefficients (g_j: row j of
-        ``D^-1 C``)."""
+        ``D^-1 C``); ``single``: a large factor's C one pattern scaled per point may take S^-1
+        in single precision (:func:`_inverse_lower_at`), for tables, not derivatives."""
         K, J, k = self.D.shape[:3]
         Dinv = self.Dinv
         own = np.diagonal(Dinv, axis1=2, axis2=3).reshape(K, J * k)
@@ -502,21 +536,65 @@ class Factor:
             G = self._Dsolve(self.C)
             quad = ((G @ Sinv) * G).sum(axis=2)
             return self._join(own + quad, np.diagonal(Sinv, axis1=1, axis2=2))
+        if self.pairs is not None:  # g_j' S^-1 g_j over C's pairs in row j, a > b twice
+            rest, quad = np.empty((K, self.s.m)), np.empty((K, J))
+            for p, lk in enumerate(self.L):  # one point's S^-1 at a time
+                low = _inverse_lower_at(lk, single)
+                rest[p] = np.diagonal(low)
+                reader = self.s._pair_reader[int(low.dtype == np.float32)]
+                quad[p] = reader @ low.reshape(-1)
+            return self._join(own + quad * (self.pairs[1][:, None] * own) ** 2, rest)
         low = _inverse_lower(self.L)
         rest = np.diagonal(low, axis1=1, axis2=2).copy()
-        if self.pairs is not None:  # g_j' S^-1 g_j over C's pairs in row j, a > b twice
-            P, scale = self.pairs
-            low *= 2
-            low[:, np.arange(self.s.m), np.arange(self.s.m)] = rest
-            quad = np.stack([P.T @ u.reshape(-1) for u in low]) * (scale[:, None] * own) ** 2
-        else:
-            quad = []
-            for c, low_k, Di in zip(self.C, low, Dinv, strict=True):
-                S = low_k + np.tril(low_k, -1).T
-                G = _block_diag(Di) @ c
-                quad.append(np.asarray(G.multiply(G @ S).sum(axis=1)).reshape(-1))
-            quad = np.stack(quad)
-        return self._join(own + quad, rest)
+        quad = []
+        for c, low_k, Di in zip(self.C, low, Dinv, strict=True):
+            S = low_k + np.tril(low_k, -1).T
+            G = _block_diag(Di) @ c
+            quad.append(np.asarray(G.multiply(G @ S).sum(axis=1)).reshape(-1))
+        return self._join(own + np.stack(quad), rest)
+
+    def inverse_squares(self, V: np.ndarray) -> np.ndarray:
+        """``V_i' (H^-1 o H^-1) V_j`` (K, r, r): the sums of H^-1's squared entries weighted by
+        the columns of V (K, dim, r), each constant over the eliminated unit's coefficients
+        (one term's: k = 1), where the second derivatives of ``log det H`` in the prior's and
+        the cells' scales read them; the points batched, or C one pattern scaled per point.
+        With ``G = D^-1 C``, ``H^-1 = [[D^-1 + G S^-1 G', -G S^-1], [-S^-1 G', S^-1]]``; with
+        ``B = G' G`` and ``X = S^-1 B``, the eliminated coefficients' squares sum to
+        ``sum(D^-2) + 2 sum_j D^-1_j g_j' S^-1 g_j + tr(X X)``, and against rest coefficient b
+        to ``(X S^-1)_bb``."""
+        K, J, k = self.D.shape[:3]
+        first, rest = self._split(V)
+        if k != 1 or not np.allclose(first, first[:, :1]):
+            raise ValueError("inverse_squares: weights constant over one eliminated term only")
+        if not self.s.batched and self.pairs is None:
+            raise ValueError("inverse_squares: batched points or one pattern scaled per point")
+        c = first[:, 0] if J else np.zeros((K, V.shape[2]))
+        Sinv_all = self.rest_inverse() if self.s.batched else None
+        out = np.empty((K, V.shape[2], V.shape[2]))
+        for p in range(K):
+            Sinv, B, quad = self._squares_parts(p, Sinv_all)
+            dinv = self.Dinv[p, :, 0, 0]
+            X = Sinv @ B
+            side = np.einsum("ab,ab->a", X, Sinv) @ rest[p]
+            within = (dinv**2).sum() + 2 * (dinv * quad).sum() + np.einsum("ab,ba->", X, X)
+            cross = np.outer(c[p], side)
+            np.square(Sinv, out=Sinv)
+            out[p] = rest[p].T @ Sinv @ rest[p] + cross + cross.T
+            out[p] += within * np.outer(c[p], c[p])
+        return out
+
+    def _squares_parts(self, p: int, Sinv_all: np.ndarray | None):
+        """At point p: ``S^-1`` (m, m), ``B = G' G`` (m, m) and ``g_j' S^-1 g_j`` (J,);
+        ``Sinv_all``: every point's ``S^-1`` where the points are batched."""
+        dinv = self.Dinv[p, :, 0, 0]
+        if self.s.batched:
+            G = dinv[:, None] * self.C[p]
+            return Sinv_all[p], G.T @ G, ((G @ Sinv_all[p]) * G).sum(axis=1)
+        low = _inverse_lower_at(self.L[p])
+        P, scale = self.pairs
+        B = (P @ (scale[p] ** 2 * dinv**2)).reshape(self.s.m, self.s.m)
+        quad = (self.s._pair_reader[0] @ low.reshape(-1)) * (scale[p] * dinv) ** 2
+        return _symmetric(low), _symmetric(B), quad
 
     def sample(self, z: np.ndarray) -> np.ndarray:
         """Draws with covariance H^-1 from standard normals z (K, dim, r)."""
@@ -558,4 +636,5 @@ class Factor:
             C,
             self.L[points] if self.s.batched else [self.L[k] for k in points],
             None if self.pairs is None else (self.pairs[0], self.pairs[1][points]),
+            None if self._rest_inv is None else self._rest_inv[points],
         )

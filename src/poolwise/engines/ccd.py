@@ -16,7 +16,7 @@ import numpy as np
 
 from .base import Target
 from .exact import GridPosterior
-from .optimize import gaussian_at_mode
+from .optimize import gaussian_at_mode, known_derivatives
 
 F0 = 1.1
 # an off-centre point whose density exceeds the normal approximation's by this much (log) says
@@ -38,7 +38,7 @@ def fit(model: Target) -> GridPosterior:
     log_density, z0 = model.log_posterior, model.initial_point()
     d = z0.size
     names = tuple(model.names) or tuple(f"z{i}" for i in range(d))
-    mode, chol, concave = gaussian_at_mode(log_density, z0, getattr(model, "derivatives", None))
+    mode, chol, concave = gaussian_at_mode(log_density, z0, *known_derivatives(model))
     corners = np.array(list(itertools.product([-F0, F0], repeat=d)))
     axial = np.vstack([np.eye(d), -np.eye(d)]) * F0 * np.sqrt(d)
     u = np.vstack([np.zeros(d), corners, axial])

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import Target
-from .optimize import covariance, mode_and_hessian
+from .optimize import covariance, known_derivatives, mode_and_hessian
 
 # a coordinate whose objective stays flat this much further on has run off to a boundary
 # (tau = 0, kappa = inf)
@@ -71,7 +71,7 @@ def fit(model: Target) -> PointPosterior:
     d = z0.size
     if d == 0:
         return PointPosterior(np.zeros(0), np.zeros((0, 0)))
-    mode, h, ok = mode_and_hessian(objective, z0, getattr(model, "derivatives", None))
+    mode, h, ok = mode_and_hessian(objective, z0, *known_derivatives(model))
     if not ok:
         raise ValueError("the marginal likelihood is zero or undefined everywhere tried")
     # a coordinate that ran off towards an end of its range and stays flat further on (not one

@@ -37,6 +37,7 @@ import numpy as np
 
 from .blocks import Factor, Precision, Structure
 from .correlation import beyond_range, corr_cholesky
+from .optimize import hessian
 
 NEWTON_STEPS = 60
 # Newton stops when the squared decrement g' H^-1 g (twice the gain still to come) is this
@@ -66,6 +67,8 @@ HOLD_FLOATS = 40_000_000
 DRAW_FLOATS = 2_000_000
 # central-difference step of the log prior's gradient in theta (the prior is cheap and smooth)
 PRIOR_STEP = 1e-6
+# ... and of its Hessian (rounding error ~1e-16 |prior| / step^2, truncation ~step^2)
+PRIOR_HESSIAN_STEP = 1e-4
 
 
 def _swap(a: np.ndarray, block: int = 256) -> np.ndarray:
@@ -120,6 +123,40 @@ def loglik(
     return (ll, n * r / s2, np.broadcast_to(n / s2, eta.shape)) if derivatives else ll
 
 
+def loglik_change(
+    kind: str, stats: tuple, eta: np.ndarray, step: np.ndarray, sigma: np.ndarray | None = None
+) -> np.ndarray:
+    """``loglik(eta + step) - loglik(eta)`` (K,) for steps (K, cells) from the cells' linear
+    predictors ``eta`` (1 or K, cells): per cell, without the difference of two large sums
+    (binomial: ``k step - n log(1 + p (e^step - 1))``, p the logistic of eta; Poisson:
+    ``c step - mu (e^step - 1)``).
+
+    Example
+    -------
+    >>> stats, eta = (np.array([3.0, 1.0]), np.array([10.0, 4.0])), np.array([[0.2, -1.5]])
+    >>> step = np.array([[0.3, -0.4], [-1.0, 2.0]])
+    >>> whole = loglik("binomial", stats, eta + step, None, False)
+    >>> change = loglik_change("binomial", stats, eta, step)
+    >>> bool(np.allclose(change, whole - loglik("binomial", stats, eta, None, False)))
+    True
+    """
+    with np.errstate(over="ignore"):
+        if kind == "binomial":
+            k, n = stats
+            e = np.exp(-np.abs(eta))
+            p = np.where(eta >= 0, 1.0, e) / (1.0 + e)
+            out = np.expm1(step)
+            out *= p
+            np.log1p(out, out=out)
+            return step @ np.asarray(k, dtype=float) - out @ np.asarray(n, dtype=float)
+        if kind == "poisson":
+            (c,) = stats
+            out = np.expm1(step)
+            out *= np.exp(eta)
+            return step @ np.asarray(c, dtype=float) - out.sum(axis=1)
+    return loglik(kind, stats, eta + step, sigma, False) - loglik(kind, stats, eta, sigma, False)
+
+
 @dataclass
 class Conditional:
     """The effects given theta at K points: modes ``x`` (K, dim) and what gives their spread."""
@@ -132,16 +169,20 @@ class Conditional:
     log_marginal: np.ndarray
     var: np.ndarray | None = None  # the variances, once computed
 
-    def variances(self) -> np.ndarray:
+    def variances(self, single: bool = False) -> np.ndarray:
         """Marginal variances of every effect (K, dim), the constraints' correction included
-        (computed once)."""
-        if self.var is None:
-            var = self.factor.diag_inverse()
-            if self.V is not None:
-                half = np.linalg.solve(np.linalg.cholesky(self.M), np.swapaxes(self.V, 1, 2))
-                var = var - (half**2).sum(axis=1)
-            self.var = np.maximum(var, 0.0)
-        return self.var
+        (computed once); ``single``: for tables, where a large factor's may take single
+        precision (:meth:`Factor.diag_inverse`; not kept: derivatives read them in double)."""
+        if self.var is not None:
+            return self.var
+        var = self.factor.diag_inverse(single)
+        if self.V is not None:
+            half = np.linalg.solve(np.linalg.cholesky(self.M), np.swapaxes(self.V, 1, 2))
+            var = var - (half**2).sum(axis=1)
+        var = np.maximum(var, 0.0)
+        if not single:
+            self.var = var
+        return var
 
     @staticmethod
     def concat(parts: list[Conditional]) -> Conditional:
@@ -281,8 +322,11 @@ class LatentModel:
         self.prior_mean = np.zeros(s.dim)
         self.prior_mean[: s.p] = self.beta_mean
         self._seen: list[np.ndarray] = []
-        # the latest evaluations of log_marginal: their points and conditionals
-        self._evaluated: tuple[list[np.ndarray], list[Conditional]] | None = None
+        # the latest evaluations of log_marginal, oldest first, by number: their points and
+        # conditionals; where each point is among them (its bytes: (number, row))
+        self._held: dict[int, tuple[np.ndarray, Conditional]] = {}
+        self._where: dict[bytes, tuple[int, int]] = {}
+        self._number = 0
         self._modes: list[np.ndarray] = []
         self._slopes: list[np.ndarray] = []
 
@@ -468,8 +512,8 @@ class LatentModel:
         n, b0, rr, total = self._normal_stats
         scale = sigma**-2
         fac = s.factor_scaled(scale, n, q)
-        V, M = self._constrain(fac, len(q.q))
-        step = self._project(fac.solve(scale[:, None] * b0), V, M)
+        V, M, step = self._constrain(fac, len(q.q), scale[:, None] * b0)
+        step = self._project(step, V, M)
         f = -total * np.log(sigma) - 0.5 * scale * (rr - step @ b0)
         return self.prior_mean + step, f, fac, V, M
 
@@ -497,8 +541,10 @@ class LatentModel:
 
                 far = cKDTree(np.concatenate(self._seen)).query(theta[left])[0]
                 left = left[np.argsort(far, kind="stable")]
-            out.append((left[:size], self._conditional(theta[left[:size]])))
-            left = left[size:]
+            # nothing solved yet: one point from the prior mean, the rest from its mode
+            take = size if self._seen or self.likelihood == "normal" else 1
+            out.append((left[:take], self._conditional(theta[left[:take]])))
+            left = left[take:]
         return out
 
     def conditional_at(self, theta: np.ndarray) -> Conditional:
@@ -506,36 +552,42 @@ class LatentModel:
         :meth:`log_marginal` still held (up to ``HOLD_FLOATS`` floats) where they are among
         their points (exactly those values), computed afresh where not."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        thetas, conds = self._evaluated or ([], [])
-        where = {
-            row.tobytes(): (part, k)
-            for part, held in enumerate(thetas)
-            for k, row in enumerate(held)
-        }
-        found = [where.get(row.tobytes()) for row in theta]
+        found = self._found(theta)
         missing = [i for i, f in enumerate(found) if f is None]
         if len(missing) == len(theta):
             return self.conditional(theta)
+        conds = {number: cond for number, (_, cond) in self._held.items()}
         if missing:
-            conds = [*conds, self.conditional(theta[missing])]
+            conds[-1] = self.conditional(theta[missing])
             for k, i in enumerate(missing):
-                found[i] = (len(conds) - 1, k)
+                found[i] = (-1, k)
         part, k = np.array(found).T
         used = np.unique(part)  # the evaluations joined whole, the points taken once
-        start = np.zeros(len(conds), dtype=np.int64)
-        start[used] = np.cumsum([0] + [len(conds[p].x) for p in used[:-1]])
-        return Conditional.concat([conds[p] for p in used]).take(start[part] + k)
+        start = dict(zip(used, np.cumsum([0] + [len(conds[p].x) for p in used[:-1]]), strict=True))
+        at = np.array([start[p] for p in part]) + k
+        return Conditional.concat([conds[p] for p in used]).take(at)
+
+    def _found(self, theta: np.ndarray) -> list[tuple[int, int] | None]:
+        """Where each row of ``theta`` is among the evaluations held ((number, row), or
+        None)."""
+        return [self._where.get(row.tobytes()) for row in theta]
+
+    def forget(self) -> None:
+        """Let go of the evaluations held for :meth:`conditional_at` (their factors)."""
+        self._held, self._where = {}, {}
 
     def _hold(self, theta: np.ndarray, cond: Conditional) -> None:
         """Hold an evaluation for :meth:`conditional_at`, the oldest let go beyond the budget."""
-        thetas, conds = self._evaluated or ([], [])
-        thetas.append(theta.copy())
-        conds.append(cond)
+        number, self._number = self._number, self._number + 1
+        self._held[number] = (theta.copy(), cond)
+        self._where.update((row.tobytes(), (number, k)) for k, row in enumerate(theta))
         r = 0 if self.constraints is None else len(self.constraints)
         size = self.structure.factor_size + self.structure.dim * (1 + r) + r * r
-        while thetas and sum(map(len, thetas)) * size > HOLD_FLOATS:
-            del thetas[0], conds[0]
-        self._evaluated = (thetas, conds) if thetas else None
+        while self._held and sum(len(t) for t, _ in self._held.values()) * size > HOLD_FLOATS:
+            oldest = next(iter(self._held))
+            for row in self._held.pop(oldest)[0]:
+                if self._where[row.tobytes()][0] == oldest:  # (not held again since)
+                    del self._where[row.tobytes()]
 
     def _conditional(self, theta: np.ndarray) -> Conditional:
         s = self.structure
@@ -575,8 +627,18 @@ class LatentModel:
     def log_marginal(self, theta: np.ndarray) -> np.ndarray:
         """log p(theta | y) up to a constant, at each row of ``theta`` (K, d); -inf where the
         effects' curvature cannot be factored (theta far out in a tail) or a correlation is
-        within ~1e-8 of +-1 (:func:`poolwise.engines.correlation.beyond_range`)."""
+        within ~1e-8 of +-1 (:func:`poolwise.engines.correlation.beyond_range`). Where the rest is
+        factored point by point (an evaluation costs more than looking it up), points among the
+        evaluations held (:meth:`conditional_at`) take their values."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        found = [None] if self.structure.batched else self._found(theta)
+        if any(f is not None for f in found):
+            held = [None if f is None else self._held[f[0]][1].log_marginal[f[1]] for f in found]
+            out = np.array([np.nan if v is None else v for v in held])
+            missing = np.isnan(out)
+            if missing.any():
+                out[missing] = self.log_marginal(theta[missing])
+            return out
         outside = self._correlations_outside(theta)
         if outside.any():
             out = np.full(len(theta), -np.inf)
@@ -649,6 +711,158 @@ class LatentModel:
             self._hold(part, cond)
             value[i : i + size], grad[i : i + size], info[i : i + size] = cond.log_marginal, g, a
         return value, grad, info
+
+    def moment_start(self) -> np.ndarray:
+        """A rough theta (d,) to start searches from, for a normal outcome without correlated
+        blocks (:attr:`differentiable`): each term's sd from the spread of its levels' least
+        squares effects on the residuals of beta's least squares fit beyond their noise, then
+        one step of expectation-maximisation with the effects shrunk (each term fitted to what
+        the others leave, twice in turn) and their conditional variances taken per level (the
+        coupling of crossed factors left out). On InstEval within 0.25 of the maximum in each
+        log sd (scoring then takes three steps, from the prior scales five).
+
+        Example
+        -------
+        >>> from poolwise.engines.blocks import Structure, Term
+        >>> rng = np.random.default_rng(1)
+        >>> g = np.repeat(np.arange(200), 10)
+        >>> y = rng.normal(0, 0.5, 200)[g] + rng.normal(0, 1.0, g.size)
+        >>> s = Structure(np.ones((g.size, 1)), [Term(g, np.ones(g.size), 200)])
+        >>> stats = (np.ones(g.size), y, np.zeros(g.size))
+        >>> m = LatentModel(s, "normal", stats, np.zeros(g.size), np.zeros(1), np.zeros(1),
+        ...                 (0,), (None,), (False,), 1, lambda t: 0 * t[:, 0])
+        >>> from poolwise.engines.optimize import find_mode
+        >>> start, top = m.moment_start(), find_mode(m.log_marginal, np.zeros(2))[0]
+        >>> np.exp(start).round(2).tolist(), bool(np.all(np.abs(start - top) < 0.01))
+        ([0.41, 1.01], True)
+        """
+        if not self.differentiable:
+            raise ValueError("moment_start: a normal outcome without correlated blocks only")
+        s, (n, mean, m2) = self.structure, self.stats
+        y = mean - self.offset
+        root = np.sqrt(n)[:, None]
+        beta = np.linalg.lstsq(s.X * root, y * root[:, 0], rcond=None)[0]
+        r = y - s.X @ beta
+        total = n.sum()
+        noise = max((m2.sum() + (n * r**2).sum()) / total, np.finfo(float).tiny)
+        weight = [np.bincount(t.codes, n * t.values**2, t.n_levels) for t in s.terms]
+        sums = [np.bincount(t.codes, n * t.values * r, t.n_levels) for t in s.terms]
+        terms = list(zip(weight, sums, self.sd_fixed, strict=True))
+        var, sigma2 = np.empty(len(s.terms)), noise
+        for _ in range(2):  # the noise in the levels' effects: sigma^2 once estimated
+            for k, (w, b, fixed) in enumerate(terms):
+                ok = w > 0
+                spread = np.mean((b[ok] / w[ok]) ** 2 - sigma2 / w[ok]) if ok.any() else noise
+                var[k] = fixed**2 if fixed is not None else max(spread, 0.01 * noise)
+            sigma2 = max(noise - var.sum(), 0.05 * noise)
+        fitted, effects = np.zeros((len(s.terms), s.n)), [None] * len(s.terms)
+        for _ in range(2):  # the shrunk effects, each term fitted to what the others leave
+            for k, (t, w) in enumerate(zip(s.terms, weight, strict=True)):
+                left = r - fitted.sum(axis=0) + fitted[k]
+                shrunk = w + sigma2 / var[k]
+                effects[k] = np.bincount(t.codes, n * t.values * left, t.n_levels) / shrunk
+                fitted[k] = t.values * effects[k][t.codes]
+        spread = 0.0  # the effects' conditional variances, summed over the cells
+        for k, ((w, _, fixed), b) in enumerate(zip(terms, effects, strict=True)):
+            cond = sigma2 / (w + sigma2 / var[k])
+            spread += (w * cond).sum()
+            if fixed is None and (w > 0).any():
+                var[k] = np.mean(b[w > 0] ** 2 + cond[w > 0])
+        e = r - fitted.sum(axis=0)
+        sigma2 = (m2.sum() + (n * e**2).sum() + spread) / total
+        index = [*self.sd_index, self.sigma_index]
+        theta = np.empty(1 + max(i for i in index if i is not None))
+        for i, v in zip(index, [*var, sigma2], strict=True):
+            if i is not None:
+                theta[i] = 0.5 * np.log(v)
+        return theta
+
+    def hessian(self, theta: np.ndarray) -> np.ndarray:
+        """The Hessian of :meth:`log_marginal` at each row of ``theta`` (K, d) for a normal
+        outcome without correlated blocks (:attr:`differentiable`), exact (the log prior's by
+        central differences), from the evaluations held where they are at these points.
+
+        With ``Sigma`` the effects' conditional covariance (the constraints' included), ``H_i``
+        the derivatives of the curvature ``H = s A'NA + Q`` (``s = 1 / sigma^2``) and ``J`` the
+        log joint: ``f_ij = J_ij + J_xi' Sigma J_xj`` for its maximum ``f`` (the implicit
+        function theorem) and ``tr(Sigma H_ij) - tr(Sigma H_i Sigma H_j)`` for ``log det``
+        (restricted to the constraints). In ``log sd_t``, ``H_t = -2 q_t P_t`` (P_t: term t's
+        coordinates); in ``log sigma``, ``H_sigma = -2 (H - Q)`` with ``Sigma H Sigma =
+        Sigma``: every trace of two is a sum of Sigma's squared entries weighted by the terms
+        and by Q (:meth:`_squares`).
+
+        Example
+        -------
+        >>> from poolwise.engines.blocks import Structure, Term
+        >>> s = Structure(np.ones((4, 1)), [Term(np.array([0, 1, 2, 2]), np.ones(4), 3)])
+        >>> stats = (np.full(4, 2.0), np.array([0.0, 1.0, 3.0, 2.0]), np.ones(4))
+        >>> m = LatentModel(s, "normal", stats, np.zeros(4), np.zeros(1), np.zeros(1), (0,),
+        ...                 (None,), (True,), 1, lambda t: -0.5 * (t**2).sum(axis=1))
+        >>> z, h = np.array([[0.1, -0.2]]), 1e-5
+        >>> fd = (m.derivatives(z + [h, 0])[1] - m.derivatives(z - [h, 0])[1]) / (2 * h)
+        >>> bool(np.allclose(m.hessian(z)[0, 0], fd[0], rtol=1e-6))
+        True
+        """
+        if not self.differentiable:
+            raise ValueError("hessian: a normal outcome without correlated blocks only")
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        s, (n, mean, m2) = self.structure, self.stats
+        cond = self.conditional_at(theta)
+        K, d = theta.shape
+        var, sds, i_s = cond.variances(), self.sds(theta), self.sigma_index
+        scale = np.exp(-2 * theta[:, i_s])
+        q = self._precision(sds, []).q
+        dev = cond.x - self.prior_mean
+        resid = mean - self.offset - s.eta(cond.x)
+        free = [(t, i) for t, i in enumerate(self.sd_index) if i is not None]
+        JX = np.zeros((K, s.dim, d))  # J's gradient in x, differentiated in theta
+        weights = np.zeros((K, s.dim, len(free) + 1))  # the terms' coordinates, then Q
+        spans = [slice(s.offsets[t], s.offsets[t] + s.terms[t].n_levels) for t, _ in free]
+        for c, ((_, i), cols) in enumerate(zip(free, spans, strict=True)):
+            JX[:, cols, i] = 2 * q[:, cols] * dev[:, cols]
+            weights[:, cols, c] = 1.0
+        weights[:, :, -1] = q
+        JX[:, :, i_s] = -2 * scale[:, None] * s.gradient(n * resid)
+        h = np.swapaxes(JX, 1, 2) @ self._conditional_solve(cond, JX)
+        phi = self._squares(cond, weights)
+        rss = m2.sum() + (n * resid**2).sum(axis=1)
+        h[:, i_s, i_s] += 2 * (phi[:, -1, -1] - scale * rss - (q * var).sum(axis=1))
+        for c, ((t, i), cols) in enumerate(zip(free, spans, strict=True)):
+            qt = sds[:, t] ** -2
+            tr = var[:, cols].sum(axis=1)
+            h[:, i, i] -= 2 * qt * ((dev[:, cols] ** 2).sum(axis=1) + tr)
+            for c2, (u, j) in enumerate(free):
+                h[:, i, j] += 2 * qt * sds[:, u] ** -2 * phi[:, c, c2]
+            mixed = 2 * qt * (tr - phi[:, c, -1])
+            h[:, i, i_s] += mixed
+            h[:, i_s, i] += mixed
+        for k in range(K):
+            h[k] += hessian(self.log_prior, theta[k], PRIOR_HESSIAN_STEP)
+        return 0.5 * (h + np.swapaxes(h, 1, 2))
+
+    def _conditional_solve(self, cond: Conditional, b: np.ndarray) -> np.ndarray:
+        """``Sigma b`` for b (K, dim, r): the conditional covariance's product, the
+        constraints' correction included."""
+        out = cond.factor.solve(b)
+        if cond.V is None:
+            return out
+        return out - cond.V @ np.linalg.solve(cond.M, self.constraints @ out)
+
+    def _squares(self, cond: Conditional, weights: np.ndarray) -> np.ndarray:
+        """``w_i' (Sigma o Sigma) w_j`` (K, r, r) for the columns of ``weights`` (K, dim, r):
+        H^-1's (:meth:`Factor.inverse_squares`), less the constraints' ``U U' = V M^-1 V'``
+        (``Sigma = H^-1 - U U'``): ``- 2 sum_k (U_k w_i)' H^-1 (U_k w_j) + sum((U' w_i U) o
+        (U' w_j U))``."""
+        out = cond.factor.inverse_squares(weights)
+        if cond.V is None:
+            return out
+        half = np.linalg.solve(np.linalg.cholesky(cond.M), np.swapaxes(cond.V, 1, 2))
+        U = np.swapaxes(half, 1, 2)  # (K, dim, constraints)
+        Uw = U[:, :, :, None] * weights[:, :, None, :]  # (K, dim, k, i): U_k w_i
+        solved = cond.factor.solve(Uw.reshape(*Uw.shape[:2], -1)).reshape(Uw.shape)
+        out -= 2 * np.einsum("pakj,paki->pij", solved, Uw)
+        W = np.einsum("pak,pai,pal->pikl", U, weights, U)
+        return out + np.einsum("pikl,pjkl->pij", W, W)
 
     def _gradient(self, theta: np.ndarray, cond: Conditional) -> tuple[np.ndarray, np.ndarray]:
         """The gradient and the average information of :meth:`derivatives` at ``cond``."""

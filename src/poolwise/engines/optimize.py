@@ -10,6 +10,8 @@ LogDensity = Callable[[np.ndarray], np.ndarray]
 # a log density's value (K,), gradient (K, d) and a positive semi-definite stand-in for minus its
 # Hessian (K, d, d) at rows of z (K, d)
 Derivatives = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# a log density's exact Hessian (K, d, d) at rows of z (K, d)
+Hessian = Callable[[np.ndarray], np.ndarray]
 GRAD_STEP = 1e-5
 HESSIAN_STEP = 1e-3
 NEWTON_STEPS = 50
@@ -26,6 +28,11 @@ ROUNDING = 1e-10
 SCORING_TOL = 1e-8
 # forward-difference step of the Hessian from exact gradients
 GRADIENT_STEP = 1e-4
+
+
+def known_derivatives(target: object) -> tuple[Derivatives | None, Hessian | None]:
+    """A target's exact derivatives and Hessian, where it offers them (else None)."""
+    return getattr(target, "derivatives", None), getattr(target, "hessian", None)
 
 
 def find_mode(log_density: LogDensity, z0: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -136,13 +143,16 @@ def _scoring(derivatives: Derivatives, z: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def mode_and_hessian(
-    log_density: LogDensity, z0: np.ndarray, derivatives: Derivatives | None = None
+    log_density: LogDensity,
+    z0: np.ndarray,
+    derivatives: Derivatives | None = None,
+    exact_hessian: Hessian | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The mode of ``log_density`` (searched from ``z0``), its Hessian there and whether the
     search succeeded. With ``derivatives`` (the same density's exact gradient and information):
-    scoring steps, then the Hessian by forward differences of the gradient (d + 1
-    evaluations); else Newton's method on the values alone, the Hessian its last step's (or
-    L-BFGS's mode and :func:`hessian` there).
+    scoring steps, then the Hessian: ``exact_hessian``'s where given, else by forward
+    differences of the gradient (d evaluations); else Newton's method on the values alone, the
+    Hessian its last step's (or L-BFGS's mode and :func:`hessian` there).
 
     Example
     -------
@@ -161,6 +171,8 @@ def mode_and_hessian(
         mode, ok = _quasi_newton(log_density, z0)
         return mode, hessian(log_density, mode) if ok else np.full((z0.size,) * 2, np.nan), ok
     mode, g = found
+    if exact_hessian is not None:
+        return mode, exact_hessian(mode[None])[0], True
     ahead = derivatives(mode + GRADIENT_STEP * np.eye(mode.size))[1]
     h = (ahead - g) / GRADIENT_STEP
     return mode, 0.5 * (h + h.T), True
@@ -220,7 +232,10 @@ def covariance(h: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def gaussian_at_mode(
-    log_density: LogDensity, z0: np.ndarray, derivatives: Derivatives | None = None
+    log_density: LogDensity,
+    z0: np.ndarray,
+    derivatives: Derivatives | None = None,
+    exact_hessian: Hessian | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The mode of ``log_density`` (searched from ``z0``; by ``derivatives`` where given, see
     :func:`mode_and_hessian`), the Cholesky factor of the covariance from its curvature there,
@@ -232,7 +247,7 @@ def gaussian_at_mode(
     >>> mode.round(4).tolist(), np.diag(chol).round(4).tolist(), concave
     ([1.0, 1.0], [0.7071, 0.7071], True)
     """
-    mode, h, ok = mode_and_hessian(log_density, z0, derivatives)
+    mode, h, ok = mode_and_hessian(log_density, z0, derivatives, exact_hessian)
     if not ok:
         raise ValueError(
             "the posterior density of the hyperparameters is zero or undefined everywhere tried: "

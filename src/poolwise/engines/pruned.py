@@ -25,7 +25,7 @@ import numpy as np
 
 from .base import Target
 from .exact import GridPosterior
-from .optimize import gaussian_at_mode
+from .optimize import gaussian_at_mode, known_derivatives
 
 # the lattice's equivalent square spacing in v (standardised units near the mode)
 SPACING = 1.5
@@ -56,7 +56,7 @@ def fit(model: Target, spacing: float = SPACING, drop: float = DROP) -> GridPost
     """
     log_density, z0 = model.log_posterior, model.initial_point()
     d = z0.size
-    mode, chol, concave = gaussian_at_mode(log_density, z0, getattr(model, "derivatives", None))
+    mode, chol, concave = gaussian_at_mode(log_density, z0, *known_derivatives(model))
     # integer coordinates k, all even or all odd: v = k s / 2
     half = np.sqrt(2.0) * spacing / 2
 

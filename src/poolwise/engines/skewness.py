@@ -30,7 +30,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .latent import CACHE_CELLS, Conditional, LatentModel, loglik
+from .latent import CACHE_CELLS, Conditional, LatentModel, loglik, loglik_change
 
 # floats of the importance draws drawn at once (the chunks fix which normals each draw gets)
 CHUNK_FLOATS = 20_000_000
@@ -182,9 +182,9 @@ def importance_check(
     s = model.structure
     sigma = None if model.sigma_index is None else np.exp(theta[:, model.sigma_index])
     eta = model.offset + s.eta(cond.x)
-    _, _, w = loglik(model.likelihood, model.stats, eta, sigma)
-    q = model.prior_precision(theta)
-    top = model.log_joint(cond.x, theta, eta)[0]
+    w = loglik(model.likelihood, model.stats, eta, sigma)[2][0]
+    # the prior's part of the log weight, -(x* - m)' Q u (its quadratic cancels the Gaussian's)
+    slope = s.prior_times(model.prior_precision(theta), cond.x - model.prior_mean)[0]
     logw = np.empty(draws)
     step = max(1, CHUNK_FLOATS // max(s.n, s.dim))  # draws whose arrays fit at once
     part = max(1, CACHE_CELLS // max(s.n, s.dim))  # ... and stay in the cache
@@ -197,10 +197,9 @@ def importance_check(
             u = u - (cond.V[0] @ lam).T
         for b in range(0, r, part):
             ub = u[b : b + part]
-            eta_u = s.eta(ub)
-            quad = (w * eta_u**2).sum(axis=1) + (ub * s.prior_times(q, ub)).sum(axis=1)
-            joint = model.log_joint(cond.x + ub, np.repeat(theta, len(ub), axis=0), eta + eta_u)
-            logw[a + b : a + b + len(ub)] = joint - top + 0.5 * quad
+            eta_u = s.eta(ub, contiguous=False)
+            change = loglik_change(model.likelihood, model.stats, eta, eta_u, sigma)
+            logw[a + b : a + b + len(ub)] = change + 0.5 * (eta_u**2 @ w) - ub @ slope
     khat = array_stats.pareto_khat(logw[None], log_weights=True, tail="right")
     return float(khat), float(logsumexp(logw) - np.log(draws))
 
@@ -210,6 +209,7 @@ def shifted(model: LatentModel, cond: Conditional) -> tuple[Conditional, np.ndar
     batches of points whose cells' arrays (some eight alive at once) stay in the cache."""
     K = cond.x.shape[0]
     size = max(1, CACHE_CELLS // (8 * model.structure.n))
+    cond.factor.rest_inverse()  # once for every batch (and the variances, where batched)
     shift = np.concatenate(
         [mean_shift(model, cond.take(np.arange(a, min(a + size, K)))) for a in range(0, K, size)]
     )
