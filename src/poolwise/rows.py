@@ -191,7 +191,7 @@ class InMemory:
             inverse, unique = pd.factorize(self.native[key], sort=True)
             codes = codes * len(unique) + inverse
         present, first, codes = np.unique(codes, return_index=True, return_inverse=True)
-        table = {key: self.native[key].iloc[first].reset_index(drop=True) for key in keys}
+        table = {key: np.asarray(self.col(key))[first] for key in keys}
         table["__rows"] = np.bincount(codes, minlength=present.size)
         # pandas' own sums, mean and variance (compensated), as the engine's group-by has them
         if lay.reduction == "moments":

@@ -187,7 +187,7 @@ def test_subset_is_the_levels_alone():
 def test_derivatives_match_finite_differences(family):
     model = _model(family)
     beta, sd = np.array([[-0.4, 0.3]]), np.array([1.2])
-    grad, hess = derivatives(model, quadrature(model, beta, sd, k=31))
+    grad, hess, _ = derivatives(model, quadrature(model, beta, sd, k=31))
 
     def total(b):
         return quadrature(model, b.reshape(1, -1), sd, k=31).log_m.sum()

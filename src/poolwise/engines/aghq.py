@@ -29,15 +29,19 @@ NODES = 15
 LEVEL_TOL = 1e-7
 NEWTON_STEPS = 60
 # beta's Newton stops where the next step's decrement g' H^-1 g (twice the gain still to come in
-# the log density) is this small: beta within ~1e-8 of its posterior sd of the mode, and the
-# Hessian there is the mode's to that
-BETA_TOL = 1e-16
+# the log density) is this small: beta within ~1e-7 of its posterior sd of the mode, its log
+# density 5e-15 below the top, and the Hessian there the mode's to ~1e-7 (a tighter bound made
+# most of a grid's batches take one more pass for two or three points just above it)
+BETA_TOL = 1e-14
 # cells x nodes of one chunk of levels in joint_terms (a few megabytes an array)
 JOINT_CHUNK = 1 << 16
 # Newton steps whose decrement is below this are taken whole (the quadratic model holds there)
 SAFE_DECREMENT = 1e-4
 # Newton on a concave function: a step longer than this many units of the link scale is cut
 MAX_STEP = 4.0
+# up to this many cells a level, a level's sums add its cells' slices (numpy's reduction over a
+# middle axis costs several times as much)
+SLICE_BLOCK = 4
 # the tangent envelope's side tangents, in sds of the level's conditional from its mode (with
 # the mode's own: 87 % of the draws accepted for a normal conditional)
 TANGENT = 1.2
@@ -105,7 +109,8 @@ class LevelModel:
         if self.family == "poisson":
             return ((_log_lik(self.family, y, n, eta, t),) if value else ()) + (y - t, t)
         p = np.where(eta >= 0, 1.0, t) / (1.0 + t)
-        derivs = (y - n * p, n * p * (1.0 - p))
+        np_ = n * p
+        derivs = (y - np_, np_ * (1.0 - p))
         if not value:
             return derivs
         return (_log_lik(self.family, y, n, eta, t), *derivs)
@@ -178,20 +183,38 @@ class LevelModel:
             return a
         if self.block:
             shape = a.shape[:axis] + (self.n_levels, self.block) + a.shape[axis + 1 :]
-            return a.reshape(shape).sum(axis=axis + 1)
+            v = a.reshape(shape)
+            if self.block > SLICE_BLOCK:
+                return v.sum(axis=axis + 1)
+            at = (slice(None),) * (axis + 1)
+            out = v[at + (0,)] + v[at + (1,)]
+            for i in range(2, self.block):
+                out += v[at + (i,)]
+            return out
         return np.add.reduceat(a, self.starts, axis=axis)
 
 
 def _exp_term(family: str, eta: np.ndarray) -> np.ndarray:
     """exp(eta) (poisson) or exp(-|eta|) (binomial): the exponential the cells' terms share."""
-    return np.exp(eta) if family == "poisson" else np.exp(-np.abs(eta))
+    if family == "poisson":
+        return np.exp(eta)
+    t = np.abs(eta)
+    np.negative(t, out=t)
+    return np.exp(t, out=t)
 
 
 def _log_lik(family: str, y, n, eta: np.ndarray, t: np.ndarray) -> np.ndarray:
     """The cells' log likelihood (constants dropped), ``t`` their :func:`_exp_term`."""
+    out = y * eta
     if family == "poisson":
-        return y * eta - t
-    return y * eta - n * (np.maximum(eta, 0.0) + np.log1p(t))
+        out -= t
+        return out
+    # (in place: the arrays of a grid's nodes run to megabytes)
+    soft = np.log1p(t)
+    soft += np.maximum(eta, 0.0)
+    soft *= n
+    out -= soft
+    return out
 
 
 def level_modes(
@@ -223,20 +246,24 @@ def level_modes(
             state if rows.size == b.shape[0] else (a[rows] for a in state)
         )
         r, w = model.cell_terms(eta_r + br[:, model.codes], value=False)
-        grad = model.by_level(r, 1) - prec_r * br
-        hr[...] = model.by_level(w, 1) + prec_r
+        grad = model.by_level(r, 1)
+        grad -= prec_r * br
+        np.add(model.by_level(w, 1), prec_r, out=hr)
         np.copyto(low, br, where=grad > 0)
         np.copyto(high, br, where=grad <= 0)
-        step = np.clip(grad / hr, -MAX_STEP, MAX_STEP)
+        step = np.divide(grad, hr, out=grad)
+        np.minimum(np.maximum(step, -MAX_STEP, out=step), MAX_STEP, out=step)
         new = br + step
         small = ~(np.abs(step) > LEVEL_TOL * (1.0 + np.abs(br)))  # (NaN: no mode)
         # (a step this small is trusted: at the mode the gradient's rounding can carry it a few
         # ulps past the bracket's end, and a bisection would then leave the mode)
-        bisect = ((new <= low) | (new >= high)) & np.isfinite(low + high) & ~small
-        new = np.where(bisect, 0.5 * (low + high), new)
-        # (a bisection converges only linearly: Newton's step decides)
-        moving = np.any(bisect | ~small, axis=1)
-        new = np.where(np.isfinite(new), new, br)  # (NaN: no mode)
+        bisect = ((new <= low) | (new >= high)) & ~small
+        if bisect.any():
+            bisect &= np.isfinite(low + high)
+            new = np.where(bisect, 0.5 * (low + high), new)
+        # (a bisection converges only linearly: Newton's step decides; a bisected level moves)
+        moving = ~np.all(small, axis=1)
+        np.copyto(new, br, where=~np.isfinite(new))  # (NaN: no mode)
         if rows.size < b.shape[0]:
             b[rows], h[rows], lo[rows], hi[rows] = new, hr, low, high
         else:
@@ -300,10 +327,14 @@ def quadrature(
         ll, *derivs = model.cell_terms(eta)
     else:
         ll, derivs = model.cell_log_lik(eta), None
-    g = model.by_level(ll, 1) - 0.5 * nodes**2 / sd[:, None, None] ** 2
-    terms = logw + g
+    # log w + t^2 + the level's log integrand at its nodes (in place: arrays of megabytes)
+    terms = nodes * nodes
+    terms *= (-0.5 / sd**2)[:, None, None]
+    terms += model.by_level(ll, 1)
+    terms += logw
     top = terms.max(axis=2, keepdims=True)
-    weights = np.exp(terms - top)
+    terms -= top
+    weights = np.exp(terms, out=terms)
     total = weights.sum(axis=2, keepdims=True)
     log_m = (
         np.log(scale)
@@ -312,21 +343,36 @@ def quadrature(
         - np.log(sd)[:, None]
         - 0.5 * np.log(2.0 * np.pi)
     )
-    return Quadrature(log_m, nodes, weights / total, b, eta0, derivs and tuple(derivs))
+    weights /= total
+    return Quadrature(log_m, nodes, weights, b, eta0, derivs and tuple(derivs))
 
 
-def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarray]:
+def derivatives(model: LevelModel, q: Quadrature) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradient (B, p) and Hessian (B, p, p) in beta of sum_j log m_j, as posterior moments over
-    the nodes: sum_i x_i E[r_i] and -sum_i x_i x_i' E[w_i] + sum_j Cov_j(sum_{i in j} x_i r_i)."""
-    r, w = model.cell_terms(q.eta0[..., None] + q.nodes[:, model.codes, :], value=False)
+    the nodes: sum_i x_i E[r_i] and -sum_i x_i x_i' E[w_i] + sum_j Cov_j(sum_{i in j} x_i r_i);
+    and the levels' slopes in beta (B, J, p), Cov_j(b, sum_{i in j} x_i r_i), how their means
+    (and, near enough, their modes) move with beta (the cells' scores from ``q`` where it holds
+    them)."""
+    if q.scores is None:
+        r, w = model.cell_terms(q.eta0[..., None] + q.nodes[:, model.codes, :], value=False)
+    else:
+        r, w = q.scores
     pi = q.weights[:, model.codes, :]
     X = model.X
-    grad = np.einsum("bck,cp->bp", pi * r, X)
+    B, J, K = q.weights.shape
+    p = X.shape[1]
+    grad = (pi * r).sum(axis=2) @ X
     s = model.by_level(r[..., None] * X[None, :, None, :], 1)  # (B, J, K, p)
-    mean = np.einsum("bjk,bjkp->bjp", q.weights, s)
-    cov = np.einsum("bjk,bjkp,bjkq->bpq", q.weights, s, s) - np.einsum("bjp,bjq->bpq", mean, mean)
-    info = np.einsum("bc,cp,cq->bpq", (pi * w).sum(axis=2), X, X)
-    return grad, cov - info
+    # (sums over the nodes by products: numpy's reduction over a middle axis costs more)
+    mean = (q.weights[:, :, None, :] @ s)[:, :, 0]  # (B, J, p)
+    flat = s.reshape(B, J * K, p)
+    ws = flat * q.weights.reshape(B, J * K, 1)
+    cov = ws.transpose(0, 2, 1) @ flat - mean.transpose(0, 2, 1) @ mean
+    xx = (X[:, :, None] * X[:, None, :]).reshape(-1, p * p)
+    info = ((pi * w).sum(axis=2) @ xx).reshape(B, p, p)
+    wb = q.weights * q.nodes
+    slopes = (wb[:, :, None, :] @ s)[:, :, 0] - wb.sum(axis=2)[..., None] * mean
+    return grad, cov - info, slopes
 
 
 @dataclass(frozen=True)
@@ -435,13 +481,13 @@ class BetaLaplace:
 
     ``mode`` (B, p), ``hessian`` (B, p, p) minus the log posterior's second derivative there,
     ``log_marginal`` (B,) the Laplace approximation of log integral p(beta) prod_j m_j dbeta
-    (improper flat components count as density 1), ``quadrature`` the levels at the mode.
+    (improper flat components count as density 1), ``levels`` (B, J) the levels' modes there.
     """
 
     mode: np.ndarray
     hessian: np.ndarray
     log_marginal: np.ndarray
-    quadrature: Quadrature
+    levels: np.ndarray
 
 
 def beta_laplace(
@@ -451,10 +497,15 @@ def beta_laplace(
     prior_precision: np.ndarray,
     start: np.ndarray | None = None,
     k: int = NODES,
+    levels: np.ndarray | None = None,
+    tol: float = BETA_TOL,
 ) -> BetaLaplace:
     """Beta's conditional mode and curvature at every sd by Newton's method on the exact (AGHQ)
     log marginal likelihood plus independent normal priors (``prior_precision`` (B, p) or (p,),
-    0 for a flat prior).
+    0 for a flat prior), from ``start`` (B, p) with the levels' modes near ``levels`` (B, J);
+    each point's Newton stops where its decrement is below ``tol`` (``BETA_TOL``; a rough look
+    may take a larger one: the log marginal is then within about half of it), the points still
+    moving alone computed on.
 
     Example
     -------
@@ -469,39 +520,82 @@ def beta_laplace(
     mean = np.asarray(prior_mean, dtype=float)
     beta = np.zeros((B, p)) + (mean if start is None else start)
 
-    def evaluate(beta, levels):
-        q = quadrature(model, beta, sd, k, levels)
-        lp = q.log_m.sum(axis=1) - 0.5 * (prec * (beta - mean) ** 2).sum(axis=1)
+    def evaluate(rows, beta_r, levels_r):
+        q = quadrature(model, beta_r, sd[rows], k, levels_r, scores=True)
+        lp = q.log_m.sum(axis=1) - 0.5 * (prec[rows] * (beta_r - mean) ** 2).sum(axis=1)
         return q, lp
 
-    q, lp = evaluate(beta, None)
-    for _ in range(NEWTON_STEPS):
-        grad, hess = derivatives(model, q)
-        grad = grad - prec * (beta - mean)
-        H = -hess + prec[:, :, None] * np.eye(p)
-        step = np.linalg.solve(H, grad[..., None])[..., 0]
+    rows = np.arange(B)  # the points still moving: only they are computed
+    q, lp = evaluate(rows, beta, levels)
+    modes = q.modes.copy()
+    H = np.empty((B, p, p))
+    for it in range(NEWTON_STEPS + 1):
+        grad, hess, slopes = derivatives(model, q)
+        H[rows] = -hess + prec[rows][:, :, None] * np.eye(p)
+        if it == NEWTON_STEPS:
+            break
+        grad = grad - prec[rows] * (beta[rows] - mean)
+        step = np.linalg.solve(H[rows], grad[..., None])[..., 0]
         step *= np.minimum(1.0, MAX_STEP / np.maximum(np.abs(step).max(axis=1), 1e-300))[:, None]
         decrement = (grad * step).sum(axis=1)
-        if not np.any(decrement > BETA_TOL):  # (a NaN: a point whose density overflows)
+        moving = decrement > tol  # (a NaN: a point whose density overflows)
+        if not moving.any():
             break
+        rows, step, decrement, slopes = (
+            rows[moving],
+            step[moving],
+            decrement[moving],
+            slopes[moving],
+        )
         for _ in range(40):
-            q1, lp1 = evaluate(beta + step, q.modes)
+            # the levels start at their modes moved along their slopes
+            start_levels = modes[rows] + np.einsum("bjp,bp->bj", slopes, step)
+            q, lp1 = evaluate(rows, beta[rows] + step, start_levels)
             # a step that lowers the log density is halved, away from the mode only: near it
             # the fall can be the quadrature's error rather than the step's
-            worse = ~(lp1 >= lp) & (decrement > SAFE_DECREMENT)
+            worse = ~(lp1 >= lp[rows]) & (decrement > SAFE_DECREMENT)
             if not worse.any():
                 break
             step = np.where(worse[:, None], step / 2, step)
             decrement = np.where(worse, decrement / 2, decrement)
-        beta, q, lp = beta + step, q1, lp1
-    else:
-        _, hess = derivatives(model, q)
-        H = -hess + prec[:, :, None] * np.eye(p)
+        beta[rows] += step
+        lp[rows], modes[rows] = lp1, q.modes
     proper = prec > 0
     norm = 0.5 * np.where(proper, np.log(np.where(proper, prec, 1.0) / (2 * np.pi)), 0.0).sum(1)
     _, logdet = np.linalg.slogdet(H)
     log_marginal = lp + norm + 0.5 * p * np.log(2 * np.pi) - 0.5 * logdet
-    return BetaLaplace(beta, H, log_marginal, q)
+    return BetaLaplace(beta, H, log_marginal, modes)
+
+
+def pooled_mode(
+    model: LevelModel, prior_mean: np.ndarray, prior_precision: np.ndarray, steps: int = 8
+) -> np.ndarray:
+    """Beta's mode with every level's effect at zero (the limit of a small sd), by at most
+    ``steps`` Newton steps, to a decrement of 1e-6: a start for beta's Newton, (p,); the prior
+    mean where the steps do not get there (no mode: separated data under a flat prior).
+
+    Example
+    -------
+    >>> m = LevelModel.build("poisson", [3.0, 5.0], None, np.ones((2, 1)), np.zeros(2), [0, 1], 2)
+    >>> round(float(pooled_mode(m, np.zeros(1), np.zeros(1))[0]), 4)  # log of the mean count
+    1.3863
+    """
+    mean = np.asarray(prior_mean, dtype=float)
+    prec = np.asarray(prior_precision, dtype=float)
+    beta = mean.copy()
+    with np.errstate(all="ignore"):
+        for _ in range(steps):
+            r, w = model.cell_terms(model.offset + model.X @ beta, value=False)
+            grad = model.X.T @ r - prec * (beta - mean)
+            try:
+                step = np.linalg.solve((model.X.T * w) @ model.X + np.diag(prec), grad)
+            except np.linalg.LinAlgError:
+                break
+            step *= min(1.0, MAX_STEP / max(float(np.abs(step).max()), 1e-300))
+            beta = beta + step
+            if grad @ step <= 1e-6:
+                return beta
+    return mean.copy()
 
 
 def mode_slopes(

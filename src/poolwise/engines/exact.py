@@ -105,11 +105,18 @@ def _moments(u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, sd
 
 
-def _check_tails(log_density: LogDensity, mode: np.ndarray, names: tuple[str, ...]) -> None:
-    """Raise when the density does not decay far from the mode: an improper posterior."""
+def _tail_points(mode: np.ndarray) -> np.ndarray:
+    """The points of :func:`_check_tails`: FAR from the mode along each axis, both ways, and
+    the mode itself."""
     d = mode.size
-    steps = np.vstack([np.eye(d), -np.eye(d), np.zeros(d)]) * FAR
-    *values, top = log_density(mode + steps)
+    return mode + np.vstack([np.eye(d), -np.eye(d), np.zeros(d)]) * FAR
+
+
+def _check_tails(at_tails: np.ndarray, mode: np.ndarray, names: tuple[str, ...]) -> None:
+    """Raise when the density does not decay far from the mode (its log at
+    :func:`_tail_points`, ``at_tails``): an improper posterior."""
+    d = mode.size
+    *values, top = at_tails
     values = np.array(values)
     # the density rising without end overflows before the far points: the mode ran away
     values[:d] = np.where(mode > RUNAWAY, np.inf, values[:d])
@@ -206,17 +213,17 @@ def fit(
             "the posterior density of the hyperparameters is zero or undefined everywhere tried: "
             "check the priors against the data"
         )
-    _check_tails(log_density, mode, names)
     cov, concave = covariance(h)
     chol = np.linalg.cholesky(cov)
     n = np.full(d, start_points or START_POINTS[d])
     lo, hi = np.full(d, -START_HALF_WIDTH), np.full(d, START_HALF_WIDTH)
 
-    def evaluate(lo, hi, n, known=None):
+    def evaluate(lo, hi, n, known=None, extra=None):
         """The grid, its points in z and their log densities; the points of ``known`` (indices
         on this grid, points in z, log densities: the points of a grid before refinement or
         before rows were added) are not evaluated again, and keep their z exactly as evaluated
-        (a caller that holds what it computed at each point finds it again)."""
+        (a caller that holds what it computed at each point finds it again). The points
+        ``extra`` are evaluated in the same call: their log densities come last."""
         v, h, idx = _grid(lo, hi, n)
         u = np.sinh(v)
         z = mode + u @ chol.T
@@ -225,10 +232,15 @@ def fit(
             at = np.ravel_multi_index(tuple(known[0].T), n)
             z[at], lp[at] = known[1], known[2]
         new = np.isnan(lp)
-        lp[new] = log_density(z[new]) + np.log(np.cosh(v[new])).sum(axis=1)
-        return v, u, h, idx, z, lp
+        points = z[new] if extra is None else np.vstack([z[new], extra])
+        values = log_density(points)
+        k = int(new.sum())
+        lp[new] = values[:k] + np.log(np.cosh(v[new])).sum(axis=1)
+        return v, u, h, idx, z, lp, values[k:]
 
-    v, u, h, idx, z, lp = evaluate(lo, hi, n)
+    # (the tails' check in the first grid's call: one batch for a costly density)
+    v, u, h, idx, z, lp, at_tails = evaluate(lo, hi, n, extra=_tail_points(mode))
+    _check_tails(at_tails, mode, names)
     w = _weights(lp)
     edge = {}
     for _ in range(MAX_WIDEN):
@@ -255,7 +267,7 @@ def fit(
                 n[i] += rows if widen_by_rows else 0
         if not widened:
             break
-        v, u, h, idx, z, lp = evaluate(lo, hi, n, None if known is None else (known, z, lp))
+        v, u, h, idx, z, lp, _ = evaluate(lo, hi, n, None if known is None else (known, z, lp))
         w = _weights(lp)
     if not np.all(np.isfinite(w)):
         raise ValueError("the hyperparameter posterior could not be evaluated on the grid")
@@ -279,7 +291,7 @@ def fit(
                 warnings.append("the quadrature grid could not be refined to full accuracy")
             break
         n = 2 * n - 1
-        v, u, h, idx, z, lp = evaluate(lo, hi, n, (2 * idx, z, lp))
+        v, u, h, idx, z, lp, _ = evaluate(lo, hi, n, (2 * idx, z, lp))
         w = _weights(lp)
     keep = w > 1e-14 * w.max()
     info = {

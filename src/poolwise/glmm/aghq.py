@@ -16,7 +16,10 @@ every reported effect's exact mean and variance given the sd; each row is then t
 the sd's grid points of normals with those moments: means and sds are its exact moments,
 medians and HDIs are found by root-finding on it (:class:`poolwise.mixture.Mixture`; each
 component normal, so an interval, not a moment, carries the skew left within one sd point). The
-sd's row mixes a narrow normal in log sd per grid cell. Draws, for ranks, plots and
+sd's row smooths each grid point over its cell in log sd by the fourth-order kernel, as the
+Laplace engine's grid does (a normal per cell would leave ripples in the density, and the HDI's
+ends at their crossings); where the sd's density at the grid's lowest point is at least its
+density at the HDI's probability quantile, the interval runs from zero to that quantile. Draws, for ranks, plots and
 ``to_arviz``: a grid point by its weight and the sd within its cell, beta from its Gaussian
 there, every level's effect exactly from its conditional.
 
@@ -52,6 +55,7 @@ import numpy as np
 
 from ..engines import ENGINES, Density
 from ..engines.aghq import (
+    BETA_TOL,
     FAMILIES,
     NODES,
     JointTerms,
@@ -59,6 +63,7 @@ from ..engines.aghq import (
     beta_laplace,
     joint_terms,
     mode_slopes,
+    pooled_mode,
     quadrature,
     sample_levels,
 )
@@ -68,7 +73,7 @@ from ..errors import PoolwiseWarning, check_count, check_prob, check_seed
 from ..fitdata import LazyDraws, RegressionData, chunked
 from ..mixture import prune
 from ..priors import Flat, Normal
-from .laplace import _cell_variance, _mixture_rows, mixture_record
+from .laplace import _cell_variance, _hyper_rows, _mixture_rows, mixture_record
 from .model import ModelPlan, prior_scale
 from .setup import Prepared
 
@@ -85,12 +90,20 @@ BOUND_MASS = 1e-4
 EARLY_MARGIN = 10.0
 # the line: this many log units below the bound, at this spacing
 LINE_LENGTH, LINE_STEP = 10.0, 0.5
+# beta's Newton on the line stops at this decrement: its log densities within about half of
+# it (6e-4 on the bench's model), ample for a share held against EARLY_MARGIN x BOUND_MASS and
+# for a start of the mode's search (its fits serve only as the next points' starts)
+LINE_TOL = 1e-3
 # beta's Gauss–Hermite rule at each sd takes 3 nodes a dimension up to this many common
 # effects (27 points), 2 beyond: on the reference models the 3-node rule's moments are within
 # 4e-5 sd of a 5-node rule's (see beta_rule)
 BETA_DIMS = 3
-# (beta, sd) rows x cells x nodes in one batch of the tables' quadrature
+# draws x cells in one batch of the levels' draws
 CHUNK = 1 << 21
+# (beta, sd) rows x cells x nodes in one batch of the tables' quadrature (one sd point at
+# least): its arrays stay in cache, a quarter of a megabyte each (the bench's model 1.9 ms, 2.4
+# in batches of 1 << 21; 300 levels of 3 cells half the time)
+TABLE_CHUNK = 1 << 15
 # from this many levels (and a group sd with a prior) beta and log sd are taken as jointly
 # normal (each level still integrated by its nodes): their posterior pools every level, its
 # skewness falls as 1 / sqrt(levels) (checked: SKEW_SHIFT), and the sd's grid, with beta's
@@ -526,23 +539,28 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
     intercept_var = _intercept_var(plan)
 
     seen: dict[str, np.ndarray] = {}
+    pooled = pooled_mode(model, mean, _prior_arrays(plan)[1])
     # each sd's fit (beta's mode, its Hessian, the levels' modes), for the grid's points
     fits: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def conditional(sd: np.ndarray):
-        """beta's Gaussian at each sd, started from the modes found at the nearest sds so far."""
+    def conditional(sd: np.ndarray, tol: float = BETA_TOL):
+        """beta's Gaussian at each sd, started from the modes (beta's and the levels') found at
+        the nearest sds so far (at first, from beta's pooled mode); its Newton stopped at
+        decrement ``tol`` (a rough one: the fits serve only as starts)."""
         prec, ok = _precisions(plan, sd)
-        start = None
+        start, levels = np.tile(pooled, (sd.size, 1)), None
         if seen:
             start = _interp(np.log(sd), seen["z"], seen["mode"])
-        fit = beta_laplace(model, sd, mean, prec, start=start, k=nodes)
+            levels = _interp(np.log(sd), seen["z"], seen["levels"])
+        fit = beta_laplace(model, sd, mean, prec, start=start, k=nodes, levels=levels, tol=tol)
         good = ok & np.isfinite(fit.log_marginal)  # (far points overflow: no start from them)
         if good.any():
             z = np.log(sd[good])
             order = np.argsort(z)
             seen["z"], seen["mode"] = z[order], fit.mode[good][order]
-        for i in np.flatnonzero(good):
-            fits[float(sd[i])] = (fit.mode[i], fit.hessian[i], fit.quadrature.modes[i])
+            seen["levels"] = fit.levels[good][order]
+        for i in np.flatnonzero(good if tol == BETA_TOL else []):
+            fits[float(sd[i])] = (fit.mode[i], fit.hessian[i], fit.levels[i])
         return fit.log_marginal, ok
 
     def record(sds: np.ndarray, **grid) -> SdPosterior:
@@ -575,12 +593,12 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         return record(sds, weights=one, spread=np.zeros(1), facts=facts, warnings=[])
     sd_prior = term.sd_prior
 
-    def log_density(z: np.ndarray) -> np.ndarray:
+    def log_density(z: np.ndarray, tol: float = BETA_TOL) -> np.ndarray:
         sd = np.exp(z[:, 0])
         # the grid's search reaches far sds (e^40), where exp overflows: those points'
         # density is zero
         with np.errstate(over="ignore", invalid="ignore"):
-            log_marginal, ok = conditional(sd)
+            log_marginal, ok = conditional(sd, tol)
         with np.errstate(divide="ignore"):
             lp = np.asarray(sd_prior.logpdf(sd), dtype=float) + z[:, 0] + log_marginal
         return np.where(ok & np.isfinite(lp), lp, -np.inf)
@@ -590,11 +608,14 @@ def _posterior(prep: Prepared, nodes: int) -> SdPosterior:
         f"the posterior of {name} reaches sd^2 = levels x the intercept's prior "
         "variance, beyond which zero-sum effects have no independent form"
     )
+    z0 = np.array([math.log(prior_scale(sd_prior))])
     if intercept_var is not None:
         upper = 0.5 * math.log(BOUND_FRACTION * J * intercept_var)
-        if _tail_share(log_density, upper) > EARLY_MARGIN * BOUND_MASS:
+        share, top = _tail_share(lambda z: log_density(z, LINE_TOL), upper)
+        if share > EARLY_MARGIN * BOUND_MASS:
             raise Declined(bound_message)
-    z0 = np.array([math.log(prior_scale(sd_prior))])
+        if top is not None:  # the mode's search starts at the line's highest point
+            z0 = np.array([top])
     post = ENGINES["exact"](Density(log_density, z0, (name,)))
     if intercept_var is not None:
         near = np.exp(2 * post.points[:, 0]) > BOUND_FRACTION * J * intercept_var
@@ -645,7 +666,7 @@ def _moments(prep: Prepared, post: SdPosterior) -> tuple[np.ndarray, np.ndarray]
     chol = _chol_cov(post.hessian)
     mean = np.empty((S, p + J))
     second = np.empty((S, p + J))
-    step = max(1, CHUNK // (B * len(model.y) * post.nodes))
+    step = max(1, TABLE_CHUNK // (B * len(model.y) * post.nodes))
     for lo in range(0, S, step):
         sl = slice(lo, min(lo + step, S))
         n = sl.stop - sl.start
@@ -678,11 +699,26 @@ def _tables(prep: Prepared, post: SdPosterior, hdi_prob: float, nodes: int):
     m, sd, med, lo, hi = _mixture_rows(w, mean[:, :p], var[:, :p], hdi_prob)
     rows = {name: (m[i], sd[i], med[i], lo[i], hi[i]) for i, name in enumerate(design.names)}
     if prep.plan.terms[0].sd is None:
-        z = np.log(post.sds)[:, None]
-        row = _mixture_rows(w, z, post.spread[:, None], hdi_prob, link="log")
+        row = _hyper_rows(
+            w,
+            np.log(post.sds)[:, None],
+            post.spread[:, None],
+            hdi_prob,
+            "kernel",
+            floor=_floor(post),
+        )
         rows[gterm.sigma_name] = tuple(float(a[0]) for a in row)
     tm, tsd, _, tlo, thi = _mixture_rows(w, mean[:, p:], var[:, p:], hdi_prob, median=False)
     return rows, {gterm.name: (tm, tsd, tlo, thi)}
+
+
+def _floor(post: SdPosterior) -> np.ndarray:
+    """The sd's density at its grid's lowest point (its cell's weight over the cell's width in
+    sd): the density near zero where the posterior reaches it (a prior with a density at zero
+    and a likelihood with a limit there leave the sd's density flat down to zero), below which
+    the grid leaves out a negligible mass; (1,) for :meth:`poolwise.mixture.Mixture.hdi`."""
+    width = math.sqrt(12.0 * post.spread[0]) * post.sds[0]
+    return np.array([post.weights[0] / width])
 
 
 def _sample(prep: Prepared, post: SdPosterior, draws: int, rng: np.random.Generator) -> LazyDraws:
@@ -737,27 +773,50 @@ def _chol_cov(hessian: np.ndarray) -> np.ndarray:
 
 
 def _interp(x: np.ndarray, grid: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``values`` (G, ...) given at the sorted ``grid``, linearly interpolated at ``x``."""
+    """``values`` (G, ...) given at the sorted ``grid``, linearly interpolated at ``x`` (the end
+    values beyond the ends, as ``np.interp`` has them), every column at once.
+
+    Example
+    -------
+    >>> _interp(np.array([-1.0, 0.25, 5.0]), np.array([0.0, 1.0]), np.array([[0.0, 2.0], [4.0, 6.0]]))
+    array([[0., 2.],
+           [1., 3.],
+           [4., 6.]])
+    """
     flat = values.reshape(len(grid), -1)
-    out = np.column_stack([np.interp(x, grid, flat[:, i]) for i in range(flat.shape[1])])
+    if len(grid) == 1:
+        out = np.repeat(flat, len(x), axis=0)
+    else:
+        j = np.clip(np.searchsorted(grid, x, side="right"), 1, len(grid) - 1)
+        lo, width = grid[j - 1], grid[j] - grid[j - 1]
+        t = np.clip(np.divide(x - lo, width, out=np.zeros_like(x), where=width > 0), 0.0, 1.0)
+        out = flat[j - 1] + t[:, None] * (flat[j] - flat[j - 1])
     return out.reshape((len(x),) + values.shape[1:])
 
 
-def _tail_share(log_density, upper: float) -> float:
+def _tail_share(log_density, upper: float) -> tuple[float, float | None]:
     """The share of the sd's posterior beyond log sd ``upper``, roughly: the density on a line
     of log sds below ``upper`` (trapezoids), its tail beyond continued along the last step's
     slope (an overestimate where the log density bends down, as every prior's does). 1 where
-    the density still rises at ``upper``; 0 where the line has no finite density."""
+    the density still rises at ``upper``; 0 where the line has no finite density. And the
+    line's highest point, moved to the top of the parabola through it and its neighbours
+    (None where it is an end of the line): a start near the mode."""
     z = upper - np.arange(LINE_LENGTH / LINE_STEP, -1, -1) * LINE_STEP
     with np.errstate(over="ignore", invalid="ignore"):
         lp = log_density(z[:, None])
     if not np.isfinite(lp).any():
-        return 0.0
-    top = lp[np.isfinite(lp)].max()
-    dens = np.where(np.isfinite(lp), np.exp(lp - top), 0.0)
+        return 0.0, None
+    finite = np.where(np.isfinite(lp), lp, -np.inf)
+    i = int(np.argmax(finite))
+    top = None
+    if 0 < i < len(z) - 1 and np.isfinite(finite[i - 1] + finite[i + 1]):
+        bend = finite[i + 1] - 2 * finite[i] + finite[i - 1]
+        if bend < 0:
+            top = float(z[i] - 0.5 * LINE_STEP * (finite[i + 1] - finite[i - 1]) / bend)
+    dens = np.exp(finite - finite[i])
     slope = (lp[-1] - lp[-2]) / LINE_STEP
     if not np.isfinite(slope) or slope >= 0:
-        return 1.0
+        return 1.0, top
     tail = dens[-1] / -slope
     inside = LINE_STEP * (dens.sum() - 0.5 * (dens[0] + dens[-1]))
-    return float(tail / (inside + tail))
+    return float(tail / (inside + tail)), top

@@ -8,7 +8,7 @@ cells come back to Python.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,8 @@ class Cells:
     table: pd.DataFrame
     family: str
     n_rows: int
+    # the statistics' arrays, read from the table once (see stats)
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def likelihood(self) -> str:
@@ -46,9 +48,15 @@ class Cells:
 
     def stats(self) -> dict[str, np.ndarray]:
         """The statistics as float64 arrays, by short name (those of the one-factor family of
-        the same likelihood; in the table with a leading ``__``, which no formula column has)."""
-        names = family_of(self.likelihood).statistics
-        return {name: self.table[f"__{name}"].to_numpy(np.float64) for name in names}
+        the same likelihood; in the table with a leading ``__``, which no formula column has);
+        read once, each call a new dict of them."""
+        if not self._arrays:
+            names = family_of(self.likelihood).statistics
+            arrays = {name: self.table[f"__{name}"].to_numpy(np.float64) for name in names}
+            for a in arrays.values():
+                a.flags.writeable = False
+            self._arrays.update(arrays)
+        return dict(self._arrays)
 
 
 def _likelihood(family: str) -> str:
@@ -149,5 +157,8 @@ def reduce_cells(data: Any, spec: FormulaSpec) -> Cells:
     if spec.family == "binomial" and (stats["trials"] <= 0).all():
         raise ValueError(f"trials: column {spec.response['trials']!r} has no trials at all")
     n_rows = int(table["__rows"].to_numpy().sum())
-    columns = {k: table[k] for k in (*keys, "__rows")} | {f"__{k}": v for k, v in stats.items()}
-    return Cells(pd.DataFrame(columns), spec.family, n_rows)
+    # (the columns' arrays: a frame of Series would align their indexes again)
+    columns = {k: table[k].array for k in (*keys, "__rows")}
+    return Cells(
+        pd.DataFrame(columns | {f"__{k}": v for k, v in stats.items()}), spec.family, n_rows
+    )

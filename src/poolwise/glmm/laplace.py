@@ -399,7 +399,7 @@ def _pulled_in(ends, link, weights, centres, var) -> list[np.ndarray]:
     return out
 
 
-def _hyper_rows(weights, points, var, prob, smoothing):
+def _hyper_rows(weights, points, var, prob, smoothing, floor=None):
     """The sds' rows (mean, sd, median, HDI). ``smoothing`` "kernel" (the full grid, as a rule
     its finer interpolated one): each point smoothed over its cell by the fourth-order kernel
     (moments up to the third kept: the intervals' error is O(spacing^4)), the cell's normal
@@ -413,7 +413,7 @@ def _hyper_rows(weights, points, var, prob, smoothing):
         if smoothing == "pulled":
             rows = (*rows[:3], *_pulled_in(rows[3:], "log", weights, points, var))
         return rows
-    rows = _mixture_table(weights, points, 12 * var, prob, link="log", kind="kernel")
+    rows = _mixture_table(weights, points, 12 * var, prob, link="log", kind="kernel", floor=floor)
     bad = ~rows[5]
     if bad.any():
         normal = _mixture_rows(weights, points[:, bad], var[:, bad], prob, link="log")
@@ -443,11 +443,14 @@ def _mixture_table(
     coarse=None,
     median=True,
     kind="normal",
+    floor=None,
     tol=TOL,
 ):
     """:func:`_mixture_rows` of a normal or ``kind`` "kernel" mixture, and whether each HDI is
-    sound. The intervals' search starts from the normal one, moved by the skewness of a normal
-    mixture on the identity link (see :func:`~poolwise.intervals.hdi_normal`)."""
+    sound; ``floor`` each column's density at its lower end, where known (see
+    :meth:`poolwise.mixture.Mixture.hdi`). The intervals' search starts from the normal one,
+    moved by the skewness of a normal mixture on the identity link (see
+    :func:`~poolwise.intervals.hdi_normal`)."""
     m = weights @ means
     var = np.maximum(weights @ (variances + means**2) - m**2, 0.0)
     keep = prune(weights, INTERVAL_SHARE)
@@ -463,7 +466,7 @@ def _mixture_table(
         skew = np.divide(third, var**1.5, out=np.zeros_like(third), where=var > 0)
         np.clip(skew, -1.0, 1.0, out=skew)
     with np.errstate(over="ignore"):  # a sd at its boundary: a log-scale spread without end
-        lo, hi, sound = mix.hdi(prob, *hdi_normal(m, var, prob, skew), coarse, tol)
+        lo, hi, sound = mix.hdi(prob, *hdi_normal(m, var, prob, skew), coarse, floor, tol)
         mid = mix.quantile(0.5, m) if median else np.full(m.shape, np.nan)
     if link == "log":
         x = np.exp(means)

@@ -284,9 +284,6 @@ def prepare(
     )
 
 
-GROUP_COLUMNS = ("n", "raw", "mean", "sd", "hdi_low", "hdi_high", "shrinkage")
-
-
 def groups_table(
     cells: Cells,
     design: Design,
@@ -319,30 +316,56 @@ def groups_table(
     else:
         s2 = float(means["sigma2"])
         score, w, size = s["n"] * (s["mean"] - eta) / s2, s["n"] / s2, s["n"]
-    columns: dict[str, list[np.ndarray]] = {k: [] for k in GROUP_COLUMNS}
+    frames = []
     for t in design.groups:
         L = t.n_levels
         sc = np.bincount(t.codes, weights=score * t.values, minlength=L)
         info = np.bincount(t.codes, weights=w * t.values**2, minlength=L)
+        n = np.bincount(t.codes, weights=size, minlength=L)
         mean, sd, lo, hi = summaries[t.name]
         with np.errstate(divide="ignore", invalid="ignore"):
             raw = np.where(info > 0, mean + sc / info, np.nan)
         values, weights = sds[t.name]
         shrink = weights @ (1.0 / (1.0 + info[None, :] * values[:, None] ** 2))
-        n = np.bincount(t.codes, weights=size, minlength=L)
-        for k, v in zip(GROUP_COLUMNS, (n, raw, mean, sd, lo, hi, shrink), strict=True):
-            columns[k].append(np.asarray(v, dtype=float))
-    # one frame, its index built from codes (MultiIndex.from_arrays is several times slower)
-    groups = design.groups
-    labels = [label for t in groups for label in t.levels]
-    level_codes, level_names = pd.factorize(np.array(labels, dtype=object))
-    index = pd.MultiIndex(
-        levels=[[t.name for t in groups], level_names],
-        codes=[np.repeat(np.arange(len(groups)), [t.n_levels for t in groups]), level_codes],
+        if cells.likelihood != "poisson":
+            n = np.round(n).astype(np.int64)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "n": n,
+                    "raw": raw,
+                    "mean": mean,
+                    "sd": sd,
+                    "hdi_low": lo,
+                    "hdi_high": hi,
+                    "shrinkage": shrink,
+                },
+                index=_level_index(t.name, t.levels),
+            )
+        )
+    if not frames:
+        return pd.DataFrame(
+            columns=["n", "raw", "mean", "sd", "hdi_low", "hdi_high", "shrinkage"],
+            index=pd.MultiIndex.from_arrays([[], []], names=["term", "level"]),
+        )
+    return frames[0] if len(frames) == 1 else pd.concat(frames)
+
+
+def _level_index(term: str, levels: list[str]) -> pd.MultiIndex:
+    """(term, level) for every level, in order: ``MultiIndex.from_arrays``'s index (its levels
+    sorted), built from the codes directly rather than by hashing the labels.
+
+    Example
+    -------
+    >>> _level_index("1|g", ["b", "a"]).equals(pd.MultiIndex.from_arrays([["1|g"] * 2, ["b", "a"]]))
+    True
+    """
+    order = np.argsort(np.array(levels, dtype=str), kind="stable")
+    codes = np.empty(len(levels), dtype=np.intp)
+    codes[order] = np.arange(len(levels))
+    return pd.MultiIndex(
+        levels=[[term], [levels[i] for i in order]],
+        codes=[np.zeros(len(levels), dtype=np.intp), codes],
         names=["term", "level"],
         verify_integrity=False,
     )
-    data = {k: np.concatenate(v) if v else np.zeros(0) for k, v in columns.items()}
-    if cells.likelihood != "poisson":
-        data["n"] = data["n"].round().astype(np.int64)
-    return pd.DataFrame(data, index=index)
