@@ -358,3 +358,62 @@ def test_draws_of_conditionals_too_large_to_hold_are_made_afresh_alike(monkeypat
     assert let_go == [1]
     pd.testing.assert_frame_equal(afresh.groups, held.groups)
     np.testing.assert_allclose(afresh.draws["1|g"], held.draws["1|g"], rtol=1e-12, atol=1e-14)
+
+
+def _grid_moments(log_post, axes):
+    """Posterior means and sds on a fine uniform product grid whose edges the density never
+    reaches."""
+    mesh = np.meshgrid(*axes, indexing="ij")
+    lp = log_post(*mesh)
+    w = np.exp(lp - lp.max())
+    w /= w.sum()
+    means = [float((w * m).sum()) for m in mesh]
+    sds = [math.sqrt(float((w * (m - mu) ** 2).sum())) for m, mu in zip(mesh, means, strict=True)]
+    return means, sds
+
+
+def test_formulas_without_group_terms_agree_with_direct_quadrature():
+    """No grouping factor: the common effects alone (a Bayesian GLM, complete pooling), against the
+    posterior summed on a fine grid under the fit's own priors."""
+    from scipy.special import expit
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=50), "n": 10})
+    df["k"] = rng.binomial(10, expit(-0.8 + 0.3 * df["x"]))
+    df["y"] = 1 + df["x"] + rng.normal(size=50)
+    x, k, n, y = (df[c].to_numpy(float) for c in ("x", "k", "n", "y"))
+
+    fit = poolwise.fit("p(k, n) ~ x", df, method="laplace")
+    (a0, b0) = (fit.priors[c] for c in ("Intercept", "x"))
+
+    def binomial(a, b):
+        eta = a[..., None] + b[..., None] * x
+        loglik = (k * eta - n * np.logaddexp(0, eta)).sum(axis=-1)
+        return loglik - 0.5 * ((a - a0.mu) / a0.sigma) ** 2 - 0.5 * ((b - b0.mu) / b0.sigma) ** 2
+
+    axes = [
+        np.linspace(m - 7 * s, m + 7 * s, 301) for m, s in fit.population[["mean", "sd"]].values
+    ]
+    means, sds = _grid_moments(binomial, axes)
+    for method in ("laplace", "auto"):
+        table = poolwise.fit("p(k, n) ~ x", df, method=method).population
+        assert np.abs((table["mean"] - means) / sds).max() < 0.01  # measured 2e-5
+        assert np.abs(table["sd"] / sds - 1).max() < 0.01  # measured 0.0034
+
+    fit = poolwise.fit("y ~ x", df, method="laplace")
+    a0, b0, s0 = (fit.priors[c] for c in ("Intercept", "x", "sigma"))
+
+    def normal(a, b, s):
+        resid = y - a[..., None] - b[..., None] * x
+        loglik = -len(y) * np.log(s) - 0.5 * (resid**2).sum(axis=-1) / s**2
+        prior = -0.5 * (((a - a0.mu) / a0.sigma) ** 2 + ((b - b0.mu) / b0.sigma) ** 2)
+        return loglik + prior - 0.5 * (s / s0.sigma) ** 2
+
+    pop = fit.population
+    axes = [np.linspace(m - 7 * s, m + 7 * s, 121) for m, s in pop[["mean", "sd"]].values]
+    axes[2] = axes[2][axes[2] > 0]
+    means, sds = _grid_moments(normal, axes)
+    assert np.abs((pop["mean"] - means) / sds).max() < 1e-3  # measured 2e-5
+    assert np.abs(pop["sd"] / sds - 1).max() < 1e-3  # measured 6e-5
+    eb = poolwise.fit("y ~ x", df, method="eb").population
+    assert np.abs((eb["mean"].iloc[:2] - means[:2]) / sds[:2]).max() < 0.02

@@ -533,7 +533,7 @@ class Factor:
     def _Dsolve(self, v: np.ndarray) -> np.ndarray:
         """D^-1 v for v (K, J k, r)."""
         K, J, k = self.D.shape[:3]
-        return _unit_apply(self.Dinv, v.reshape(K, J, k, -1)).reshape(v.shape)
+        return _unit_apply(self.Dinv, v.reshape(K, J, k, v.shape[-1])).reshape(v.shape)
 
     def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.take(x, self.s.first, axis=1), np.take(x, self.s.rest, axis=1)
@@ -661,9 +661,9 @@ class Factor:
         z1, z2 = self._split(z)
         x2 = _triangular(self.L, z2, True)
         K, J, k = self.D.shape[:3]
-        own = _unit_half_solve(self.D, z1.reshape(K, J, k, -1))
+        own = _unit_half_solve(self.D, z1.reshape(K, J, k, z.shape[-1]))
         spread = self.G @ x2 if self.G is not None else self._Dsolve(self._C(x2, False))
-        x1 = own.reshape(K, J * k, -1) - spread
+        x1 = own.reshape(K, J * k, z.shape[-1]) - spread
         return self._join(x1, x2)
 
     @staticmethod
