@@ -41,10 +41,29 @@ RADON_PRIORS = {
         ("x + (1|g) + (0 + x|g)", []),  # independent terms stay independent
         ("x + (x||g)", []),  # lme4's uncorrelated terms
         ("(1|g) + (1|h)", []),
+        ("(1|g/h)", []),  # lme4's nesting: (1|g) + (1|g:h), independent
+        (
+            "x + (1 + x|g/h)",
+            [("1 + x|g", ("1|g", "x|g")), ("1 + x|g:h", ("1|g:h", "x|g:h"))],
+        ),
     ],
 )
 def test_blocks_of_a_formula(rhs, blocks):
     assert list(parse_formula(f"y ~ {rhs}").blocks) == blocks
+
+
+@pytest.mark.parametrize("method", ["laplace", "eb"])
+def test_nesting_is_the_two_independent_terms(method):
+    """(1|g/h) is lme4's (1|g) + (1|g:h): the same fit, with no correlation between factors."""
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"g": np.repeat(list("abcdef"), 12), "h": np.tile(list("xyz"), 24)})
+    cell = pd.factorize(df["g"] + df["h"])[0]
+    df["y"] = rng.normal(size=len(df)) + rng.normal(size=6).repeat(12) + rng.normal(size=18)[cell]
+    nested, explicit = (
+        poolwise.fit(f, df, method=method, seed=1).population
+        for f in ("y ~ 1 + (1|g/h)", "y ~ 1 + (1|g) + (1|g:h)")
+    )
+    pd.testing.assert_frame_equal(nested, explicit)
 
 
 def test_double_bar_is_the_independent_terms():

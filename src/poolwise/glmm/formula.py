@@ -233,7 +233,8 @@ def _common_rhs(rhs: str) -> str:
 def _blocks(rhs: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The correlated blocks of a right-hand side: each group summand with several coefficients
     (``(1 + x|g)``, or ``(x|g)`` with its implicit intercept) is one block, named by its
-    coefficients (``"1 + x|g"``). A coefficient written in two summands, as lme4 allows in
+    coefficients (``"1 + x|g"``); lme4's nesting ``(1 + x|a/b)`` gives one block per factor,
+    ``a`` and ``a:b``. A coefficient written in two summands, as lme4 allows in
     ``(1|g) + (x|g)`` (an intercept twice), is refused."""
     from formulae import model_description
 
@@ -255,10 +256,13 @@ def _blocks(rhs: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
                     "(lme4's (x||g)) for independent ones"
                 )
             seen[name] = summand
-        if len(terms) > 1:
-            factor = terms[0].split("|", 1)[1]
-            exprs = [t.split("|", 1)[0] for t in terms]
-            blocks.append((f"{' + '.join(exprs)}|{factor}", tuple(terms)))
+        by_factor: dict[str, list[str]] = {}
+        for name in terms:
+            by_factor.setdefault(name.split("|", 1)[1], []).append(name)
+        for factor, names in by_factor.items():
+            if len(names) > 1:
+                exprs = [t.split("|", 1)[0] for t in names]
+                blocks.append((f"{' + '.join(exprs)}|{factor}", tuple(names)))
     return tuple(blocks)
 
 
