@@ -475,3 +475,26 @@ def test_group_sd_prior_must_be_a_scale():
             method="nuts",
             progress=False,
         )
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_polars_rows_fit_and_are_checked_as_pandas_rows(lazy):
+    """A polars frame (eager or lazy) gives the pandas rows' fit, and its bad rows the same
+    refusal naming the columns."""
+    pl = pytest.importorskip("polars")
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"g": np.repeat(list("abcde"), 6), "x": rng.normal(size=30).round(1)})
+    df["n"] = 20
+    df["k"] = rng.binomial(20, 1 / (1 + np.exp(-np.repeat([-1.5, -0.5, 0, 0.5, 1.5], 6))))
+
+    def polars(frame):
+        out = pl.from_pandas(frame)
+        return out.lazy() if lazy else out
+
+    formula = "p(k, n) ~ 1 + x + (1|g)"
+    expected = poolwise.fit(formula, df, method="laplace", seed=1).population
+    got = poolwise.fit(formula, polars(df), method="laplace", seed=1).population
+    pd.testing.assert_frame_equal(got, expected)
+    bad = df.assign(k=df["k"].where(df.index != 3, 21))
+    with pytest.raises(ValueError, match="column 'k' exceeds trials column 'n' in 1 of 30 rows"):
+        poolwise.fit(formula, polars(bad), method="laplace")

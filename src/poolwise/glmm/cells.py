@@ -90,31 +90,34 @@ def _check(frame, spec: FormulaSpec, family: Family, columns: dict[str, str]) ->
         if not dtype.is_numeric() or dtype.is_boolean():
             raise TypeError(f"{role}: column {col!r} must be numeric, but it holds {dtype}")
     column = nw.col if rows is None else rows.col
-    checks = {}
+    checks: dict[tuple[str, str], Any] = {}
     for col in {*keys, *spec.response.values()}:
-        checks[f"{col}\x00null"] = column(col).is_null()
+        checks[col, "null"] = column(col).is_null()
         if schema[col].is_float():
-            checks[f"{col}\x00nonfinite"] = ~column(col).is_finite()
+            checks[col, "nonfinite"] = ~column(col).is_finite()
     roles = family.layouts[0].roles
     for role, col in spec.response.items():
         c = column(col)
         if schema[col].is_boolean():
             continue
         if spec.family == "bernoulli":
-            checks[f"{col}\x00notbinary"] = (c != 0) & (c != 1)
+            checks[col, "notbinary"] = (c != 0) & (c != 1)
             continue
         for what, e in shared.rule_checks(c, roles[role], schema[col].is_float()).items():
-            checks[f"{col}\x00{what}"] = e
+            checks[col, what] = e
     if spec.family != "bernoulli":
         # the family's own checks of its rows (successes above trials, ...)
         own = shared.family_checks(family, columns, column)
-        checks |= {f"\x00{k}": e for k, e in own.items()}
-    n, counts = shared.count_rows(frame, checks) if rows is None else rows.count(checks)
+        checks |= {("", k): e for k, e in own.items()}
+    # plain aliases: an engine may refuse odd characters in a column name (polars: a NUL)
+    aliases = dict(zip((f"check{i}" for i in range(len(checks))), checks, strict=True))
+    exprs = {alias: checks[key] for alias, key in aliases.items()}
+    n, counts = shared.count_rows(frame, exprs) if rows is None else rows.count(exprs)
     if n == 0:
         raise ValueError("data: the table has no rows")
     problems = []
-    for key, count in counts.items():
-        col, what = key.split("\x00")
+    for alias, count in counts.items():
+        col, what = aliases[alias]
         if "__check" in what:
             check = family.row_checks[int(what.split("__check")[1])]
             problems.append(shared.row_check_message(check, columns, count, n))
