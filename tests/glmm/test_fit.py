@@ -451,6 +451,13 @@ def test_one_factor_formula_is_the_exact_engine(formula, kwargs, direct):
             "group by columns",
         ),
         (
+            "p(opens, sent) ~ 1 + trial_control + (1|distribution)",
+            THREAD.assign(distribution=7),
+            {},
+            ValueError,
+            r"'1\|distribution': the factor 'distribution' has a single level \('7'\)",
+        ),
+        (
             "opens ~ 1 + trial_control + (1|distribution)",
             THREAD,
             {"method": "exact"},

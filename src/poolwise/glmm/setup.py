@@ -263,6 +263,13 @@ def prepare(
     spec = spec or parse_formula(formula, family, exposure)
     cells = reduce_cells(data, spec)
     design = build_design(cells, spec)
+    for t in design.groups:
+        if t.n_levels < 2:
+            raise ValueError(
+                f"formula: {t.name!r}: the factor {t.factor!r} has a single level "
+                f"({t.levels[0]!r}) in the data; pooling needs at least two levels, so drop "
+                "the term"
+            )
     scales = data_scales(cells.likelihood, cells.stats())
     common, sds, sigma, used = resolve_priors(priors, design, cells, scales, parametrization)
     plan, notes = plan_model(cells, design, scales, common, sds, sigma, parametrization, used)
