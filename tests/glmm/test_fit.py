@@ -458,6 +458,13 @@ def test_one_factor_formula_is_the_exact_engine(formula, kwargs, direct):
             r"'1\|distribution': the factor 'distribution' has a single level \('7'\)",
         ),
         (
+            "opens ~ 1 + (0 + arm|distribution)",
+            THREAD.assign(arm=THREAD["trial_control"].map({0: "a", 1: "b"})),
+            {},
+            ValueError,
+            r"'arm\|distribution' has a categorical expression.*\(1\|g\) \+ \(0 \+ x\|g\)",
+        ),
+        (
             "opens ~ 1 + trial_control + (1|distribution)",
             THREAD,
             {"method": "exact"},

@@ -191,7 +191,7 @@ def _evaluate(expr: str, name: str, spec: FormulaSpec, table: pd.DataFrame) -> n
     if values.shape[1] != 1:
         raise ValueError(
             f"formula: group term {name!r} has a categorical expression; write one "
-            "term per numeric column, e.g. (1|g) + (x|g)"
+            "term per numeric column, e.g. (1|g) + (0 + x|g), or (1 + x|g) for a correlated pair"
         )
     return values.reshape(-1)
 
