@@ -400,10 +400,7 @@ class LatentModel:
             moved = theta.copy()
             moved[:, i] += SLOPE_STEP
             dg[:, :, i] = (base - s.prior_times(self.prior_precision(moved), dev)) / SLOPE_STEP
-        out = fac.solve(dg)
-        if V is None:
-            return out
-        return out - V @ np.linalg.solve(M, self.constraints @ out)
+        return self._covariance_times(fac, V, M, dg)
 
     def _objective(self, x, Q: Precision, sigma, eta=None, derivatives=True):
         """The log density at ``x`` (K,), the likelihood's derivative and weights in eta, and
@@ -823,7 +820,7 @@ class LatentModel:
             weights[:, cols, c] = 1.0
         weights[:, :, -1] = q
         JX[:, :, i_s] = -2 * scale[:, None] * s.gradient(n * resid)
-        h = np.swapaxes(JX, 1, 2) @ self._conditional_solve(cond, JX)
+        h = np.swapaxes(JX, 1, 2) @ self._covariance_times(cond.factor, cond.V, cond.M, JX)
         phi = self._squares(cond, weights)
         rss = m2.sum() + (n * resid**2).sum(axis=1)
         h[:, i_s, i_s] += 2 * (phi[:, -1, -1] - scale * rss - (q * var).sum(axis=1))
@@ -840,13 +837,14 @@ class LatentModel:
             h[k] += hessian(self.log_prior, theta[k], PRIOR_HESSIAN_STEP)
         return 0.5 * (h + np.swapaxes(h, 1, 2))
 
-    def _conditional_solve(self, cond: Conditional, b: np.ndarray) -> np.ndarray:
-        """``Sigma b`` for b (K, dim, r): the conditional covariance's product, the
-        constraints' correction included."""
-        out = cond.factor.solve(b)
-        if cond.V is None:
+    def _covariance_times(self, fac: Factor, V, M, b: np.ndarray) -> np.ndarray:
+        """``Sigma b`` for b (K, dim, r): ``H^-1 b`` (``fac``'s) restricted to the constraints
+        (``V = H^-1 C'``, ``M = C V``; None without constraints), the effects' conditional
+        covariance's product."""
+        out = fac.solve(b)
+        if V is None:
             return out
-        return out - cond.V @ np.linalg.solve(cond.M, self.constraints @ out)
+        return out - V @ np.linalg.solve(M, self.constraints @ out)
 
     def _squares(self, cond: Conditional, weights: np.ndarray) -> np.ndarray:
         """``w_i' (Sigma o Sigma) w_j`` (K, r, r) for the columns of ``weights`` (K, dim, r):
@@ -899,8 +897,6 @@ class LatentModel:
         info = (u @ np.swapaxes(nu, 1, 2)) / sigma2[:, None, None]
         info[:, i, i] += 4 * m2.sum() / sigma2
         b = np.stack([s.gradient(nu[:, j]) for j in range(d)], axis=2) / sigma2[:, None, None]
-        sb = cond.factor.solve(b)
-        if cond.V is not None:
-            sb = sb - cond.V @ np.linalg.solve(cond.M, self.constraints @ sb)
+        sb = self._covariance_times(cond.factor, cond.V, cond.M, b)
         info = 0.5 * (info - np.swapaxes(b, 1, 2) @ sb)
         return grad, 0.5 * (info + np.swapaxes(info, 1, 2))
