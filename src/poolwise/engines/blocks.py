@@ -108,10 +108,9 @@ def _inverse_lower_at(lk: np.ndarray, single: bool = False) -> np.ndarray:
 
 
 def _symmetric(low: np.ndarray) -> np.ndarray:
-    """The symmetric matrix whose lower triangle ``low`` (m, m) holds (its upper zero)."""
-    out = low + low.T
-    out[np.diag_indices_from(out)] = np.diagonal(low)
-    return out
+    """The symmetric matrices whose lower triangles ``low`` (..., m, m) hold (their upper
+    zero)."""
+    return low + np.swapaxes(np.tril(low, -1), -1, -2)
 
 
 def _inverse_lower(L: list[np.ndarray]) -> np.ndarray:
@@ -580,8 +579,7 @@ class Factor:
                 Linv = _triangular(self.L, np.broadcast_to(np.eye(self.s.m), self.L.shape), False)
                 self._rest_inv = np.swapaxes(Linv, 1, 2) @ Linv
             else:
-                low = _inverse_lower(self.L)
-                self._rest_inv = low + np.swapaxes(np.tril(low, -1), 1, 2)
+                self._rest_inv = _symmetric(_inverse_lower(self.L))
         return self._rest_inv
 
     def diag_inverse(self, single: bool = False) -> np.ndarray:
@@ -596,19 +594,18 @@ class Factor:
             Sinv = self.rest_inverse()
             quad = row_dots(self.G @ Sinv, self.G)
             return self._join(own + quad, np.diagonal(Sinv, axis1=1, axis2=2))
-        if self.pairs is not None:  # g_j' S^-1 g_j over C's pairs in row j, a > b twice
+        if self.pairs is not None:
             rest, quad = np.empty((K, self.s.m)), np.empty((K, J))
             for p, lk in enumerate(self.L):  # one point's S^-1 at a time
                 low = _inverse_lower_at(lk, single)
                 rest[p] = np.diagonal(low)
-                reader = self.s._pair_reader[int(low.dtype == np.float32)]
-                quad[p] = reader @ low.reshape(-1)
-            return self._join(own + quad * (self.pairs[1][:, None] * own) ** 2, rest)
+                quad[p] = self._pair_quadratic(p, low)
+            return self._join(own + quad, rest)
         low = _inverse_lower(self.L)
         rest = np.diagonal(low, axis1=1, axis2=2).copy()
         quad = []
         for c, low_k, Di in zip(self.C, low, Dinv, strict=True):
-            S = low_k + np.tril(low_k, -1).T
+            S = _symmetric(low_k)
             G = _block_diag(Di) @ c
             quad.append(np.asarray(G.multiply(G @ S).sum(axis=1)).reshape(-1))
         return self._join(own + np.stack(quad), rest)
@@ -653,8 +650,14 @@ class Factor:
         low = _inverse_lower_at(self.L[p])
         P, scale = self.pairs
         B = (P @ (scale[p] ** 2 * dinv**2)).reshape(self.s.m, self.s.m)
-        quad = (self.s._pair_reader[0] @ low.reshape(-1)) * (scale[p] * dinv) ** 2
-        return _symmetric(low), _symmetric(B), quad
+        return _symmetric(low), _symmetric(B), self._pair_quadratic(p, low)
+
+    def _pair_quadratic(self, p: int, low: np.ndarray) -> np.ndarray:
+        """``g_j' S^-1 g_j`` (J,) at point p, from ``S^-1``'s lower triangle ``low`` (double or
+        single precision), where C is one pattern scaled per point: over C's pairs in row j,
+        ``a > b`` twice."""
+        reader = self.s._pair_reader[int(low.dtype == np.float32)]
+        return (reader @ low.reshape(-1)) * (self.pairs[1][p] * self.Dinv[p, :, 0, 0]) ** 2
 
     def sample(self, z: np.ndarray) -> np.ndarray:
         """Draws with covariance H^-1 from standard normals z (K, dim, r)."""
