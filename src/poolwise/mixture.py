@@ -160,7 +160,7 @@ class Mixture:
             return self.first.min(axis=0) <= 1, every
         return every, every
 
-    def _select(self, rows: np.ndarray | slice, cols: slice) -> Mixture:
+    def _select(self, rows: np.ndarray | slice, cols: np.ndarray | slice) -> Mixture:
         """The components ``rows`` (their weights as they are) of the variables ``cols``."""
         log_norm = None if self.log_norm is None else self.log_norm[rows][:, cols]
         columns = (self.first[rows][:, cols], self.second[rows][:, cols], log_norm)
@@ -236,14 +236,7 @@ class Mixture:
         rest = ~from_end
         if rest.any():
             cols = np.flatnonzero(rest)
-            part = Mixture(
-                self.kind,
-                self.weights,
-                self.first[:, cols],
-                self.second[:, cols],
-                None if self.log_norm is None else self.log_norm[:, cols],
-                self.link,
-            )
+            part = self._select(slice(None), cols)
             out_lo[cols], out_hi[cols], sound[cols] = part.hdi(prob, lo[cols], hi[cols], coarse)
         return out_lo, out_hi, sound
 
