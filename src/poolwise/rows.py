@@ -76,6 +76,25 @@ def count_rows(frame, checks: dict[str, Any]) -> tuple[int, dict[str, int]]:
     return rows, {key: int(count) for key, count in counts.items() if count}
 
 
+def key_codes(columns: Iterable[Any], n: int) -> tuple[np.ndarray, list[Any]]:
+    """Each of ``n`` rows' code (int64) for its values in ``columns`` (arrays or Series):
+    their codes among each column's sorted values (hashed by pandas, then sorted), combined
+    lexicographically, the first column most significant; and each column's sorted values.
+
+    Example
+    -------
+    >>> codes, uniques = key_codes([np.array(["b", "a", "b"]), np.array([2, 1, 1])], 3)
+    >>> codes.tolist(), [u.tolist() for u in uniques]
+    ([3, 0, 2], [['a', 'b'], [1, 2]])
+    """
+    codes, uniques = np.zeros(n, dtype=np.int64), []
+    for values in columns:
+        inverse, unique = pd.factorize(values, sort=True)
+        uniques.append(unique)
+        codes = codes * len(unique) + inverse
+    return codes, uniques
+
+
 class Values(np.ndarray):
     """A column held in memory, as a numpy array with the expression methods that the row checks
     call besides numpy's operators and ``round``: the checks, written once for ``nw.col``, also
@@ -186,10 +205,7 @@ class InMemory:
         """:func:`group_rows` of a layout of sums or moments, sorted by the keys."""
         if lay.reduction not in ("sums", "moments"):
             raise ValueError(f"rows in memory group sums and moments, not {lay.reduction}")
-        codes = np.zeros(len(self.native), dtype=np.int64)
-        for key in keys:
-            inverse, unique = pd.factorize(self.native[key], sort=True)
-            codes = codes * len(unique) + inverse
+        codes, _ = key_codes((self.native[key] for key in keys), len(self.native))
         present, first, codes = np.unique(codes, return_index=True, return_inverse=True)
         table = {key: np.asarray(self.col(key))[first] for key in keys}
         table["__rows"] = np.bincount(codes, minlength=present.size)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..rows import key_codes
 from .cells import Cells
 from .formula import FormulaSpec, components, describe, environment
 
@@ -199,16 +200,11 @@ def _evaluate(expr: str, name: str, spec: FormulaSpec, table: pd.DataFrame) -> n
 def _factor_codes(table: pd.DataFrame, columns: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
     """The levels present (``a:b`` labels) and each cell's code among them, in formulae's order:
     every column's sorted values, combined lexicographically."""
-    combined = np.zeros(len(table), dtype=np.int64)
-    uniques = []
-    for c in columns:
-        inverse, unique = pd.factorize(table[c].to_numpy(), sort=True)  # (hashed, not sorted)
-        uniques.append(np.asarray(unique))
-        combined = combined * len(unique) + inverse
+    combined, uniques = key_codes((table[c].to_numpy() for c in columns), len(table))
     codes, present = pd.factorize(combined, sort=True)
     digits = {}
     for c, unique in zip(reversed(columns), reversed(uniques), strict=True):
-        digits[c] = pd.Series(unique[present % len(unique)])
+        digits[c] = pd.Series(np.asarray(unique)[present % len(unique)])
         present = present // len(unique)
     labels = _labels(digits, columns)
     return list(labels), codes.reshape(-1).astype(np.int32)
